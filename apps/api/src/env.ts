@@ -1,0 +1,14 @@
+import type { Logger } from '@quern/shared';
+import type { Principal } from './services/principal';
+import type { Services } from './services/services';
+
+/** Typed context of every request: handlers read collaborators with `c.get('services')`. */
+export interface AppEnv {
+  Variables: {
+    services: Services;
+    requestId: string;
+    logger: Logger;
+    /** Set by the auth middleware on protected routes. */
+    principal: Principal;
+  };
+}

@@ -1,0 +1,105 @@
+import { type ErrorCode, type FieldError, QuernError } from '@quern/shared';
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ZodError } from 'zod';
+import type { AppEnv } from './env';
+
+const TITLES: Record<ErrorCode, string> = {
+  malformed_request: 'Malformed request',
+  unauthorized: 'Authentication required',
+  forbidden: 'Forbidden',
+  not_found: 'Not found',
+  job_not_found: 'Job not found',
+  model_not_found: 'Model not found',
+  method_not_allowed: 'Method not allowed',
+  job_finished: 'Job already finished',
+  payload_too_large: 'Payload too large',
+  unsupported_media_type: 'Unsupported media type',
+  validation_failed: 'Validation failed',
+  idempotency_key_reused: 'Idempotency key reused with a different request',
+  rate_limited: 'Too many requests',
+  internal_error: 'Internal error',
+  inference_failed: 'Inference failed',
+  redis_unavailable: 'Service temporarily unavailable',
+  queue_full: 'Queue full',
+  service_unavailable: 'Service unavailable',
+  wait_timeout: 'Wait timed out',
+};
+
+/** The `type` URI of a problem: stable per code (RFC 9457 §3.1.1), not meant to be dereferenced. */
+export const problemType = (code: ErrorCode): string => `urn:quern:problem:${code}`;
+
+/** Renders an error as RFC 9457 problem+json with the stable code and the request id. */
+export function problem(c: Context<AppEnv>, err: QuernError): Response {
+  const body: Record<string, unknown> = {
+    type: problemType(err.code),
+    title: TITLES[err.code],
+    status: err.status,
+    detail: err.message,
+    code: err.code,
+    request_id: c.get('requestId') ?? null,
+    ...(err.errors ? { errors: err.errors } : {}),
+    ...(err.extra ?? {}),
+  };
+  const headers: Record<string, string> = { 'content-type': 'application/problem+json', ...(err.headers ?? {}) };
+  return new Response(JSON.stringify(body), { status: err.status, headers });
+}
+
+/** `features[3]`, `requests[0].features`: the field a client has to fix, in the body's own terms. */
+export function fieldPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out || '(body)';
+}
+
+export function validationError(error: ZodError, where: 'json' | 'query' | 'param' | 'header' | string): QuernError {
+  const errors: FieldError[] = error.issues.slice(0, 20).map((issue) => ({
+    field: fieldPath(issue.path),
+    message: issue.message,
+  }));
+  const first = errors[0];
+  const detail = first
+    ? `${where === 'json' ? '' : `${where} `}${first.field}: ${first.message}`
+    : 'the request does not match the schema';
+  return new QuernError('validation_failed', detail, { errors });
+}
+
+/** Driver and server errors that mean "Redis can't take this now": answered 503, not 500. */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === 'MaxRetriesPerRequestError') return true;
+  return /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|OOM command not allowed|LOADING|READONLY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOSCRIPT|Connection in subscriber mode|connect ETIMEDOUT/i.test(
+    err.message,
+  );
+}
+
+/** Turns anything thrown in a handler into problem+json; unknown errors never show their text. */
+export function toQuernError(err: unknown): QuernError {
+  if (err instanceof QuernError) return err;
+  if (err instanceof HTTPException) {
+    switch (err.status) {
+      case 400:
+        return new QuernError('malformed_request', err.message || 'the request body is not valid JSON');
+      case 401:
+        return new QuernError('unauthorized', 'authentication required');
+      case 404:
+        return new QuernError('not_found', 'no such resource');
+      case 413:
+        return new QuernError('payload_too_large', 'the request body is too large');
+      case 415:
+        return new QuernError('unsupported_media_type', 'send the body as application/json');
+      default:
+        if (err.status < 500) return new QuernError('malformed_request', 'the request could not be processed');
+        return new QuernError('internal_error', 'an internal error occurred');
+    }
+  }
+  if (isRedisUnavailable(err)) {
+    return new QuernError('redis_unavailable', 'the job store is unreachable; retry shortly', {
+      headers: { 'retry-after': '5' },
+    });
+  }
+  return new QuernError('internal_error', 'an internal error occurred; quote the request id when reporting it');
+}

@@ -1,0 +1,52 @@
+import { serve } from '@hono/node-server';
+import { ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
+import { createApp } from './app';
+import { createServices } from './services/services';
+
+/** Entry point of an API process: config, connections, the HTTP server and a clean shutdown. */
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`quern api: ${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+  const logger = createLogger('api', config.LOG_LEVEL);
+  const manifest = loadManifest(config.QUERN_MODELS_DIR);
+  const services = createServices(config, manifest, logger);
+  const app = createApp(services, logger);
+  const server = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT });
+  server.on('listening', () => {
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.PORT;
+    logger.info({ host: config.HOST, port }, 'api listening');
+  });
+  server.on('error', (err) => {
+    logger.fatal({ err: err.message }, 'cannot listen');
+    process.exit(1);
+  });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    setTimeout(() => process.exit(1), 10_000).unref();
+    // Stop accepting, let requests in flight finish (sync waiters get their answer or time out).
+    server.close(() => {
+      services.close().finally(() => process.exit(0));
+    });
+    if ('closeIdleConnections' in server) server.closeIdleConnections();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`quern api: failed to start: ${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,47 @@
+import { type Logger, newId } from '@quern/shared';
+import { createMiddleware } from 'hono/factory';
+import type { AppEnv } from '../env';
+import type { Services } from '../services/services';
+
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
+
+/**
+ * First middleware of every request: sets the request id (a caller's `X-Request-Id` if it is
+ * safe to log, else a new `req_…`), the services and a child logger, then writes one log line
+ * and the HTTP metrics when the response is done.
+ */
+export function requestContext(services: Services, logger: Logger) {
+  return createMiddleware<AppEnv>(async (c, next) => {
+    const started = performance.now();
+    const incoming = c.req.header('x-request-id');
+    const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : newId('req');
+    c.set('requestId', requestId);
+    c.set('services', services);
+    c.set('logger', logger.child({ request_id: requestId }));
+    try {
+      await next();
+    } finally {
+      c.header('x-request-id', requestId);
+      const seconds = (performance.now() - started) / 1000;
+      // Route templates (`/v1/jobs/:id`), not raw paths, keep label cardinality bounded.
+      const route = c.req.routePath && c.req.routePath !== '/*' ? c.req.routePath : 'unmatched';
+      const status = c.res.status;
+      services.metrics.httpRequests.labels(c.req.method, route, String(status)).inc();
+      services.metrics.httpDuration.labels(c.req.method, route).observe(seconds);
+      if (route !== '/metrics' && route !== '/health') {
+        const principal = c.get('principal');
+        c.get('logger').info(
+          {
+            method: c.req.method,
+            route,
+            status,
+            duration_ms: Math.round(seconds * 1e6) / 1e3,
+            principal_id: principal?.id,
+            key_prefix: principal?.keyPrefix,
+          },
+          'request',
+        );
+      }
+    }
+  });
+}

@@ -1,0 +1,26 @@
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AppEnv } from '../env';
+
+export const metricsRoute = createRoute({
+  method: 'get',
+  path: '/metrics',
+  tags: ['Operations'],
+  summary: 'Prometheus metrics',
+  description: 'Prometheus text format. Queue gauges are read from Redis at scrape time.',
+  responses: {
+    200: { description: 'Metrics.', content: { 'text/plain': { schema: z.string() } } },
+  },
+});
+
+export function registerMetrics(app: OpenAPIHono<AppEnv>): void {
+  app.openapi(metricsRoute, async (c) => {
+    const { metrics } = c.get('services');
+    try {
+      await metrics.refreshQueueGauges();
+    } catch (err) {
+      // Redis down: still serve the process metrics; the queue gauges keep their last values.
+      c.get('logger').warn({ err: (err as Error).message }, 'could not read queue gauges');
+    }
+    return c.text(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType });
+  });
+}

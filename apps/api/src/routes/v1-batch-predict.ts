@@ -1,0 +1,105 @@
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AppEnv } from '../env';
+import { requireAuth } from '../middleware/auth';
+import { FeaturesSchema, JobSchema, ModelNameSchema, PROTECTED, PredictionSchema, problems } from '../schemas';
+import { checkRows, MAX_BATCH_ROWS } from './inference-input';
+import { runSyncJob } from './sync-job';
+
+export const BatchPredictRequestSchema = z
+  .object({
+    model: ModelNameSchema,
+    requests: z
+      .array(z.object({ features: FeaturesSchema }))
+      .min(1)
+      .max(MAX_BATCH_ROWS)
+      .openapi({ description: `1 to ${MAX_BATCH_ROWS} rows, run as one job.` }),
+  })
+  .openapi('BatchPredictRequest');
+
+export const BatchPredictResponseSchema = z
+  .object({
+    predictions: z.array(PredictionSchema).openapi({ description: 'One prediction per row, in request order.' }),
+    total_latency_ms: z.number(),
+    cached: z.boolean().openapi({ description: 'True when every row came from the result cache.' }),
+    model_version: z.string(),
+    job_id: z.string().nullable(),
+  })
+  .openapi('BatchPredictResponse');
+
+const route = (path: string, deprecated: boolean) =>
+  createRoute({
+    method: 'post',
+    path,
+    tags: ['Predict'],
+    summary: deprecated ? 'Alias of POST /v1/batch-predict' : 'Predict many rows in one job and wait',
+    description:
+      'Up to 100 rows in one job; the worker splits them over batches as the model’s `max_batch_size` needs. ' +
+      'Waits like `/v1/predict` and answers `202` with the job when the wait runs out.',
+    deprecated,
+    security: PROTECTED,
+    middleware: [requireAuth('predict')] as const,
+    request: {
+      headers: z.object({ prefer: z.string().optional().openapi({ example: 'wait=10' }) }),
+      body: { required: true, content: { 'application/json': { schema: BatchPredictRequestSchema } } },
+    },
+    responses: {
+      200: { description: 'All predictions.', content: { 'application/json': { schema: BatchPredictResponseSchema } } },
+      202: {
+        description: 'The wait ran out; the job goes on.',
+        headers: z.object({ location: z.string() }),
+        content: { 'application/json': { schema: JobSchema } },
+      },
+      ...problems(400, 401, 403, 404, 413, 415, 422, 429, 500, 503),
+    },
+  });
+
+export const batchPredictRoute = route('/v1/batch-predict', false);
+export const batchPredictAliasRoute = route('/batch-predict', true);
+
+export function registerBatchPredict(app: OpenAPIHono<AppEnv>): void {
+  for (const r of [batchPredictRoute, batchPredictAliasRoute]) {
+    app.openapi(r, async (c) => {
+      const started = performance.now();
+      const { models, cache, metrics } = c.get('services');
+      const body = c.req.valid('json');
+      const model = models.resolve(body.model);
+      const rows = body.requests.map((r) => r.features);
+      checkRows(model, rows, (i) => `requests[${i}].features`);
+
+      const hits = await cache.lookup(model, rows);
+      if (cache.enabled) {
+        const hitCount = hits.filter((h) => h !== null).length;
+        metrics.cacheLookups.labels(model.name, 'hit').inc(hitCount);
+        metrics.cacheLookups.labels(model.name, 'miss').inc(rows.length - hitCount);
+      }
+      if (hits.every((h) => h !== null)) {
+        return c.json(
+          {
+            predictions: hits.map((h) => models.present(model, h as number[])),
+            total_latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
+            cached: true,
+            model_version: model.version,
+            job_id: null,
+          },
+          200,
+        );
+      }
+
+      const outcome = await runSyncJob(c, model, rows, 'batch');
+      if (outcome.kind === 'pending') {
+        return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}` });
+      }
+      const { result } = outcome;
+      return c.json(
+        {
+          predictions: result.outputs.map((o) => models.present(model, o)),
+          total_latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
+          cached: result.cached.every(Boolean),
+          model_version: result.model_version,
+          job_id: outcome.jobId,
+        },
+        200,
+      );
+    });
+  }
+}

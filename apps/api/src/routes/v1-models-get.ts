@@ -1,0 +1,31 @@
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AppEnv } from '../env';
+import { ModelSchema, problems } from '../schemas';
+import { modelView } from './v1-models-list';
+
+export const getModelRoute = createRoute({
+  method: 'get',
+  path: '/v1/models/{name}',
+  tags: ['Models'],
+  summary: 'Get a model',
+  request: {
+    params: z.object({
+      name: z
+        .string()
+        .max(63)
+        .openapi({ param: { name: 'name', in: 'path' }, example: 'cars-mpg' }),
+    }),
+  },
+  responses: {
+    200: { description: 'The model.', content: { 'application/json': { schema: ModelSchema } } },
+    ...problems(404),
+  },
+});
+
+export function registerGetModel(app: OpenAPIHono<AppEnv>): void {
+  app.openapi(getModelRoute, (c) => {
+    const { models } = c.get('services');
+    const model = models.resolve(c.req.valid('param').name);
+    return c.json(modelView(model, models.defaultName), 200);
+  });
+}

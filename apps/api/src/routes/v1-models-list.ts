@@ -1,0 +1,38 @@
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { ModelEntry } from '@quern/shared';
+import type { AppEnv } from '../env';
+import { ModelSchema } from '../schemas';
+
+/** A manifest entry as the API shows it (the file path and hash stay internal). */
+export function modelView(model: ModelEntry, defaultName: string) {
+  return {
+    name: model.name,
+    version: model.version,
+    description: model.description,
+    input: model.input,
+    output: model.output,
+    batching: model.batching,
+    default: model.name === defaultName,
+  };
+}
+
+export const listModelsRoute = createRoute({
+  method: 'get',
+  path: '/v1/models',
+  tags: ['Models'],
+  summary: 'List models',
+  description: 'Every model this service serves, with its input and output spec and batching settings.',
+  responses: {
+    200: {
+      description: 'The models.',
+      content: { 'application/json': { schema: z.object({ data: z.array(ModelSchema) }).openapi('ModelList') } },
+    },
+  },
+});
+
+export function registerListModels(app: OpenAPIHono<AppEnv>): void {
+  app.openapi(listModelsRoute, (c) => {
+    const { models } = c.get('services');
+    return c.json({ data: models.list().map((m) => modelView(m, models.defaultName)) }, 200);
+  });
+}

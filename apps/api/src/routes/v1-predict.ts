@@ -1,0 +1,99 @@
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AppEnv } from '../env';
+import { requireAuth } from '../middleware/auth';
+import { FeaturesSchema, JobSchema, ModelNameSchema, PROTECTED, PredictionSchema, problems } from '../schemas';
+import { checkRows } from './inference-input';
+import { runSyncJob } from './sync-job';
+
+export const PredictRequestSchema = z
+  .object({ model: ModelNameSchema, features: FeaturesSchema })
+  .openapi('PredictRequest');
+
+export const PredictResponseSchema = z
+  .object({
+    prediction: PredictionSchema,
+    latency_ms: z.number().openapi({ description: 'Server-side time from request to answer.' }),
+    cached: z.boolean().openapi({ description: 'True when the answer came from the result cache.' }),
+    model_version: z.string(),
+    job_id: z.string().nullable().openapi({ description: 'The job that computed it; null for a cache hit.' }),
+  })
+  .openapi('PredictResponse');
+
+const route = (path: string, deprecated: boolean) =>
+  createRoute({
+    method: 'post',
+    path,
+    tags: ['Predict'],
+    summary: deprecated ? 'Alias of POST /v1/predict' : 'Predict and wait for the result',
+    description:
+      'Enqueues one row and waits for it (default 30 s; `Prefer: wait=N` in seconds, capped by the server). ' +
+      'A cached input is answered at once without a job. When the wait runs out the answer is `202` with the ' +
+      'job and its `Location`, so nothing is lost: poll it or stream its events.',
+    deprecated,
+    security: PROTECTED,
+    middleware: [requireAuth('predict')] as const,
+    request: {
+      headers: z.object({
+        prefer: z
+          .string()
+          .optional()
+          .openapi({ example: 'wait=10', description: 'RFC 7240: `wait=N` seconds or `respond-async`.' }),
+      }),
+      body: { required: true, content: { 'application/json': { schema: PredictRequestSchema } } },
+    },
+    responses: {
+      200: { description: 'The prediction.', content: { 'application/json': { schema: PredictResponseSchema } } },
+      202: {
+        description: 'The wait ran out; the job goes on.',
+        headers: z.object({ location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }) }),
+        content: { 'application/json': { schema: JobSchema } },
+      },
+      ...problems(400, 401, 403, 404, 413, 415, 422, 429, 500, 503),
+    },
+  });
+
+export const predictRoute = route('/v1/predict', false);
+export const predictAliasRoute = route('/predict', true);
+
+export function registerPredict(app: OpenAPIHono<AppEnv>): void {
+  for (const r of [predictRoute, predictAliasRoute]) {
+    app.openapi(r, async (c) => {
+      const started = performance.now();
+      const { models, cache, metrics } = c.get('services');
+      const body = c.req.valid('json');
+      const model = models.resolve(body.model);
+      checkRows(model, [body.features], () => 'features');
+
+      const [hit] = await cache.lookup(model, [body.features]);
+      if (cache.enabled) metrics.cacheLookups.labels(model.name, hit ? 'hit' : 'miss').inc();
+      if (hit) {
+        return c.json(
+          {
+            prediction: models.present(model, hit),
+            latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
+            cached: true,
+            model_version: model.version,
+            job_id: null,
+          },
+          200,
+        );
+      }
+
+      const outcome = await runSyncJob(c, model, [body.features], 'sync');
+      if (outcome.kind === 'pending') {
+        return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}` });
+      }
+      const { result } = outcome;
+      return c.json(
+        {
+          prediction: models.present(model, result.outputs[0] ?? []),
+          latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
+          cached: result.cached[0] ?? false,
+          model_version: result.model_version,
+          job_id: outcome.jobId,
+        },
+        200,
+      );
+    });
+  }
+}

@@ -1,0 +1,113 @@
+import { LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
+import type { Queue } from 'bullmq';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'] as const;
+
+export interface QueueProbe {
+  queues: ReadonlyMap<string, Queue>;
+  workersAlive: () => Promise<number>;
+}
+
+/**
+ * The API's Prometheus metrics on a registry of its own. Queue gauges are read from BullMQ
+ * when Prometheus scrapes, so every API replica reports the same, current numbers.
+ */
+export function createApiMetrics(probe: QueueProbe) {
+  const registry = new Registry();
+  registry.setDefaultLabels({ service: 'api' });
+  collectDefaultMetrics({ register: registry });
+
+  const httpRequests = new Counter({
+    name: MetricNames.httpRequests,
+    help: 'HTTP requests by method, route template and status code.',
+    labelNames: ['method', 'route', 'status'],
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: MetricNames.httpRequestDuration,
+    help: 'HTTP request duration in seconds, by method and route template.',
+    labelNames: ['method', 'route'],
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const cacheLookups = new Counter({
+    name: MetricNames.cacheLookups,
+    help: 'Result-cache lookups in the API, per input row, by model and result (hit, miss).',
+    labelNames: ['model', 'result'],
+    registers: [registry],
+  });
+  const jobsSubmitted = new Counter({
+    name: MetricNames.jobsSubmitted,
+    help: 'Inference jobs enqueued, by model and mode (async, sync, batch).',
+    labelNames: ['model', 'mode'],
+    registers: [registry],
+  });
+  const syncWaitTimeouts = new Counter({
+    name: MetricNames.syncWaitTimeouts,
+    help: 'Sync requests whose wait ran out (answered 202 with the job), by model.',
+    labelNames: ['model'],
+    registers: [registry],
+  });
+  const authFailures = new Counter({
+    name: MetricNames.authFailures,
+    help: 'Requests refused for authentication (missing, unknown, revoked or expired credential).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const rateLimited = new Counter({
+    name: MetricNames.rateLimited,
+    help: 'Requests refused by a rate limit, by tier.',
+    labelNames: ['tier'],
+    registers: [registry],
+  });
+
+  const queueJobs = new Gauge({
+    name: MetricNames.queueJobs,
+    help: 'Jobs in each model queue by BullMQ state, read from Redis at scrape time.',
+    labelNames: ['model', 'state'],
+    registers: [registry],
+  });
+  const oldestAge = new Gauge({
+    name: MetricNames.queueOldestWaitingAge,
+    help: 'Age in seconds of the oldest job waiting in each model queue (0 when none waits).',
+    labelNames: ['model'],
+    registers: [registry],
+  });
+  const workersAlive = new Gauge({
+    name: MetricNames.workersAlive,
+    help: 'Worker processes whose heartbeat was seen within the heartbeat TTL.',
+    registers: [registry],
+  });
+
+  /** Reads queue depths from Redis; failures leave the previous values (the scrape still works). */
+  async function refreshQueueGauges(): Promise<void> {
+    const now = Date.now();
+    await Promise.all(
+      [...probe.queues].map(async ([model, queue]) => {
+        const counts = await queue.getJobCounts(...QUEUE_STATES);
+        for (const state of QUEUE_STATES) queueJobs.labels(model, state).set(counts[state] ?? 0);
+        // The wait list is LIFO-pushed: its oldest entry is the last one. Prioritized jobs are
+        // ordered by priority, so look at the first few of those too.
+        const [oldestWaiting] = await queue.getJobs(['wait'], -1, -1, true);
+        const prioritized = await queue.getJobs(['prioritized'], 0, 9, true);
+        const stamps = [oldestWaiting, ...prioritized].filter((j) => j !== undefined).map((j) => j.timestamp);
+        oldestAge.labels(model).set(stamps.length > 0 ? Math.max(0, (now - Math.min(...stamps)) / 1000) : 0);
+      }),
+    );
+    workersAlive.set(await probe.workersAlive());
+  }
+
+  return {
+    registry,
+    httpRequests,
+    httpDuration,
+    cacheLookups,
+    jobsSubmitted,
+    syncWaitTimeouts,
+    authFailures,
+    rateLimited,
+    refreshQueueGauges,
+  };
+}
+export type ApiMetrics = ReturnType<typeof createApiMetrics>;

@@ -1,0 +1,36 @@
+import { inputHash, type KeySpace, type ModelEntry, outputSize } from '@quern/shared';
+import type { Redis } from 'ioredis';
+
+/**
+ * Read side of the result cache the workers fill. Keys hold model name, version and the hash of
+ * the float32 input, so a new model version never answers from an old version's entries.
+ */
+export class ResultCache {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: KeySpace,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  get enabled(): boolean {
+    return this.ttlSeconds > 0;
+  }
+
+  /** Cached outputs for each row, or null where a row is not cached. */
+  async lookup(model: ModelEntry, rows: readonly (readonly number[])[]): Promise<(number[] | null)[]> {
+    if (!this.enabled) return rows.map(() => null);
+    const size = outputSize(model);
+    const raw = await this.redis.mget(...rows.map((row) => this.keys.cache(model.name, model.version, inputHash(row))));
+    return raw.map((value) => {
+      if (value === null) return null;
+      try {
+        const parsed: unknown = JSON.parse(value);
+        return Array.isArray(parsed) && parsed.length === size && parsed.every((v) => typeof v === 'number')
+          ? (parsed as number[])
+          : null;
+      } catch {
+        return null;
+      }
+    });
+  }
+}

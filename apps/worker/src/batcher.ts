@@ -1,0 +1,288 @@
+import type { BatchOutput } from './inference-pool';
+
+/** What the scheduler needs of the inference pool; an interface so the scheduler is testable alone. */
+export interface BatchRunner {
+  idleCount(): number;
+  run(model: string, rows: number, input: Float32Array): Promise<BatchOutput>;
+}
+
+export interface BatchModel {
+  name: string;
+  features: number;
+  outputSize: number;
+  maxBatchSize: number;
+  maxDelayMs: number;
+}
+
+export interface BatchResult {
+  /** `rows × outputSize` values for this request's rows, in order. */
+  output: Float32Array;
+  /** Rows in the (largest) batch this request's rows ran in. */
+  batchSize: number;
+  inferenceMs: number;
+  /** Epoch ms when the first of its batches started. */
+  startedAt: number;
+}
+
+export interface BatchStats {
+  model: string;
+  rows: number;
+  requests: number;
+  inferenceMs: number;
+}
+
+/** Thrown for a request removed before its batch ran (canceled, past its deadline). */
+export class DroppedError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'DroppedError';
+  }
+}
+
+interface Request {
+  model: BatchModel;
+  rows: readonly (readonly number[])[];
+  enqueuedAt: number;
+  shouldDrop: (() => string | null) | undefined;
+  output: Float32Array;
+  taken: number;
+  done: number;
+  batchSize: number;
+  inferenceMs: number;
+  startedAt: number;
+  failed: boolean;
+  resolve: (r: BatchResult) => void;
+  reject: (e: Error) => void;
+}
+
+/** FIFO with O(1) push and shift; array `shift()` is O(n) and pending queues can be long. */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(item: T): void {
+    this.items.push(item);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  shift(): T | undefined {
+    const item = this.items[this.head];
+    this.items[this.head] = undefined;
+    this.head++;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}
+
+interface ModelQueue {
+  model: BatchModel;
+  pending: Fifo<Request>;
+  pendingRows: number;
+}
+
+/**
+ * Dynamic batching across models on one shared pool of inference threads.
+ *
+ * Whenever a thread is free, the model whose oldest pending row has waited longest gets the
+ * thread and takes up to `maxBatchSize` rows at once. Nothing waits while a thread is idle,
+ * except up to `maxDelayMs` (when a model sets it above 0) to gather a fuller batch. While all
+ * threads are busy, rows gather, so batch size grows with load by itself. A request with more
+ * rows than `maxBatchSize` is split over several batches.
+ */
+export class BatchScheduler {
+  private readonly queues = new Map<string, ModelQueue>();
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private inFlight = 0;
+
+  constructor(
+    private readonly runner: BatchRunner,
+    models: BatchModel[],
+    private readonly hooks: { onBatch?: (stats: BatchStats) => void } = {},
+  ) {
+    for (const model of models) this.queues.set(model.name, { model, pending: new Fifo(), pendingRows: 0 });
+  }
+
+  /** Rows waiting for a thread, over all models. */
+  pendingRows(): number {
+    let n = 0;
+    for (const q of this.queues.values()) n += q.pendingRows;
+    return n;
+  }
+
+  /** Batches currently running. */
+  runningBatches(): number {
+    return this.inFlight;
+  }
+
+  submit(
+    modelName: string,
+    rows: readonly (readonly number[])[],
+    shouldDrop?: () => string | null,
+  ): Promise<BatchResult> {
+    const queue = this.queues.get(modelName);
+    if (!queue) return Promise.reject(new Error(`model ${modelName} is not served by this worker`));
+    const { model } = queue;
+    if (rows.length === 0) return Promise.reject(new Error('a request needs at least one row'));
+    for (const row of rows) {
+      if (row.length !== model.features) {
+        return Promise.reject(new Error(`expected ${model.features} features, got ${row.length}`));
+      }
+    }
+    return new Promise<BatchResult>((resolve, reject) => {
+      queue.pending.push({
+        model,
+        rows,
+        enqueuedAt: performance.now(),
+        shouldDrop,
+        output: new Float32Array(rows.length * model.outputSize),
+        taken: 0,
+        done: 0,
+        batchSize: 0,
+        inferenceMs: 0,
+        startedAt: 0,
+        failed: false,
+        resolve,
+        reject,
+      });
+      queue.pendingRows += rows.length;
+      this.pump();
+    });
+  }
+
+  /** Hands ready batches to idle threads; called on submit, when a thread frees up, and on timers. */
+  pump = (): void => {
+    const now = performance.now();
+    while (this.runner.idleCount() > 0) {
+      const queue = this.nextReadyQueue(now);
+      if (!queue) break;
+      this.dispatch(queue);
+    }
+    this.armTimer(now);
+  };
+
+  private isReady(queue: ModelQueue, now: number): boolean {
+    const head = queue.pending.peek();
+    if (!head) return false;
+    const { maxBatchSize, maxDelayMs } = queue.model;
+    return maxDelayMs === 0 || queue.pendingRows >= maxBatchSize || now - head.enqueuedAt >= maxDelayMs;
+  }
+
+  private nextReadyQueue(now: number): ModelQueue | undefined {
+    let best: ModelQueue | undefined;
+    let bestAt = Number.POSITIVE_INFINITY;
+    for (const queue of this.queues.values()) {
+      const head = queue.pending.peek();
+      if (head && head.enqueuedAt < bestAt && this.isReady(queue, now)) {
+        best = queue;
+        bestAt = head.enqueuedAt;
+      }
+    }
+    return best;
+  }
+
+  private armTimer(now: number): void {
+    let wakeAt = Number.POSITIVE_INFINITY;
+    for (const queue of this.queues.values()) {
+      const head = queue.pending.peek();
+      if (head && queue.model.maxDelayMs > 0) wakeAt = Math.min(wakeAt, head.enqueuedAt + queue.model.maxDelayMs);
+    }
+    if (wakeAt === Number.POSITIVE_INFINITY || wakeAt >= this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = wakeAt;
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.timerAt = Number.POSITIVE_INFINITY;
+        this.pump();
+      },
+      Math.max(0, wakeAt - now),
+    );
+  }
+
+  private dispatch(queue: ModelQueue): void {
+    const { model } = queue;
+    const parts: { req: Request; offset: number; count: number }[] = [];
+    let capacity = model.maxBatchSize;
+    while (capacity > 0) {
+      const req = queue.pending.peek();
+      if (!req) break;
+      if (req.taken === 0 && req.shouldDrop) {
+        const reason = req.shouldDrop();
+        if (reason !== null) {
+          queue.pending.shift();
+          queue.pendingRows -= req.rows.length;
+          req.failed = true;
+          req.reject(new DroppedError(reason));
+          continue;
+        }
+      }
+      const count = Math.min(capacity, req.rows.length - req.taken);
+      parts.push({ req, offset: req.taken, count });
+      req.taken += count;
+      capacity -= count;
+      queue.pendingRows -= count;
+      if (req.taken === req.rows.length) queue.pending.shift();
+    }
+    if (parts.length === 0) return;
+
+    const rows = model.maxBatchSize - capacity;
+    const input = new Float32Array(rows * model.features);
+    let at = 0;
+    for (const { req, offset, count } of parts) {
+      for (let r = offset; r < offset + count; r++) {
+        input.set(req.rows[r] as readonly number[], at);
+        at += model.features;
+      }
+    }
+    const startedAt = Date.now();
+    for (const { req } of parts) if (req.startedAt === 0) req.startedAt = startedAt;
+    this.inFlight++;
+    this.runner.run(model.name, rows, input).then(
+      (result) => {
+        this.inFlight--;
+        this.hooks.onBatch?.({ model: model.name, rows, requests: parts.length, inferenceMs: result.inferenceMs });
+        let from = 0;
+        for (const { req, offset, count } of parts) {
+          const size = count * model.outputSize;
+          req.output.set(result.output.subarray(from, from + size), offset * model.outputSize);
+          from += size;
+          req.done += count;
+          req.batchSize = Math.max(req.batchSize, rows);
+          req.inferenceMs += result.inferenceMs;
+          if (req.done === req.rows.length && !req.failed) {
+            req.resolve({
+              output: req.output,
+              batchSize: req.batchSize,
+              inferenceMs: req.inferenceMs,
+              startedAt: req.startedAt,
+            });
+          }
+        }
+        this.pump();
+      },
+      (err: Error) => {
+        this.inFlight--;
+        for (const { req } of parts) {
+          if (!req.failed) {
+            req.failed = true;
+            req.reject(err);
+          }
+        }
+        this.pump();
+      },
+    );
+  }
+
+  /** Stops the delay timer; pending requests stay pending (the worker drains before closing). */
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

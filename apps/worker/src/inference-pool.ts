@@ -1,0 +1,170 @@
+import { Worker } from 'node:worker_threads';
+
+export interface PoolModel {
+  name: string;
+  path: string;
+  inputName: string;
+  outputName: string;
+  features: number;
+  outputSize: number;
+}
+
+export interface BatchOutput {
+  /** `rows × outputSize` values, row-major. */
+  output: Float32Array;
+  /** Time inside `session.run`, in milliseconds. */
+  inferenceMs: number;
+}
+
+interface Slot {
+  index: number;
+  thread: Worker;
+  busy: boolean;
+  pending: { id: number; resolve: (out: BatchOutput) => void; reject: (err: Error) => void } | undefined;
+}
+
+type ThreadMessage =
+  | { type: 'ready' }
+  | { type: 'init-error'; message: string }
+  | { type: 'result'; id: number; output: Float32Array; ms: number }
+  | { type: 'error'; id: number; message: string };
+
+export interface InferencePoolOptions {
+  models: PoolModel[];
+  threads: number;
+  /** Called whenever a thread becomes free, so the scheduler can hand it the next batch. */
+  onIdle?: () => void;
+  onThreadExit?: (info: { index: number; code: number }) => void;
+}
+
+const THREAD_URL = new URL('./inference-thread.mjs', import.meta.url);
+
+/**
+ * A fixed set of worker threads, one ONNX Runtime session per model in each. The caller (the
+ * batch scheduler) only runs a batch when `idleCount() > 0`; each thread runs one batch at a time.
+ * A thread that dies is replaced and the batch it held is rejected, so no job hangs.
+ */
+export class InferencePool {
+  private readonly slots: Slot[] = [];
+  private nextId = 1;
+  private closing = false;
+  private busyMsTotal = 0;
+  private busySince = new Map<number, number>();
+
+  constructor(private readonly options: InferencePoolOptions) {}
+
+  get size(): number {
+    return this.options.threads;
+  }
+
+  /** Starts every thread and waits until each has loaded every model. */
+  async start(): Promise<void> {
+    await Promise.all(Array.from({ length: this.options.threads }, (_, index) => this.spawn(index)));
+  }
+
+  private spawn(index: number): Promise<void> {
+    const thread = new Worker(THREAD_URL, {
+      workerData: { models: this.options.models, intraOpThreads: 1 },
+      name: `inference-${index}`,
+    });
+    const slot: Slot = { index, thread, busy: true, pending: undefined };
+    this.slots[index] = slot;
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      thread.on('message', (msg: ThreadMessage) => {
+        switch (msg.type) {
+          case 'ready':
+            ready = true;
+            slot.busy = false;
+            resolve();
+            this.options.onIdle?.();
+            return;
+          case 'init-error':
+            reject(new Error(`inference thread ${index} could not load models: ${msg.message}`));
+            void thread.terminate();
+            return;
+          case 'result':
+          case 'error':
+            this.settle(slot, msg);
+            return;
+        }
+      });
+      thread.on('error', (err) => {
+        if (!ready) reject(err);
+        this.failPending(slot, err);
+      });
+      thread.on('exit', (code) => {
+        this.failPending(slot, new Error(`inference thread ${index} exited with code ${code}`));
+        this.options.onThreadExit?.({ index, code });
+        if (ready && !this.closing && this.slots[index] === slot) {
+          // Replace a crashed thread; its batch was already rejected and will be retried.
+          this.spawn(index).catch(() => undefined);
+        }
+      });
+    });
+  }
+
+  private settle(slot: Slot, msg: Extract<ThreadMessage, { type: 'result' | 'error' }>): void {
+    const pending = slot.pending;
+    if (!pending || pending.id !== msg.id) return;
+    this.markIdle(slot);
+    if (msg.type === 'result') pending.resolve({ output: msg.output, inferenceMs: msg.ms });
+    else pending.reject(new Error(msg.message));
+    this.options.onIdle?.();
+  }
+
+  private failPending(slot: Slot, err: Error): void {
+    const pending = slot.pending;
+    if (!pending) return;
+    this.markIdle(slot);
+    slot.busy = true; // a dead thread takes no more work until its replacement is ready
+    pending.reject(err);
+  }
+
+  private markIdle(slot: Slot): void {
+    const since = this.busySince.get(slot.index);
+    if (since !== undefined) this.busyMsTotal += performance.now() - since;
+    this.busySince.delete(slot.index);
+    slot.pending = undefined;
+    slot.busy = false;
+  }
+
+  idleCount(): number {
+    let n = 0;
+    for (const slot of this.slots) if (slot && !slot.busy) n++;
+    return n;
+  }
+
+  busyCount(): number {
+    return this.slots.filter((s) => s?.pending !== undefined).length;
+  }
+
+  /** Thread-milliseconds spent inside batches since start, including batches still running. */
+  busyMs(): number {
+    const now = performance.now();
+    let busy = this.busyMsTotal;
+    for (const since of this.busySince.values()) busy += now - since;
+    return busy;
+  }
+
+  /**
+   * Runs one batch on a free thread. `input` is transferred to the thread (not copied) and
+   * must not be used afterwards.
+   */
+  run(model: string, rows: number, input: Float32Array): Promise<BatchOutput> {
+    const slot = this.slots.find((s) => s && !s.busy);
+    if (!slot) return Promise.reject(new Error('no idle inference thread'));
+    const id = this.nextId++;
+    slot.busy = true;
+    this.busySince.set(slot.index, performance.now());
+    return new Promise<BatchOutput>((resolve, reject) => {
+      slot.pending = { id, resolve, reject };
+      slot.thread.postMessage({ type: 'run', id, model, rows, input }, [input.buffer as ArrayBuffer]);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.slots.map((s) => s?.thread.terminate()));
+  }
+}

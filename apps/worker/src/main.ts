@@ -1,0 +1,63 @@
+import { ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
+import { createWorkerHttpApp, serveWorkerHttp } from './http-server';
+import { WorkerRuntime } from './worker-runtime';
+
+/** Entry point of a worker process: config, models, consumers, the metrics port and signals. */
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`quern worker: ${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+  const logger = createLogger('worker', config.LOG_LEVEL);
+  const manifest = loadManifest(config.QUERN_MODELS_DIR);
+  const runtime = await WorkerRuntime.start({ config, manifest, logger });
+  const server = serveWorkerHttp(
+    createWorkerHttpApp({ registry: runtime.metrics.registry, isReady: () => runtime.isReady() }),
+    config.HOST,
+    config.QUERN_WORKER_PORT,
+  );
+  server.on('listening', () => {
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.QUERN_WORKER_PORT;
+    logger.info({ port }, 'worker metrics listening');
+  });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal, timeout_ms: config.QUERN_SHUTDOWN_TIMEOUT_MS }, 'draining');
+    // Hard deadline: whatever happens, exit shortly after the drain timeout.
+    setTimeout(() => {
+      logger.error('drain did not finish in time: exiting');
+      process.exit(1);
+    }, config.QUERN_SHUTDOWN_TIMEOUT_MS + 5_000).unref();
+    runtime
+      .close()
+      .then(({ forced }) => {
+        logger.info({ forced }, 'worker stopped');
+        server.close();
+        process.exit(forced ? 1 : 0);
+      })
+      .catch((err: Error) => {
+        logger.error({ err: err.message }, 'error while stopping');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`quern worker: failed to start: ${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,71 @@
+import { BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The worker's Prometheus metrics, on a registry of its own (no global state between tests). */
+export function createWorkerMetrics(options: { busyMs: () => number; threads: number }) {
+  const registry = new Registry();
+  registry.setDefaultLabels({ service: 'worker' });
+  collectDefaultMetrics({ register: registry });
+
+  const batchSize = new Histogram({
+    name: MetricNames.batchSize,
+    help: 'Rows per ONNX Runtime call.',
+    labelNames: ['model'],
+    buckets: BATCH_SIZE_BUCKETS,
+    registers: [registry],
+  });
+  const inferenceDuration = new Histogram({
+    name: MetricNames.inferenceDuration,
+    help: 'Time inside one ONNX Runtime call (one batch), in seconds.',
+    labelNames: ['model'],
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const queueWait = new Histogram({
+    name: MetricNames.jobQueueWait,
+    help: 'Time from enqueue to the start of the job’s batch, in seconds.',
+    labelNames: ['model'],
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const jobDuration = new Histogram({
+    name: MetricNames.jobDuration,
+    help: 'Time from enqueue to the job’s result being published, in seconds.',
+    labelNames: ['model'],
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const jobsFinished = new Counter({
+    name: MetricNames.jobsFinished,
+    help: 'Jobs this worker finished, by model and outcome (succeeded, failed, retried, canceled, expired).',
+    labelNames: ['model', 'outcome'],
+    registers: [registry],
+  });
+  new Gauge({
+    name: MetricNames.poolThreads,
+    help: 'Inference threads in this worker.',
+    registers: [registry],
+    collect() {
+      this.set(options.threads);
+    },
+  });
+  // Busy ratio over the interval since the previous scrape, so it tracks the current load.
+  let lastBusy = options.busyMs();
+  let lastAt = performance.now();
+  new Gauge({
+    name: MetricNames.poolBusyRatio,
+    help: 'Fraction of inference-thread time spent running batches since the previous scrape (0..1).',
+    registers: [registry],
+    collect() {
+      const busy = options.busyMs();
+      const now = performance.now();
+      const capacity = (now - lastAt) * options.threads;
+      this.set(capacity > 0 ? Math.min(1, Math.max(0, (busy - lastBusy) / capacity)) : 0);
+      lastBusy = busy;
+      lastAt = now;
+    },
+  });
+
+  return { registry, batchSize, inferenceDuration, queueWait, jobDuration, jobsFinished };
+}
+export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;

@@ -1,0 +1,176 @@
+import {
+  type Config,
+  createRedis,
+  decodeJobError,
+  inferenceJobOptions,
+  KeySpace,
+  type Logger,
+  type ModelManifest,
+  newId,
+} from '@quern/shared';
+import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { BatchScheduler } from './batcher';
+import { Heartbeat } from './heartbeat';
+import { InferencePool } from './inference-pool';
+import { createInferenceProcessor } from './inference-processor';
+import { createWorkerMetrics, type WorkerMetrics } from './metrics';
+import { resolveServedModels, type ServedModel } from './models';
+
+export interface WorkerRuntimeOptions {
+  config: Config;
+  manifest: ModelManifest;
+  logger: Logger;
+}
+
+/**
+ * Everything one worker process runs: the inference thread pool, the batch scheduler, one
+ * BullMQ consumer per served model and the heartbeat. `main.ts` adds signals and the HTTP port;
+ * tests start it in-process against their own Redis.
+ */
+export class WorkerRuntime {
+  private closing: Promise<{ forced: boolean }> | undefined;
+  private readonly consumers: Worker[] = [];
+  /** Connections this runtime opened; BullMQ does not close connections it was handed. */
+  private readonly connections: Redis[] = [];
+
+  private constructor(
+    readonly id: string,
+    private readonly options: WorkerRuntimeOptions,
+    readonly served: ServedModel[],
+    readonly pool: InferencePool,
+    readonly scheduler: BatchScheduler,
+    readonly metrics: WorkerMetrics,
+    private readonly redis: Redis,
+    private readonly heartbeat: Heartbeat,
+  ) {}
+
+  static async start(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
+    const { config, manifest, logger } = options;
+    const served = await resolveServedModels(manifest, config.QUERN_MODELS_DIR, config.QUERN_WORKER_MODELS);
+    let scheduler: BatchScheduler | undefined;
+    const pool = new InferencePool({
+      models: served.map((m) => m.pool),
+      threads: config.QUERN_WORKER_THREADS,
+      onIdle: () => scheduler?.pump(),
+      onThreadExit: ({ index, code }) => logger.warn({ thread: index, code }, 'inference thread exited'),
+    });
+    await pool.start();
+    const metrics = createWorkerMetrics({ busyMs: () => pool.busyMs(), threads: pool.size });
+    scheduler = new BatchScheduler(
+      pool,
+      served.map((m) => ({
+        name: m.entry.name,
+        features: m.pool.features,
+        outputSize: m.pool.outputSize,
+        maxBatchSize: m.entry.batching.max_batch_size,
+        maxDelayMs: m.entry.batching.max_delay_ms,
+      })),
+      {
+        onBatch: ({ model, rows, inferenceMs }) => {
+          metrics.batchSize.labels(model).observe(rows);
+          metrics.inferenceDuration.labels(model).observe(inferenceMs / 1000);
+        },
+      },
+    );
+    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const redis = createRedis(config.REDIS_URL, 'consumer', { name: 'worker', logger });
+    const id = newId('wrk');
+    const runtime = new WorkerRuntime(
+      id,
+      options,
+      served,
+      pool,
+      scheduler,
+      metrics,
+      redis,
+      new Heartbeat(redis, keys, id, config.QUERN_HEARTBEAT_INTERVAL_MS, config.QUERN_HEARTBEAT_TTL_MS, logger),
+    );
+    runtime.startConsumers(keys);
+    return runtime;
+  }
+
+  private startConsumers(keys: KeySpace): void {
+    const { config, logger } = this.options;
+    const retention = inferenceJobOptions(config);
+    this.connections.push(this.redis);
+    for (const model of this.served) {
+      const name = model.entry.name;
+      const concurrency =
+        config.QUERN_WORKER_PREFETCH > 0
+          ? config.QUERN_WORKER_PREFETCH
+          : Math.min(1024, model.entry.batching.max_batch_size * this.pool.size * 2);
+      const processor = createInferenceProcessor(model, {
+        config,
+        keys,
+        redis: this.redis,
+        scheduler: this.scheduler,
+        metrics: this.metrics,
+        logger,
+      });
+      const connection = createRedis(config.REDIS_URL, 'consumer', { name: `worker-${name}`, logger });
+      this.connections.push(connection);
+      const consumer = new Worker(keys.inferenceQueue(name), processor, {
+        connection,
+        prefix: config.QUERN_REDIS_PREFIX,
+        name: this.id,
+        concurrency,
+        lockDuration: config.QUERN_LOCK_DURATION_MS,
+        stalledInterval: config.QUERN_STALLED_INTERVAL_MS,
+        maxStalledCount: config.QUERN_MAX_STALLED_COUNT,
+        removeOnComplete: retention.removeOnComplete,
+        removeOnFail: retention.removeOnFail,
+      });
+      consumer.on('failed', (job, err) => {
+        if (!job) return;
+        const final = job.attemptsMade >= (job.opts.attempts ?? 1) || err.name === 'UnrecoverableError';
+        const { code } = decodeJobError(err.message);
+        const outcome = !final
+          ? 'retried'
+          : code === 'canceled'
+            ? 'canceled'
+            : code === 'deadline_exceeded'
+              ? 'expired'
+              : 'failed';
+        this.metrics.jobsFinished.labels(name, outcome).inc();
+      });
+      consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
+      this.consumers.push(consumer);
+    }
+    this.heartbeat.start();
+    logger.info(
+      { worker_id: this.id, models: this.served.map((m) => m.entry.name), threads: this.pool.size },
+      'worker started',
+    );
+  }
+
+  /** True once every consumer is connected and not shutting down. */
+  isReady(): boolean {
+    return this.closing === undefined && this.consumers.every((c) => c.isRunning()) && this.redis.status === 'ready';
+  }
+
+  /**
+   * Stops taking jobs, lets the jobs in hand (fetched, batched or running) finish, then closes.
+   * After `timeoutMs` it stops waiting: unfinished jobs keep their lock until it expires and
+   * another worker picks them up as stalled, so nothing is lost either way.
+   */
+  close(timeoutMs = this.options.config.QUERN_SHUTDOWN_TIMEOUT_MS): Promise<{ forced: boolean }> {
+    this.closing ??= (async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      });
+      const drained = Promise.all(this.consumers.map((c) => c.close())).then(() => 'drained' as const);
+      const outcome = await Promise.race([drained, timedOut]);
+      clearTimeout(timer);
+      const forced = outcome === 'timeout';
+      if (forced) await Promise.all(this.consumers.map((c) => c.close(true)));
+      this.scheduler.close();
+      await this.heartbeat.stop();
+      await this.pool.close();
+      await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
+      return { forced };
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,68 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { Config } from './config';
+
+/** How a job was submitted; used for metrics and to shape the response. */
+export const SubmitMode = z.enum(['async', 'sync', 'batch']);
+export type SubmitMode = z.infer<typeof SubmitMode>;
+
+/** One finite number that also fits a float32 (the models' input type). */
+export const Feature = z
+  .number()
+  .refine((v) => Number.isFinite(v) && Math.abs(v) <= 3.4e38, 'must be a finite number within float32 range');
+
+/**
+ * Data of an inference job, as written by the API and checked again by the worker. It holds
+ * no secret: the owner is a principal id, never a key or token.
+ */
+export const InferenceJobData = z.object({
+  v: z.literal(1),
+  model: z.string(),
+  model_version: z.string(),
+  /** One row for a single prediction, up to the batch limit for batch-predict. */
+  rows: z.array(z.array(Feature)).min(1),
+  mode: SubmitMode,
+  owner: z.string(),
+  request_id: z.string(),
+  created_at: z.number().int(),
+});
+export type InferenceJobData = z.infer<typeof InferenceJobData>;
+
+/** What a worker stores as the job's return value. */
+export const InferenceResult = z.object({
+  /** One output row per input row, each of the model's output size. */
+  outputs: z.array(z.array(z.number())),
+  /** Which rows came from the result cache instead of being computed. */
+  cached: z.array(z.boolean()),
+  model_version: z.string(),
+  started_at: z.number().int(),
+  finished_at: z.number().int(),
+  timings: z.object({
+    queue_ms: z.number(),
+    inference_ms: z.number(),
+    batch_size: z.number().int(),
+  }),
+});
+export type InferenceResult = z.infer<typeof InferenceResult>;
+
+/** BullMQ job name of inference jobs. */
+export const INFERENCE_JOB_NAME = 'infer';
+
+/** Retry, backoff and retention of inference jobs, from config: one definition for API and tests. */
+export function inferenceJobOptions(config: Config) {
+  return {
+    attempts: config.QUERN_JOB_ATTEMPTS,
+    backoff: { type: 'exponential' as const, delay: config.QUERN_JOB_BACKOFF_MS },
+    removeOnComplete: { age: config.QUERN_RETAIN_COMPLETED_SECONDS, count: config.QUERN_RETAIN_COMPLETED_COUNT },
+    removeOnFail: { age: config.QUERN_RETAIN_FAILED_SECONDS },
+  };
+}
+
+/**
+ * Canonical hash of one input row for the result cache. Values are hashed as the float32 the
+ * model sees, so `1` and `1.0000000001` share an entry exactly when the model cannot tell them apart.
+ */
+export function inputHash(row: readonly number[]): string {
+  const buf = Buffer.from(Float32Array.from(row).buffer);
+  return createHash('sha256').update(buf).digest('base64url');
+}

@@ -1,0 +1,34 @@
+/**
+ * Names of every Prometheus metric Quern exports. The alert rules, the Grafana dashboard and a
+ * test that scrapes the running processes all use these names, so they live in one place.
+ * Units follow Prometheus conventions: `_total` counters, `_seconds`, `_bytes`, ratios 0..1.
+ */
+export const MetricNames = {
+  // API
+  httpRequests: 'quern_http_requests_total',
+  httpRequestDuration: 'quern_http_request_duration_seconds',
+  cacheLookups: 'quern_result_cache_lookups_total',
+  jobsSubmitted: 'quern_jobs_submitted_total',
+  syncWaitTimeouts: 'quern_sync_wait_timeouts_total',
+  authFailures: 'quern_auth_failures_total',
+  rateLimited: 'quern_rate_limited_total',
+  queueJobs: 'quern_queue_jobs',
+  queueOldestWaitingAge: 'quern_queue_oldest_waiting_age_seconds',
+  workersAlive: 'quern_workers_alive',
+  // Worker
+  batchSize: 'quern_batch_size',
+  inferenceDuration: 'quern_inference_duration_seconds',
+  jobQueueWait: 'quern_job_queue_wait_seconds',
+  jobDuration: 'quern_job_duration_seconds',
+  jobsFinished: 'quern_jobs_finished_total',
+  poolBusyRatio: 'quern_inference_pool_busy_ratio',
+  poolThreads: 'quern_inference_pool_threads',
+  webhookDeliveries: 'quern_webhook_deliveries_total',
+  webhookDeliveryDuration: 'quern_webhook_delivery_duration_seconds',
+} as const;
+
+/** Histogram buckets for batch sizes: powers of two up to the largest batch a model allows. */
+export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/** Latency buckets from 1 ms to 60 s. */
+export const LATENCY_BUCKETS_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
