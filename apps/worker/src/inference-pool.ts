@@ -95,8 +95,9 @@ export class InferencePool {
       });
       thread.on('exit', (code) => {
         this.failPending(slot, new Error(`inference thread ${index} exited with code ${code}`));
+        if (this.closing) return;
         this.options.onThreadExit?.({ index, code });
-        if (ready && !this.closing && this.slots[index] === slot) {
+        if (ready && this.slots[index] === slot) {
           // Replace a crashed thread; its batch was already rejected and will be retried.
           this.spawn(index).catch(() => undefined);
         }

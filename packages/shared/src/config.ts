@@ -5,10 +5,6 @@ import { z } from 'zod';
 /** The models folder of this repository; containers set QUERN_MODELS_DIR instead. */
 const REPO_MODELS_DIR = fileURLToPath(new URL('../../../models', import.meta.url));
 
-const bool = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 const list = z.string().transform((v) =>

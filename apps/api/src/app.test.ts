@@ -1,0 +1,270 @@
+import { OTHER_API_KEY, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { createLogger, inputHash, loadManifest, waitForRedis } from '@quern/shared';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from './app';
+import { createServices, type Services } from './services/services';
+
+let redis: TestRedis;
+let services: Services;
+let app: ReturnType<typeof createApp>;
+let client: Redis;
+
+const CAR = [4, 140, 90, 2264, 15.5, 1971];
+
+function post(path: string, body: unknown, headers: Record<string, string> = {}) {
+  return app.request(path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+function get(path: string, key = TEST_API_KEY) {
+  return app.request(path, { headers: { 'x-api-key': key } });
+}
+
+async function expectProblem(res: Response, status: number, code: string) {
+  expect(res.status).toBe(status);
+  expect(res.headers.get('content-type')).toBe('application/problem+json');
+  const body = (await res.json()) as Record<string, unknown>;
+  expect(body).toMatchObject({ status, code, type: `urn:quern:problem:${code}` });
+  expect(typeof body.title).toBe('string');
+  expect(typeof body.detail).toBe('string');
+  expect(body.request_id).toBe(res.headers.get('x-request-id'));
+  return body;
+}
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  // No worker runs in this file: these tests cover the edge on its own.
+  const config = testConfig(redis, { QUERN_SYNC_WAIT_DEFAULT_MS: '300' });
+  services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), createLogger('api', 'silent'));
+  app = createApp(services, createLogger('api', 'silent'));
+  client = new Redis(redis.url);
+  await waitForRedis(services.redis, 10_000);
+});
+
+afterAll(async () => {
+  client.disconnect();
+  await services.close();
+  await redis.close();
+});
+
+describe('errors are problem+json with the right status', () => {
+  it('401 without a credential, with WWW-Authenticate', async () => {
+    const res = await app.request('/v1/jobs', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ features: CAR }),
+    });
+    await expectProblem(res, 401, 'unauthorized');
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer realm="quern"/);
+  });
+
+  it('401 with an unknown key, also as a bearer credential', async () => {
+    await expectProblem(
+      await post('/v1/jobs', { features: CAR }, { 'x-api-key': 'qk_not_a_real_key_000000000' }),
+      401,
+      'unauthorized',
+    );
+    const res = await app.request('/v1/jobs/job_0000000000000000000000', {
+      headers: { authorization: 'Bearer qk_not_a_real_key_000000000' },
+    });
+    await expectProblem(res, 401, 'unauthorized');
+  });
+
+  it('accepts the key as Authorization: Bearer', async () => {
+    const res = await app.request('/v1/jobs', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TEST_API_KEY}` },
+      body: JSON.stringify({ features: CAR }),
+    });
+    expect(res.status).toBe(202);
+  });
+
+  it('400 for malformed JSON', async () => {
+    await expectProblem(await post('/v1/jobs', '{"features": [1, 2,'), 400, 'malformed_request');
+  });
+
+  it('415 for a body that is not JSON', async () => {
+    const res = await app.request('/v1/jobs', {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain', 'x-api-key': TEST_API_KEY },
+      body: 'features=1',
+    });
+    await expectProblem(res, 415, 'unsupported_media_type');
+  });
+
+  it('422 naming the field for a wrong feature count', async () => {
+    const body = await expectProblem(await post('/v1/jobs', { features: [1, 2, 3] }), 422, 'validation_failed');
+    expect(body.errors).toEqual([{ field: 'features', message: 'expected 6 features for model cars-mpg, got 3' }]);
+  });
+
+  it('422 naming the element for a non-finite or non-numeric feature', async () => {
+    // JSON.parse turns 1e999 into Infinity: it must not reach the model.
+    const infinite = await expectProblem(
+      await post('/v1/jobs', '{"features":[4,140,1e999,2264,15.5,1971]}'),
+      422,
+      'validation_failed',
+    );
+    expect(infinite.errors).toEqual([expect.objectContaining({ field: 'features[2]' })]);
+    const text = await expectProblem(
+      await post('/v1/predict', { features: [4, 'x', 90, 2264, 15.5, 1971] }),
+      422,
+      'validation_failed',
+    );
+    expect(text.errors).toEqual([expect.objectContaining({ field: 'features[1]' })]);
+    const huge = await expectProblem(
+      await post('/v1/jobs', { features: [4, 140, 1e39, 2264, 15.5, 1971] }),
+      422,
+      'validation_failed',
+    );
+    expect(huge.errors).toEqual([expect.objectContaining({ field: 'features[2]' })]);
+  });
+
+  it('422 for a missing body field and for batch rows over the limit', async () => {
+    const missing = await expectProblem(await post('/v1/jobs', { model: 'cars-mpg' }), 422, 'validation_failed');
+    expect(missing.errors).toEqual([expect.objectContaining({ field: 'features' })]);
+    const rows = Array.from({ length: 101 }, () => ({ features: CAR }));
+    const tooMany = await expectProblem(await post('/v1/batch-predict', { requests: rows }), 422, 'validation_failed');
+    expect(tooMany.errors).toEqual([expect.objectContaining({ field: 'requests' })]);
+    const badRow = await expectProblem(
+      await post('/v1/batch-predict', { requests: [{ features: CAR }, { features: [1] }] }),
+      422,
+      'validation_failed',
+    );
+    expect(badRow.errors).toEqual([expect.objectContaining({ field: 'requests[1].features' })]);
+  });
+
+  it('404 for an unknown model, job or route', async () => {
+    await expectProblem(await post('/v1/jobs', { model: 'nope', features: CAR }), 404, 'model_not_found');
+    await expectProblem(await get('/v1/models/nope'), 404, 'model_not_found');
+    await expectProblem(await get('/v1/jobs/job_0000000000000000000000'), 404, 'job_not_found');
+    await expectProblem(await get('/v1/jobs/not-even-an-id'), 404, 'job_not_found');
+    await expectProblem(await get('/v1/nothing-here'), 404, 'not_found');
+  });
+
+  it('413 for a body over the limit', async () => {
+    const big = JSON.stringify({ features: Array.from({ length: 300_000 }, () => 1.5) });
+    expect(big.length).toBeGreaterThan(1024 * 1024);
+    await expectProblem(await post('/v1/jobs', big), 413, 'payload_too_large');
+  });
+});
+
+describe('jobs', () => {
+  it('POST /v1/jobs answers 202 with Location and a queued job resource with a random id', async () => {
+    const res = await post('/v1/jobs', { features: CAR });
+    expect(res.status).toBe(202);
+    const job = (await res.json()) as Record<string, unknown>;
+    expect(job.id).toMatch(/^job_[0-9A-Za-z]{22}$/);
+    expect(res.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
+    expect(job).toMatchObject({
+      status: 'queued',
+      model: 'cars-mpg',
+      model_version: '1.0.0',
+      output: null,
+      error: null,
+    });
+
+    const read = await get(`/v1/jobs/${job.id}`);
+    expect(read.status).toBe(200);
+    expect(await read.json()).toMatchObject({ id: job.id, status: 'queued' });
+    expect(read.headers.get('cache-control')).toBe('no-store');
+  });
+
+  it('another key cannot see the job: 404 exactly like a job that does not exist', async () => {
+    const job = (await (await post('/v1/jobs', { features: CAR })).json()) as { id: string };
+    const other = await get(`/v1/jobs/${job.id}`, OTHER_API_KEY);
+    const missing = await get('/v1/jobs/job_0000000000000000000000', OTHER_API_KEY);
+    const a = await expectProblem(other, 404, 'job_not_found');
+    const b = await expectProblem(missing, 404, 'job_not_found');
+    expect(a.detail).toBe(b.detail);
+  });
+
+  it('never writes the API key into job data', async () => {
+    const job = (await (await post('/v1/jobs', { features: CAR })).json()) as { id: string };
+    const hash = await client.hgetall(`${redis.prefix}:infer-cars-mpg:${job.id}`);
+    expect(hash.data).toBeDefined();
+    expect(JSON.stringify(hash)).not.toContain(TEST_API_KEY);
+    expect(JSON.parse(hash.data as string)).toMatchObject({ owner: expect.stringMatching(/^key_/), mode: 'async' });
+  });
+});
+
+describe('/v1/predict without a worker', () => {
+  it('answers a cached input at once (cached: true) without enqueueing a job', async () => {
+    const features = [6, 200, 100, 3000, 14, 1975];
+    await client.set(`${redis.prefix}:cache:cars-mpg:1.0.0:${inputHash(features)}`, JSON.stringify([21.5]));
+    const before = await services.jobs.queueOf('cars-mpg').count();
+    const res = await post('/v1/predict', { features });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ prediction: 21.5, cached: true, job_id: null, model_version: '1.0.0' });
+    expect(await services.jobs.queueOf('cars-mpg').count()).toBe(before);
+  });
+
+  it('answers 202 with the job and Location when the wait runs out; the job is kept', async () => {
+    const res = await post('/v1/predict', { features: [8, 400, 200, 4500, 10, 1970] }, { prefer: 'wait=0.2' });
+    expect(res.status).toBe(202);
+    expect(res.headers.get('preference-applied')).toBe('wait=0');
+    const job = (await res.json()) as { id: string; status: string };
+    expect(res.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
+    expect(job.status).toBe('queued');
+    expect(await services.jobs.queueOf('cars-mpg').getJobState(job.id)).toBe('waiting');
+  });
+});
+
+describe('operations', () => {
+  it('/health is 200; /ready is 503 without a worker heartbeat and 200 with one', async () => {
+    expect((await app.request('/health')).status).toBe(200);
+    const notReady = await app.request('/ready');
+    expect(notReady.status).toBe(503);
+    expect(await notReady.json()).toMatchObject({ status: 'not_ready', redis: 'ok', workers: 0 });
+    await client.zadd(`${redis.prefix}:workers`, Date.now(), 'wrk_test');
+    const ready = await app.request('/ready');
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'ready', workers: 1 });
+    await client.zrem(`${redis.prefix}:workers`, 'wrk_test');
+  });
+
+  it('GET /v1/models lists both models; GET /v1/models/{name} gives one', async () => {
+    const list = (await (await get('/v1/models')).json()) as { data: { name: string; default: boolean }[] };
+    expect(list.data.map((m) => m.name).sort()).toEqual(['cars-mpg', 'mlp-large']);
+    expect(list.data.find((m) => m.default)?.name).toBe('cars-mpg');
+    const one = (await (await get('/v1/models/mlp-large')).json()) as Record<string, unknown>;
+    expect(one).toMatchObject({ name: 'mlp-large', input: { features: 256 }, output: { shape: [8] } });
+    expect(one).not.toHaveProperty('file');
+  });
+
+  it('/openapi.json documents every route; /docs serves Swagger UI from the app itself', async () => {
+    const doc = (await (await app.request('/openapi.json')).json()) as { paths: Record<string, unknown> };
+    for (const path of [
+      '/v1/jobs',
+      '/v1/jobs/{id}',
+      '/v1/predict',
+      '/v1/batch-predict',
+      '/predict',
+      '/batch-predict',
+      '/v1/models',
+      '/v1/models/{name}',
+      '/health',
+      '/ready',
+      '/metrics',
+    ]) {
+      expect(doc.paths).toHaveProperty([path]);
+    }
+    const html = await (await app.request('/docs')).text();
+    expect(html).toContain('/docs/assets/swagger-ui-bundle.js');
+    expect(html).not.toMatch(/https?:\/\/(cdn|unpkg|jsdelivr)/);
+    const bundle = await app.request('/docs/assets/swagger-ui-bundle.js');
+    expect(bundle.status).toBe(200);
+    expect((await bundle.text()).length).toBeGreaterThan(100_000);
+  });
+
+  it('/metrics exposes queue depth read from Redis and request counters', async () => {
+    await post('/v1/jobs', { features: CAR });
+    const text = await (await app.request('/metrics')).text();
+    expect(text).toMatch(/quern_queue_jobs\{model="cars-mpg",state="waiting",service="api"\} [1-9]/);
+    expect(text).toContain('quern_http_requests_total{method="POST",route="/v1/jobs",status="202",service="api"}');
+    expect(text).toContain('quern_jobs_submitted_total{model="cars-mpg",mode="async",service="api"}');
+  });
+});

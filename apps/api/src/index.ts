@@ -1,0 +1,5 @@
+/** What other packages (tests, the bench) use of the API: the app factory and its services. */
+export { createApp } from './app';
+export type { AppEnv } from './env';
+export type { Principal, Scope } from './services/principal';
+export { createServices, type Services } from './services/services';

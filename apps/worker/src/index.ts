@@ -1,0 +1,5 @@
+/** What other packages (tests, the bench) use of the worker: the runtime and its parts. */
+export { BatchScheduler } from './batcher';
+export { InferencePool } from './inference-pool';
+export { resolveServedModels } from './models';
+export { WorkerRuntime } from './worker-runtime';

@@ -1,0 +1,162 @@
+import { DirectOrt, maxAbsDiff, randomRows, startTestRedis, type TestRedis, testConfig } from '@quern/devkit';
+import {
+  type Config,
+  createLogger,
+  INFERENCE_JOB_NAME,
+  type InferenceJobData,
+  type InferenceResult,
+  inferenceJobOptions,
+  inputHash,
+  KeySpace,
+  loadManifest,
+  type ModelManifest,
+  newId,
+} from '@quern/shared';
+import { type Job, Queue, QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkerRuntime } from './worker-runtime';
+
+let redis: TestRedis;
+let config: Config;
+let manifest: ModelManifest;
+let client: Redis;
+const logger = createLogger('worker', 'silent');
+
+function jobData(model: string, rows: number[][], version = '1.0.0'): InferenceJobData {
+  return {
+    v: 1,
+    model,
+    model_version: version,
+    rows,
+    mode: 'async',
+    owner: 'key_test',
+    request_id: newId('req'),
+    created_at: Date.now(),
+  };
+}
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  config = testConfig(redis);
+  manifest = loadManifest(config.QUERN_MODELS_DIR);
+  client = new Redis(redis.url);
+});
+
+afterAll(async () => {
+  client.disconnect();
+  await redis.close();
+});
+
+describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
+  it('completes jobs with ONNX Runtime’s outputs, batches under load and writes the result cache', async () => {
+    const runtime = await WorkerRuntime.start({ config, manifest, logger });
+    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const queue = new Queue(keys.inferenceQueue('mlp-large'), {
+      connection: client,
+      prefix: config.QUERN_REDIS_PREFIX,
+    });
+    const events = new QueueEvents(keys.inferenceQueue('mlp-large'), {
+      connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+      prefix: config.QUERN_REDIS_PREFIX,
+    });
+    await events.waitUntilReady();
+    queue.setMaxListeners(1000);
+    const model = manifest.models.find((m) => m.name === 'mlp-large');
+    if (!model) throw new Error('mlp-large missing from the manifest');
+    const direct = await DirectOrt.load(config.QUERN_MODELS_DIR, model);
+    try {
+      const rows = randomRows(300, 256, 7);
+      const jobs = await queue.addBulk(
+        rows.map((row) => ({
+          name: INFERENCE_JOB_NAME,
+          data: jobData('mlp-large', [row]),
+          opts: { jobId: newId('job'), ...inferenceJobOptions(config) },
+        })),
+      );
+      const results = (await Promise.all(jobs.map((j) => j.waitUntilFinished(events, 30_000)))) as InferenceResult[];
+      const expected = await direct.run(rows);
+      expect(
+        maxAbsDiff(
+          results.map((r) => r.outputs[0] ?? []),
+          expected,
+        ),
+      ).toBeLessThan(1e-4);
+      // 300 jobs added at once on 2 threads: rows gathered into batches larger than one.
+      expect(Math.max(...results.map((r) => r.timings.batch_size))).toBeGreaterThan(1);
+      expect(results.every((r) => r.model_version === model.version)).toBe(true);
+
+      const cached = await client.get(keys.cache('mlp-large', model.version, inputHash(rows[0] as number[])));
+      expect(JSON.parse(cached ?? 'null')).toEqual(results[0]?.outputs[0]);
+
+      // The same input again is answered from the cache, without a batch.
+      const again = await queue.add(INFERENCE_JOB_NAME, jobData('mlp-large', [rows[0] as number[]]), {
+        jobId: newId('job'),
+      });
+      const againResult = (await again.waitUntilFinished(events, 10_000)) as InferenceResult;
+      expect(againResult.cached).toEqual([true]);
+      expect(againResult.timings.batch_size).toBe(0);
+      expect(againResult.outputs[0]).toEqual(results[0]?.outputs[0]);
+    } finally {
+      await direct.release();
+      await events.close();
+      await queue.close();
+      await runtime.close();
+    }
+  });
+
+  it('fails a job with invalid data at once (no retries) with the invalid_input code', async () => {
+    const runtime = await WorkerRuntime.start({ config, manifest, logger });
+    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const queue = new Queue(keys.inferenceQueue('cars-mpg'), { connection: client, prefix: config.QUERN_REDIS_PREFIX });
+    const events = new QueueEvents(keys.inferenceQueue('cars-mpg'), {
+      connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+      prefix: config.QUERN_REDIS_PREFIX,
+    });
+    await events.waitUntilReady();
+    try {
+      const job = await queue.add(INFERENCE_JOB_NAME, jobData('cars-mpg', [[1, 2, 3]]), {
+        jobId: newId('job'),
+        attempts: 3,
+      });
+      await expect(job.waitUntilFinished(events, 10_000)).rejects.toThrow(/^invalid_input: row 0 has 3 features/);
+      const failed = await queue.getJob(job.id as string);
+      expect(failed?.attemptsMade).toBe(1);
+    } finally {
+      await events.close();
+      await queue.close();
+      await runtime.close();
+    }
+  });
+
+  it('on close, finishes every job it holds and leaves none active', async () => {
+    const runtime = await WorkerRuntime.start({ config, manifest, logger });
+    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const queue = new Queue(keys.inferenceQueue('mlp-large'), {
+      connection: client,
+      prefix: config.QUERN_REDIS_PREFIX,
+    });
+    try {
+      const rows = randomRows(400, 256, 11);
+      const jobs = await queue.addBulk(
+        rows.map((row) => ({
+          name: INFERENCE_JOB_NAME,
+          data: jobData('mlp-large', [row]),
+          opts: { jobId: newId('job'), ...inferenceJobOptions(config) },
+        })),
+      );
+      // Wait until the worker holds jobs, then shut it down while it does.
+      await expect.poll(() => queue.getActiveCount(), { timeout: 10_000, interval: 5 }).toBeGreaterThan(0);
+      const { forced } = await runtime.close(30_000);
+      expect(forced).toBe(false);
+      expect(await queue.getActiveCount()).toBe(0);
+      const states = await Promise.all(jobs.map((j: Job) => queue.getJobState(j.id as string)));
+      // Every job is either done or still waiting for the next worker: none lost, none stuck.
+      expect(states.every((s) => s === 'completed' || s === 'waiting')).toBe(true);
+      expect(states.filter((s) => s === 'completed').length).toBeGreaterThan(0);
+    } finally {
+      await queue.close();
+      await runtime.close();
+    }
+  });
+});

@@ -1,0 +1,24 @@
+import { type Config, loadConfig } from '@quern/shared';
+import type { TestRedis } from './test-redis';
+
+/** An API key every test stack accepts (configured through QUERN_API_KEYS). */
+export const TEST_API_KEY = 'qk_test_0123456789abcdefghijklmnop';
+export const OTHER_API_KEY = 'qk_test_other_zyxwvutsrqponmlkjihg';
+
+/** Configuration for a test: its own Redis and prefix, quiet logs, small timings. */
+export function testConfig(redis: Pick<TestRedis, 'url' | 'prefix'>, overrides: Record<string, string> = {}): Config {
+  return loadConfig({
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'silent',
+    REDIS_URL: redis.url,
+    QUERN_REDIS_PREFIX: redis.prefix,
+    QUERN_API_KEYS: `test:${TEST_API_KEY},other:${OTHER_API_KEY}`,
+    QUERN_WORKER_THREADS: '2',
+    QUERN_WORKER_PORT: '0',
+    PORT: '0',
+    QUERN_WAIT_POLL_INTERVAL_MS: '250',
+    QUERN_HEARTBEAT_INTERVAL_MS: '500',
+    QUERN_HEARTBEAT_TTL_MS: '3000',
+    ...overrides,
+  });
+}

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config';
+
+describe('loadConfig', () => {
+  it('gives defaults for an empty environment', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      NODE_ENV: 'development',
+      PORT: 8000,
+      HOST: '127.0.0.1',
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      QUERN_REDIS_PREFIX: 'quern',
+      QUERN_SYNC_WAIT_DEFAULT_MS: 30_000,
+      QUERN_RETAIN_COMPLETED_SECONDS: 86_400,
+      QUERN_RETAIN_COMPLETED_COUNT: 10_000,
+      QUERN_RETAIN_FAILED_SECONDS: 604_800,
+      QUERN_BODY_LIMIT_BYTES: 1_048_576,
+    });
+    expect(config.QUERN_WORKER_THREADS).toBeGreaterThanOrEqual(1);
+  });
+
+  it('coerces numbers and lists, and treats empty strings as unset', () => {
+    const config = loadConfig({
+      PORT: '9000',
+      QUERN_API_KEYS: 'a:xxxxxxxxxxxxxxxxxxxx, b:yyyyyyyyyyyyyyyyyy',
+      LOG_LEVEL: '',
+    });
+    expect(config.PORT).toBe(9000);
+    expect(config.QUERN_API_KEYS).toEqual(['a:xxxxxxxxxxxxxxxxxxxx', 'b:yyyyyyyyyyyyyyyyyy']);
+    expect(config.LOG_LEVEL).toBe('info');
+  });
+
+  it('binds to all interfaces by default only in production', () => {
+    expect(loadConfig({ NODE_ENV: 'production' }).HOST).toBe('0.0.0.0');
+    expect(loadConfig({ NODE_ENV: 'production', HOST: '10.0.0.5' }).HOST).toBe('10.0.0.5');
+  });
+
+  it('names the variable of a bad value', () => {
+    expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/PORT: /);
+    expect(() => loadConfig({ REDIS_URL: 'http://x' })).toThrow(/REDIS_URL: must start with redis:\/\//);
+    expect(() => loadConfig({ NODE_ENV: 'staging' })).toThrow(/NODE_ENV/);
+  });
+
+  it('checks fields against each other', () => {
+    expect(() => loadConfig({ QUERN_SYNC_WAIT_DEFAULT_MS: '90000', QUERN_SYNC_WAIT_MAX_MS: '60000' })).toThrow(
+      /QUERN_SYNC_WAIT_DEFAULT_MS: must not exceed QUERN_SYNC_WAIT_MAX_MS/,
+    );
+    expect(() =>
+      loadConfig({ NODE_ENV: 'production', QUERN_DEV_API_KEY: 'qk_dev_abcdefghijklmnopqrstuvwxyz' }),
+    ).toThrow(/QUERN_DEV_API_KEY: is refused when NODE_ENV=production/);
+  });
+
+  it('never echoes a secret’s value in an error', () => {
+    try {
+      loadConfig({ QUERN_DEV_API_KEY: 'short' });
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toContain('QUERN_DEV_API_KEY');
+      expect((err as Error).message).not.toContain('short"');
+    }
+  });
+});

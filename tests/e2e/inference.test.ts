@@ -1,0 +1,124 @@
+import { DirectOrt, maxAbsDiff, randomRows } from '@quern/devkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Stack, startStack } from '../support/stack';
+
+let stack: Stack;
+let cars: DirectOrt;
+let mlp: DirectOrt;
+
+const model = (name: string) => {
+  const entry = stack.manifest.models.find((m) => m.name === name);
+  if (!entry) throw new Error(`no model ${name}`);
+  return entry;
+};
+
+beforeAll(async () => {
+  stack = await startStack();
+  cars = await DirectOrt.load(stack.config.QUERN_MODELS_DIR, model('cars-mpg'));
+  mlp = await DirectOrt.load(stack.config.QUERN_MODELS_DIR, model('mlp-large'));
+});
+
+afterAll(async () => {
+  await cars?.release();
+  await mlp?.release();
+  await stack?.close();
+});
+
+interface JobBody {
+  id: string;
+  status: string;
+  output: { prediction: number | number[] } | null;
+  timings: { queue_ms: number; inference_ms: number; batch_size: number } | null;
+  started_at: string | null;
+  completed_at: string | null;
+}
+
+describe('end to end through API, queue, batcher and ONNX Runtime', () => {
+  it('async: submit, poll until succeeded, output equal to a direct ONNX Runtime call', async () => {
+    const features = [6, 250, 100, 3300, 15, 1976];
+    const created = await stack.post('/v1/jobs', { features });
+    expect(created.status).toBe(202);
+    const { id } = (await created.json()) as JobBody;
+    let job: JobBody | undefined;
+    await expect
+      .poll(
+        async () => {
+          job = (await (await stack.get(`/v1/jobs/${id}`)).json()) as JobBody;
+          return job.status;
+        },
+        { timeout: 10_000, interval: 20 },
+      )
+      .toBe('succeeded');
+    const [expected] = await cars.run([features]);
+    expect(Math.abs((job?.output?.prediction as number) - (expected?.[0] as number))).toBeLessThan(1e-4);
+    expect(job?.timings?.batch_size).toBe(1);
+    expect(job?.started_at).not.toBeNull();
+    expect(Date.parse(job?.completed_at ?? '')).toBeGreaterThanOrEqual(Date.parse(job?.started_at ?? ''));
+  });
+
+  it('/v1/predict and /predict give the same numbers; a repeat is cached', async () => {
+    const features = [4, 97, 88, 2130, 14.5, 1971];
+    const a = await stack.post('/v1/predict', { features });
+    expect(a.status).toBe(200);
+    const first = (await a.json()) as { prediction: number; cached: boolean; job_id: string; model_version: string };
+    expect(first.cached).toBe(false);
+    expect(first.job_id).toMatch(/^job_/);
+    expect(first.model_version).toBe('1.0.0');
+    const [expected] = await cars.run([features]);
+    expect(Math.abs(first.prediction - (expected?.[0] as number))).toBeLessThan(1e-4);
+
+    const b = (await (await stack.post('/predict', { features })).json()) as { prediction: number; cached: boolean };
+    expect(b.prediction).toBe(first.prediction);
+    expect(b.cached).toBe(true);
+  });
+
+  it('batch-predict returns one prediction per row, in order', async () => {
+    const rows = randomRows(37, 256, 3);
+    const res = await stack.post('/v1/batch-predict', {
+      model: 'mlp-large',
+      requests: rows.map((features) => ({ features })),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { predictions: number[][]; job_id: string };
+    expect(body.predictions).toHaveLength(37);
+    expect(maxAbsDiff(body.predictions, await mlp.run(rows))).toBeLessThan(1e-4);
+
+    // The alias answers the same rows the same way (from the cache now).
+    const alias = (await (
+      await stack.post('/batch-predict', { model: 'mlp-large', requests: rows.map((features) => ({ features })) })
+    ).json()) as { predictions: number[][]; cached: boolean };
+    expect(alias.predictions).toEqual(body.predictions);
+    expect(alias.cached).toBe(true);
+  });
+
+  it('1 000 concurrent sync requests on mlp-large all succeed, correctly, in batches larger than one', async () => {
+    const rows = randomRows(1000, 256, 2024);
+    const responses = await Promise.all(
+      rows.map((features) => stack.post('/v1/predict', { model: 'mlp-large', features })),
+    );
+    expect(responses.map((r) => r.status).every((s) => s === 200)).toBe(true);
+    const bodies = (await Promise.all(responses.map((r) => r.json()))) as { prediction: number[]; job_id: string }[];
+    expect(
+      maxAbsDiff(
+        bodies.map((b) => b.prediction),
+        await mlp.run(rows),
+      ),
+    ).toBeLessThan(1e-4);
+
+    // Each job records the batch it ran in: under this load, batches grew past one row.
+    const sample = bodies.filter((_, i) => i % 50 === 0);
+    const jobs = (await Promise.all(
+      sample.map(async (b) => (await stack.get(`/v1/jobs/${b.job_id}`)).json()),
+    )) as JobBody[];
+    const sizes = jobs.map((j) => j.timings?.batch_size ?? 0);
+    expect(Math.max(...sizes)).toBeGreaterThan(1);
+    const histogram = await stack.worker.metrics.batchSize.get();
+    const count = histogram.values.find(
+      (v) => v.metricName === 'quern_batch_size_count' && v.labels.model === 'mlp-large',
+    );
+    const sum = histogram.values.find((v) => v.metricName === 'quern_batch_size_sum' && v.labels.model === 'mlp-large');
+    // Fewer batches than rows: the mean batch size is above one.
+    expect(count?.value).toBeGreaterThan(0);
+    expect((sum?.value ?? 0) / (count?.value ?? 1)).toBeGreaterThan(1);
+  });
+});

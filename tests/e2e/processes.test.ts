@@ -1,0 +1,119 @@
+import {
+  APP_ENTRY,
+  freePort,
+  randomRows,
+  ServiceProcess,
+  startTestRedis,
+  TEST_API_KEY,
+  type TestRedis,
+  waitForHttp,
+} from '@quern/devkit';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+/** API and workers as separate processes on one Redis, the way they are deployed. */
+let redis: TestRedis;
+let api: ServiceProcess;
+let baseUrl: string;
+const workers: ServiceProcess[] = [];
+let env: Record<string, string>;
+
+async function startWorker(name: string): Promise<ServiceProcess> {
+  const worker = new ServiceProcess({
+    name,
+    entry: APP_ENTRY.worker,
+    env: { ...env, QUERN_WORKER_PORT: String(await freePort()) },
+  });
+  workers.push(worker);
+  await worker.waitForLog((l) => l.msg === 'worker started', 30_000);
+  return worker;
+}
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  const port = await freePort();
+  env = {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'info',
+    REDIS_URL: redis.url,
+    QUERN_REDIS_PREFIX: redis.prefix,
+    QUERN_API_KEYS: `test:${TEST_API_KEY}`,
+    QUERN_WORKER_THREADS: '2',
+    QUERN_HEARTBEAT_INTERVAL_MS: '500',
+    QUERN_HEARTBEAT_TTL_MS: '3000',
+    QUERN_SHUTDOWN_TIMEOUT_MS: '20000',
+    PORT: String(port),
+  };
+  api = new ServiceProcess({ name: 'api', entry: APP_ENTRY.api, env });
+  baseUrl = `http://127.0.0.1:${port}`;
+  await startWorker('worker-1');
+  await waitForHttp(`${baseUrl}/ready`, 30_000);
+});
+
+afterAll(async () => {
+  await Promise.all([api?.stop(), ...workers.map((w) => w.stop())]);
+  await redis?.close();
+});
+
+const headers = { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY };
+
+describe('separate API and worker processes', () => {
+  it('run a job through; the API logs the request under its request id and never the key', async () => {
+    const requestId = 'req_cross_process_test_0001';
+    const res = await fetch(`${baseUrl}/v1/predict`, {
+      method: 'POST',
+      headers: { ...headers, 'x-request-id': requestId },
+      body: JSON.stringify({ features: [4, 120, 95, 2400, 16, 1978] }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { prediction: number; job_id: string };
+    expect(body.prediction).toBeGreaterThan(15);
+    expect(body.prediction).toBeLessThan(45);
+
+    const job = (await (await fetch(`${baseUrl}${`/v1/jobs/${body.job_id}`}`, { headers })).json()) as {
+      status: string;
+    };
+    expect(job.status).toBe('succeeded');
+    const apiLine = await api.waitForLog((l) => l.request_id === requestId && l.route === '/v1/predict');
+    expect(apiLine).toMatchObject({ status: 200, principal_id: expect.stringMatching(/^key_/) });
+    expect(JSON.stringify(api.logs())).not.toContain(TEST_API_KEY);
+  });
+
+  it('a worker receiving SIGTERM with jobs in hand finishes them; none is left active or lost', async () => {
+    const queue = new Queue('infer-mlp-large', { connection: new Redis(redis.url), prefix: redis.prefix });
+    try {
+      const rows = randomRows(600, 256, 99);
+      const ids = await Promise.all(
+        rows.map(async (features) => {
+          const res = await fetch(`${baseUrl}/v1/jobs`, {
+            method: 'POST',
+            headers,
+            body: JSON.stringify({ model: 'mlp-large', features }),
+          });
+          expect(res.status).toBe(202);
+          return ((await res.json()) as { id: string }).id;
+        }),
+      );
+      const worker = workers[0] as ServiceProcess;
+      await expect.poll(() => queue.getActiveCount(), { timeout: 10_000, interval: 5 }).toBeGreaterThan(0);
+      const exit = await worker.stop('SIGTERM', 30_000);
+      expect(exit.code).toBe(0);
+      expect(await queue.getActiveCount()).toBe(0);
+      const states = await Promise.all(ids.map((id) => queue.getJobState(id)));
+      expect(states.every((s) => s === 'completed' || s === 'waiting')).toBe(true);
+      expect(states.filter((s) => s === 'completed').length).toBeGreaterThan(0);
+
+      // A new worker picks up whatever was still waiting: every job completes exactly once.
+      await startWorker('worker-2');
+      await expect
+        .poll(async () => (await queue.getJobCounts('completed')).completed, { timeout: 60_000, interval: 100 })
+        .toBeGreaterThanOrEqual(ids.length);
+      const finished = await Promise.all(ids.map((id) => queue.getJobState(id)));
+      expect(finished.every((s) => s === 'completed')).toBe(true);
+    } finally {
+      await queue.close();
+      (queue.opts.connection as Redis).disconnect();
+    }
+  });
+});

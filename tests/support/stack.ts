@@ -1,0 +1,51 @@
+import { createApp, createServices, type Services } from '@quern/api';
+import { startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { type Config, createLogger, loadManifest, type ModelManifest, waitForRedis } from '@quern/shared';
+import { WorkerRuntime } from '@quern/worker';
+
+export interface Stack {
+  redis: TestRedis;
+  config: Config;
+  manifest: ModelManifest;
+  services: Services;
+  app: ReturnType<typeof createApp>;
+  worker: WorkerRuntime;
+  post(path: string, body: unknown, headers?: Record<string, string>): Promise<Response> | Response;
+  get(path: string, key?: string): Promise<Response> | Response;
+  close(): Promise<void>;
+}
+
+/**
+ * API and one worker runtime in this process, on a Redis of the test's own: the whole request
+ * path with real Redis, BullMQ and ONNX Runtime, driven through `app.request`.
+ */
+export async function startStack(overrides: Record<string, string> = {}): Promise<Stack> {
+  const redis = await startTestRedis();
+  const config = testConfig(redis, overrides);
+  const manifest = loadManifest(config.QUERN_MODELS_DIR);
+  const logger = createLogger('api', 'silent');
+  const services = createServices(config, manifest, logger);
+  await waitForRedis(services.redis, 10_000);
+  const app = createApp(services, logger);
+  const worker = await WorkerRuntime.start({ config, manifest, logger: createLogger('worker', 'silent') });
+  return {
+    redis,
+    config,
+    manifest,
+    services,
+    app,
+    worker,
+    post: (path, body, headers = {}) =>
+      app.request(path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, ...headers },
+        body: JSON.stringify(body),
+      }),
+    get: (path, key = TEST_API_KEY) => app.request(path, { headers: { 'x-api-key': key } }),
+    async close() {
+      await worker.close(10_000);
+      await services.close();
+      await redis.close();
+    },
+  };
+}
