@@ -105,7 +105,8 @@ export class RedisServer {
       'yes',
       ...(o.args ?? []),
     ];
-    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Own process group, so a terminal's Ctrl-C does not stop Redis before the apps have drained.
+    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     this.child = child;
     return new Promise((resolve, reject) => {
       let output = '';

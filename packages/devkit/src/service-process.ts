@@ -31,6 +31,9 @@ export class ServiceProcess {
       cwd: REPO_ROOT,
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Own process group: a Ctrl-C in the terminal reaches only the launcher, which then stops
+      // the apps in order (worker drains while Redis is still up) with one signal each.
+      detached: true,
     });
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
     for (const stream of ['stdout', 'stderr'] as const) {

@@ -64,6 +64,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     say('stopping…');
+    // API and worker first (the worker finishes the jobs it holds), Redis last.
     await Promise.all([api.stop('SIGTERM'), worker.stop('SIGTERM')]);
     if (redis) await redis.stop({ keepDir: true });
     say('stopped');
