@@ -8,6 +8,7 @@ import {
   type TestRedis,
   waitForHttp,
 } from '@quern/devkit';
+import { INFERENCE_JOB_NAME, newId } from '@quern/shared';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -83,18 +84,26 @@ describe('separate API and worker processes', () => {
   it('a worker receiving SIGTERM with jobs in hand finishes them; none is left active or lost', async () => {
     const queue = new Queue('infer-mlp-large', { connection: new Redis(redis.url), prefix: redis.prefix });
     try {
-      const rows = randomRows(600, 256, 99);
-      const ids = await Promise.all(
-        rows.map(async (features) => {
-          const res = await fetch(`${baseUrl}/v1/jobs`, {
-            method: 'POST',
-            headers,
-            body: JSON.stringify({ model: 'mlp-large', features }),
-          });
-          expect(res.status).toBe(202);
-          return ((await res.json()) as { id: string }).id;
-        }),
+      // A backlog far larger than what the worker holds, added in one round trip, so the worker is
+      // certainly busy with jobs in hand when the signal comes.
+      const rows = randomRows(3000, 256, 99);
+      const jobs = await queue.addBulk(
+        rows.map((features) => ({
+          name: INFERENCE_JOB_NAME,
+          data: {
+            v: 1 as const,
+            model: 'mlp-large',
+            model_version: '1.0.0',
+            rows: [features],
+            mode: 'async' as const,
+            owner: 'key_test',
+            request_id: newId('req'),
+            created_at: Date.now(),
+          },
+          opts: { jobId: newId('job') },
+        })),
       );
+      const ids = jobs.map((j) => j.id as string);
       const worker = workers[0] as ServiceProcess;
       await expect.poll(() => queue.getActiveCount(), { timeout: 10_000, interval: 5 }).toBeGreaterThan(0);
       const exit = await worker.stop('SIGTERM', 30_000);

@@ -137,7 +137,7 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       prefix: config.QUERN_REDIS_PREFIX,
     });
     try {
-      const rows = randomRows(400, 256, 11);
+      const rows = randomRows(2000, 256, 11);
       const jobs = await queue.addBulk(
         rows.map((row) => ({
           name: INFERENCE_JOB_NAME,
