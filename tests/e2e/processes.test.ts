@@ -1,3 +1,4 @@
+import { KeyStore, seedTestKeys } from '@quern/api';
 import {
   APP_ENTRY,
   freePort,
@@ -5,10 +6,11 @@ import {
   ServiceProcess,
   startTestRedis,
   TEST_API_KEY,
+  TEST_JWT_KEYS,
   type TestRedis,
   waitForHttp,
 } from '@quern/devkit';
-import { INFERENCE_JOB_NAME, newId } from '@quern/shared';
+import { INFERENCE_JOB_NAME, KeySpace, newId } from '@quern/shared';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,13 +35,16 @@ async function startWorker(name: string): Promise<ServiceProcess> {
 
 beforeAll(async () => {
   redis = await startTestRedis();
+  const client = new Redis(redis.url);
+  await seedTestKeys(new KeyStore(client, new KeySpace(redis.prefix)));
+  client.disconnect();
   const port = await freePort();
   env = {
     NODE_ENV: 'test',
     LOG_LEVEL: 'info',
     REDIS_URL: redis.url,
     QUERN_REDIS_PREFIX: redis.prefix,
-    QUERN_API_KEYS: `test:${TEST_API_KEY}`,
+    QUERN_JWT_KEYS: TEST_JWT_KEYS,
     QUERN_WORKER_THREADS: '2',
     QUERN_HEARTBEAT_INTERVAL_MS: '500',
     QUERN_HEARTBEAT_TTL_MS: '3000',

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
 import { createServices, type Services } from './services/services';
+import { seedTestKeys } from './testing';
 
 let redis: TestRedis;
 let services: Services;
@@ -43,6 +44,7 @@ beforeAll(async () => {
   app = createApp(services, createLogger('api', 'silent'));
   client = new Redis(redis.url);
   await waitForRedis(services.redis, 10_000);
+  await seedTestKeys(services.apiKeys);
 });
 
 afterAll(async () => {

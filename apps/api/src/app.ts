@@ -1,6 +1,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { type Logger, QuernError } from '@quern/shared';
 import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
 import type { AppEnv } from './env';
 import { problem, toQuernError, validationError } from './errors';
 import { requestContext } from './middleware/request-context';
@@ -10,6 +11,11 @@ import { registerHealth } from './routes/health';
 import { registerMetrics } from './routes/metrics';
 import { registerReady } from './routes/ready';
 import { registerRoot } from './routes/root';
+import { registerCreateKey } from './routes/v1-admin-keys-create';
+import { registerGetKey } from './routes/v1-admin-keys-get';
+import { registerListKeys } from './routes/v1-admin-keys-list';
+import { registerRevokeKey } from './routes/v1-admin-keys-revoke';
+import { registerAuthToken } from './routes/v1-auth-token';
 import { registerBatchPredict } from './routes/v1-batch-predict';
 import { registerCreateJob } from './routes/v1-jobs-create';
 import { registerGetJob } from './routes/v1-jobs-get';
@@ -34,6 +40,28 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
 
   app.use('*', requestContext(services, logger));
   app.use('*', securityHeaders());
+  const origins = services.config.QUERN_CORS_ORIGINS;
+  if (origins.length > 0) {
+    app.use(
+      '*',
+      cors({
+        // A list of origins, or any origin; never with credentials (keys travel in headers, not cookies).
+        origin: origins.includes('*') ? '*' : origins,
+        credentials: false,
+        allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+        allowHeaders: ['Content-Type', 'Authorization', 'X-API-Key', 'Idempotency-Key', 'Prefer', 'X-Request-Id'],
+        exposeHeaders: [
+          'Location',
+          'RateLimit',
+          'RateLimit-Policy',
+          'Retry-After',
+          'X-Request-Id',
+          'Preference-Applied',
+        ],
+        maxAge: 600,
+      }),
+    );
+  }
   app.use(
     '*',
     bodyLimit({
@@ -48,7 +76,8 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   );
 
   app.onError((err, c) => {
-    const quernError = toQuernError(err);
+    // An unexpected error while Redis is down is an outage (503), not a bug (500).
+    const quernError = toQuernError(err, services.redis.status === 'ready');
     if (quernError.status >= 500) {
       // The stack goes to the log, never to the client.
       c.get('logger')?.error({ err, code: quernError.code }, 'request failed');
@@ -66,7 +95,8 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   app.openAPIRegistry.registerComponent('securitySchemes', 'BearerAuth', {
     type: 'http',
     scheme: 'bearer',
-    description: 'An API key sent as a bearer credential.',
+    bearerFormat: 'API key or JWT',
+    description: 'An API key, or an access token from POST /v1/auth/token.',
   });
 
   // Every route, in one readable place.
@@ -81,6 +111,11 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerGetJob(app);
   registerPredict(app);
   registerBatchPredict(app);
+  registerAuthToken(app);
+  registerCreateKey(app);
+  registerListKeys(app);
+  registerGetKey(app);
+  registerRevokeKey(app);
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
@@ -96,6 +131,8 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
       { name: 'Predict', description: 'Synchronous predictions that wait for their job.' },
       { name: 'Jobs', description: 'Asynchronous jobs: submit, then poll.' },
       { name: 'Models', description: 'The models served.' },
+      { name: 'Auth', description: 'Access tokens for API keys.' },
+      { name: 'Admin', description: 'API key management (needs the admin scope).' },
       { name: 'Operations', description: 'Health, readiness and metrics.' },
     ],
   });

@@ -41,8 +41,11 @@ export function problem(c: Context<AppEnv>, err: QuernError): Response {
     ...(err.errors ? { errors: err.errors } : {}),
     ...(err.extra ?? {}),
   };
-  const headers: Record<string, string> = { 'content-type': 'application/problem+json', ...(err.headers ?? {}) };
-  return new Response(JSON.stringify(body), { status: err.status, headers });
+  // c.body keeps headers already set on the context (request id, rate-limit fields).
+  return c.body(JSON.stringify(body), err.status as 400, {
+    ...(err.headers ?? {}),
+    'content-type': 'application/problem+json',
+  });
 }
 
 /** `features[3]`, `requests[0].features`: the field a client has to fix, in the body's own terms. */
@@ -71,13 +74,13 @@ export function validationError(error: ZodError, where: 'json' | 'query' | 'para
 export function isRedisUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   if (err.name === 'MaxRetriesPerRequestError') return true;
-  return /Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|OOM command not allowed|LOADING|READONLY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOSCRIPT|Connection in subscriber mode|connect ETIMEDOUT/i.test(
+  return /Redis connection is not ready|Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|OOM command not allowed|LOADING|READONLY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOSCRIPT|Connection in subscriber mode|connect ETIMEDOUT/i.test(
     err.message,
   );
 }
 
 /** Turns anything thrown in a handler into problem+json; unknown errors never show their text. */
-export function toQuernError(err: unknown): QuernError {
+export function toQuernError(err: unknown, redisReady = true): QuernError {
   if (err instanceof QuernError) return err;
   if (err instanceof HTTPException) {
     switch (err.status) {
@@ -96,7 +99,7 @@ export function toQuernError(err: unknown): QuernError {
         return new QuernError('internal_error', 'an internal error occurred');
     }
   }
-  if (isRedisUnavailable(err)) {
+  if (isRedisUnavailable(err) || !redisReady) {
     return new QuernError('redis_unavailable', 'the job store is unreachable; retry shortly', {
       headers: { 'retry-after': '5' },
     });

@@ -3,6 +3,7 @@ import { createLogger, loadManifest, waitForRedis } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
 import { createServices, type Services } from './services/services';
+import { seedTestKeys } from './testing';
 
 let redis: TestRedis;
 let services: Services;
@@ -23,6 +24,7 @@ beforeAll(async () => {
   services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
   app = createApp(services, logger);
   await waitForRedis(services.redis, 10_000);
+  await seedTestKeys(services.apiKeys);
 });
 
 afterAll(async () => {

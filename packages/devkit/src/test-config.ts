@@ -1,9 +1,11 @@
 import { type Config, loadConfig } from '@quern/shared';
 import type { TestRedis } from './test-redis';
 
-/** An API key every test stack accepts (configured through QUERN_API_KEYS). */
+/** Keys test stacks store (premium, every scope) before their first request. */
 export const TEST_API_KEY = 'qk_test_0123456789abcdefghijklmnop';
 export const OTHER_API_KEY = 'qk_test_other_zyxwvutsrqponmlkjihg';
+/** A signing key for access tokens in tests. */
+export const TEST_JWT_KEYS = 'test-1:0123456789abcdef0123456789abcdef,test-0:fedcba9876543210fedcba9876543210';
 
 /** Configuration for a test: its own Redis and prefix, quiet logs, small timings. */
 export function testConfig(redis: Pick<TestRedis, 'url' | 'prefix'>, overrides: Record<string, string> = {}): Config {
@@ -12,7 +14,7 @@ export function testConfig(redis: Pick<TestRedis, 'url' | 'prefix'>, overrides: 
     LOG_LEVEL: 'silent',
     REDIS_URL: redis.url,
     QUERN_REDIS_PREFIX: redis.prefix,
-    QUERN_API_KEYS: `test:${TEST_API_KEY},other:${OTHER_API_KEY}`,
+    QUERN_JWT_KEYS: TEST_JWT_KEYS,
     QUERN_WORKER_THREADS: '2',
     QUERN_WORKER_PORT: '0',
     PORT: '0',

@@ -22,17 +22,18 @@ describe('loadConfig', () => {
   it('coerces numbers and lists, and treats empty strings as unset', () => {
     const config = loadConfig({
       PORT: '9000',
-      QUERN_API_KEYS: 'a:xxxxxxxxxxxxxxxxxxxx, b:yyyyyyyyyyyyyyyyyy',
+      QUERN_CORS_ORIGINS: 'https://a.example, https://b.example',
       LOG_LEVEL: '',
     });
     expect(config.PORT).toBe(9000);
-    expect(config.QUERN_API_KEYS).toEqual(['a:xxxxxxxxxxxxxxxxxxxx', 'b:yyyyyyyyyyyyyyyyyy']);
+    expect(config.QUERN_CORS_ORIGINS).toEqual(['https://a.example', 'https://b.example']);
     expect(config.LOG_LEVEL).toBe('info');
   });
 
   it('binds to all interfaces by default only in production', () => {
-    expect(loadConfig({ NODE_ENV: 'production' }).HOST).toBe('0.0.0.0');
-    expect(loadConfig({ NODE_ENV: 'production', HOST: '10.0.0.5' }).HOST).toBe('10.0.0.5');
+    const jwt = 'k1:0123456789abcdef0123456789abcdef';
+    expect(loadConfig({ NODE_ENV: 'production', QUERN_JWT_KEYS: jwt }).HOST).toBe('0.0.0.0');
+    expect(loadConfig({ NODE_ENV: 'production', QUERN_JWT_KEYS: jwt, HOST: '10.0.0.5' }).HOST).toBe('10.0.0.5');
   });
 
   it('names the variable of a bad value', () => {
@@ -48,6 +49,11 @@ describe('loadConfig', () => {
     expect(() =>
       loadConfig({ NODE_ENV: 'production', QUERN_DEV_API_KEY: 'qk_dev_abcdefghijklmnopqrstuvwxyz' }),
     ).toThrow(/QUERN_DEV_API_KEY: is refused when NODE_ENV=production/);
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(
+      /QUERN_JWT_KEYS: is required when NODE_ENV=production/,
+    );
+    expect(() => loadConfig({ QUERN_JWT_KEYS: 'k1:short' })).toThrow(/QUERN_JWT_KEYS: entry 1 must be kid:secret/);
+    expect(() => loadConfig({ QUERN_OIDC_JWKS_URL: 'https://idp.example/jwks' })).toThrow(/QUERN_OIDC_ISSUER/);
   });
 
   it('never echoes a secret’s value in an error', () => {

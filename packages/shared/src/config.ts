@@ -38,9 +38,31 @@ export const ConfigSchema = z
     PORT: int(0, 65_535).default(8000),
     QUERN_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
 
-    // Authentication (env-configured keys; the key store replaces them)
-    QUERN_API_KEYS: list.default([]),
+    // Authentication
     QUERN_DEV_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+    QUERN_KEY_CACHE_TTL_MS: int(0, 60_000).default(5_000),
+    /** `kid:secret` pairs; the first signs, all verify (rotation overlap). Secrets of 32+ characters. */
+    QUERN_JWT_KEYS: list.default([]),
+    QUERN_JWT_ISSUER: z.string().min(1).default('quern'),
+    QUERN_JWT_AUDIENCE: z.string().min(1).default('quern-api'),
+    QUERN_JWT_TTL_SECONDS: int(60, 24 * 3600).default(900),
+    QUERN_JWT_CLOCK_TOLERANCE_SECONDS: int(0, 300).default(5),
+    QUERN_OIDC_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
+    QUERN_OIDC_ISSUER: z.string().min(1).optional(),
+    QUERN_OIDC_AUDIENCE: z.string().min(1).optional(),
+    QUERN_OIDC_ALGORITHMS: list.default(['RS256', 'ES256']),
+    QUERN_OIDC_SCOPE_CLAIM: z.string().min(1).default('scope'),
+    QUERN_OIDC_TIER_CLAIM: z.string().min(1).default('quern_tier'),
+
+    // Rate limits (0 = no limit on that budget)
+    QUERN_RATE_FREE_PER_MINUTE: int(0, 10_000_000).default(60),
+    QUERN_RATE_FREE_PER_HOUR: int(0, 100_000_000).default(1_000),
+    QUERN_RATE_PREMIUM_PER_MINUTE: int(0, 10_000_000).default(1_200),
+    QUERN_RATE_PREMIUM_PER_HOUR: int(0, 100_000_000).default(50_000),
+    QUERN_AUTH_FAILURES_PER_MINUTE: int(1, 100_000).default(20),
+    /** Proxies in front of the API whose X-Forwarded-For entries are trusted (0: use the socket address). */
+    QUERN_TRUST_PROXY_HOPS: int(0, 10).default(0),
+    QUERN_CORS_ORIGINS: list.default([]),
 
     // Models
     QUERN_MODELS_DIR: z.string().min(1).default(REPO_MODELS_DIR),
@@ -86,6 +108,33 @@ export const ConfigSchema = z
         path: ['QUERN_HEARTBEAT_TTL_MS'],
         message: 'must be longer than QUERN_HEARTBEAT_INTERVAL_MS',
       });
+    }
+    for (const [i, entry] of c.QUERN_JWT_KEYS.entries()) {
+      const colon = entry.indexOf(':');
+      if (colon < 1 || entry.length - colon - 1 < 32) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_JWT_KEYS'],
+          message: `entry ${i + 1} must be kid:secret with a secret of at least 32 characters`,
+        });
+      }
+    }
+    if (c.NODE_ENV === 'production' && c.QUERN_JWT_KEYS.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['QUERN_JWT_KEYS'],
+        message: 'is required when NODE_ENV=production (kid:secret, secret of 32+ random characters)',
+      });
+    }
+    if (c.QUERN_OIDC_JWKS_URL && (!c.QUERN_OIDC_ISSUER || !c.QUERN_OIDC_AUDIENCE)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['QUERN_OIDC_ISSUER'],
+        message: 'QUERN_OIDC_ISSUER and QUERN_OIDC_AUDIENCE are required with QUERN_OIDC_JWKS_URL',
+      });
+    }
+    if (c.NODE_ENV === 'production' && c.QUERN_CORS_ORIGINS.includes('*')) {
+      ctx.addIssue({ code: 'custom', path: ['QUERN_CORS_ORIGINS'], message: 'must list origins in production, not *' });
     }
     if (c.NODE_ENV === 'production' && c.QUERN_DEV_API_KEY !== undefined) {
       ctx.addIssue({

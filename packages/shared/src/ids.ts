@@ -30,3 +30,33 @@ export function newId(prefix: IdPrefix): string {
 export function isId(prefix: IdPrefix, value: string): boolean {
   return new RegExp(`^${prefix}_[0-9A-Za-z]{22}$`).test(value);
 }
+
+/** Encodes bytes as a base62 number, left-padded to the length the byte count always needs. */
+function bytesToBase62(bytes: Uint8Array): string {
+  const length = Math.ceil((bytes.length * 8) / Math.log2(62));
+  let n = 0n;
+  for (const b of bytes) n = (n << 8n) | BigInt(b);
+  let out = '';
+  while (n > 0n) {
+    out = ALPHABET[Number(n % 62n)] + out;
+    n /= 62n;
+  }
+  return out.padStart(length, '0');
+}
+
+/** Characters of a key's secret shown in logs and listings (after `qk_`). */
+export const API_KEY_PREFIX_LENGTH = 8;
+
+/**
+ * A new API key: `qk_` + 32 random bytes in base62 (43 characters, 256 bits). Its first
+ * characters (`qk_` + 8) are the public prefix that names the key in logs and listings.
+ */
+export function newApiKey(): { key: string; prefix: string } {
+  const key = `qk_${bytesToBase62(randomBytes(32))}`;
+  return { key, prefix: apiKeyPrefix(key) };
+}
+
+/** The loggable prefix of a key (or of anything presented as one). */
+export function apiKeyPrefix(key: string): string {
+  return key.slice(0, 3 + API_KEY_PREFIX_LENGTH);
+}

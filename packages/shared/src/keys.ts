@@ -15,6 +15,26 @@ export class KeySpace {
     return `${this.prefix}:cache:${model}:${version}:${inputHash}`;
   }
 
+  /** API key id (`key_…`) by the SHA-256 (hex) of the key. */
+  apiKeyByHash(sha256Hex: string): string {
+    return `${this.prefix}:apikey:hash:${sha256Hex}`;
+  }
+
+  /** Hash of one API key's record (never the key itself). */
+  apiKey(id: string): string {
+    return `${this.prefix}:apikey:id:${id}`;
+  }
+
+  /** Sorted set of API key ids by creation time, for listings. */
+  apiKeyIds(): string {
+    return `${this.prefix}:apikey:ids`;
+  }
+
+  /** Prefix of rate-limiter-flexible's keys for one limiter. */
+  rateLimit(name: string): string {
+    return `${this.prefix}:rl:${name}`;
+  }
+
   /** Sorted set of worker ids scored by their last heartbeat (ms since epoch). */
   workers(): string {
     return `${this.prefix}:workers`;

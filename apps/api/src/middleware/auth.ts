@@ -2,8 +2,9 @@ import { QuernError } from '@quern/shared';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 import type { Scope } from '../services/principal';
+import { clientAddress } from './client-address';
 
-const CHALLENGE = 'Bearer realm="quern", error="invalid_token"';
+const CHALLENGE = 'Bearer realm="quern"';
 
 /** `X-API-Key: qk_…` or `Authorization: Bearer <key or token>`. */
 export function credentialOf(header: (name: string) => string | undefined): string | undefined {
@@ -15,28 +16,60 @@ export function credentialOf(header: (name: string) => string | undefined): stri
 }
 
 /**
- * Authenticates the caller and checks that its credential carries `scope`. No credential or a
- * bad one → 401 with `WWW-Authenticate`; a valid one without the scope → 403.
+ * Authenticates the caller, applies its rate limits and checks that its credential carries
+ * `scope` (null: any valid credential):
+ * - no credential → 401 with `WWW-Authenticate`;
+ * - too many failed attempts from this address → 429 (so keys cannot be guessed at speed);
+ * - unknown or revoked key, bad or expired token → 401 (and counts as a failed attempt);
+ * - over the principal's budget → 429 with `Retry-After`;
+ * - valid, but without the scope → 403.
+ * Every limited response carries `RateLimit-Policy` and `RateLimit`.
  */
-export function requireAuth(scope: Scope) {
+export function requireAuth(scope: Scope | null) {
   return createMiddleware<AppEnv>(async (c, next) => {
-    const services = c.get('services');
+    const { auth, rateLimits, metrics, config } = c.get('services');
     const credential = credentialOf((name) => c.req.header(name));
     if (!credential) {
-      services.metrics.authFailures.labels('missing').inc();
-      throw new QuernError('unauthorized', 'send an API key in X-API-Key or Authorization: Bearer', {
-        headers: { 'www-authenticate': 'Bearer realm="quern"' },
-      });
-    }
-    const principal = await services.auth.authenticate(credential);
-    if (!principal) {
-      services.metrics.authFailures.labels('invalid').inc();
-      throw new QuernError('unauthorized', 'the credential is not valid', {
+      metrics.authFailures.labels('missing').inc();
+      throw new QuernError('unauthorized', 'send an API key in X-API-Key, or a key or token as Authorization: Bearer', {
         headers: { 'www-authenticate': CHALLENGE },
       });
     }
+    const address = clientAddress(c, config.QUERN_TRUST_PROXY_HOPS);
+    const blockedFor = await rateLimits.authBlockedFor(address);
+    if (blockedFor > 0) {
+      metrics.rateLimited.labels('auth_failures').inc();
+      throw new QuernError('rate_limited', 'too many failed authentication attempts from this address', {
+        headers: { 'retry-after': String(blockedFor) },
+      });
+    }
+    const result = await auth.authenticate(credential);
+    if (!result.ok) {
+      metrics.authFailures.labels(result.reason).inc();
+      await rateLimits.recordAuthFailure(address);
+      const message =
+        result.reason === 'expired_token'
+          ? 'the access token has expired'
+          : result.reason === 'revoked_key'
+            ? 'the API key has been revoked'
+            : 'the credential is not valid';
+      const error = result.reason.endsWith('_token') ? 'invalid_token' : 'invalid_request';
+      throw new QuernError('unauthorized', message, {
+        headers: { 'www-authenticate': `${CHALLENGE}, error="${error}"` },
+      });
+    }
+    const { principal } = result;
     c.set('principal', principal);
-    if (!principal.scopes.has(scope)) {
+
+    const decision = await rateLimits.consume(principal);
+    for (const [name, value] of Object.entries(decision.headers)) c.header(name, value);
+    if (decision.retryAfter !== undefined) {
+      metrics.rateLimited.labels(principal.tier).inc();
+      throw new QuernError('rate_limited', `rate limit of the ${principal.tier} tier exceeded`, {
+        headers: { ...decision.headers, 'retry-after': String(decision.retryAfter) },
+      });
+    }
+    if (scope !== null && !principal.scopes.has(scope)) {
       throw new QuernError('forbidden', `this credential lacks the "${scope}" scope`);
     }
     await next();

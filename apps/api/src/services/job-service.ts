@@ -111,9 +111,24 @@ export class JobService {
     return { job, data: parsed.data, model };
   }
 
-  async view(found: FoundJob, knownState?: JobState | 'unknown'): Promise<JobView> {
-    const { job, data, model } = found;
-    const state = knownState ?? (await job.getState());
+  /**
+   * The job's state, consistent with the fields read: a finished job's hash holds `finishedOn`
+   * with its return value or failure (written together), so no second read is needed; for an
+   * unfinished one BullMQ's state script tells waiting from active, and a job that finished in
+   * between is read again.
+   */
+  private async settledState(found: FoundJob): Promise<{ job: Job; state: JobState | 'unknown' }> {
+    const finished = (job: Job) => (job.returnvalue !== null && job.returnvalue !== undefined ? 'completed' : 'failed');
+    if (found.job.finishedOn) return { job: found.job, state: finished(found.job) };
+    const state = await found.job.getState();
+    if (state !== 'completed' && state !== 'failed') return { job: found.job, state };
+    const fresh = await this.queueOf(found.data.model).getJob(found.job.id as string);
+    return fresh?.finishedOn ? { job: fresh, state: finished(fresh) } : { job: found.job, state };
+  }
+
+  async view(found: FoundJob): Promise<JobView> {
+    const { data, model } = found;
+    const { job, state } = await this.settledState(found);
     const failure = state === 'failed' ? decodeJobError(job.failedReason) : undefined;
     const status = statusOf(state, failure?.code);
     const result = state === 'completed' ? InferenceResult.safeParse(job.returnvalue) : undefined;

@@ -2,21 +2,30 @@
 export const SCOPES = ['predict', 'jobs:read', 'jobs:cancel', 'admin'] as const;
 export type Scope = (typeof SCOPES)[number];
 
-export type Tier = 'free' | 'premium';
+export const TIERS = ['free', 'premium'] as const;
+export type Tier = (typeof TIERS)[number];
+
+export function isScope(value: string): value is Scope {
+  return (SCOPES as readonly string[]).includes(value);
+}
 
 /** Who is calling: derived from a credential, never containing it. */
 export interface Principal {
-  /** Stable owner id recorded on jobs (`key_…`). */
+  /** Stable owner id recorded on jobs: the key id (`key_…`), or `usr_…` for an external identity. */
   id: string;
-  /** Short public part of the key, safe to log. */
+  /** Short public part of the key (`qk_` + 8), safe to log; the token's key for a token. */
   keyPrefix: string;
   name: string;
   tier: Tier;
   scopes: ReadonlySet<Scope>;
-  via: 'api_key' | 'token';
+  via: 'api_key' | 'token' | 'external_token';
 }
 
-/** Turns a presented credential into a principal, or null when it is not valid. */
+export type AuthFailure = 'unknown_key' | 'revoked_key' | 'invalid_token' | 'expired_token';
+
+export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: AuthFailure };
+
+/** Turns a presented credential into a principal, or says why it is refused. */
 export interface Authenticator {
-  authenticate(credential: string): Promise<Principal | null>;
+  authenticate(credential: string): Promise<AuthResult>;
 }

@@ -2,12 +2,15 @@ import { type Config, createRedis, KeySpace, type Logger, type ModelManifest } f
 import { Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ApiMetrics, createApiMetrics } from './api-metrics';
+import { CredentialAuthenticator } from './credential-authenticator';
 import { JobService } from './job-service';
+import { KeyStore } from './key-store';
 import { ModelRegistry } from './model-registry';
-import type { Authenticator } from './principal';
+import { SCOPES } from './principal';
+import { RateLimits } from './rate-limits';
 import { ResultCache } from './result-cache';
 import { ResultWaiter } from './result-waiter';
-import { StaticKeyAuthenticator } from './static-key-authenticator';
+import { TokenService } from './token-service';
 
 /** Collaborators of every route, passed to `createApp` and read with `c.get('services')`. */
 export interface Services {
@@ -18,10 +21,15 @@ export interface Services {
   jobs: JobService;
   waiter: ResultWaiter;
   cache: ResultCache;
-  auth: Authenticator;
+  auth: CredentialAuthenticator;
+  apiKeys: KeyStore;
+  tokens: TokenService;
+  rateLimits: RateLimits;
   metrics: ApiMetrics;
   /** Redis answers and a worker heartbeat was seen within the TTL. */
   readiness(): Promise<{ redis: boolean; workers: number }>;
+  /** Creates or refreshes QUERN_DEV_API_KEY as a premium key with every scope (never in production). */
+  ensureDevKey(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -53,6 +61,9 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger);
   waiter.start();
 
+  const apiKeys = new KeyStore(redis, keys);
+  const tokens = new TokenService(config, logger);
+
   const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
 
   return {
@@ -63,7 +74,10 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     jobs: new JobService(queues, models, config),
     waiter,
     cache: new ResultCache(redis, keys, config.QUERN_CACHE_TTL_SECONDS),
-    auth: new StaticKeyAuthenticator(config.QUERN_API_KEYS, config.QUERN_DEV_API_KEY),
+    auth: new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS),
+    apiKeys,
+    tokens,
+    rateLimits: new RateLimits(redis, keys, config),
     metrics: createApiMetrics({ queues, workersAlive }),
     async readiness() {
       try {
@@ -73,12 +87,22 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
         return { redis: false, workers: 0 };
       }
     },
+    async ensureDevKey() {
+      if (!config.QUERN_DEV_API_KEY || config.NODE_ENV === 'production') return;
+      await apiKeys.upsertKnownKey(config.QUERN_DEV_API_KEY, {
+        name: 'development',
+        tier: 'premium',
+        scopes: [...SCOPES],
+      });
+    },
     async close() {
+      // Bounded: with Redis gone, graceful closes would wait for it forever.
+      const within = (p: Promise<unknown>) =>
+        Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())]);
       await waiter.close();
-      await Promise.all([...events.values()].map((e) => e.events.close().catch(() => undefined)));
-      await Promise.all([...queues.values()].map((q) => q.close().catch(() => undefined)));
-      await Promise.all(eventConnections.map((c) => c.quit().catch(() => c.disconnect())));
-      await redis.quit().catch(() => redis.disconnect());
+      await within(Promise.all([...events.values()].map((e) => e.events.close())));
+      await within(Promise.all([...queues.values()].map((q) => q.close())));
+      for (const c of [...eventConnections, redis]) c.disconnect();
     },
   };
 }

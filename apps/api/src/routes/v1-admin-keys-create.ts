@@ -1,0 +1,52 @@
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import type { AppEnv } from '../env';
+import { requireAuth } from '../middleware/auth';
+import { PROTECTED, problems } from '../schemas';
+import { SCOPES, TIERS } from '../services/principal';
+import { ApiKeySchema, apiKeyView } from './admin-keys-schemas';
+
+export const CreateKeyRequestSchema = z
+  .object({
+    name: z.string().trim().min(1).max(100).openapi({ example: 'billing-service' }),
+    tier: z.enum(TIERS).default('free'),
+    scopes: z
+      .array(z.enum(SCOPES))
+      .min(1)
+      .default(['predict', 'jobs:read', 'jobs:cancel'])
+      .openapi({ example: ['predict', 'jobs:read'] }),
+  })
+  .openapi('CreateKeyRequest');
+
+export const createKeyRoute = createRoute({
+  method: 'post',
+  path: '/v1/admin/keys',
+  tags: ['Admin'],
+  summary: 'Create an API key',
+  description: 'The answer holds the key itself: it is shown this once and never stored (only its SHA-256 is).',
+  security: PROTECTED,
+  middleware: [requireAuth('admin')] as const,
+  request: { body: { required: true, content: { 'application/json': { schema: CreateKeyRequestSchema } } } },
+  responses: {
+    201: {
+      description: 'Created.',
+      headers: z.object({ location: z.string() }),
+      content: {
+        'application/json': {
+          schema: ApiKeySchema.extend({
+            key: z.string().openapi({ description: 'The API key. Shown once.', example: 'qk_4f8Gh2Kq…' }),
+          }).openapi('CreatedApiKey'),
+        },
+      },
+    },
+    ...problems(400, 401, 403, 415, 422, 429, 503),
+  },
+});
+
+export function registerCreateKey(app: OpenAPIHono<AppEnv>): void {
+  app.openapi(createKeyRoute, async (c) => {
+    const body = c.req.valid('json');
+    const { key, record } = await c.get('services').apiKeys.create(body);
+    c.get('logger').info({ key_id: record.id, key_prefix: record.prefix, tier: record.tier }, 'api key created');
+    return c.json({ ...apiKeyView(record), key }, 201, { location: `/v1/admin/keys/${record.id}` });
+  });
+}

@@ -1,0 +1,87 @@
+import type { Config, KeySpace } from '@quern/shared';
+import type { Redis } from 'ioredis';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import type { Principal, Tier } from './principal';
+
+interface Budget {
+  name: 'minute' | 'hour';
+  seconds: number;
+  limiter: RateLimiterRedis;
+}
+
+export interface RateDecision {
+  /** `RateLimit-Policy` and `RateLimit` (IETF httpapi-ratelimit-headers), set on every limited route. */
+  headers: Record<string, string>;
+  /** Seconds to wait when refused; undefined when allowed. */
+  retryAfter: number | undefined;
+}
+
+/**
+ * Per-principal budgets per tier (a minute and an hour window), and a limit on failed
+ * authentications per client address. Counters live in Redis (rate-limiter-flexible's atomic
+ * Lua), so every API process shares them. If Redis cannot be reached the calls throw and the
+ * request is refused with 503: traffic is never let through unlimited.
+ */
+export class RateLimits {
+  private readonly budgets: Record<Tier, Budget[]>;
+  private readonly authFailures: RateLimiterRedis;
+
+  constructor(redis: Redis, keys: KeySpace, config: Config) {
+    const make = (name: string, points: number, seconds: number) =>
+      new RateLimiterRedis({
+        storeClient: redis,
+        keyPrefix: keys.rateLimit(name),
+        points,
+        duration: seconds,
+        rejectIfRedisNotReady: true,
+      });
+    const tier = (t: Tier, perMinute: number, perHour: number): Budget[] => [
+      ...(perMinute > 0 ? [{ name: 'minute' as const, seconds: 60, limiter: make(`${t}:minute`, perMinute, 60) }] : []),
+      ...(perHour > 0 ? [{ name: 'hour' as const, seconds: 3600, limiter: make(`${t}:hour`, perHour, 3600) }] : []),
+    ];
+    this.budgets = {
+      free: tier('free', config.QUERN_RATE_FREE_PER_MINUTE, config.QUERN_RATE_FREE_PER_HOUR),
+      premium: tier('premium', config.QUERN_RATE_PREMIUM_PER_MINUTE, config.QUERN_RATE_PREMIUM_PER_HOUR),
+    };
+    this.authFailures = make('authfail', config.QUERN_AUTH_FAILURES_PER_MINUTE, 60);
+  }
+
+  /** Counts one request against each of the principal's budgets. */
+  async consume(principal: Principal): Promise<RateDecision> {
+    const budgets = this.budgets[principal.tier];
+    if (budgets.length === 0) return { headers: {}, retryAfter: undefined };
+    const results = await Promise.all(
+      budgets.map(async (b) => {
+        try {
+          return { budget: b, res: await b.limiter.consume(principal.id, 1), refused: false };
+        } catch (err) {
+          if (err instanceof RateLimiterRes) return { budget: b, res: err, refused: true };
+          throw err; // Redis error: the caller answers 503
+        }
+      }),
+    );
+    const policy = results.map(({ budget }) => `"${budget.name}";q=${budget.limiter.points};w=${budget.seconds}`);
+    const state = results.map(
+      ({ budget, res }) => `"${budget.name}";r=${res.remainingPoints};t=${Math.ceil(res.msBeforeNext / 1000)}`,
+    );
+    const refused = results.filter((r) => r.refused);
+    const retryAfter =
+      refused.length > 0 ? Math.max(1, ...refused.map((r) => Math.ceil(r.res.msBeforeNext / 1000))) : undefined;
+    return { headers: { 'ratelimit-policy': policy.join(', '), ratelimit: state.join(', ') }, retryAfter };
+  }
+
+  /** Seconds until `address` may try to authenticate again, or 0 when it may now. */
+  async authBlockedFor(address: string): Promise<number> {
+    const res = await this.authFailures.get(address);
+    if (!res || res.consumedPoints < this.authFailures.points) return 0;
+    return Math.max(1, Math.ceil(res.msBeforeNext / 1000));
+  }
+
+  async recordAuthFailure(address: string): Promise<void> {
+    try {
+      await this.authFailures.consume(address, 1);
+    } catch (err) {
+      if (!(err instanceof RateLimiterRes)) throw err;
+    }
+  }
+}
