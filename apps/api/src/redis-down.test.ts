@@ -18,7 +18,7 @@ const submit = () =>
 
 beforeAll(async () => {
   // Its own redis-server, since this test stops and restarts it.
-  redis = await startTestRedis({ forceOwn: true });
+  redis = await startTestRedis({ forceOwn: true, appendonly: true });
   const config = testConfig(redis);
   const logger = createLogger('api', 'silent');
   services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);

@@ -3,9 +3,9 @@
  * redis-server (data under .data/redis, AOF on, noeviction) on a free port; then one API and one
  * worker process. Ctrl-C stops everything it started.
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { newApiKey } from '@quern/shared';
 import { freePort } from './free-port';
 import { findRedisServer, REDIS_INSTALL_HINT, RedisServer } from './redis-server';
 import { APP_ENTRY, REPO_ROOT, ServiceProcess, waitForHttp } from './service-process';
@@ -21,7 +21,7 @@ function devApiKey(): string {
   if (process.env.QUERN_DEV_API_KEY) return process.env.QUERN_DEV_API_KEY;
   const file = join(DATA_DIR, 'dev-api-key');
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  const key = `qk_dev_${randomBytes(24).toString('base64url')}`;
+  const { key } = newApiKey();
   mkdirSync(DATA_DIR, { recursive: true });
   writeFileSync(file, `${key}\n`, { mode: 0o600 });
   return key;
@@ -93,7 +93,8 @@ async function main(): Promise<void> {
   say(`API       ${base}`);
   say(`Docs      ${base}/docs`);
   say(`Metrics   ${base}/metrics  (worker: http://127.0.0.1:${env.QUERN_WORKER_PORT}/metrics)`);
-  say(`API key   ${key}   (development only)`);
+  say(`API key   ${key}   (development only: premium, every scope)`);
+  say(`Redis     ${redisUrl}   (REDIS_URL=${redisUrl} pnpm quern keys list)`);
   say('');
   say(`Try:  curl -s -H 'X-API-Key: ${key}' -H 'content-type: application/json' \\`);
   say(`        -d '{"features":[4,140,90,2264,15.5,1971]}' ${base}/v1/predict`);

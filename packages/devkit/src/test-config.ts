@@ -15,6 +15,9 @@ export function testConfig(redis: Pick<TestRedis, 'url' | 'prefix'>, overrides: 
     REDIS_URL: redis.url,
     QUERN_REDIS_PREFIX: redis.prefix,
     QUERN_JWT_KEYS: TEST_JWT_KEYS,
+    // Tests share one client address; the auth-failure limit gets its own test.
+    QUERN_AUTH_FAILURES_PER_MINUTE: '100000',
+    QUERN_KEY_CACHE_TTL_MS: '200',
     QUERN_WORKER_THREADS: '2',
     QUERN_WORKER_PORT: '0',
     PORT: '0',

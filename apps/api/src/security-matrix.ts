@@ -1,0 +1,96 @@
+import { TEST_JWT_KEYS } from '@quern/devkit';
+import { type JWTPayload, SignJWT } from 'jose';
+import type { Scope } from './services/principal';
+
+/**
+ * Every protected route, the scope it needs and a request that would otherwise succeed (or at
+ * least pass authentication). The security tests run the same cases against each; a test also
+ * checks this list against the OpenAPI document, so a new protected route cannot be forgotten.
+ */
+export interface ProtectedRoute {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** OpenAPI path template, as in the document. */
+  template: string;
+  /** Concrete path; `jobId` is a job owned by the main test key. */
+  path: (ctx: { jobId: string; keyId: string }) => string;
+  body?: unknown;
+  /** The scope the route declares; null for "any valid credential". */
+  scope: Scope | null;
+  /** Routes about one job: another owner gets 404. */
+  ownsJob?: boolean;
+}
+
+const CAR = [4, 140, 90, 2264, 15.5, 1971];
+
+export const PROTECTED_ROUTES: ProtectedRoute[] = [
+  { method: 'POST', template: '/v1/jobs', path: () => '/v1/jobs', body: { features: CAR }, scope: 'predict' },
+  {
+    method: 'GET',
+    template: '/v1/jobs/{id}',
+    path: ({ jobId }) => `/v1/jobs/${jobId}`,
+    scope: 'jobs:read',
+    ownsJob: true,
+  },
+  { method: 'POST', template: '/v1/predict', path: () => '/v1/predict', body: { features: CAR }, scope: 'predict' },
+  { method: 'POST', template: '/predict', path: () => '/predict', body: { features: CAR }, scope: 'predict' },
+  {
+    method: 'POST',
+    template: '/v1/batch-predict',
+    path: () => '/v1/batch-predict',
+    body: { requests: [{ features: CAR }] },
+    scope: 'predict',
+  },
+  {
+    method: 'POST',
+    template: '/batch-predict',
+    path: () => '/batch-predict',
+    body: { requests: [{ features: CAR }] },
+    scope: 'predict',
+  },
+  { method: 'POST', template: '/v1/auth/token', path: () => '/v1/auth/token', body: {}, scope: null },
+  { method: 'GET', template: '/v1/admin/keys', path: () => '/v1/admin/keys', scope: 'admin' },
+  {
+    method: 'POST',
+    template: '/v1/admin/keys',
+    path: () => '/v1/admin/keys',
+    body: { name: 'matrix', scopes: ['predict'] },
+    scope: 'admin',
+  },
+  { method: 'GET', template: '/v1/admin/keys/{id}', path: ({ keyId }) => `/v1/admin/keys/${keyId}`, scope: 'admin' },
+];
+
+const [signing, second] = TEST_JWT_KEYS.split(',').map((entry) => {
+  const colon = entry.indexOf(':');
+  return { kid: entry.slice(0, colon), secret: new TextEncoder().encode(entry.slice(colon + 1)) };
+}) as [{ kid: string; secret: Uint8Array }, { kid: string; secret: Uint8Array }];
+
+export const JWT_TEST_KEYS = { signing, second };
+
+/** Signs a token like the API does, with any claim or header changed, for the bad-token cases. */
+export async function mintToken(options: {
+  sub: string;
+  scope?: string;
+  iss?: string;
+  aud?: string;
+  expiresIn?: number | null;
+  kid?: string;
+  secret?: Uint8Array;
+  extra?: JWTPayload;
+}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  let jwt = new SignJWT({ scope: options.scope ?? 'predict jobs:read jobs:cancel admin', ...options.extra })
+    .setProtectedHeader({ alg: 'HS256', kid: options.kid ?? signing.kid, typ: 'JWT' })
+    .setSubject(options.sub)
+    .setIssuer(options.iss ?? 'quern')
+    .setAudience(options.aud ?? 'quern-api')
+    .setIssuedAt(now - 5);
+  if (options.expiresIn !== null) jwt = jwt.setExpirationTime(now + (options.expiresIn ?? 600));
+  return jwt.sign(options.secret ?? signing.secret);
+}
+
+/** An unsigned token (`alg: none`) with valid-looking claims: must always be refused. */
+export function unsignedToken(sub: string): string {
+  const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  return `${enc({ alg: 'none', typ: 'JWT' })}.${enc({ sub, iss: 'quern', aud: 'quern-api', iat: now, exp: now + 600, scope: 'predict jobs:read admin' })}.`;
+}
