@@ -104,6 +104,8 @@ describe('separate API and worker processes', () => {
             owner: 'key_test',
             request_id: newId('req'),
             created_at: Date.now(),
+            deadline_at: Date.now() + 600_000,
+            priority: 1,
           },
           opts: { jobId: newId('job') },
         })),

@@ -211,7 +211,7 @@ describe('/v1/predict without a worker', () => {
     const job = (await res.json()) as { id: string; status: string };
     expect(res.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
     expect(job.status).toBe('queued');
-    expect(await services.jobs.queueOf('cars-mpg').getJobState(job.id)).toBe('waiting');
+    expect(await services.jobs.queueOf('cars-mpg').getJobState(job.id)).toBe('prioritized');
   });
 });
 
@@ -265,7 +265,7 @@ describe('operations', () => {
   it('/metrics exposes queue depth read from Redis and request counters', async () => {
     await post('/v1/jobs', { features: CAR });
     const text = await (await app.request('/metrics')).text();
-    expect(text).toMatch(/quern_queue_jobs\{model="cars-mpg",state="waiting",service="api"\} [1-9]/);
+    expect(text).toMatch(/quern_queue_jobs\{model="cars-mpg",state="prioritized",service="api"\} [1-9]/);
     expect(text).toContain('quern_http_requests_total{method="POST",route="/v1/jobs",status="202",service="api"}');
     expect(text).toContain('quern_jobs_submitted_total{model="cars-mpg",mode="async",service="api"}');
   });

@@ -17,11 +17,14 @@ import { registerListKeys } from './routes/v1-admin-keys-list';
 import { registerRevokeKey } from './routes/v1-admin-keys-revoke';
 import { registerAuthToken } from './routes/v1-auth-token';
 import { registerBatchPredict } from './routes/v1-batch-predict';
+import { registerCancelJob } from './routes/v1-jobs-cancel';
 import { registerCreateJob } from './routes/v1-jobs-create';
+import { registerJobEvents } from './routes/v1-jobs-events';
 import { registerGetJob } from './routes/v1-jobs-get';
 import { registerGetModel } from './routes/v1-models-get';
 import { registerListModels } from './routes/v1-models-list';
 import { registerPredict } from './routes/v1-predict';
+import { registerWebhookSecret } from './routes/v1-webhooks-secret';
 import type { Services } from './services/services';
 
 export const API_VERSION = '1.0.0';
@@ -49,7 +52,15 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
         origin: origins.includes('*') ? '*' : origins,
         credentials: false,
         allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
-        allowHeaders: ['Content-Type', 'Authorization', 'X-API-Key', 'Idempotency-Key', 'Prefer', 'X-Request-Id'],
+        allowHeaders: [
+          'Content-Type',
+          'Authorization',
+          'X-API-Key',
+          'Idempotency-Key',
+          'Prefer',
+          'X-Request-Id',
+          'Last-Event-ID',
+        ],
         exposeHeaders: [
           'Location',
           'RateLimit',
@@ -57,6 +68,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
           'Retry-After',
           'X-Request-Id',
           'Preference-Applied',
+          'Idempotent-Replayed',
         ],
         maxAge: 600,
       }),
@@ -109,8 +121,11 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerGetModel(app);
   registerCreateJob(app);
   registerGetJob(app);
+  registerCancelJob(app);
+  registerJobEvents(app);
   registerPredict(app);
   registerBatchPredict(app);
+  registerWebhookSecret(app);
   registerAuthToken(app);
   registerCreateKey(app);
   registerListKeys(app);
@@ -131,6 +146,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
       { name: 'Predict', description: 'Synchronous predictions that wait for their job.' },
       { name: 'Jobs', description: 'Asynchronous jobs: submit, then poll.' },
       { name: 'Models', description: 'The models served.' },
+      { name: 'Webhooks', description: 'Signing secrets of webhook deliveries (Standard Webhooks).' },
       { name: 'Auth', description: 'Access tokens for API keys.' },
       { name: 'Admin', description: 'API key management (needs the admin scope).' },
       { name: 'Operations', description: 'Health, readiness and metrics.' },

@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { Feature } from '@quern/shared';
+import { Feature, WEBHOOK_EVENTS } from '@quern/shared';
 
 /** OpenAPI schemas shared by several routes. JSON fields are snake_case throughout. */
 
@@ -46,6 +46,54 @@ export const TimingsSchema = z
   })
   .openapi('Timings');
 
+export const DeliverySchema = z
+  .object({
+    event: z.enum(WEBHOOK_EVENTS),
+    status: z.enum(['pending', 'delivered', 'retrying', 'failed', 'gone', 'skipped']),
+    attempts: z.number().int(),
+    last_status_code: z.number().int().nullable(),
+    next_attempt_at: z.string().nullable().openapi({ format: 'date-time' }),
+    updated_at: z.string().openapi({ format: 'date-time' }),
+  })
+  .openapi('WebhookDelivery');
+
+export const WebhookStateSchema = z
+  .object({
+    url: z.string(),
+    events: z.array(z.string()),
+    status: DeliverySchema.shape.status.nullable().openapi({ description: 'State of the latest event’s delivery.' }),
+    attempts: z.number().int(),
+    last_status_code: z.number().int().nullable(),
+    next_attempt_at: z.string().nullable().openapi({ format: 'date-time' }),
+    deliveries: z.array(DeliverySchema),
+  })
+  .openapi('JobWebhook');
+
+/** Options every job-creating request takes. */
+export const JobOptionsShape = {
+  timeout_ms: z
+    .number()
+    .int()
+    .min(1)
+    .optional()
+    .openapi({ description: 'Deadline in ms from now (default and maximum from the server).', example: 60_000 }),
+  priority: z.number().int().min(1).max(100).optional().openapi({
+    description: 'BullMQ priority, 1 the highest; never above your tier’s (premium 1, free 5).',
+    example: 5,
+  }),
+};
+
+export const WebhookRequestSchema = z
+  .object({
+    url: z.string().max(2048).openapi({ example: 'https://example.com/hooks/quern' }),
+    events: z
+      .array(z.enum(WEBHOOK_EVENTS))
+      .min(1)
+      .optional()
+      .openapi({ description: 'Default: completed and failed.', example: ['completed', 'failed'] }),
+  })
+  .openapi('WebhookRequest');
+
 export const JobStatusSchema = z
   .enum(['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'])
   .openapi('JobStatus');
@@ -64,6 +112,11 @@ export const JobSchema = z
       .nullable(),
     error: z.object({ code: z.string(), message: z.string() }).nullable(),
     timings: TimingsSchema.nullable(),
+    expires_at: z
+      .string()
+      .openapi({ format: 'date-time', description: 'Deadline: a job still queued then is not computed.' }),
+    priority: z.number().int().openapi({ description: 'BullMQ priority it was queued with (1 is the highest).' }),
+    webhook: WebhookStateSchema.nullable(),
   })
   .openapi('Job');
 
@@ -90,13 +143,14 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   401: 'No credential, or one that is not valid.',
   403: 'The credential lacks the scope this operation needs.',
   404: 'No such resource (or it belongs to someone else).',
-  409: 'The resource is in a state that does not allow this.',
+  409: 'The job is in a state that does not allow this (finished, or its batch already started).',
   413: 'The request body is larger than the configured limit.',
   415: 'The body is not sent as application/json.',
   422: 'The body is well-formed but not valid: `errors` lists each field.',
   429: 'Rate limit exceeded; see Retry-After.',
   500: 'The job failed, or an internal error occurred.',
   503: 'Redis is unreachable or the queue is full; see Retry-After.',
+  504: 'The job was still queued at its deadline (`timeout_ms`).',
 };
 
 /** The problem+json responses a route can give, for its OpenAPI entry. */

@@ -57,6 +57,28 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     scope: 'admin',
   },
   { method: 'GET', template: '/v1/admin/keys/{id}', path: ({ keyId }) => `/v1/admin/keys/${keyId}`, scope: 'admin' },
+  {
+    method: 'GET',
+    template: '/v1/jobs/{id}/events',
+    path: ({ jobId }) => `/v1/jobs/${jobId}/events`,
+    scope: 'jobs:read',
+    ownsJob: true,
+  },
+  { method: 'GET', template: '/v1/webhooks/secret', path: () => '/v1/webhooks/secret', scope: 'predict' },
+  {
+    method: 'POST',
+    template: '/v1/webhooks/secret/rotate',
+    path: () => '/v1/webhooks/secret/rotate',
+    scope: 'predict',
+  },
+  // Last: its control case cancels the shared job.
+  {
+    method: 'DELETE',
+    template: '/v1/jobs/{id}',
+    path: ({ jobId }) => `/v1/jobs/${jobId}`,
+    scope: 'jobs:cancel',
+    ownsJob: true,
+  },
 ];
 
 const [signing, second] = TEST_JWT_KEYS.split(',').map((entry) => {

@@ -122,7 +122,7 @@ describe('BatchScheduler', () => {
     const scheduler = new BatchScheduler(runner, [model()]);
     const running = scheduler.submit('m', [[1]]);
     let canceled = false;
-    const dropped = scheduler.submit('m', [[2]], () => (canceled ? 'canceled by the client' : null));
+    const dropped = scheduler.submit('m', [[2]], { shouldDrop: () => (canceled ? 'canceled by the client' : null) });
     const kept = scheduler.submit('m', [[3]]);
     canceled = true;
     runner.calls[0]?.finish();
@@ -131,6 +131,23 @@ describe('BatchScheduler', () => {
     expect(runner.calls[1]?.input).toEqual([3]);
     runner.calls[1]?.finish();
     await expect(kept).resolves.toBeDefined();
+  });
+
+  it('cancels a pending request by id at once, but not one whose batch started', async () => {
+    const runner = new ManualRunner(1);
+    const scheduler = new BatchScheduler(runner, [model()]);
+    let started = 0;
+    const running = scheduler.submit('m', [[1]], { id: 'a', onStart: () => started++ });
+    const waiting = scheduler.submit('m', [[2]], { id: 'b', onStart: () => started++ });
+    expect(started).toBe(1);
+    expect(scheduler.cancel('a')).toBe(false);
+    expect(scheduler.cancel('b')).toBe(true);
+    await expect(waiting).rejects.toBeInstanceOf(DroppedError);
+    expect(scheduler.pendingRows()).toBe(0);
+    runner.calls[0]?.finish();
+    await expect(running).resolves.toBeDefined();
+    expect(runner.calls).toHaveLength(1);
+    expect(scheduler.cancel('b')).toBe(false);
   });
 
   it('rejects every request of a failed batch and goes on with the next', async () => {

@@ -39,7 +39,18 @@ export class DroppedError extends Error {
   }
 }
 
+export interface SubmitOptions {
+  /** Lets `cancel(id)` find the request. */
+  id?: string;
+  /** Checked just before the rows go into a batch; a reason drops the request. */
+  shouldDrop?: () => string | null;
+  /** Called once, when the first of the request's batches starts. */
+  onStart?: (startedAt: number) => void;
+}
+
 interface Request {
+  id: string | undefined;
+  onStart: ((startedAt: number) => void) | undefined;
   model: BatchModel;
   rows: readonly (readonly number[])[];
   enqueuedAt: number;
@@ -100,6 +111,7 @@ export class BatchScheduler {
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   private inFlight = 0;
+  private readonly byId = new Map<string, { req: Request; queue: ModelQueue }>();
 
   constructor(
     private readonly runner: BatchRunner,
@@ -121,11 +133,7 @@ export class BatchScheduler {
     return this.inFlight;
   }
 
-  submit(
-    modelName: string,
-    rows: readonly (readonly number[])[],
-    shouldDrop?: () => string | null,
-  ): Promise<BatchResult> {
+  submit(modelName: string, rows: readonly (readonly number[])[], options: SubmitOptions = {}): Promise<BatchResult> {
     const queue = this.queues.get(modelName);
     if (!queue) return Promise.reject(new Error(`model ${modelName} is not served by this worker`));
     const { model } = queue;
@@ -136,11 +144,13 @@ export class BatchScheduler {
       }
     }
     return new Promise<BatchResult>((resolve, reject) => {
-      queue.pending.push({
+      const req: Request = {
+        id: options.id,
+        onStart: options.onStart,
         model,
         rows,
         enqueuedAt: performance.now(),
-        shouldDrop,
+        shouldDrop: options.shouldDrop,
         output: new Float32Array(rows.length * model.outputSize),
         taken: 0,
         done: 0,
@@ -148,12 +158,37 @@ export class BatchScheduler {
         inferenceMs: 0,
         startedAt: 0,
         failed: false,
-        resolve,
-        reject,
-      });
+        resolve: (r) => {
+          this.forget(req);
+          resolve(r);
+        },
+        reject: (e) => {
+          this.forget(req);
+          reject(e);
+        },
+      };
+      queue.pending.push(req);
       queue.pendingRows += rows.length;
+      if (req.id !== undefined) this.byId.set(req.id, { req, queue });
       this.pump();
     });
+  }
+
+  private forget(req: Request): void {
+    if (req.id !== undefined && this.byId.get(req.id)?.req === req) this.byId.delete(req.id);
+  }
+
+  /**
+   * Drops a request whose rows have not gone into a batch yet (rejecting it with DroppedError).
+   * Returns false when it is unknown or already (partly) running: then it completes.
+   */
+  cancel(id: string, reason = 'canceled by its owner'): boolean {
+    const entry = this.byId.get(id);
+    if (!entry || entry.req.taken > 0 || entry.req.failed) return false;
+    entry.req.failed = true;
+    entry.queue.pendingRows -= entry.req.rows.length;
+    entry.req.reject(new DroppedError(reason));
+    return true;
   }
 
   /** Hands ready batches to idle threads; called on submit, when a thread frees up, and on timers. */
@@ -213,6 +248,11 @@ export class BatchScheduler {
     while (capacity > 0) {
       const req = queue.pending.peek();
       if (!req) break;
+      if (req.failed && req.taken === 0) {
+        // Canceled while pending: its rows were already taken off the count.
+        queue.pending.shift();
+        continue;
+      }
       if (req.taken === 0 && req.shouldDrop) {
         const reason = req.shouldDrop();
         if (reason !== null) {
@@ -242,7 +282,12 @@ export class BatchScheduler {
       }
     }
     const startedAt = Date.now();
-    for (const { req } of parts) if (req.startedAt === 0) req.startedAt = startedAt;
+    for (const { req } of parts) {
+      if (req.startedAt === 0) {
+        req.startedAt = startedAt;
+        req.onStart?.(startedAt);
+      }
+    }
     this.inFlight++;
     this.runner.run(model.name, rows, input).then(
       (result) => {

@@ -4,38 +4,48 @@ import {
   InferenceJobData,
   type InferenceResult,
   inputHash,
+  type JobErrorCode,
+  type JobSnapshot,
   type KeySpace,
   type Logger,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type BatchScheduler, DroppedError } from './batcher';
+import type { CancelListener } from './cancel-listener';
 import type { WorkerMetrics } from './metrics';
 import type { ServedModel } from './models';
+import type { WebhookDispatcher } from './webhook-dispatcher';
 
 /** float32 has 9 significant digits; printing more only shows noise of the widening to float64. */
 function toJsonNumber(value: number): number {
   return Number(value.toPrecision(9));
 }
 
+const DEADLINE_REASON = 'the job was still queued at its deadline';
+
 export interface ProcessorDeps {
   config: Config;
   keys: KeySpace;
   redis: Redis;
   scheduler: BatchScheduler;
+  cancels: CancelListener;
+  webhooks: WebhookDispatcher;
   metrics: WorkerMetrics;
   logger: Logger;
 }
 
 /**
- * The BullMQ processor of one model's queue: validates the job again (the contract is checked on
- * both sides), answers rows from the result cache, hands the rest to the batch scheduler and
- * returns every row's output. Input that can never succeed fails with UnrecoverableError, so it
- * is not retried.
+ * The BullMQ processor of one model's queue. It validates the job again (the contract is checked
+ * on both sides); drops it without computing if it is past its deadline (`expired`) or canceled;
+ * answers rows from the result cache; hands the rest to the batch scheduler, which drops it too if
+ * it is canceled or expires while it waits for a thread; and returns every row's output. Input
+ * that can never succeed fails with UnrecoverableError, so it is not retried. Webhook events
+ * (`started`, `completed`, `failed`, `canceled`) are enqueued as the job passes through them.
  */
 export function createInferenceProcessor(served: ServedModel, deps: ProcessorDeps) {
   const { entry } = served;
-  const { config, keys, redis, scheduler, metrics } = deps;
+  const { config, keys, redis, scheduler, metrics, cancels, webhooks } = deps;
   const outSize = served.pool.outputSize;
 
   return async function processInferenceJob(job: Job): Promise<InferenceResult> {
@@ -44,7 +54,20 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       throw new UnrecoverableError(encodeJobError('invalid_input', 'job data does not match the job contract'));
     }
     const data = parsed.data;
-    const log = deps.logger.child({ request_id: data.request_id, job_id: job.id, model: entry.name });
+    const id = job.id as string;
+    const log = deps.logger.child({ request_id: data.request_id, job_id: id, model: entry.name });
+    const base = { id, data, timestamp: job.timestamp, processedOn: job.processedOn ?? Date.now() };
+
+    /** Ends the job without a result: the webhook event first, then the failure BullMQ records. */
+    const end = async (code: JobErrorCode, message: string, event: 'failed' | 'canceled'): Promise<never> => {
+      const failedReason = encodeJobError(code, message);
+      const snapshot: JobSnapshot = { ...base, state: 'failed', failedReason, finishedOn: Date.now() };
+      await webhooks
+        .enqueue(snapshot, entry, event)
+        .catch((err: Error) => log.warn({ err: err.message }, 'webhook enqueue failed'));
+      throw new UnrecoverableError(failedReason);
+    };
+
     if (data.model !== entry.name) {
       throw new UnrecoverableError(
         encodeJobError('invalid_input', `job for model ${data.model} on queue of ${entry.name}`),
@@ -53,29 +76,32 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     const width = entry.input.features;
     const bad = data.rows.findIndex((row) => row.length !== width);
     if (bad >= 0) {
-      throw new UnrecoverableError(
-        encodeJobError('invalid_input', `row ${bad} has ${data.rows[bad]?.length} features, expected ${width}`),
-      );
+      return end('invalid_input', `row ${bad} has ${data.rows[bad]?.length} features, expected ${width}`, 'failed');
     }
+    if (Date.now() > data.deadline_at) return end('deadline_exceeded', DEADLINE_REASON, 'failed');
+
+    // One round trip: a cancel request this worker may not have heard, and the cached rows.
+    const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
+    const cacheKeys = useCache ? data.rows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
+    const pipeline = redis.pipeline().exists(keys.cancelRequest(id));
+    if (useCache) pipeline.mget(...cacheKeys);
+    const [cancelRead, cacheRead] = (await pipeline.exec()) ?? [];
+    if (cancelRead?.[1] === 1) cancels.remember(id);
+    if (cancels.isCanceled(id)) return end('canceled', 'canceled by its owner before its batch started', 'canceled');
 
     const outputs: number[][] = new Array(data.rows.length);
     const cached: boolean[] = new Array(data.rows.length).fill(false);
-    const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
-    const cacheKeys = useCache ? data.rows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
     const missing: number[] = [];
-    if (useCache) {
-      const hits = await redis.mget(...cacheKeys);
-      hits.forEach((hit, i) => {
-        const value = hit === null ? undefined : parseCached(hit, outSize);
-        if (value) {
-          outputs[i] = value;
-          cached[i] = true;
-        } else {
-          missing.push(i);
-        }
-      });
-    } else {
-      for (let i = 0; i < data.rows.length; i++) missing.push(i);
+    const hits = (cacheRead?.[1] as (string | null)[] | undefined) ?? [];
+    for (let i = 0; i < data.rows.length; i++) {
+      const hit = hits[i];
+      const value = hit ? parseCached(hit, outSize) : undefined;
+      if (value) {
+        outputs[i] = value;
+        cached[i] = true;
+      } else {
+        missing.push(i);
+      }
     }
 
     let startedAt = Date.now();
@@ -85,30 +111,46 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       const rows = missing.map((i) => data.rows[i] as number[]);
       let result: Awaited<ReturnType<BatchScheduler['submit']>>;
       try {
-        result = await scheduler.submit(entry.name, rows);
+        result = await scheduler.submit(entry.name, rows, {
+          id,
+          shouldDrop: () =>
+            cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
+          onStart: webhooks.wants(data, 'started')
+            ? (at) =>
+                void webhooks
+                  .enqueue({ ...base, state: 'active', processedOn: at }, entry, 'started')
+                  .catch((err: Error) => log.warn({ err: err.message }, 'webhook enqueue failed'))
+            : undefined,
+        });
       } catch (err) {
-        if (err instanceof DroppedError) throw new UnrecoverableError(encodeJobError('canceled', err.reason));
+        if (err instanceof DroppedError) {
+          return err.reason === DEADLINE_REASON
+            ? end('deadline_exceeded', DEADLINE_REASON, 'failed')
+            : end('canceled', 'canceled by its owner before its batch started', 'canceled');
+        }
         log.error({ err: (err as Error).message }, 'inference failed');
+        const message = encodeJobError('inference_failed', 'the model failed to run on this input');
+        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
+          await webhooks
+            .enqueue({ ...base, state: 'failed', failedReason: message, finishedOn: Date.now() }, entry, 'failed')
+            .catch((e: Error) => log.warn({ err: e.message }, 'webhook enqueue failed'));
+        }
         // Transient (a thread died, ONNX Runtime error): BullMQ retries with backoff.
-        throw new Error(encodeJobError('inference_failed', 'the model failed to run on this input'));
+        throw new Error(message);
       }
       ({ startedAt, inferenceMs, batchSize } = result);
-      const pipeline = useCache ? redis.pipeline() : undefined;
+      const writes = useCache ? redis.pipeline() : undefined;
       missing.forEach((rowIndex, k) => {
         const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
         outputs[rowIndex] = values;
-        pipeline?.set(cacheKeys[rowIndex] as string, JSON.stringify(values), 'EX', config.QUERN_CACHE_TTL_SECONDS);
+        writes?.set(cacheKeys[rowIndex] as string, JSON.stringify(values), 'EX', config.QUERN_CACHE_TTL_SECONDS);
       });
-      if (pipeline) await pipeline.exec();
+      if (writes) await writes.exec();
     }
 
     const finishedAt = Date.now();
     const queueMs = Math.max(0, startedAt - job.timestamp);
-    metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
-    metrics.jobDuration.labels(entry.name).observe(Math.max(0, finishedAt - job.timestamp) / 1000);
-    metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
-    log.debug({ batch_size: batchSize, queue_ms: queueMs, inference_ms: inferenceMs }, 'job done');
-    return {
+    const output: InferenceResult = {
       outputs,
       cached,
       model_version: entry.version,
@@ -116,6 +158,18 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       finished_at: finishedAt,
       timings: { queue_ms: queueMs, inference_ms: Math.round(inferenceMs * 1000) / 1000, batch_size: batchSize },
     };
+    if (webhooks.wants(data, 'completed')) {
+      await webhooks.enqueue(
+        { ...base, state: 'completed', returnvalue: output, finishedOn: finishedAt },
+        entry,
+        'completed',
+      );
+    }
+    metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
+    metrics.jobDuration.labels(entry.name).observe(Math.max(0, finishedAt - job.timestamp) / 1000);
+    metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
+    log.debug({ batch_size: batchSize, queue_ms: queueMs, inference_ms: inferenceMs }, 'job done');
+    return output;
   };
 }
 

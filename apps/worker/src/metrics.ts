@@ -66,6 +66,28 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     },
   });
 
-  return { registry, batchSize, inferenceDuration, queueWait, jobDuration, jobsFinished };
+  const webhookDeliveries = new Counter({
+    name: MetricNames.webhookDeliveries,
+    help: 'Webhook delivery attempts by outcome (delivered, retried, failed, gone, refused).',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const webhookDuration = new Histogram({
+    name: MetricNames.webhookDeliveryDuration,
+    help: 'Duration of one webhook delivery attempt, in seconds.',
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+
+  return {
+    registry,
+    batchSize,
+    inferenceDuration,
+    queueWait,
+    jobDuration,
+    jobsFinished,
+    webhookDeliveries,
+    webhookDuration,
+  };
 }
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;

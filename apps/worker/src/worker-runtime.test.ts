@@ -33,6 +33,8 @@ function jobData(model: string, rows: number[][], version = '1.0.0'): InferenceJ
     owner: 'key_test',
     request_id: newId('req'),
     created_at: Date.now(),
+    deadline_at: Date.now() + 600_000,
+    priority: 1,
   };
 }
 

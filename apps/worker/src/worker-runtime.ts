@@ -7,15 +7,19 @@ import {
   type Logger,
   type ModelManifest,
   newId,
+  WEBHOOK_QUEUE,
 } from '@quern/shared';
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { BatchScheduler } from './batcher';
+import { CancelListener } from './cancel-listener';
 import { Heartbeat } from './heartbeat';
 import { InferencePool } from './inference-pool';
 import { createInferenceProcessor } from './inference-processor';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
+import { WebhookDispatcher } from './webhook-dispatcher';
+import { createWebhookSender } from './webhook-sender';
 
 export interface WorkerRuntimeOptions {
   config: Config;
@@ -31,6 +35,8 @@ export interface WorkerRuntimeOptions {
 export class WorkerRuntime {
   private closing: Promise<{ forced: boolean }> | undefined;
   private readonly consumers: Worker[] = [];
+  private readonly queues: Queue[] = [];
+  private cancels: CancelListener | undefined;
   /** Connections this runtime opened; BullMQ does not close connections it was handed. */
   private readonly connections: Redis[] = [];
 
@@ -86,14 +92,21 @@ export class WorkerRuntime {
       redis,
       new Heartbeat(redis, keys, id, config.QUERN_HEARTBEAT_INTERVAL_MS, config.QUERN_HEARTBEAT_TTL_MS, logger),
     );
-    runtime.startConsumers(keys);
+    await runtime.startConsumers(keys);
     return runtime;
   }
 
-  private startConsumers(keys: KeySpace): void {
+  private async startConsumers(keys: KeySpace): Promise<void> {
     const { config, logger } = this.options;
     const retention = inferenceJobOptions(config);
     this.connections.push(this.redis);
+    const cancels = new CancelListener(config, keys, this.scheduler, logger);
+    this.cancels = cancels;
+    await cancels.start();
+    const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: this.redis, prefix: config.QUERN_REDIS_PREFIX });
+    this.queues.push(webhookQueue);
+    const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
+    const inferenceQueues = new Map<string, Queue>();
     for (const model of this.served) {
       const name = model.entry.name;
       const concurrency =
@@ -105,9 +118,14 @@ export class WorkerRuntime {
         keys,
         redis: this.redis,
         scheduler: this.scheduler,
+        cancels,
+        webhooks,
         metrics: this.metrics,
         logger,
       });
+      const queue = new Queue(keys.inferenceQueue(name), { connection: this.redis, prefix: config.QUERN_REDIS_PREFIX });
+      this.queues.push(queue);
+      inferenceQueues.set(name, queue);
       const connection = createRedis(config.REDIS_URL, 'consumer', { name: `worker-${name}`, logger });
       this.connections.push(connection);
       const consumer = new Worker(keys.inferenceQueue(name), processor, {
@@ -137,6 +155,17 @@ export class WorkerRuntime {
       consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
       this.consumers.push(consumer);
     }
+    // Webhook deliveries: I/O bound, on their own queue, sent by every worker process.
+    const sender = createWebhookSender({
+      config,
+      keys,
+      redis: this.redis,
+      inferenceQueues,
+      metrics: this.metrics,
+      logger,
+    });
+    this.consumers.push(sender.worker);
+    this.connections.push(sender.connection);
     this.heartbeat.start();
     logger.info(
       { worker_id: this.id, models: this.served.map((m) => m.entry.name), threads: this.pool.size },
@@ -166,6 +195,8 @@ export class WorkerRuntime {
       const forced = outcome === 'timeout';
       if (forced) await Promise.all(this.consumers.map((c) => c.close(true)));
       this.scheduler.close();
+      await this.cancels?.close();
+      await Promise.all(this.queues.map((q) => q.close().catch(() => undefined)));
       await this.heartbeat.stop();
       await this.pool.close();
       await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));

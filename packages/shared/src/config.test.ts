@@ -31,9 +31,14 @@ describe('loadConfig', () => {
   });
 
   it('binds to all interfaces by default only in production', () => {
-    const jwt = 'k1:0123456789abcdef0123456789abcdef';
-    expect(loadConfig({ NODE_ENV: 'production', QUERN_JWT_KEYS: jwt }).HOST).toBe('0.0.0.0');
-    expect(loadConfig({ NODE_ENV: 'production', QUERN_JWT_KEYS: jwt, HOST: '10.0.0.5' }).HOST).toBe('10.0.0.5');
+    const production = {
+      NODE_ENV: 'production',
+      QUERN_JWT_KEYS: 'k1:0123456789abcdef0123456789abcdef',
+      QUERN_SECRETS_KEY: '0123456789abcdef0123456789abcdef',
+    };
+    expect(loadConfig(production).HOST).toBe('0.0.0.0');
+    expect(loadConfig({ ...production, HOST: '10.0.0.5' }).HOST).toBe('10.0.0.5');
+    expect(() => loadConfig({ ...production, QUERN_SECRETS_KEY: '' })).toThrow(/QUERN_SECRETS_KEY: is required/);
   });
 
   it('names the variable of a bad value', () => {

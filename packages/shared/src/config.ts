@@ -64,6 +64,42 @@ export const ConfigSchema = z
     QUERN_TRUST_PROXY_HOPS: int(0, 10).default(0),
     QUERN_CORS_ORIGINS: list.default([]),
 
+    // Secrets at rest (webhook signing secrets are stored encrypted with this key)
+    QUERN_SECRETS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+
+    // Webhooks
+    /** Hosts (or host:port) webhooks may reach even when they are private addresses. */
+    QUERN_WEBHOOK_ALLOW_HOSTS: list.default([]),
+    QUERN_WEBHOOK_TIMEOUT_MS: int(100, 60_000).default(10_000),
+    /** Delays before each retry; the default spans about a day. Jitter of ±20% is added. */
+    QUERN_WEBHOOK_RETRY_SCHEDULE_MS: list
+      .transform((items) => items.map(Number))
+      .pipe(
+        z
+          .array(
+            z
+              .number()
+              .int()
+              .min(0)
+              .max(7 * 24 * 3600 * 1000),
+          )
+          .max(50),
+      )
+      .default([5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000, 28_800_000, 28_800_000]),
+    QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS: int(0, 30 * 24 * 3600).default(24 * 3600),
+    QUERN_WEBHOOK_CONCURRENCY: int(1, 1000).default(32),
+
+    // Job control
+    QUERN_JOB_TIMEOUT_DEFAULT_MS: int(1, 7 * 24 * 3600 * 1000).default(600_000),
+    QUERN_JOB_TIMEOUT_MAX_MS: int(1, 7 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
+    QUERN_QUEUE_MAX_DEPTH: int(1, 100_000_000).default(100_000),
+    QUERN_QUEUE_DEPTH_CACHE_MS: int(0, 10_000).default(250),
+    QUERN_PRIORITY_PREMIUM: int(1, 100).default(1),
+    QUERN_PRIORITY_FREE: int(1, 100).default(5),
+    QUERN_IDEMPOTENCY_TTL_SECONDS: int(60, 30 * 24 * 3600).default(24 * 3600),
+    QUERN_SSE_KEEPALIVE_MS: int(100, 300_000).default(15_000),
+    QUERN_CANCEL_WAIT_MS: int(0, 60_000).default(2_000),
+
     // Models
     QUERN_MODELS_DIR: z.string().min(1).default(REPO_MODELS_DIR),
 
@@ -131,6 +167,27 @@ export const ConfigSchema = z
         code: 'custom',
         path: ['QUERN_OIDC_ISSUER'],
         message: 'QUERN_OIDC_ISSUER and QUERN_OIDC_AUDIENCE are required with QUERN_OIDC_JWKS_URL',
+      });
+    }
+    if (c.NODE_ENV === 'production' && c.QUERN_SECRETS_KEY === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['QUERN_SECRETS_KEY'],
+        message: 'is required when NODE_ENV=production (32+ random characters; encrypts webhook secrets at rest)',
+      });
+    }
+    if (c.QUERN_JOB_TIMEOUT_DEFAULT_MS > c.QUERN_JOB_TIMEOUT_MAX_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['QUERN_JOB_TIMEOUT_DEFAULT_MS'],
+        message: 'must not exceed QUERN_JOB_TIMEOUT_MAX_MS',
+      });
+    }
+    if (c.QUERN_PRIORITY_PREMIUM > c.QUERN_PRIORITY_FREE) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['QUERN_PRIORITY_PREMIUM'],
+        message: 'must not be a lower priority (a larger number) than QUERN_PRIORITY_FREE',
       });
     }
     if (c.NODE_ENV === 'production' && c.QUERN_CORS_ORIGINS.includes('*')) {

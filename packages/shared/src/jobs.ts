@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Config } from './config';
+import { WebhookSpec } from './webhooks';
 
 /** How a job was submitted; used for metrics and to shape the response. */
 export const SubmitMode = z.enum(['async', 'sync', 'batch']);
@@ -25,6 +26,11 @@ export const InferenceJobData = z.object({
   owner: z.string(),
   request_id: z.string(),
   created_at: z.number().int(),
+  /** Epoch ms after which the job is not computed any more and ends `expired`. */
+  deadline_at: z.number().int(),
+  /** BullMQ priority the job was queued with (1 is the highest). */
+  priority: z.number().int().min(1),
+  webhook: WebhookSpec.optional(),
 });
 export type InferenceJobData = z.infer<typeof InferenceJobData>;
 

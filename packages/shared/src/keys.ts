@@ -35,6 +35,35 @@ export class KeySpace {
     return `${this.prefix}:rl:${name}`;
   }
 
+  /** A principal's sealed webhook signing secrets. */
+  webhookSecret(owner: string): string {
+    return `${this.prefix}:whsec:${owner}`;
+  }
+
+  /** Delivery state of a job's webhook events (one field per event). */
+  webhookState(jobId: string): string {
+    return `${this.prefix}:webhook:${jobId}`;
+  }
+
+  /** Record of a job canceled before it ran (BullMQ no longer has it). */
+  canceledJob(jobId: string): string {
+    return `${this.prefix}:canceled:${jobId}`;
+  }
+
+  /** Cancel request of a job a worker may hold; workers also hear it on `cancelChannel`. */
+  cancelRequest(jobId: string): string {
+    return `${this.prefix}:cancel:${jobId}`;
+  }
+
+  cancelChannel(): string {
+    return `${this.prefix}:cancel`;
+  }
+
+  /** Idempotency record: principal and a hash of the client's key. */
+  idempotency(owner: string, keyHash: string): string {
+    return `${this.prefix}:idem:${owner}:${keyHash}`;
+  }
+
   /** Sorted set of worker ids scored by their last heartbeat (ms since epoch). */
   workers(): string {
     return `${this.prefix}:workers`;

@@ -1,54 +1,112 @@
-import { type InferenceResult, type ModelEntry, newId, QuernError, type SubmitMode } from '@quern/shared';
+import {
+  type InferenceResult,
+  type JobErrorCode,
+  jobView,
+  type ModelEntry,
+  QuernError,
+  type SubmitMode,
+} from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import type { JobView } from '../services/job-service';
 import { syncWaitMs } from './inference-input';
+import { claimJob, findReplayedJob } from './submission';
 
 export type SyncOutcome =
   | { kind: 'completed'; jobId: string; result: InferenceResult }
   /** The wait ran out: the job goes on; the caller answers 202 with it. */
-  | { kind: 'pending'; jobId: string; view: JobView; waitedMs: number };
+  | { kind: 'pending'; jobId: string; view: JobView };
+
+function failure(jobId: string, code: JobErrorCode | 'gone', message: string): QuernError {
+  const extra = { job_id: jobId };
+  switch (code) {
+    case 'invalid_input':
+      return new QuernError('validation_failed', message, { extra });
+    case 'canceled':
+    case 'gone':
+      return new QuernError('job_canceled', 'the job was canceled before it ran', { extra });
+    case 'deadline_exceeded':
+      return new QuernError('job_expired', 'the job was still queued at its deadline (timeout_ms)', { extra });
+    default:
+      return new QuernError('inference_failed', 'the job failed; GET /v1/jobs/{id} shows why', { extra });
+  }
+}
 
 /**
  * Enqueues a job and waits for it, for `/v1/predict` and `/v1/batch-predict`. The waiter is
- * registered before the job is added, so a result that comes back at once is not missed.
- * Failures become problems carrying the job id.
+ * registered before the job is added, so a result that comes back at once is not missed. With an
+ * Idempotency-Key used before, it waits for (or answers from) the original job instead. A caller
+ * that disconnects cancels its job if the job has not started.
  */
 export async function runSyncJob(
   c: Context<AppEnv>,
+  route: string,
+  body: unknown,
   model: ModelEntry,
   rows: number[][],
   mode: SubmitMode,
+  options: { timeoutMs?: number | undefined; priority?: number | undefined },
 ): Promise<SyncOutcome> {
   const { config, jobs, waiter, metrics } = c.get('services');
   const principal = c.get('principal');
   const waitMs = syncWaitMs(c.req.header('prefer'), config.QUERN_SYNC_WAIT_DEFAULT_MS, config.QUERN_SYNC_WAIT_MAX_MS);
-  const jobId = newId('job');
-  const handle = waiter.register(jobId, model.name);
-  try {
-    await jobs.submit({ model, rows, mode, owner: principal.id, requestId: c.get('requestId'), jobId });
-  } catch (err) {
-    handle.cancel();
-    throw err;
-  }
-  metrics.jobsSubmitted.labels(model.name, mode).inc();
   c.header('preference-applied', `wait=${Math.round(waitMs / 1000)}`);
+  const claim = await claimJob(c, route, body, model);
+  const jobId = claim.jobId;
+  const handle = waiter.register(jobId, model.name);
+
+  if (claim.replayed) {
+    const found = await findReplayedJob(c, jobId);
+    const view = await jobs.view(found);
+    if (view.status !== 'queued' && view.status !== 'running') {
+      handle.cancel();
+      const snapshot = await jobs.snapshot(found);
+      if (snapshot.state === 'completed')
+        return { kind: 'completed', jobId, result: snapshot.returnvalue as InferenceResult };
+      throw failure(
+        jobId,
+        (view.error?.code as JobErrorCode | undefined) ?? 'internal_error',
+        view.error?.message ?? '',
+      );
+    }
+  } else {
+    try {
+      await jobs.submit({ model, rows, mode, principal, requestId: c.get('requestId'), jobId, ...options });
+    } catch (err) {
+      handle.cancel();
+      await claim.release();
+      throw err;
+    }
+    metrics.jobsSubmitted.labels(model.name, mode).inc();
+  }
+
+  // A caller that goes away no longer needs the answer: drop the job if no batch has it yet.
+  const signal = c.req.raw.signal;
+  const onAbort = () => {
+    handle.cancel();
+    if (claim.replayed) return;
+    void jobs
+      .find(jobId, principal.id)
+      .then((found) => (found ? jobs.cancel(found) : undefined))
+      .catch((err: Error) => c.get('logger').warn({ err: err.message, job_id: jobId }, 'cancel on disconnect failed'));
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
   const outcome = await handle.wait(waitMs);
+  signal.removeEventListener('abort', onAbort);
+
   switch (outcome.kind) {
     case 'completed':
       return { kind: 'completed', jobId, result: outcome.result };
-    case 'failed': {
-      const extra = { job_id: jobId };
-      if (outcome.code === 'invalid_input') throw new QuernError('validation_failed', outcome.message, { extra });
-      throw new QuernError('inference_failed', 'the job failed; GET /v1/jobs/{id} shows why', { extra });
-    }
+    case 'failed':
+      throw failure(jobId, outcome.code, outcome.message);
     case 'gone':
-      throw new QuernError('job_not_found', 'the job was removed before it finished', { extra: { job_id: jobId } });
+      throw failure(jobId, 'gone', '');
     case 'timeout': {
+      if (signal.aborted) throw new QuernError('job_canceled', 'the client went away', { extra: { job_id: jobId } });
       metrics.syncWaitTimeouts.labels(model.name).inc();
       const found = await jobs.find(jobId, principal.id);
-      if (!found) throw new QuernError('job_not_found', 'the job was removed before it finished');
-      return { kind: 'pending', jobId, view: await jobs.view(found), waitedMs: waitMs };
+      if (!found) throw failure(jobId, 'gone', '');
+      return { kind: 'pending', jobId, view: jobView(await jobs.snapshot(found), model) };
     }
   }
 }

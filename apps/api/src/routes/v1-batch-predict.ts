@@ -1,7 +1,15 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
-import { FeaturesSchema, JobSchema, ModelNameSchema, PROTECTED, PredictionSchema, problems } from '../schemas';
+import {
+  FeaturesSchema,
+  JobOptionsShape,
+  JobSchema,
+  ModelNameSchema,
+  PROTECTED,
+  PredictionSchema,
+  problems,
+} from '../schemas';
 import { checkRows, MAX_BATCH_ROWS } from './inference-input';
 import { runSyncJob } from './sync-job';
 
@@ -13,6 +21,7 @@ export const BatchPredictRequestSchema = z
       .min(1)
       .max(MAX_BATCH_ROWS)
       .openapi({ description: `1 to ${MAX_BATCH_ROWS} rows, run as one job.` }),
+    ...JobOptionsShape,
   })
   .openapi('BatchPredictRequest');
 
@@ -39,7 +48,10 @@ const route = (path: string, deprecated: boolean) =>
     security: PROTECTED,
     middleware: [requireAuth('predict')] as const,
     request: {
-      headers: z.object({ prefer: z.string().optional().openapi({ example: 'wait=10' }) }),
+      headers: z.object({
+        prefer: z.string().optional().openapi({ example: 'wait=10' }),
+        'idempotency-key': z.string().max(255).optional().openapi({ example: 'batch-2291' }),
+      }),
       body: { required: true, content: { 'application/json': { schema: BatchPredictRequestSchema } } },
     },
     responses: {
@@ -49,7 +61,7 @@ const route = (path: string, deprecated: boolean) =>
         headers: z.object({ location: z.string() }),
         content: { 'application/json': { schema: JobSchema } },
       },
-      ...problems(400, 401, 403, 404, 413, 415, 422, 429, 500, 503),
+      ...problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503, 504),
     },
   });
 
@@ -85,7 +97,10 @@ export function registerBatchPredict(app: OpenAPIHono<AppEnv>): void {
         );
       }
 
-      const outcome = await runSyncJob(c, model, rows, 'batch');
+      const outcome = await runSyncJob(c, 'POST /v1/batch-predict', body, model, rows, 'batch', {
+        timeoutMs: body.timeout_ms,
+        priority: body.priority,
+      });
       if (outcome.kind === 'pending') {
         return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}` });
       }

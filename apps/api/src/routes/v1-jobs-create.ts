@@ -1,11 +1,26 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { jobView } from '@quern/shared';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
-import { FeaturesSchema, JobSchema, ModelNameSchema, PROTECTED, problems } from '../schemas';
+import {
+  FeaturesSchema,
+  JobOptionsShape,
+  JobSchema,
+  ModelNameSchema,
+  PROTECTED,
+  problems,
+  WebhookRequestSchema,
+} from '../schemas';
 import { checkRows } from './inference-input';
+import { claimJob, findReplayedJob, validateWebhook } from './submission';
 
 export const CreateJobRequestSchema = z
-  .object({ model: ModelNameSchema, features: FeaturesSchema })
+  .object({
+    model: ModelNameSchema,
+    features: FeaturesSchema,
+    webhook: WebhookRequestSchema.optional(),
+    ...JobOptionsShape,
+  })
   .openapi('CreateJobRequest');
 
 export const createJobRoute = createRoute({
@@ -13,13 +28,21 @@ export const createJobRoute = createRoute({
   path: '/v1/jobs',
   tags: ['Jobs'],
   summary: 'Submit an inference job',
-  description: 'Enqueues one row and answers at once with the job; poll `Location` for the result.',
+  description:
+    'Enqueues one row and answers at once with the job; poll `Location`, stream `/v1/jobs/{id}/events`, or ' +
+    'ask for a signed webhook. With `Idempotency-Key`, a retry of the same request within 24 h returns the ' +
+    'same job (`Idempotent-Replayed: true`); the same key with another body is a 422.',
   security: PROTECTED,
   middleware: [requireAuth('predict')] as const,
-  request: { body: { required: true, content: { 'application/json': { schema: CreateJobRequestSchema } } } },
+  request: {
+    headers: z.object({
+      'idempotency-key': z.string().max(255).optional().openapi({ example: 'order-8812-predict' }),
+    }),
+    body: { required: true, content: { 'application/json': { schema: CreateJobRequestSchema } } },
+  },
   responses: {
     202: {
-      description: 'Accepted: the job is queued.',
+      description: 'Accepted: the job is queued (or, for a replayed Idempotency-Key, the original job).',
       headers: z.object({ location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }) }),
       content: { 'application/json': { schema: JobSchema } },
     },
@@ -33,30 +56,30 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
     const body = c.req.valid('json');
     const model = models.resolve(body.model);
     checkRows(model, [body.features], () => 'features');
-    const { id, data } = await jobs.submit({
-      model,
-      rows: [body.features],
-      mode: 'async',
-      owner: c.get('principal').id,
-      requestId: c.get('requestId'),
-    });
+    const webhook = await validateWebhook(c, body.webhook);
+    const claim = await claimJob(c, 'POST /v1/jobs', body, model);
+    if (claim.replayed) {
+      const found = await findReplayedJob(c, claim.jobId);
+      return c.json(await jobs.view(found), 202, { location: `/v1/jobs/${claim.jobId}` });
+    }
+    const { id, data } = await jobs
+      .submit({
+        model,
+        rows: [body.features],
+        mode: 'async',
+        principal: c.get('principal'),
+        requestId: c.get('requestId'),
+        jobId: claim.jobId,
+        timeoutMs: body.timeout_ms,
+        priority: body.priority,
+        webhook,
+      })
+      .catch(async (err: unknown) => {
+        await claim.release();
+        throw err;
+      });
     metrics.jobsSubmitted.labels(model.name, 'async').inc();
-    const created = new Date(data.created_at).toISOString();
-    return c.json(
-      {
-        id,
-        status: 'queued' as const,
-        model: model.name,
-        model_version: model.version,
-        created_at: created,
-        started_at: null,
-        completed_at: null,
-        output: null,
-        error: null,
-        timings: null,
-      },
-      202,
-      { location: `/v1/jobs/${id}` },
-    );
+    const view = jobView({ id, data, state: 'waiting', timestamp: data.created_at }, model);
+    return c.json(view, 202, { location: `/v1/jobs/${id}` });
   });
 }

@@ -1,12 +1,20 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
-import { FeaturesSchema, JobSchema, ModelNameSchema, PROTECTED, PredictionSchema, problems } from '../schemas';
+import {
+  FeaturesSchema,
+  JobOptionsShape,
+  JobSchema,
+  ModelNameSchema,
+  PROTECTED,
+  PredictionSchema,
+  problems,
+} from '../schemas';
 import { checkRows } from './inference-input';
 import { runSyncJob } from './sync-job';
 
 export const PredictRequestSchema = z
-  .object({ model: ModelNameSchema, features: FeaturesSchema })
+  .object({ model: ModelNameSchema, features: FeaturesSchema, ...JobOptionsShape })
   .openapi('PredictRequest');
 
 export const PredictResponseSchema = z
@@ -48,7 +56,7 @@ const route = (path: string, deprecated: boolean) =>
         headers: z.object({ location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }) }),
         content: { 'application/json': { schema: JobSchema } },
       },
-      ...problems(400, 401, 403, 404, 413, 415, 422, 429, 500, 503),
+      ...problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503, 504),
     },
   });
 
@@ -79,7 +87,10 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
         );
       }
 
-      const outcome = await runSyncJob(c, model, [body.features], 'sync');
+      const outcome = await runSyncJob(c, 'POST /v1/predict', body, model, [body.features], 'sync', {
+        timeoutMs: body.timeout_ms,
+        priority: body.priority,
+      });
       if (outcome.kind === 'pending') {
         return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}` });
       }

@@ -1,65 +1,60 @@
 import {
   type Config,
-  decodeJobError,
   INFERENCE_JOB_NAME,
   InferenceJobData,
-  InferenceResult,
   inferenceJobOptions,
-  type JobErrorCode,
+  type JobSnapshot,
+  type JobView,
+  jobView,
+  type KeySpace,
   type ModelEntry,
   newId,
+  QuernError,
+  readDeliveryStates,
   type SubmitMode,
+  type WebhookSpec,
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { ModelRegistry } from './model-registry';
+import type { Principal } from './principal';
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
-
-/** The job resource as `GET /v1/jobs/{id}` returns it. */
-export interface JobView {
-  id: string;
-  status: JobStatus;
-  model: string;
-  model_version: string;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-  output: { prediction: number | number[] } | { predictions: (number | number[])[] } | null;
-  error: { code: string; message: string } | null;
-  timings: { queue_ms: number; inference_ms: number; batch_size: number } | null;
-}
+export type { JobView } from '@quern/shared';
 
 export interface FoundJob {
-  job: Job;
+  /** Absent for a job canceled while queued (only its cancel record is left). */
+  job: Job | undefined;
   data: InferenceJobData;
   model: ModelEntry;
+  canceledRecord?: CanceledRecord;
+}
+
+/** What is kept of a job removed from the queue by its owner. */
+interface CanceledRecord {
+  id: string;
+  data: InferenceJobData;
+  timestamp: number;
+  canceled_at: number;
 }
 
 export interface SubmitArgs {
   model: ModelEntry;
   rows: number[][];
   mode: SubmitMode;
-  owner: string;
+  principal: Principal;
   requestId: string;
-  /** Lets the caller register a waiter before the job exists (so no completion is missed). */
+  /** Lets the caller register a waiter (or an idempotency record) before the job exists. */
   jobId?: string;
+  timeoutMs?: number | undefined;
+  /** Requested BullMQ priority (1 highest); never above the tier's. */
+  priority?: number | undefined;
+  webhook?: WebhookSpec | undefined;
 }
 
-const iso = (ms: number | undefined | null): string | null => (ms ? new Date(ms).toISOString() : null);
-
-function statusOf(state: JobState | 'unknown', failure: JobErrorCode | undefined): JobStatus {
-  switch (state) {
-    case 'active':
-      return 'running';
-    case 'completed':
-      return 'succeeded';
-    case 'failed':
-      return failure === 'canceled' ? 'canceled' : failure === 'deadline_exceeded' ? 'expired' : 'failed';
-    default:
-      // waiting, prioritized, delayed (a retry's backoff), waiting-children
-      return 'queued';
-  }
-}
+export type CancelOutcome =
+  | { kind: 'canceled'; view: JobView }
+  | { kind: 'requested'; view: JobView }
+  | { kind: 'finished'; view: JobView };
 
 /**
  * Creates inference jobs and reads them back as job resources. Job ids are random (`job_…`),
@@ -67,10 +62,15 @@ function statusOf(state: JobState | 'unknown', failure: JobErrorCode | undefined
  * reported exactly like a job that does not exist.
  */
 export class JobService {
+  private readonly depthCache = new Map<string, { depth: number; at: number }>();
+
   constructor(
     private readonly queues: ReadonlyMap<string, Queue>,
     private readonly models: ModelRegistry,
     private readonly config: Config,
+    private readonly redis: Redis,
+    private readonly keys: KeySpace,
+    private readonly drainRate: (model: string) => number,
   ) {}
 
   queueOf(model: string): Queue {
@@ -79,20 +79,57 @@ export class JobService {
     return queue;
   }
 
+  /** The priority a job gets: the tier's, or a lower one (a larger number) if the caller asks. */
+  priorityFor(principal: Principal, requested: number | undefined): number {
+    const floor = principal.tier === 'premium' ? this.config.QUERN_PRIORITY_PREMIUM : this.config.QUERN_PRIORITY_FREE;
+    return Math.max(floor, requested ?? floor);
+  }
+
+  /**
+   * Backpressure: refuses (503 with Retry-After from the recent drain rate) when the model's queue
+   * holds more than QUERN_QUEUE_MAX_DEPTH waiting jobs. Nothing is enqueued then.
+   */
+  async admit(model: ModelEntry): Promise<void> {
+    const now = Date.now();
+    let cached = this.depthCache.get(model.name);
+    if (!cached || now - cached.at >= this.config.QUERN_QUEUE_DEPTH_CACHE_MS) {
+      const counts = await this.queueOf(model.name).getJobCounts('waiting', 'prioritized');
+      cached = { depth: (counts.waiting ?? 0) + (counts.prioritized ?? 0), at: now };
+      this.depthCache.set(model.name, cached);
+    }
+    const cap = this.config.QUERN_QUEUE_MAX_DEPTH;
+    if (cached.depth < cap) return;
+    const rate = this.drainRate(model.name);
+    // Time for the backlog above 90% of the cap to drain at the recent rate.
+    const retryAfter = rate > 0 ? Math.ceil((cached.depth - cap * 0.9) / rate) : 30;
+    throw new QuernError('queue_full', `the ${model.name} queue is full (${cached.depth} jobs waiting); retry later`, {
+      headers: { 'retry-after': String(Math.min(300, Math.max(1, retryAfter))) },
+    });
+  }
+
   async submit(args: SubmitArgs): Promise<{ id: string; data: InferenceJobData }> {
     const id = args.jobId ?? newId('job');
+    const now = Date.now();
+    const timeout = Math.min(
+      args.timeoutMs ?? this.config.QUERN_JOB_TIMEOUT_DEFAULT_MS,
+      this.config.QUERN_JOB_TIMEOUT_MAX_MS,
+    );
     const data: InferenceJobData = {
       v: 1,
       model: args.model.name,
       model_version: args.model.version,
       rows: args.rows,
       mode: args.mode,
-      owner: args.owner,
+      owner: args.principal.id,
       request_id: args.requestId,
-      created_at: Date.now(),
+      created_at: now,
+      deadline_at: now + timeout,
+      priority: this.priorityFor(args.principal, args.priority),
+      ...(args.webhook ? { webhook: args.webhook } : {}),
     };
     await this.queueOf(args.model.name).add(INFERENCE_JOB_NAME, data, {
       jobId: id,
+      priority: data.priority,
       ...inferenceJobOptions(this.config),
     });
     return { id, data };
@@ -101,9 +138,18 @@ export class JobService {
   /** The job if it exists and belongs to `owner`; null otherwise (the caller answers 404 either way). */
   async find(id: string, owner: string): Promise<FoundJob | null> {
     if (!/^job_[0-9A-Za-z]{22}$/.test(id)) return null;
-    const jobs = await Promise.all([...this.queues.values()].map((queue) => queue.getJob(id)));
+    const [tombstone, ...jobs] = await Promise.all([
+      this.redis.get(this.keys.canceledJob(id)),
+      ...[...this.queues.values()].map((queue) => queue.getJob(id)),
+    ]);
     const job = jobs.find((j): j is Job => j !== undefined && j !== null);
-    if (!job) return null;
+    if (!job) {
+      if (!tombstone) return null;
+      const record = JSON.parse(tombstone) as CanceledRecord;
+      const model = this.models.find(record.data.model);
+      if (record.data.owner !== owner || !model) return null;
+      return { job: undefined, data: record.data, model, canceledRecord: record };
+    }
     const parsed = InferenceJobData.safeParse(job.data);
     if (!parsed.success || parsed.data.owner !== owner) return null;
     const model = this.models.find(parsed.data.model);
@@ -117,38 +163,88 @@ export class JobService {
    * unfinished one BullMQ's state script tells waiting from active, and a job that finished in
    * between is read again.
    */
-  private async settledState(found: FoundJob): Promise<{ job: Job; state: JobState | 'unknown' }> {
+  async snapshot(found: FoundJob): Promise<JobSnapshot> {
+    const deliveries = found.data.webhook ? await readDeliveryStates(this.redis, this.keys, this.idOf(found)) : [];
+    if (!found.job) {
+      const r = found.canceledRecord as CanceledRecord;
+      return {
+        id: r.id,
+        data: r.data,
+        state: 'canceled',
+        timestamp: r.timestamp,
+        finishedOn: r.canceled_at,
+        deliveries,
+      };
+    }
     const finished = (job: Job) => (job.returnvalue !== null && job.returnvalue !== undefined ? 'completed' : 'failed');
-    if (found.job.finishedOn) return { job: found.job, state: finished(found.job) };
-    const state = await found.job.getState();
-    if (state !== 'completed' && state !== 'failed') return { job: found.job, state };
-    const fresh = await this.queueOf(found.data.model).getJob(found.job.id as string);
-    return fresh?.finishedOn ? { job: fresh, state: finished(fresh) } : { job: found.job, state };
-  }
-
-  async view(found: FoundJob): Promise<JobView> {
-    const { data, model } = found;
-    const { job, state } = await this.settledState(found);
-    const failure = state === 'failed' ? decodeJobError(job.failedReason) : undefined;
-    const status = statusOf(state, failure?.code);
-    const result = state === 'completed' ? InferenceResult.safeParse(job.returnvalue) : undefined;
-    const done = result?.success ? result.data : undefined;
+    let job = found.job;
+    let state: JobState | 'unknown';
+    if (job.finishedOn) state = finished(job);
+    else {
+      state = await job.getState();
+      if (state === 'completed' || state === 'failed') {
+        const fresh = await this.queueOf(found.data.model).getJob(job.id as string);
+        if (fresh?.finishedOn) {
+          job = fresh;
+          state = finished(fresh);
+        }
+      }
+    }
     return {
       id: job.id as string,
-      status,
-      model: data.model,
-      model_version: done?.model_version ?? data.model_version,
-      created_at: iso(job.timestamp) as string,
-      started_at: iso(done?.started_at ?? job.processedOn),
-      completed_at: iso(done?.finished_at ?? job.finishedOn),
-      output: done ? this.presentOutput(model, data, done.outputs) : null,
-      error: failure ? { code: failure.code, message: failure.message } : null,
-      timings: done ? done.timings : null,
+      data: found.data,
+      state,
+      returnvalue: job.returnvalue,
+      failedReason: job.failedReason,
+      timestamp: job.timestamp,
+      processedOn: job.processedOn,
+      finishedOn: job.finishedOn,
+      deliveries,
     };
   }
 
-  presentOutput(model: ModelEntry, data: InferenceJobData, outputs: number[][]): JobView['output'] {
-    const shaped = outputs.map((o) => this.models.present(model, o));
-    return data.mode === 'batch' ? { predictions: shaped } : { prediction: shaped[0] as number | number[] };
+  private idOf(found: FoundJob): string {
+    return (found.job?.id as string | undefined) ?? (found.canceledRecord?.id as string);
+  }
+
+  async view(found: FoundJob): Promise<JobView> {
+    return jobView(await this.snapshot(found), found.model);
+  }
+
+  /**
+   * Cancels a job: a queued one is removed from the queue at once and kept as a `canceled`
+   * record; one a worker already holds is dropped by that worker if its batch has not started
+   * (workers hear the request on a channel); a finished one cannot be canceled.
+   */
+  async cancel(found: FoundJob): Promise<CancelOutcome> {
+    const before = await this.view(found);
+    if (before.status !== 'queued' && before.status !== 'running') return { kind: 'finished', view: before };
+    const job = found.job as Job;
+    const id = job.id as string;
+    if (before.status === 'queued') {
+      const removed = await this.queueOf(found.data.model)
+        .remove(id)
+        .catch(() => 0);
+      if (removed === 1) {
+        const record: CanceledRecord = { id, data: found.data, timestamp: job.timestamp, canceled_at: Date.now() };
+        await this.redis.set(
+          this.keys.canceledJob(id),
+          JSON.stringify(record),
+          'EX',
+          this.config.QUERN_RETAIN_FAILED_SECONDS,
+        );
+        return {
+          kind: 'canceled',
+          view: jobView(await this.snapshot({ ...found, job: undefined, canceledRecord: record }), found.model),
+        };
+      }
+      // A worker took it in the meantime: ask the worker, as for a running job.
+    }
+    await this.redis
+      .multi()
+      .set(this.keys.cancelRequest(id), String(Date.now()), 'EX', 3600)
+      .publish(this.keys.cancelChannel(), id)
+      .exec();
+    return { kind: 'requested', view: await this.view(found) };
   }
 }

@@ -8,12 +8,17 @@ export type WaitOutcome =
   | { kind: 'gone' }
   | { kind: 'timeout' };
 
+/** A change of one job, as a QueueEvents stream reports it. */
+export type JobEvent = { kind: 'active' } | Exclude<WaitOutcome, { kind: 'timeout' }>;
+
 export interface WaitHandle {
   /** Resolves with the job's outcome, or `timeout` after `timeoutMs`. Call once. */
   wait(timeoutMs: number): Promise<WaitOutcome>;
   /** Forget the waiter (the job was never added, or the caller went away). */
   cancel(): void;
 }
+
+type Listener = (event: JobEvent) => void;
 
 interface Waiter {
   jobId: string;
@@ -25,13 +30,14 @@ interface Waiter {
 }
 
 /**
- * Lets sync callers wait for their job without a Redis subscription each: one QueueEvents
- * stream per model queue in this process, and a map from job id to waiter. A waiter is
- * registered before its job is added, so a job that finishes at once is not missed. A periodic
- * state poll catches any event lost while the events connection was down.
+ * Per API process: one QueueEvents stream per model queue, fanned out to the callers that wait
+ * for, or stream, a given job (a map from job id to listeners), instead of a Redis subscription
+ * per request. Waiters are registered before their job is added, so a job that finishes at once
+ * is not missed; a periodic state poll catches an event lost while the events connection was down.
  */
 export class ResultWaiter {
-  private readonly waiters = new Map<string, Waiter>();
+  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly waiters = new Set<Waiter>();
   private poller: NodeJS.Timeout | undefined;
   private polling = false;
 
@@ -43,12 +49,12 @@ export class ResultWaiter {
 
   start(): void {
     for (const { events } of this.events.values()) {
-      events.on('completed', ({ jobId, returnvalue }) => this.onCompleted(jobId, returnvalue));
-      events.on('failed', ({ jobId, failedReason }) => {
-        const { code, message } = decodeJobError(failedReason);
-        this.settle(jobId, { kind: 'failed', code, message });
-      });
-      events.on('removed', ({ jobId }) => this.settle(jobId, { kind: 'gone' }));
+      events.on('active', ({ jobId }) => this.emit(jobId, { kind: 'active' }));
+      events.on('completed', ({ jobId, returnvalue }) => this.emit(jobId, completedEvent(returnvalue)));
+      events.on('failed', ({ jobId, failedReason }) =>
+        this.emit(jobId, { kind: 'failed', ...decodeJobError(failedReason) }),
+      );
+      events.on('removed', ({ jobId }) => this.emit(jobId, { kind: 'gone' }));
       events.on('error', (err) => this.logger.warn({ err: (err as Error).message }, 'queue events error'));
     }
     this.poller = setInterval(() => void this.poll(), this.pollIntervalMs);
@@ -57,69 +63,76 @@ export class ResultWaiter {
 
   async close(): Promise<void> {
     if (this.poller) clearInterval(this.poller);
-    for (const waiter of this.waiters.values()) waiter.settle?.({ kind: 'timeout' });
+    for (const waiter of this.waiters) waiter.settle?.({ kind: 'timeout' });
     this.waiters.clear();
+    this.listeners.clear();
   }
 
-  /** Number of callers waiting right now (a gauge for operators, a check for tests). */
+  /** Callers waiting right now (a gauge for operators, a check for tests). */
   get size(): number {
     return this.waiters.size;
   }
 
+  /** Calls `listener` on every change of the job until the returned function is called. */
+  subscribe(jobId: string, listener: Listener): () => void {
+    let set = this.listeners.get(jobId);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(jobId, set);
+    }
+    set.add(listener);
+    return () => {
+      const current = this.listeners.get(jobId);
+      current?.delete(listener);
+      if (current?.size === 0) this.listeners.delete(jobId);
+    };
+  }
+
+  private emit(jobId: string, event: JobEvent): void {
+    const set = this.listeners.get(jobId);
+    if (!set) return;
+    for (const listener of [...set]) listener(event);
+  }
+
+  /** Registers a waiter for a job's outcome; call before adding the job. */
   register(jobId: string, model: string): WaitHandle {
     const entry = this.events.get(model);
     if (!entry) throw new Error(`no queue events for model ${model}`);
-    const waiter: Waiter = {
-      jobId,
-      queue: entry.queue,
-      waitingSince: 0,
-      settle: undefined,
-      early: undefined,
+    const waiter: Waiter = { jobId, queue: entry.queue, waitingSince: 0, settle: undefined, early: undefined };
+    this.waiters.add(waiter);
+    const unsubscribe = this.subscribe(jobId, (event) => {
+      if (event.kind === 'active') return;
+      if (waiter.settle) waiter.settle(event);
+      else waiter.early ??= event; // finished before the caller started waiting
+    });
+    const done = () => {
+      unsubscribe();
+      this.waiters.delete(waiter);
     };
-    this.waiters.set(jobId, waiter);
     return {
       wait: (timeoutMs) =>
         new Promise<WaitOutcome>((resolve) => {
           if (waiter.early) {
-            this.waiters.delete(jobId);
+            done();
             resolve(waiter.early);
             return;
           }
           waiter.waitingSince = Date.now();
           const timer = setTimeout(() => {
-            this.waiters.delete(jobId);
+            done();
             resolve({ kind: 'timeout' });
           }, timeoutMs);
           waiter.settle = (outcome) => {
             clearTimeout(timer);
-            this.waiters.delete(jobId);
+            done();
             resolve(outcome);
           };
         }),
       cancel: () => {
-        waiter.settle?.({ kind: 'timeout' });
-        this.waiters.delete(jobId);
+        if (waiter.settle) waiter.settle({ kind: 'timeout' });
+        else done();
       },
     };
-  }
-
-  private onCompleted(jobId: string, returnvalue: unknown): void {
-    if (!this.waiters.has(jobId)) return;
-    const raw = typeof returnvalue === 'string' ? safeJson(returnvalue) : returnvalue;
-    const parsed = InferenceResult.safeParse(raw);
-    this.settle(
-      jobId,
-      parsed.success
-        ? { kind: 'completed', result: parsed.data }
-        : { kind: 'failed', code: 'internal_error', message: 'the worker returned a malformed result' },
-    );
-  }
-
-  private settle(jobId: string, outcome: WaitOutcome): void {
-    const waiter = this.waiters.get(jobId);
-    if (!waiter) return;
-    if (waiter.settle) waiter.settle(outcome);
-    else waiter.early = outcome; // finished before the caller started waiting
   }
 
   /** Safety net: looks up waiters older than one poll interval whose event may have been lost. */
@@ -129,17 +142,20 @@ export class ResultWaiter {
     try {
       const cutoff = Date.now() - this.pollIntervalMs;
       // Only waiters whose job was added (wait() was called) and that have waited a full interval.
-      const stale = [...this.waiters.values()].filter((w) => w.waitingSince > 0 && w.waitingSince <= cutoff);
+      const stale = [...this.waiters].filter((w) => w.waitingSince > 0 && w.waitingSince <= cutoff);
       await Promise.all(
         stale.map(async (w) => {
           const state = await w.queue.getJobState(w.jobId);
           if (state === 'completed' || state === 'failed') {
             const job = await w.queue.getJob(w.jobId);
             if (!job) return;
-            if (state === 'completed') this.onCompleted(w.jobId, job.returnvalue);
-            else this.settle(w.jobId, { kind: 'failed', ...decodeJobError(job.failedReason) });
+            w.settle?.(
+              state === 'completed'
+                ? completedEvent(job.returnvalue)
+                : { kind: 'failed', ...decodeJobError(job.failedReason) },
+            );
           } else if (state === 'unknown') {
-            this.settle(w.jobId, { kind: 'gone' });
+            w.settle?.({ kind: 'gone' });
           }
         }),
       );
@@ -151,10 +167,17 @@ export class ResultWaiter {
   }
 }
 
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
+function completedEvent(returnvalue: unknown): Extract<WaitOutcome, { kind: 'completed' | 'failed' }> {
+  let raw = returnvalue;
+  if (typeof raw === 'string') {
+    try {
+      raw = JSON.parse(raw);
+    } catch {
+      raw = undefined;
+    }
   }
+  const parsed = InferenceResult.safeParse(raw);
+  return parsed.success
+    ? { kind: 'completed', result: parsed.data }
+    : { kind: 'failed', code: 'internal_error', message: 'the worker returned a malformed result' };
 }

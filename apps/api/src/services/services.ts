@@ -1,8 +1,18 @@
-import { type Config, createRedis, KeySpace, type Logger, type ModelManifest } from '@quern/shared';
+import {
+  type Config,
+  createRedis,
+  KeySpace,
+  type Logger,
+  type ModelManifest,
+  SecretBox,
+  WebhookSecrets,
+} from '@quern/shared';
 import { Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type ApiMetrics, createApiMetrics } from './api-metrics';
 import { CredentialAuthenticator } from './credential-authenticator';
+import { DrainMeter } from './drain-meter';
+import { Idempotency } from './idempotency';
 import { JobService } from './job-service';
 import { KeyStore } from './key-store';
 import { ModelRegistry } from './model-registry';
@@ -25,6 +35,8 @@ export interface Services {
   apiKeys: KeyStore;
   tokens: TokenService;
   rateLimits: RateLimits;
+  idempotency: Idempotency;
+  webhookSecrets: WebhookSecrets;
   metrics: ApiMetrics;
   /** Redis answers and a worker heartbeat was seen within the TTL. */
   readiness(): Promise<{ redis: boolean; workers: number }>;
@@ -60,6 +72,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   }
   const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger);
   waiter.start();
+  const drain = new DrainMeter(events);
 
   const apiKeys = new KeyStore(redis, keys);
   const tokens = new TokenService(config, logger);
@@ -71,13 +84,20 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     keys,
     redis,
     models,
-    jobs: new JobService(queues, models, config),
+    jobs: new JobService(queues, models, config, redis, keys, (model) => drain.perSecond(model)),
     waiter,
     cache: new ResultCache(redis, keys, config.QUERN_CACHE_TTL_SECONDS),
     auth: new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS),
     apiKeys,
     tokens,
     rateLimits: new RateLimits(redis, keys, config),
+    idempotency: new Idempotency(redis, keys, config.QUERN_IDEMPOTENCY_TTL_SECONDS),
+    webhookSecrets: new WebhookSecrets(
+      redis,
+      keys,
+      new SecretBox(config.QUERN_SECRETS_KEY),
+      config.QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS,
+    ),
     metrics: createApiMetrics({ queues, workersAlive }),
     async readiness() {
       try {

@@ -1,0 +1,50 @@
+import { type Config, createRedis, type KeySpace, type Logger } from '@quern/shared';
+import type { Redis } from 'ioredis';
+import type { BatchScheduler } from './batcher';
+
+const REMEMBER_MS = 3_600_000;
+
+/**
+ * Hears cancel requests for jobs a worker may hold (the API publishes them), drops a held job at
+ * once if no batch has it yet, and remembers the id so the job is dropped if it arrives later.
+ */
+export class CancelListener {
+  private readonly canceled = new Map<string, number>();
+  private readonly subscriber: Redis;
+
+  constructor(
+    config: Config,
+    private readonly keys: KeySpace,
+    private readonly scheduler: BatchScheduler,
+    logger: Logger,
+  ) {
+    this.subscriber = createRedis(config.REDIS_URL, 'consumer', { name: 'worker-cancel', logger });
+    this.subscriber.on('message', (_channel: string, jobId: string) => this.onCancel(jobId));
+  }
+
+  async start(): Promise<void> {
+    await this.subscriber.subscribe(this.keys.cancelChannel());
+  }
+
+  private onCancel(jobId: string): void {
+    const now = Date.now();
+    this.canceled.set(jobId, now);
+    this.scheduler.cancel(jobId);
+    if (this.canceled.size > 10_000) {
+      for (const [id, at] of this.canceled) if (now - at > REMEMBER_MS) this.canceled.delete(id);
+    }
+  }
+
+  /** Marks a job canceled from a cancel record found in Redis (a request this process did not hear). */
+  remember(jobId: string): void {
+    this.canceled.set(jobId, Date.now());
+  }
+
+  isCanceled(jobId: string): boolean {
+    return this.canceled.has(jobId);
+  }
+
+  async close(): Promise<void> {
+    await this.subscriber.quit().catch(() => this.subscriber.disconnect());
+  }
+}

@@ -1,0 +1,129 @@
+import { decodeJobError } from './errors';
+import { type InferenceJobData, InferenceResult } from './jobs';
+import { type ModelEntry, outputSize } from './model-manifest';
+import type { DeliveryState } from './webhooks';
+
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
+export const TERMINAL_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'canceled', 'expired'];
+
+/** BullMQ's states, plus `canceled` for a job removed from the queue by its owner. */
+export type JobStateName =
+  | 'waiting'
+  | 'prioritized'
+  | 'delayed'
+  | 'waiting-children'
+  | 'active'
+  | 'completed'
+  | 'failed'
+  | 'canceled'
+  | 'unknown';
+
+/** The job resource, as `GET /v1/jobs/{id}`, SSE events and webhooks carry it. */
+export interface JobView {
+  id: string;
+  status: JobStatus;
+  model: string;
+  model_version: string;
+  created_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+  expires_at: string;
+  priority: number;
+  output: { prediction: number | number[] } | { predictions: (number | number[])[] } | null;
+  error: { code: string; message: string } | null;
+  timings: { queue_ms: number; inference_ms: number; batch_size: number } | null;
+  webhook: {
+    url: string;
+    events: string[];
+    status: DeliveryState['status'] | null;
+    attempts: number;
+    last_status_code: number | null;
+    next_attempt_at: string | null;
+    deliveries: DeliveryState[];
+  } | null;
+}
+
+/** What is known of a job at one moment, read from BullMQ (or a cancel record). */
+export interface JobSnapshot {
+  id: string;
+  data: InferenceJobData;
+  state: JobStateName;
+  returnvalue?: unknown;
+  failedReason?: string | undefined;
+  timestamp: number;
+  processedOn?: number | undefined;
+  finishedOn?: number | undefined;
+  deliveries?: DeliveryState[];
+}
+
+const iso = (ms: number | undefined | null): string | null => (ms ? new Date(ms).toISOString() : null);
+
+/** A row's output as the API shows it: a number for models with one output value, else the array. */
+export function presentPrediction(model: ModelEntry, output: number[]): number | number[] {
+  return outputSize(model) === 1 && model.output.shape.length === 1 ? (output[0] as number) : output;
+}
+
+/** Builds the job resource. A job still queued past its deadline already reads as `expired`. */
+export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now()): JobView {
+  const { data, state } = snapshot;
+  const parsed = state === 'completed' ? InferenceResult.safeParse(snapshot.returnvalue) : undefined;
+  const done = parsed?.success ? parsed.data : undefined;
+  let status: JobStatus;
+  let error: JobView['error'] = null;
+  switch (state) {
+    case 'active':
+      status = 'running';
+      break;
+    case 'completed':
+      status = 'succeeded';
+      break;
+    case 'canceled':
+      status = 'canceled';
+      error = { code: 'canceled', message: 'the job was canceled by its owner before it ran' };
+      break;
+    case 'failed': {
+      const failure = decodeJobError(snapshot.failedReason);
+      status = failure.code === 'canceled' ? 'canceled' : failure.code === 'deadline_exceeded' ? 'expired' : 'failed';
+      error = failure;
+      break;
+    }
+    default:
+      status = 'queued';
+      if (now > data.deadline_at) {
+        status = 'expired';
+        error = { code: 'deadline_exceeded', message: 'the job was still queued at its deadline' };
+      }
+  }
+  const shaped = done?.outputs.map((o) => presentPrediction(model, o));
+  const deliveries = snapshot.deliveries ?? [];
+  const last = deliveries[deliveries.length - 1];
+  return {
+    id: snapshot.id,
+    status,
+    model: data.model,
+    model_version: done?.model_version ?? data.model_version,
+    created_at: iso(snapshot.timestamp) as string,
+    started_at: iso(done?.started_at ?? (state === 'active' || state === 'failed' ? snapshot.processedOn : undefined)),
+    completed_at: iso(done?.finished_at ?? (TERMINAL_STATUSES.includes(status) ? snapshot.finishedOn : undefined)),
+    expires_at: new Date(data.deadline_at).toISOString(),
+    priority: data.priority,
+    output: shaped
+      ? data.mode === 'batch'
+        ? { predictions: shaped }
+        : { prediction: shaped[0] as number | number[] }
+      : null,
+    error,
+    timings: done ? done.timings : null,
+    webhook: data.webhook
+      ? {
+          url: data.webhook.url,
+          events: data.webhook.events,
+          status: last?.status ?? null,
+          attempts: last?.attempts ?? 0,
+          last_status_code: last?.last_status_code ?? null,
+          next_attempt_at: last?.next_attempt_at ?? null,
+          deliveries,
+        }
+      : null,
+  };
+}
