@@ -2,4 +2,5 @@
 export { BatchScheduler } from './batcher';
 export { InferencePool } from './inference-pool';
 export { resolveServedModels } from './models';
+export { postWebhook } from './webhook-http';
 export { WorkerRuntime } from './worker-runtime';

@@ -72,18 +72,25 @@ export function checkWebhookUrl(raw: string, policy: UrlPolicy): UrlCheck {
       ? { ok: true, url, host, allowListed, needsResolve: false }
       : { ok: false, reason: 'points to a non-public address' };
   }
-  if (host === 'localhost' || host.endsWith('.localhost') || !host.includes('.')) {
-    return { ok: false, reason: 'points to a non-public host' };
-  }
   return { ok: true, url, host, allowListed, needsResolve: true };
 }
+
+/** `dns.lookup` with `all: true`, or a stand-in (tests use one to play DNS rebinding). */
+export type Resolver = (
+  hostname: string,
+  options: { all: true; family: number },
+  callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
+
+const systemResolver: Resolver = (hostname, options, callback) => dnsLookup(hostname, options, callback);
 
 /** Resolves a host name the way the connection will, and checks every address it gives. */
 export function resolvePublic(
   hostname: string,
+  resolver: Resolver = systemResolver,
 ): Promise<{ ok: true; addresses: string[] } | { ok: false; reason: string }> {
   return new Promise((resolve) => {
-    dnsLookup(hostname, { all: true }, (err, addresses: LookupAddress[]) => {
+    resolver(hostname, { all: true, family: 0 }, (err, addresses) => {
       if (err || addresses.length === 0) {
         resolve({ ok: false, reason: 'host name does not resolve' });
         return;
@@ -106,11 +113,11 @@ type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | Look
  * to a private one when connecting (DNS rebinding) gets nowhere. Any non-public address refuses
  * the whole name.
  */
-export function guardedLookup(allowListed: boolean) {
+export function guardedLookup(allowListed: boolean, resolver: Resolver = systemResolver) {
   return (hostname: string, opts: LookupOptions, callback: LookupCallback): void => {
     const family =
       typeof opts.family === 'number' ? opts.family : opts.family === 'IPv6' ? 6 : opts.family === 'IPv4' ? 4 : 0;
-    dnsLookup(hostname, { all: true, family }, (err, addresses: LookupAddress[]) => {
+    resolver(hostname, { all: true, family }, (err, addresses) => {
       if (err) return callback(err, opts.all ? [] : '', 0);
       if (!allowListed && !addresses.every((a) => isPublicAddress(a.address))) {
         const refused = Object.assign(new Error(`webhook host ${hostname} resolves to a non-public address`), {

@@ -1,4 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { presentPrediction } from '@quern/shared';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
 import {
@@ -78,16 +79,18 @@ export function registerBatchPredict(app: OpenAPIHono<AppEnv>): void {
       const rows = body.requests.map((r) => r.features);
       checkRows(model, rows, (i) => `requests[${i}].features`);
 
-      const hits = await cache.lookup(model, rows);
-      if (cache.enabled) {
+      // With an Idempotency-Key the answer must come from the key's job, so the cache is left to the worker.
+      const idempotent = c.req.header('idempotency-key') !== undefined;
+      const hits = idempotent ? rows.map(() => null) : await cache.lookup(model, rows);
+      if (cache.enabled && !idempotent) {
         const hitCount = hits.filter((h) => h !== null).length;
         metrics.cacheLookups.labels(model.name, 'hit').inc(hitCount);
         metrics.cacheLookups.labels(model.name, 'miss').inc(rows.length - hitCount);
       }
-      if (hits.every((h) => h !== null)) {
+      if (!idempotent && hits.every((h) => h !== null)) {
         return c.json(
           {
-            predictions: hits.map((h) => models.present(model, h as number[])),
+            predictions: hits.map((h) => presentPrediction(model, h as number[])),
             total_latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
             cached: true,
             model_version: model.version,
@@ -107,7 +110,7 @@ export function registerBatchPredict(app: OpenAPIHono<AppEnv>): void {
       const { result } = outcome;
       return c.json(
         {
-          predictions: result.outputs.map((o) => models.present(model, o)),
+          predictions: result.outputs.map((o) => presentPrediction(model, o)),
           total_latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
           cached: result.cached.every(Boolean),
           model_version: result.model_version,

@@ -1,4 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { presentPrediction } from '@quern/shared';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
 import {
@@ -46,6 +47,7 @@ const route = (path: string, deprecated: boolean) =>
           .string()
           .optional()
           .openapi({ example: 'wait=10', description: 'RFC 7240: `wait=N` seconds or `respond-async`.' }),
+        'idempotency-key': z.string().max(255).optional().openapi({ example: 'order-8812-predict' }),
       }),
       body: { required: true, content: { 'application/json': { schema: PredictRequestSchema } } },
     },
@@ -72,12 +74,14 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
       const model = models.resolve(body.model);
       checkRows(model, [body.features], () => 'features');
 
-      const [hit] = await cache.lookup(model, [body.features]);
-      if (cache.enabled) metrics.cacheLookups.labels(model.name, hit ? 'hit' : 'miss').inc();
+      // With an Idempotency-Key the answer must come from the key's job, so the cache is left to the worker.
+      const idempotent = c.req.header('idempotency-key') !== undefined;
+      const [hit] = idempotent ? [null] : await cache.lookup(model, [body.features]);
+      if (cache.enabled && !idempotent) metrics.cacheLookups.labels(model.name, hit ? 'hit' : 'miss').inc();
       if (hit) {
         return c.json(
           {
-            prediction: models.present(model, hit),
+            prediction: presentPrediction(model, hit),
             latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
             cached: true,
             model_version: model.version,
@@ -97,7 +101,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
       const { result } = outcome;
       return c.json(
         {
-          prediction: models.present(model, result.outputs[0] ?? []),
+          prediction: presentPrediction(model, result.outputs[0] ?? []),
           latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
           cached: result.cached[0] ?? false,
           model_version: result.model_version,

@@ -1,4 +1,4 @@
-import { type ModelEntry, type ModelManifest, outputSize, QuernError } from '@quern/shared';
+import { type ModelEntry, type ModelManifest, QuernError } from '@quern/shared';
 
 /** The models the API accepts, from the manifest; the API never loads the .onnx files. */
 export class ModelRegistry {
@@ -31,10 +31,5 @@ export class ModelRegistry {
       throw new QuernError('model_not_found', `no model named "${name}"; GET /v1/models lists them`);
     }
     return model;
-  }
-
-  /** Shapes a row's raw output as the API returns it: a number for `[1]` outputs, else the array. */
-  present(model: ModelEntry, output: number[]): number | number[] {
-    return outputSize(model) === 1 && model.output.shape.length === 1 ? (output[0] as number) : output;
   }
 }
