@@ -17,12 +17,26 @@ async function main(): Promise<void> {
   }
   const logger = createLogger('api', config.LOG_LEVEL);
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
+  if (!config.QUERN_SECRETS_KEY) {
+    // Development only: production refuses to start without it.
+    logger.warn('QUERN_SECRETS_KEY is not set: webhook secrets are sealed with the built-in development key');
+  }
   const services = createServices(config, manifest, logger);
   const app = createApp(services, logger);
   // Serve even if Redis is not there yet: /health answers, other routes answer 503 until it is.
   await waitForRedis(services.redis, 5_000).catch(() =>
     logger.warn('redis not reachable yet; serving 503 until it is'),
   );
+  if (config.QUERN_DEV_API_KEY) {
+    // Development only (config refuses the variable in production).
+    const ensure = () =>
+      services.ensureDevKey().then(
+        () => logger.info('development API key ready'),
+        (err: Error) => logger.warn({ err: err.message }, 'could not store the development key yet'),
+      );
+    if (services.redis.status === 'ready') await ensure();
+    else services.redis.once('ready', () => void ensure());
+  }
   const server = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT });
   server.on('listening', () => {
     const address = server.address();

@@ -16,6 +16,10 @@ async function main(): Promise<void> {
   }
   const logger = createLogger('worker', config.LOG_LEVEL);
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
+  if (!config.QUERN_SECRETS_KEY) {
+    // Development only: production refuses to start without it.
+    logger.warn('QUERN_SECRETS_KEY is not set: webhook secrets are sealed with the built-in development key');
+  }
   const runtime = await WorkerRuntime.start({ config, manifest, logger });
   const server = serveWorkerHttp(
     createWorkerHttpApp({ registry: runtime.metrics.registry, isReady: () => runtime.isReady() }),

@@ -10,7 +10,8 @@ import { freePort } from './free-port';
 import { findRedisServer, REDIS_INSTALL_HINT, RedisServer } from './redis-server';
 import { APP_ENTRY, REPO_ROOT, ServiceProcess, waitForHttp } from './service-process';
 
-const DATA_DIR = join(REPO_ROOT, '.data');
+/** Where the embedded Redis keeps its data and the development key is kept (QUERN_DATA_DIR overrides). */
+const DATA_DIR = process.env.QUERN_DATA_DIR ?? join(REPO_ROOT, '.data');
 
 function say(message: string): void {
   process.stdout.write(`[quern] ${message}\n`);
@@ -41,7 +42,7 @@ async function main(): Promise<void> {
     }
     redis = await RedisServer.start({ dir: join(DATA_DIR, 'redis'), appendonly: true });
     redisUrl = redis.url;
-    say(`redis-server started on ${redisUrl} (data in .data/redis)`);
+    say(`redis-server started on ${redisUrl} (data in ${join(DATA_DIR, 'redis')})`);
   } else {
     say('using REDIS_URL from the environment');
   }

@@ -1,0 +1,51 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, REPO_ROOT, ServiceProcess } from '@quern/devkit';
+import { afterAll, describe, expect, it } from 'vitest';
+
+/** `pnpm start`, the newcomer's first command: embedded Redis, API and worker, a dev key, Ctrl-C. */
+const dataDir = mkdtempSync(join(tmpdir(), 'quern-launcher-'));
+let launcher: ServiceProcess | undefined;
+
+afterAll(async () => {
+  await launcher?.stop('SIGKILL');
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('pnpm start', () => {
+  it('starts Redis, API and worker, prints a working key, and stops everything on SIGINT', async () => {
+    const port = await freePort();
+    const env: Record<string, string | undefined> = { PORT: String(port), QUERN_DATA_DIR: dataDir, REDIS_URL: undefined };
+    launcher = new ServiceProcess({ name: 'launcher', entry: join(REPO_ROOT, 'packages/devkit/src/start.ts'), env });
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`launcher not ready:\n${launcher?.lines.join('\n')}`)), 60_000);
+      launcher?.child.stdout?.on('data', () => {
+        if (launcher?.lines.some((l) => l.includes('Ctrl-C stops everything'))) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    await ready;
+    const out = launcher.lines.join('\n');
+    expect(out).toContain(`API       http://127.0.0.1:${port}`);
+    expect(out).toContain(`Docs      http://127.0.0.1:${port}/docs`);
+    const key = readFileSync(join(dataDir, 'dev-api-key'), 'utf8').trim();
+    expect(out).toContain(key);
+
+    const res = await fetch(`http://127.0.0.1:${port}/v1/predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': key },
+      body: JSON.stringify({ features: [4, 140, 90, 2264, 15.5, 1971] }),
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { prediction: number }).prediction).toBeGreaterThan(10);
+
+    const exit = await launcher.stop('SIGINT', 30_000);
+    expect(exit.code).toBe(0);
+    expect(launcher.lines.join('\n')).toContain('[quern] stopped');
+    // Nothing it started is left listening.
+    await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+  });
+});
