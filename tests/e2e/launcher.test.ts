@@ -16,7 +16,11 @@ afterAll(async () => {
 describe('pnpm start', () => {
   it('starts Redis, API and worker, prints a working key, and stops everything on SIGINT', async () => {
     const port = await freePort();
-    const env: Record<string, string | undefined> = { PORT: String(port), QUERN_DATA_DIR: dataDir, REDIS_URL: undefined };
+    const env: Record<string, string | undefined> = {
+      PORT: String(port),
+      QUERN_DATA_DIR: dataDir,
+      REDIS_URL: undefined,
+    };
     launcher = new ServiceProcess({ name: 'launcher', entry: join(REPO_ROOT, 'packages/devkit/src/start.ts'), env });
     const ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`launcher not ready:\n${launcher?.lines.join('\n')}`)), 60_000);

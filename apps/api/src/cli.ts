@@ -54,7 +54,7 @@ async function run(argv: string[], out: (line: string) => void, env: NodeJS.Proc
     return values.help ? 0 : 2;
   }
   const config = loadConfig(env);
-  const redis = createRedis(config.REDIS_URL, 'consumer', { name: 'cli' });
+  const redis = createRedis(config, 'consumer', { name: 'cli' });
   try {
     await waitForRedis(redis, 5_000);
     const store = new KeyStore(redis, new KeySpace(config.QUERN_REDIS_PREFIX));

@@ -1,5 +1,4 @@
-import { type Config, createRedis, type KeySpace, type Logger } from '@quern/shared';
-import type { Redis } from 'ioredis';
+import { type Config, createRedis, type KeySpace, type Logger, type RedisClient } from '@quern/shared';
 import type { BatchScheduler } from './batcher';
 
 const REMEMBER_MS = 3_600_000;
@@ -10,7 +9,7 @@ const REMEMBER_MS = 3_600_000;
  */
 export class CancelListener {
   private readonly canceled = new Map<string, number>();
-  private readonly subscriber: Redis;
+  private readonly subscriber: RedisClient;
 
   constructor(
     config: Config,
@@ -18,7 +17,7 @@ export class CancelListener {
     private readonly scheduler: BatchScheduler,
     logger: Logger,
   ) {
-    this.subscriber = createRedis(config.REDIS_URL, 'consumer', { name: 'worker-cancel', logger });
+    this.subscriber = createRedis(config, 'consumer', { name: 'worker-cancel', logger });
     this.subscriber.on('message', (_channel: string, jobId: string) => this.onCancel(jobId));
   }
 

@@ -1,5 +1,4 @@
-import type { KeySpace, Logger } from '@quern/shared';
-import type { Redis } from 'ioredis';
+import type { KeySpace, Logger, RedisClient } from '@quern/shared';
 
 /**
  * Announces this worker in a sorted set scored by the time of its last beat. The API's
@@ -9,7 +8,7 @@ export class Heartbeat {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly workerId: string,
     private readonly intervalMs: number,

@@ -8,9 +8,9 @@ import {
   type JobSnapshot,
   type KeySpace,
   type Logger,
+  type RedisClient,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { type BatchScheduler, DroppedError } from './batcher';
 import type { CancelListener } from './cancel-listener';
 import type { WorkerMetrics } from './metrics';
@@ -27,7 +27,7 @@ const DEADLINE_REASON = 'the job was still queued at its deadline';
 export interface ProcessorDeps {
   config: Config;
   keys: KeySpace;
-  redis: Redis;
+  redis: RedisClient;
   scheduler: BatchScheduler;
   cancels: CancelListener;
   webhooks: WebhookDispatcher;

@@ -8,12 +8,12 @@ import {
   type KeySpace,
   type ModelEntry,
   newId,
+  type RedisClient,
   WEBHOOK_JOB_NAME,
   type WebhookDeliveryData,
   type WebhookEvent,
 } from '@quern/shared';
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 
 /**
  * Puts a job's webhook events on the webhooks queue. The delivery's BullMQ id is the job id and
@@ -23,7 +23,7 @@ import type { Redis } from 'ioredis';
 export class WebhookDispatcher {
   constructor(
     private readonly queue: Queue,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly config: Config,
   ) {}

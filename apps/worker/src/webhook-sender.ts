@@ -4,6 +4,7 @@ import {
   type DeliveryState,
   type KeySpace,
   type Logger,
+  type RedisClient,
   SecretBox,
   WEBHOOK_QUEUE,
   WebhookDeliveryData,
@@ -12,7 +13,6 @@ import {
   writeDeliveryState,
 } from '@quern/shared';
 import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import type { WorkerMetrics } from './metrics';
 import { DeliveryError, postWebhook } from './webhook-http';
@@ -20,7 +20,7 @@ import { DeliveryError, postWebhook } from './webhook-http';
 export interface WebhookSenderDeps {
   config: Config;
   keys: KeySpace;
-  redis: Redis;
+  redis: RedisClient;
   /** Inference queues by model: a `completed` delivery waits until its job shows as completed. */
   inferenceQueues: ReadonlyMap<string, Queue>;
   metrics: WorkerMetrics;
@@ -34,7 +34,7 @@ export interface WebhookSenderDeps {
  * else is retried on QUERN_WEBHOOK_RETRY_SCHEDULE_MS with ±20% jitter. Each attempt updates the
  * delivery state the job resource shows.
  */
-export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; connection: Redis } {
+export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; connection: RedisClient } {
   const { config, keys, redis, metrics, logger } = deps;
   const secrets = new WebhookSecrets(
     redis,
@@ -126,7 +126,7 @@ export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; 
     throw new Error(failure ? failure.message : `receiver answered ${status}`);
   };
 
-  const connection = createRedis(config.REDIS_URL, 'consumer', { name: 'worker-webhooks', logger });
+  const connection = createRedis(config, 'consumer', { name: 'worker-webhooks', logger });
   const worker = new Worker(WEBHOOK_QUEUE, processor, {
     connection,
     prefix: config.QUERN_REDIS_PREFIX,

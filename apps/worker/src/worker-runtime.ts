@@ -7,10 +7,10 @@ import {
   type Logger,
   type ModelManifest,
   newId,
+  type RedisClient,
   WEBHOOK_QUEUE,
 } from '@quern/shared';
 import { Queue, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { BatchScheduler } from './batcher';
 import { CancelListener } from './cancel-listener';
 import { Heartbeat } from './heartbeat';
@@ -38,7 +38,7 @@ export class WorkerRuntime {
   private readonly queues: Queue[] = [];
   private cancels: CancelListener | undefined;
   /** Connections this runtime opened; BullMQ does not close connections it was handed. */
-  private readonly connections: Redis[] = [];
+  private readonly connections: RedisClient[] = [];
 
   private constructor(
     readonly id: string,
@@ -47,7 +47,7 @@ export class WorkerRuntime {
     readonly pool: InferencePool,
     readonly scheduler: BatchScheduler,
     readonly metrics: WorkerMetrics,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly heartbeat: Heartbeat,
   ) {}
 
@@ -80,7 +80,7 @@ export class WorkerRuntime {
       },
     );
     const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
-    const redis = createRedis(config.REDIS_URL, 'consumer', { name: 'worker', logger });
+    const redis = createRedis(config, 'consumer', { name: 'worker', logger });
     const id = newId('wrk');
     const runtime = new WorkerRuntime(
       id,
@@ -126,7 +126,7 @@ export class WorkerRuntime {
       const queue = new Queue(keys.inferenceQueue(name), { connection: this.redis, prefix: config.QUERN_REDIS_PREFIX });
       this.queues.push(queue);
       inferenceQueues.set(name, queue);
-      const connection = createRedis(config.REDIS_URL, 'consumer', { name: `worker-${name}`, logger });
+      const connection = createRedis(config, 'consumer', { name: `worker-${name}`, logger });
       this.connections.push(connection);
       const consumer = new Worker(keys.inferenceQueue(name), processor, {
         connection,

@@ -28,6 +28,15 @@ export const ConfigSchema = z
       .string()
       .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
       .default('redis://127.0.0.1:6379'),
+    REDIS_SENTINELS: list.default([]),
+    REDIS_SENTINEL_MASTER: z.string().min(1).default('mymaster'),
+    REDIS_CLUSTER_NODES: list.default([]),
+    REDIS_USERNAME: z.string().min(1).optional(),
+    REDIS_PASSWORD: z.string().min(1).optional(),
+    REDIS_TLS: z
+      .enum(['true', 'false'])
+      .default('false')
+      .transform((v) => v === 'true'),
     QUERN_REDIS_PREFIX: z
       .string()
       .regex(/^[A-Za-z0-9{}_-]{1,32}$/, 'letters, digits, _ - { } only (use {quern} for Redis Cluster)')
@@ -131,6 +140,16 @@ export const ConfigSchema = z
     QUERN_HEARTBEAT_TTL_MS: int(300, 3_600_000).default(15_000),
   })
   .superRefine((c, ctx) => {
+    if (c.REDIS_CLUSTER_NODES.length > 0 && !/\{[^{}]+\}/.test(c.QUERN_REDIS_PREFIX)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['QUERN_REDIS_PREFIX'],
+        message: 'must carry a hash tag such as {quern} with REDIS_CLUSTER_NODES, so each queue stays in one slot',
+      });
+    }
+    if (c.REDIS_CLUSTER_NODES.length > 0 && c.REDIS_SENTINELS.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINELS'], message: 'cannot be used with REDIS_CLUSTER_NODES' });
+    }
     if (c.QUERN_SYNC_WAIT_DEFAULT_MS > c.QUERN_SYNC_WAIT_MAX_MS) {
       ctx.addIssue({
         code: 'custom',

@@ -1,4 +1,7 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+
+/** A standalone, Sentinel-managed or Cluster client: every command Quern uses exists on both. */
+export type RedisClient = Redis | Cluster;
 
 export type RedisRole =
   /** Blocking consumers (BullMQ Worker, QueueEvents): retry forever, never give up a command. */
@@ -10,23 +13,79 @@ export interface RedisLogger {
   warn(obj: object, msg: string): void;
 }
 
+/** Where Redis is: a URL, a Sentinel group, or Cluster seed nodes (the config's Redis fields). */
+export interface RedisTopology {
+  REDIS_URL: string;
+  REDIS_SENTINELS: string[];
+  REDIS_SENTINEL_MASTER: string;
+  REDIS_CLUSTER_NODES: string[];
+  REDIS_USERNAME?: string | undefined;
+  REDIS_PASSWORD?: string | undefined;
+  REDIS_TLS: boolean;
+}
+
+function hostPort(entry: string): { host: string; port: number } {
+  const at = entry.lastIndexOf(':');
+  return at > 0 ? { host: entry.slice(0, at), port: Number(entry.slice(at + 1)) } : { host: entry, port: 6379 };
+}
+
 /**
  * The one place Redis clients are made. Every client gets an `error` listener (an unhandled
- * `error` event would crash the process) and options that fit its role.
+ * `error` event would crash the process) and options that fit its role. `REDIS_CLUSTER_NODES`
+ * gives a Cluster client, `REDIS_SENTINELS` a Sentinel-managed one, else `REDIS_URL`.
  */
-export function createRedis(url: string, role: RedisRole, options: { name: string; logger?: RedisLogger }): Redis {
+export function createRedis(
+  topology: RedisTopology | string,
+  role: RedisRole,
+  options: { name: string; logger?: RedisLogger },
+): RedisClient {
+  const t: RedisTopology =
+    typeof topology === 'string'
+      ? {
+          REDIS_URL: topology,
+          REDIS_SENTINELS: [],
+          REDIS_SENTINEL_MASTER: 'mymaster',
+          REDIS_CLUSTER_NODES: [],
+          REDIS_TLS: false,
+        }
+      : topology;
   const common: RedisOptions = {
     connectionName: options.name,
     // Reconnect with capped backoff; Redis coming back must heal every client without a restart.
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 2_000),
     connectTimeout: 2_000,
-    lazyConnect: false,
+    ...(t.REDIS_USERNAME ? { username: t.REDIS_USERNAME } : {}),
+    ...(t.REDIS_PASSWORD ? { password: t.REDIS_PASSWORD } : {}),
+    ...(t.REDIS_TLS ? { tls: {} } : {}),
   };
   const roleOptions: RedisOptions =
     role === 'consumer'
       ? { maxRetriesPerRequest: null, enableReadyCheck: true }
       : { maxRetriesPerRequest: 1, enableOfflineQueue: false, enableAutoPipelining: true, commandTimeout: 2_000 };
-  const client = new Redis(url, { ...common, ...roleOptions });
+
+  let client: RedisClient;
+  if (t.REDIS_CLUSTER_NODES.length > 0) {
+    const clusterOptions: ClusterOptions = {
+      redisOptions: (({ retryStrategy: _r, enableOfflineQueue: _o, ...rest }) => rest)({ ...common, ...roleOptions }),
+      clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 2_000),
+      enableOfflineQueue: role === 'consumer',
+      enableAutoPipelining: role === 'producer',
+      enableReadyCheck: true,
+      // Cluster nodes announce their own addresses; keep the seed host names for TLS and NAT.
+      ...(t.REDIS_TLS ? { dnsLookup: (address, callback) => callback(null, address) } : {}),
+    };
+    client = new Cluster(t.REDIS_CLUSTER_NODES.map(hostPort), clusterOptions);
+  } else if (t.REDIS_SENTINELS.length > 0) {
+    client = new Redis({
+      ...common,
+      ...roleOptions,
+      sentinels: t.REDIS_SENTINELS.map(hostPort),
+      name: t.REDIS_SENTINEL_MASTER,
+      ...(t.REDIS_PASSWORD ? { sentinelPassword: t.REDIS_PASSWORD } : {}),
+    });
+  } else {
+    client = new Redis(t.REDIS_URL, { ...common, ...roleOptions });
+  }
   let lastLogged = 0;
   client.on('error', (err: Error) => {
     // Reconnect loops emit an error per attempt: log at most one line every 5 s per client.
@@ -40,7 +99,7 @@ export function createRedis(url: string, role: RedisRole, options: { name: strin
 }
 
 /** Resolves when the client is connected and ready, or rejects after `timeoutMs`. */
-export function waitForRedis(client: Redis, timeoutMs: number): Promise<void> {
+export function waitForRedis(client: RedisClient, timeoutMs: number): Promise<void> {
   if (client.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { KeySpace } from './keys';
+import type { RedisClient as Redis } from './redis';
 import type { SecretBox } from './secret-box';
 
 /** Events a client can subscribe a webhook to. */

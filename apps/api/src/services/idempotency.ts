@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { type KeySpace, newId, QuernError } from '@quern/shared';
-import type { Redis } from 'ioredis';
+import { type KeySpace, newId, QuernError, type RedisClient } from '@quern/shared';
 
 /** Canonical JSON: object keys sorted, so the same body always hashes the same. */
 function canonical(value: unknown): string {
@@ -30,7 +29,7 @@ const KEY_SYNTAX = /^[\x21-\x7e]{1,255}$/;
  */
 export class Idempotency {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly ttlSeconds: number,
   ) {}

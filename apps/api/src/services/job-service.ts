@@ -10,12 +10,12 @@ import {
   type ModelEntry,
   newId,
   QuernError,
+  type RedisClient,
   readDeliveryStates,
   type SubmitMode,
   type WebhookSpec,
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { ModelRegistry } from './model-registry';
 import type { Principal } from './principal';
 
@@ -68,7 +68,7 @@ export class JobService {
     private readonly queues: ReadonlyMap<string, Queue>,
     private readonly models: ModelRegistry,
     private readonly config: Config,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly drainRate: (model: string) => number,
   ) {}

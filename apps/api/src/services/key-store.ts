@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { apiKeyPrefix, type KeySpace, newApiKey, newId } from '@quern/shared';
-import type { Redis } from 'ioredis';
+import { apiKeyPrefix, type KeySpace, newApiKey, newId, type RedisClient } from '@quern/shared';
 import { isScope, type Scope, TIERS, type Tier } from './principal';
 
 /** An API key as stored and listed: everything but the key, which is never stored. */
@@ -46,7 +45,7 @@ function fromHash(hash: Record<string, string>): ApiKeyRecord | null {
  */
 export class KeyStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
   ) {}
 

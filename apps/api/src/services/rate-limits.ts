@@ -1,5 +1,4 @@
-import type { Config, KeySpace } from '@quern/shared';
-import type { Redis } from 'ioredis';
+import type { Config, KeySpace, RedisClient } from '@quern/shared';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Principal, Tier } from './principal';
 
@@ -26,7 +25,7 @@ export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
   private readonly authFailures: RateLimiterRedis;
 
-  constructor(redis: Redis, keys: KeySpace, config: Config) {
+  constructor(redis: RedisClient, keys: KeySpace, config: Config) {
     const make = (name: string, points: number, seconds: number) =>
       new RateLimiterRedis({
         storeClient: redis,

@@ -1,5 +1,4 @@
-import { inputHash, type KeySpace, type ModelEntry, outputSize } from '@quern/shared';
-import type { Redis } from 'ioredis';
+import { inputHash, type KeySpace, type ModelEntry, outputSize, type RedisClient } from '@quern/shared';
 
 /**
  * Read side of the result cache the workers fill. Keys hold model name, version and the hash of
@@ -7,7 +6,7 @@ import type { Redis } from 'ioredis';
  */
 export class ResultCache {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly ttlSeconds: number,
   ) {}

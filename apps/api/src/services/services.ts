@@ -4,11 +4,11 @@ import {
   KeySpace,
   type Logger,
   type ModelManifest,
+  type RedisClient,
   SecretBox,
   WebhookSecrets,
 } from '@quern/shared';
 import { Queue, QueueEvents } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { type ApiMetrics, createApiMetrics } from './api-metrics';
 import { CredentialAuthenticator } from './credential-authenticator';
 import { DrainMeter } from './drain-meter';
@@ -26,7 +26,7 @@ import { TokenService } from './token-service';
 export interface Services {
   config: Config;
   keys: KeySpace;
-  redis: Redis;
+  redis: RedisClient;
   models: ModelRegistry;
   jobs: JobService;
   waiter: ResultWaiter;
@@ -52,17 +52,17 @@ export interface Services {
 export function createServices(config: Config, manifest: ModelManifest, logger: Logger): Services {
   const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
   // Request path: fail fast (no offline queue) so a request gets 503 instead of hanging.
-  const redis = createRedis(config.REDIS_URL, 'producer', { name: 'api', logger });
+  const redis = createRedis(config, 'producer', { name: 'api', logger });
   const models = new ModelRegistry(manifest);
   const queues = new Map<string, Queue>();
   const events = new Map<string, { queue: Queue; events: QueueEvents }>();
-  const eventConnections: Redis[] = [];
+  const eventConnections: RedisClient[] = [];
   for (const model of models.names()) {
     const queue = new Queue(keys.inferenceQueue(model), { connection: redis, prefix: config.QUERN_REDIS_PREFIX });
     queue.on('error', (err) => logger.warn({ model, err: err.message }, 'queue error'));
     queues.set(model, queue);
     // QueueEvents blocks on XREAD: it needs a connection of its own that waits out outages.
-    const connection = createRedis(config.REDIS_URL, 'consumer', { name: `api-events-${model}`, logger });
+    const connection = createRedis(config, 'consumer', { name: `api-events-${model}`, logger });
     eventConnections.push(connection);
     const queueEvents = new QueueEvents(keys.inferenceQueue(model), {
       connection,
