@@ -6,6 +6,7 @@ import type { AppEnv } from './env';
 import { problem, toQuernError, validationError } from './errors';
 import { requestContext } from './middleware/request-context';
 import { securityHeaders } from './middleware/security-headers';
+import { registerQueueDashboard } from './routes/admin-queues';
 import { registerDocs } from './routes/docs';
 import { registerHealth } from './routes/health';
 import { registerMetrics } from './routes/metrics';
@@ -131,6 +132,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerListKeys(app);
   registerGetKey(app);
   registerRevokeKey(app);
+  registerQueueDashboard(app, services);
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
@@ -140,6 +142,8 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
       description:
         'Queue-based inference for ONNX models: submit jobs and poll them, or predict and wait. ' +
         'Errors are RFC 9457 problem+json with a stable `code`.',
+      // OpenAPI 3.1's SPDX `identifier` (the generator's types only know 3.0's fields).
+      license: { name: 'Proprietary', identifier: 'LicenseRef-Proprietary' } as { name: string },
     },
     servers: [{ url: '/' }],
     tags: [

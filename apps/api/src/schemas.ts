@@ -118,7 +118,23 @@ export const JobSchema = z
     priority: z.number().int().openapi({ description: 'BullMQ priority it was queued with (1 is the highest).' }),
     webhook: WebhookStateSchema.nullable(),
   })
-  .openapi('Job');
+  .openapi('Job', {
+    example: {
+      id: 'job_8Zt0gkqNqk3v1sPzJmUoQa',
+      status: 'succeeded',
+      model: 'cars-mpg',
+      model_version: '1.0.0',
+      created_at: '2026-11-30T10:00:00.000Z',
+      started_at: '2026-11-30T10:00:00.007Z',
+      completed_at: '2026-11-30T10:00:00.009Z',
+      output: { prediction: 24.8987865 },
+      error: null,
+      timings: { queue_ms: 7, inference_ms: 0.496, batch_size: 1 },
+      expires_at: '2026-11-30T10:10:00.000Z',
+      priority: 1,
+      webhook: null,
+    },
+  });
 
 export const ModelSchema = z
   .object({

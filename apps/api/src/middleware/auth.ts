@@ -6,13 +6,21 @@ import { clientAddress } from './client-address';
 
 const CHALLENGE = 'Bearer realm="quern"';
 
-/** `X-API-Key: qk_…` or `Authorization: Bearer <key or token>`. */
+/**
+ * `X-API-Key: qk_…`, `Authorization: Bearer <key or token>`, or (for the browser pages) HTTP Basic
+ * with the key as the password, which a browser asks for once and then sends by itself.
+ */
 export function credentialOf(header: (name: string) => string | undefined): string | undefined {
   const apiKey = header('x-api-key');
   if (apiKey) return apiKey.trim();
-  const authorization = header('authorization');
-  const match = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization) : null;
-  return match?.[1];
+  const authorization = header('authorization') ?? '';
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  if (bearer) return bearer[1];
+  const basic = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(authorization);
+  if (!basic) return undefined;
+  const decoded = Buffer.from(basic[1] as string, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  return colon >= 0 && colon < decoded.length - 1 ? decoded.slice(colon + 1) : undefined;
 }
 
 /**
@@ -25,14 +33,15 @@ export function credentialOf(header: (name: string) => string | undefined): stri
  * - valid, but without the scope → 403.
  * Every limited response carries `RateLimit-Policy` and `RateLimit`.
  */
-export function requireAuth(scope: Scope | null) {
+export function requireAuth(scope: Scope | null, options: { challenge?: 'bearer' | 'basic' } = {}) {
+  const challenge = options.challenge === 'basic' ? 'Basic realm="Quern admin", charset="UTF-8"' : CHALLENGE;
   return createMiddleware<AppEnv>(async (c, next) => {
     const { auth, rateLimits, metrics, config } = c.get('services');
     const credential = credentialOf((name) => c.req.header(name));
     if (!credential) {
       metrics.authFailures.labels('missing').inc();
       throw new QuernError('unauthorized', 'send an API key in X-API-Key, or a key or token as Authorization: Bearer', {
-        headers: { 'www-authenticate': CHALLENGE },
+        headers: { 'www-authenticate': challenge },
       });
     }
     const address = clientAddress(c, config.QUERN_TRUST_PROXY_HOPS);
@@ -55,7 +64,7 @@ export function requireAuth(scope: Scope | null) {
             : 'the credential is not valid';
       const error = result.reason.endsWith('_token') ? 'invalid_token' : 'invalid_request';
       throw new QuernError('unauthorized', message, {
-        headers: { 'www-authenticate': `${CHALLENGE}, error="${error}"` },
+        headers: { 'www-authenticate': options.challenge === 'basic' ? challenge : `${CHALLENGE}, error="${error}"` },
       });
     }
     const { principal } = result;

@@ -2,6 +2,8 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 
 export const healthRoute = createRoute({
+  operationId: 'getHealth',
+  security: [],
   method: 'get',
   path: '/health',
   tags: ['Operations'],

@@ -2,6 +2,8 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 
 export const metricsRoute = createRoute({
+  operationId: 'getMetrics',
+  security: [],
   method: 'get',
   path: '/metrics',
   tags: ['Operations'],

@@ -10,6 +10,8 @@ const ReadySchema = z
   .openapi('Readiness');
 
 export const readyRoute = createRoute({
+  operationId: 'getReadiness',
+  security: [],
   method: 'get',
   path: '/ready',
   tags: ['Operations'],

@@ -2,6 +2,8 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 
 export const rootRoute = createRoute({
+  operationId: 'getIndex',
+  security: [],
   method: 'get',
   path: '/',
   tags: ['Operations'],

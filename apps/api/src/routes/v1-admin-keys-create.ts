@@ -18,6 +18,7 @@ export const CreateKeyRequestSchema = z
   .openapi('CreateKeyRequest');
 
 export const createKeyRoute = createRoute({
+  operationId: 'createApiKey',
   method: 'post',
   path: '/v1/admin/keys',
   tags: ['Admin'],

@@ -6,6 +6,7 @@ import { PROTECTED, problems } from '../schemas';
 import { ApiKeySchema, apiKeyView, KeyIdParamSchema } from './admin-keys-schemas';
 
 export const getKeyRoute = createRoute({
+  operationId: 'getApiKey',
   method: 'get',
   path: '/v1/admin/keys/{id}',
   tags: ['Admin'],

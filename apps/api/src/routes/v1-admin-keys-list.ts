@@ -5,6 +5,7 @@ import { PROTECTED, problems } from '../schemas';
 import { ApiKeySchema, apiKeyView } from './admin-keys-schemas';
 
 export const listKeysRoute = createRoute({
+  operationId: 'listApiKeys',
   method: 'get',
   path: '/v1/admin/keys',
   tags: ['Admin'],

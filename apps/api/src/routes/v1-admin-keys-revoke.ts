@@ -6,6 +6,7 @@ import { PROTECTED, problems } from '../schemas';
 import { ApiKeySchema, apiKeyView, KeyIdParamSchema } from './admin-keys-schemas';
 
 export const revokeKeyRoute = createRoute({
+  operationId: 'revokeApiKey',
   method: 'delete',
   path: '/v1/admin/keys/{id}',
   tags: ['Admin'],

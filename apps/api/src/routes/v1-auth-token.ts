@@ -31,6 +31,7 @@ export const TokenResponseSchema = z
   .openapi('TokenResponse');
 
 export const authTokenRoute = createRoute({
+  operationId: 'createAccessToken',
   method: 'post',
   path: '/v1/auth/token',
   tags: ['Auth'],

@@ -24,7 +24,12 @@ export const BatchPredictRequestSchema = z
       .openapi({ description: `1 to ${MAX_BATCH_ROWS} rows, run as one job.` }),
     ...JobOptionsShape,
   })
-  .openapi('BatchPredictRequest');
+  .openapi('BatchPredictRequest', {
+    example: {
+      model: 'cars-mpg',
+      requests: [{ features: [4, 140, 90, 2264, 15.5, 1971] }, { features: [8, 350, 165, 4200, 11, 1970] }],
+    },
+  });
 
 export const BatchPredictResponseSchema = z
   .object({
@@ -34,11 +39,20 @@ export const BatchPredictResponseSchema = z
     model_version: z.string(),
     job_id: z.string().nullable(),
   })
-  .openapi('BatchPredictResponse');
+  .openapi('BatchPredictResponse', {
+    example: {
+      predictions: [24.8987865, 15.3701181],
+      total_latency_ms: 4.1,
+      cached: false,
+      model_version: '1.0.0',
+      job_id: 'job_yZ8rjvlKc3hyPghao8kFt9',
+    },
+  });
 
 const route = (path: string, deprecated: boolean) =>
   createRoute({
     method: 'post',
+    operationId: deprecated ? 'batchPredictLegacy' : 'batchPredict',
     path,
     tags: ['Predict'],
     summary: deprecated ? 'Alias of POST /v1/batch-predict' : 'Predict many rows in one job and wait',

@@ -6,6 +6,7 @@ import { JobSchema, PROTECTED, problems } from '../schemas';
 import { JobIdParamSchema } from './v1-jobs-get';
 
 export const cancelJobRoute = createRoute({
+  operationId: 'cancelJob',
   method: 'delete',
   path: '/v1/jobs/{id}',
   tags: ['Jobs'],

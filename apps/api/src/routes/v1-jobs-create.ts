@@ -21,9 +21,17 @@ export const CreateJobRequestSchema = z
     webhook: WebhookRequestSchema.optional(),
     ...JobOptionsShape,
   })
-  .openapi('CreateJobRequest');
+  .openapi('CreateJobRequest', {
+    example: {
+      model: 'cars-mpg',
+      features: [4, 140, 90, 2264, 15.5, 1971],
+      webhook: { url: 'https://example.com/hooks/quern', events: ['completed', 'failed'] },
+      timeout_ms: 60_000,
+    },
+  });
 
 export const createJobRoute = createRoute({
+  operationId: 'createJob',
   method: 'post',
   path: '/v1/jobs',
   tags: ['Jobs'],

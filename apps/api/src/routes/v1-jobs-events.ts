@@ -7,6 +7,7 @@ import { PROTECTED, problems } from '../schemas';
 import { JobIdParamSchema } from './v1-jobs-get';
 
 export const jobEventsRoute = createRoute({
+  operationId: 'streamJobEvents',
   method: 'get',
   path: '/v1/jobs/{id}/events',
   tags: ['Jobs'],

@@ -12,6 +12,7 @@ export const JobIdParamSchema = z.object({
 });
 
 export const getJobRoute = createRoute({
+  operationId: 'getJob',
   method: 'get',
   path: '/v1/jobs/{id}',
   tags: ['Jobs'],

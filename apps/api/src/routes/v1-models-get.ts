@@ -4,6 +4,8 @@ import { ModelSchema, problems } from '../schemas';
 import { modelView } from './v1-models-list';
 
 export const getModelRoute = createRoute({
+  operationId: 'getModel',
+  security: [],
   method: 'get',
   path: '/v1/models/{name}',
   tags: ['Models'],

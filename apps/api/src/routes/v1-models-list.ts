@@ -17,6 +17,8 @@ export function modelView(model: ModelEntry, defaultName: string) {
 }
 
 export const listModelsRoute = createRoute({
+  operationId: 'listModels',
+  security: [],
   method: 'get',
   path: '/v1/models',
   tags: ['Models'],

@@ -16,7 +16,7 @@ import { runSyncJob } from './sync-job';
 
 export const PredictRequestSchema = z
   .object({ model: ModelNameSchema, features: FeaturesSchema, ...JobOptionsShape })
-  .openapi('PredictRequest');
+  .openapi('PredictRequest', { example: { model: 'cars-mpg', features: [4, 140, 90, 2264, 15.5, 1971] } });
 
 export const PredictResponseSchema = z
   .object({
@@ -26,11 +26,20 @@ export const PredictResponseSchema = z
     model_version: z.string(),
     job_id: z.string().nullable().openapi({ description: 'The job that computed it; null for a cache hit.' }),
   })
-  .openapi('PredictResponse');
+  .openapi('PredictResponse', {
+    example: {
+      prediction: 24.8987865,
+      latency_ms: 3.412,
+      cached: false,
+      model_version: '1.0.0',
+      job_id: 'job_8Zt0gkqNqk3v1sPzJmUoQa',
+    },
+  });
 
 const route = (path: string, deprecated: boolean) =>
   createRoute({
     method: 'post',
+    operationId: deprecated ? 'predictLegacy' : 'predict',
     path,
     tags: ['Predict'],
     summary: deprecated ? 'Alias of POST /v1/predict' : 'Predict and wait for the result',

@@ -17,6 +17,7 @@ export const WebhookSecretSchema = z
   .openapi('WebhookSecret');
 
 export const getWebhookSecretRoute = createRoute({
+  operationId: 'getWebhookSecret',
   method: 'get',
   path: '/v1/webhooks/secret',
   tags: ['Webhooks'],
@@ -32,6 +33,7 @@ export const getWebhookSecretRoute = createRoute({
 });
 
 export const rotateWebhookSecretRoute = createRoute({
+  operationId: 'rotateWebhookSecret',
   method: 'post',
   path: '/v1/webhooks/secret/rotate',
   tags: ['Webhooks'],

@@ -6,6 +6,7 @@ import {
   type ModelManifest,
   type RedisClient,
   SecretBox,
+  WEBHOOK_QUEUE,
   WebhookSecrets,
 } from '@quern/shared';
 import { Queue, QueueEvents } from 'bullmq';
@@ -27,6 +28,8 @@ export interface Services {
   config: Config;
   keys: KeySpace;
   redis: RedisClient;
+  /** Every BullMQ queue: one per model, and the webhook deliveries. */
+  queues: Queue[];
   models: ModelRegistry;
   jobs: JobService;
   waiter: ResultWaiter;
@@ -70,6 +73,8 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     });
     events.set(model, { queue, events: queueEvents });
   }
+  const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: redis, prefix: config.QUERN_REDIS_PREFIX });
+  webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
   const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger);
   waiter.start();
   const drain = new DrainMeter(events);
@@ -83,6 +88,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     config,
     keys,
     redis,
+    queues: [...queues.values(), webhookQueue],
     models,
     jobs: new JobService(queues, models, config, redis, keys, (model) => drain.perSecond(model)),
     waiter,
@@ -121,7 +127,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
         Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())]);
       await waiter.close();
       await within(Promise.all([...events.values()].map((e) => e.events.close())));
-      await within(Promise.all([...queues.values()].map((q) => q.close())));
+      await within(Promise.all([...queues.values(), webhookQueue].map((q) => q.close())));
       for (const c of [...eventConnections, redis]) c.disconnect();
     },
   };
