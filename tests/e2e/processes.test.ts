@@ -26,7 +26,8 @@ async function startWorker(name: string): Promise<ServiceProcess> {
   const worker = new ServiceProcess({
     name,
     entry: APP_ENTRY.worker,
-    env: { ...env, QUERN_WORKER_PORT: String(await freePort()) },
+    // Per-job lines are debug-level (kept off the hot path in production).
+    env: { ...env, QUERN_WORKER_PORT: String(await freePort()), LOG_LEVEL: 'debug' },
   });
   workers.push(worker);
   await worker.waitForLog((l) => l.msg === 'worker started', 30_000);
@@ -65,7 +66,7 @@ afterAll(async () => {
 const headers = { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY };
 
 describe('separate API and worker processes', () => {
-  it('run a job through; the API logs the request under its request id and never the key', async () => {
+  it('run a job through; the request id joins the API’s request line and the worker’s job lines; no key is logged', async () => {
     const requestId = 'req_cross_process_test_0001';
     const res = await fetch(`${baseUrl}/v1/predict`, {
       method: 'POST',
@@ -84,6 +85,9 @@ describe('separate API and worker processes', () => {
     const apiLine = await api.waitForLog((l) => l.request_id === requestId && l.route === '/v1/predict');
     expect(apiLine).toMatchObject({ status: 200, principal_id: expect.stringMatching(/^key_/) });
     expect(JSON.stringify(api.logs())).not.toContain(TEST_API_KEY);
+    const worker = workers[0] as ServiceProcess;
+    const jobLine = await worker.waitForLog((l) => l.request_id === requestId && l.msg === 'job done');
+    expect(jobLine).toMatchObject({ job_id: body.job_id, model: 'cars-mpg', batch_size: 1, service: 'worker' });
   });
 
   it('a worker receiving SIGTERM with jobs in hand finishes them; none is left active or lost', async () => {

@@ -1,0 +1,90 @@
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import { randomRows, REPO_ROOT, TEST_API_KEY } from '@quern/devkit';
+import { type Browser, chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Stack, startStack } from '../support/stack';
+
+/** The docs page and the queue dashboard, rendered by a real browser (Debian's Chromium). */
+const CHROMIUM = '/usr/bin/chromium';
+const SCREENSHOTS = join(REPO_ROOT, 'docs', 'screenshots');
+
+let stack: Stack;
+let server: ReturnType<typeof serve>;
+let base: string;
+let browser: Browser;
+
+beforeAll(async () => {
+  expect(existsSync(CHROMIUM), 'Debian chromium is required (apt-get install chromium)').toBe(true);
+  stack = await startStack();
+  server = serve({ fetch: stack.app.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // Real data for the dashboard: finished jobs on both models, and a few waiting on a paused queue.
+  await Promise.all(randomRows(40, 256, 7).map((features) => stack.post('/v1/predict', { model: 'mlp-large', features })));
+  await Promise.all(
+    Array.from({ length: 25 }, (_, i) => stack.post('/v1/predict', { features: [4, 100 + i, 90, 2300, 15, 1975] })),
+  );
+  await stack.services.jobs.queueOf('cars-mpg').pause();
+  await Promise.all(
+    Array.from({ length: 5 }, (_, i) => stack.post('/v1/jobs', { features: [6, 200 + i, 110, 3200, 14, 1978] })),
+  );
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-background-networking', '--disable-gpu', '--no-first-run'],
+  });
+  mkdirSync(SCREENSHOTS, { recursive: true });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await stack?.services.jobs.queueOf('cars-mpg').resume();
+  server?.close();
+  await stack?.close();
+});
+
+describe('in a browser', () => {
+  it('/docs lists every operation of the OpenAPI document', async () => {
+    const doc = (await (await fetch(`${base}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    const operations = Object.values(doc.paths).reduce((n, ops) => n + Object.keys(ops).length, 0);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const failed: string[] = [];
+    page.on('requestfailed', (r) => failed.push(r.url()));
+    await page.goto(`${base}/docs`);
+    await page.locator('.opblock-summary').first().waitFor({ timeout: 15_000 });
+    expect(await page.locator('.opblock-summary').count()).toBe(operations);
+    await expect.poll(() => page.locator('.opblock-summary-description').allInnerTexts()).toContain('Submit an inference job');
+    expect(await page.locator('.info .title').innerText()).toContain('Quern');
+    // Everything the page needs comes from the app itself.
+    expect(failed).toEqual([]);
+    const file = join(SCREENSHOTS, 'api-docs.png');
+    await page.screenshot({ path: file, fullPage: false });
+    expect(statSync(file).size).toBeGreaterThan(20_000);
+    await page.close();
+  });
+
+  it('/admin/queues asks for credentials, then shows the queues with their jobs', async () => {
+    const refused = await fetch(`${base}/admin/queues`);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('www-authenticate')).toMatch(/^Basic realm=/);
+
+    const context = await browser.newContext({
+      httpCredentials: { username: 'admin', password: TEST_API_KEY },
+      viewport: { width: 1280, height: 900 },
+    });
+    const page = await context.newPage();
+    await page.goto(`${base}/admin/queues`);
+    await page.getByText('infer-mlp-large').first().waitFor({ timeout: 15_000 });
+    await expect.poll(async () => (await page.content()).includes('infer-cars-mpg')).toBe(true);
+    await page.screenshot({ path: join(SCREENSHOTS, 'queue-dashboard.png') });
+    // One queue's page, with its completed jobs listed.
+    await page.goto(`${base}/admin/queues/queue/infer-mlp-large?status=completed`);
+    await page.getByText(/job_[0-9A-Za-z]{22}/).first().waitFor({ timeout: 15_000 });
+    const file = join(SCREENSHOTS, 'queue-dashboard-jobs.png');
+    await page.screenshot({ path: file });
+    expect(statSync(file).size).toBeGreaterThan(20_000);
+    await context.close();
+  });
+});
