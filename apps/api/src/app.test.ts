@@ -262,6 +262,21 @@ describe('operations', () => {
     expect((await bundle.text()).length).toBeGreaterThan(100_000);
   });
 
+  it('reports the age of the oldest waiting job across plain and prioritized jobs', async () => {
+    const queue = services.jobs.queueOf('mlp-large');
+    const now = Date.now();
+    // Many newer premium jobs ahead of the oldest (a free one): it must still be found.
+    for (let i = 0; i < 15; i++) await queue.add('infer', {}, { timestamp: now - 10_000 + i, priority: 1 });
+    await queue.add('infer', {}, { timestamp: now - 120_000, priority: 5 });
+    await queue.add('infer', {}, { timestamp: now - 60_000 });
+    await queue.add('infer', {}, { timestamp: now - 5_000, priority: 5 });
+    const text = await (await app.request('/metrics')).text();
+    const age = Number(/quern_queue_oldest_waiting_age_seconds\{model="mlp-large",service="api"\} ([\d.]+)/.exec(text)?.[1]);
+    expect(age).toBeGreaterThanOrEqual(120);
+    expect(age).toBeLessThan(130);
+    await queue.obliterate({ force: true });
+  });
+
   it('/metrics exposes queue depth read from Redis and request counters', async () => {
     await post('/v1/jobs', { features: CAR });
     const text = await (await app.request('/metrics')).text();

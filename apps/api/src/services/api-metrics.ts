@@ -1,3 +1,4 @@
+import type { RedisClient } from '@quern/shared';
 import { LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
 import type { Queue } from 'bullmq';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -5,8 +6,36 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'] as const;
 
 export interface QueueProbe {
+  redis: RedisClient;
   queues: ReadonlyMap<string, Queue>;
   workersAlive: () => Promise<number>;
+}
+
+/** Every priority a job can have (`priority` is 1..100 in requests and config). */
+const PRIORITIES = Array.from({ length: 100 }, (_, i) => i + 1);
+const PRIORITY_SPAN = 0x100000000;
+
+/**
+ * Enqueue time of the oldest job still waiting in `queue`, or undefined. BullMQ keeps plain jobs
+ * in the `wait` list (oldest at its right end) and prioritized ones in a sorted set scored
+ * `priority · 2³² + arrival counter`, so the oldest of each priority is the first of its score
+ * range: one read per priority that has jobs.
+ */
+async function oldestWaitingTimestamp(redis: RedisClient, queue: Queue): Promise<number | undefined> {
+  const perPriority = await queue.getCountsPerPriority(PRIORITIES);
+  const candidates: string[] = [];
+  const [tail] = await redis.lrange(queue.toKey('wait'), -1, -1);
+  if (tail) candidates.push(tail);
+  const levels = PRIORITIES.filter((p) => (perPriority[String(p)] ?? 0) > 0);
+  const firsts = await Promise.all(
+    levels.map((p) =>
+      redis.zrangebyscore(queue.toKey('prioritized'), p * PRIORITY_SPAN, (p + 1) * PRIORITY_SPAN - 1, 'LIMIT', 0, 1),
+    ),
+  );
+  for (const [id] of firsts) if (id) candidates.push(id);
+  const stamps = await Promise.all(candidates.map((id) => redis.hget(queue.toKey(id), 'timestamp')));
+  const values = stamps.map(Number).filter((t) => Number.isFinite(t) && t > 0);
+  return values.length > 0 ? Math.min(...values) : undefined;
 }
 
 /**
@@ -87,12 +116,8 @@ export function createApiMetrics(probe: QueueProbe) {
       [...probe.queues].map(async ([model, queue]) => {
         const counts = await queue.getJobCounts(...QUEUE_STATES);
         for (const state of QUEUE_STATES) queueJobs.labels(model, state).set(counts[state] ?? 0);
-        // The wait list is LIFO-pushed: its oldest entry is the last one. Prioritized jobs are
-        // ordered by priority, so look at the first few of those too.
-        const [oldestWaiting] = await queue.getJobs(['wait'], -1, -1, true);
-        const prioritized = await queue.getJobs(['prioritized'], 0, 9, true);
-        const stamps = [oldestWaiting, ...prioritized].filter((j) => j !== undefined).map((j) => j.timestamp);
-        oldestAge.labels(model).set(stamps.length > 0 ? Math.max(0, (now - Math.min(...stamps)) / 1000) : 0);
+        const oldest = await oldestWaitingTimestamp(probe.redis, queue);
+        oldestAge.labels(model).set(oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000));
       }),
     );
     workersAlive.set(await probe.workersAlive());

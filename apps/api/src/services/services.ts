@@ -104,7 +104,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
       new SecretBox(config.QUERN_SECRETS_KEY),
       config.QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS,
     ),
-    metrics: createApiMetrics({ queues, workersAlive }),
+    metrics: createApiMetrics({ redis, queues, workersAlive }),
     async readiness() {
       try {
         await redis.ping();
