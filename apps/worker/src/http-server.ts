@@ -6,13 +6,15 @@ import type { Registry } from 'prom-client';
  * The worker's own small HTTP port: `/metrics` for Prometheus, `/healthz` (the process is alive)
  * and `/readyz` (consumers running, Redis connected) for orchestrators.
  */
-export function createWorkerHttpApp(deps: { registry: Registry; isReady: () => boolean }): Hono {
+export function createWorkerHttpApp(deps: { registry: () => Registry | undefined; isReady: () => boolean }): Hono {
   const app = new Hono();
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', (c) => (deps.isReady() ? c.json({ status: 'ready' }) : c.json({ status: 'not_ready' }, 503)));
   app.get('/metrics', async (c) => {
-    const body = await deps.registry.metrics();
-    return c.body(body, 200, { 'content-type': deps.registry.contentType });
+    // Until the models are loaded and the runtime exists there is nothing to report.
+    const registry = deps.registry();
+    if (!registry) return c.text('starting\n', 503);
+    return c.body(await registry.metrics(), 200, { 'content-type': registry.contentType });
   });
   return app;
 }

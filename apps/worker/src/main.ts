@@ -20,9 +20,10 @@ async function main(): Promise<void> {
     // Development only: production refuses to start without it.
     logger.warn('QUERN_SECRETS_KEY is not set: webhook secrets are sealed with the built-in development key');
   }
-  const runtime = await WorkerRuntime.start({ config, manifest, logger });
+  // The health port comes first: a worker waiting for Redis is alive (healthz) but not ready (readyz).
+  let runtime: WorkerRuntime | undefined;
   const server = serveWorkerHttp(
-    createWorkerHttpApp({ registry: runtime.metrics.registry, isReady: () => runtime.isReady() }),
+    createWorkerHttpApp({ registry: () => runtime?.metrics.registry, isReady: () => runtime?.isReady() === true }),
     config.HOST,
     config.QUERN_WORKER_PORT,
   );
@@ -31,6 +32,8 @@ async function main(): Promise<void> {
     const port = typeof address === 'object' && address ? address.port : config.QUERN_WORKER_PORT;
     logger.info({ port }, 'worker metrics listening');
   });
+  runtime = await WorkerRuntime.start({ config, manifest, logger });
+  const started = runtime;
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -45,7 +48,7 @@ async function main(): Promise<void> {
       logger.error('drain did not finish in time: exiting');
       process.exit(1);
     }, config.QUERN_SHUTDOWN_TIMEOUT_MS + 5_000).unref();
-    runtime
+    started
       .close()
       .then(({ forced }) => {
         logger.info({ forced }, 'worker stopped');
