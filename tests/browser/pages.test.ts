@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
-import { randomRows, REPO_ROOT, TEST_API_KEY } from '@quern/devkit';
+import { REPO_ROOT, randomRows, TEST_API_KEY } from '@quern/devkit';
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Stack, startStack } from '../support/stack';
@@ -23,7 +23,9 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   // Real data for the dashboard: finished jobs on both models, and a few waiting on a paused queue.
-  await Promise.all(randomRows(40, 256, 7).map((features) => stack.post('/v1/predict', { model: 'mlp-large', features })));
+  await Promise.all(
+    randomRows(40, 256, 7).map((features) => stack.post('/v1/predict', { model: 'mlp-large', features })),
+  );
   await Promise.all(
     Array.from({ length: 25 }, (_, i) => stack.post('/v1/predict', { features: [4, 100 + i, 90, 2300, 15, 1975] })),
   );
@@ -47,7 +49,9 @@ afterAll(async () => {
 
 describe('in a browser', () => {
   it('/docs lists every operation of the OpenAPI document', async () => {
-    const doc = (await (await fetch(`${base}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    const doc = (await (await fetch(`${base}/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     const operations = Object.values(doc.paths).reduce((n, ops) => n + Object.keys(ops).length, 0);
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const failed: string[] = [];
@@ -55,7 +59,9 @@ describe('in a browser', () => {
     await page.goto(`${base}/docs`);
     await page.locator('.opblock-summary').first().waitFor({ timeout: 15_000 });
     expect(await page.locator('.opblock-summary').count()).toBe(operations);
-    await expect.poll(() => page.locator('.opblock-summary-description').allInnerTexts()).toContain('Submit an inference job');
+    await expect
+      .poll(() => page.locator('.opblock-summary-description').allInnerTexts())
+      .toContain('Submit an inference job');
     expect(await page.locator('.info .title').innerText()).toContain('Quern');
     // Everything the page needs comes from the app itself.
     expect(failed).toEqual([]);
@@ -81,7 +87,10 @@ describe('in a browser', () => {
     await page.screenshot({ path: join(SCREENSHOTS, 'queue-dashboard.png') });
     // One queue's page, with its completed jobs listed.
     await page.goto(`${base}/admin/queues/queue/infer-mlp-large?status=completed`);
-    await page.getByText(/job_[0-9A-Za-z]{22}/).first().waitFor({ timeout: 15_000 });
+    await page
+      .getByText(/job_[0-9A-Za-z]{22}/)
+      .first()
+      .waitFor({ timeout: 15_000 });
     const file = join(SCREENSHOTS, 'queue-dashboard-jobs.png');
     await page.screenshot({ path: file });
     expect(statSync(file).size).toBeGreaterThan(20_000);

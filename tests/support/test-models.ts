@@ -19,7 +19,11 @@ export interface ModelVariant {
  * batching settings (a long max_delay_ms keeps a job in the batcher; max_batch_size 1 makes a
  * 100-row job take a while; a variant no worker serves keeps jobs queued).
  */
-export function writeTestModels(variants: ModelVariant[]): string {
+export function writeTestModels(
+  variants: ModelVariant[],
+  /** Models of the test's own, written into the folder by `write` (which returns the manifest entry). */
+  extra: ((dir: string) => ModelEntry)[] = [],
+): string {
   const dir = mkdtempSync(join(tmpdir(), 'quern-models-'));
   const manifest = JSON.parse(readFileSync(join(MODELS, 'manifest.json'), 'utf8')) as ModelManifest;
   for (const model of manifest.models) copyFileSync(join(MODELS, model.file), join(dir, model.file));
@@ -28,6 +32,7 @@ export function writeTestModels(variants: ModelVariant[]): string {
     if (!base) throw new Error(`no model ${variant.from}`);
     manifest.models.push({ ...base, name: variant.name, batching: { ...base.batching, ...variant.batching } });
   }
+  for (const write of extra) manifest.models.push(write(dir));
   writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2));
   return dir;
 }

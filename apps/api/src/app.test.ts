@@ -271,7 +271,9 @@ describe('operations', () => {
     await queue.add('infer', {}, { timestamp: now - 60_000 });
     await queue.add('infer', {}, { timestamp: now - 5_000, priority: 5 });
     const text = await (await app.request('/metrics')).text();
-    const age = Number(/quern_queue_oldest_waiting_age_seconds\{model="mlp-large",service="api"\} ([\d.]+)/.exec(text)?.[1]);
+    const age = Number(
+      /quern_queue_oldest_waiting_age_seconds\{model="mlp-large",service="api"\} ([\d.]+)/.exec(text)?.[1],
+    );
     expect(age).toBeGreaterThanOrEqual(120);
     expect(age).toBeLessThan(130);
     await queue.obliterate({ force: true });

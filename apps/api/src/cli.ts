@@ -7,6 +7,7 @@
  *
  * Add --json for machine-readable output. The key is printed once, at creation.
  */
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError, createRedis, KeySpace, loadConfig, waitForRedis } from '@quern/shared';
 import { type ApiKeyRecord, KeyStore } from './services/key-store';
@@ -110,7 +111,7 @@ async function run(argv: string[], out: (line: string) => void, env: NodeJS.Proc
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   runCli(process.argv.slice(2), (line) => process.stdout.write(`${line}\n`)).then(
     (code) => process.exit(code),
     (err: Error) => {

@@ -15,6 +15,7 @@ import { type BatchScheduler, DroppedError } from './batcher';
 import type { CancelListener } from './cancel-listener';
 import type { WorkerMetrics } from './metrics';
 import type { ServedModel } from './models';
+import type { TurnLimiter } from './turn-limiter';
 import type { WebhookDispatcher } from './webhook-dispatcher';
 
 /** float32 has 9 significant digits; printing more only shows noise of the widening to float64. */
@@ -31,6 +32,8 @@ export interface ProcessorDeps {
   scheduler: BatchScheduler;
   cancels: CancelListener;
   webhooks: WebhookDispatcher;
+  /** Spreads bursts of job starts and completions over event-loop turns (lock renewal must run). */
+  turns: TurnLimiter;
   metrics: WorkerMetrics;
   logger: Logger;
 }
@@ -45,17 +48,23 @@ export interface ProcessorDeps {
  */
 export function createInferenceProcessor(served: ServedModel, deps: ProcessorDeps) {
   const { entry } = served;
-  const { config, keys, redis, scheduler, metrics, cancels, webhooks } = deps;
+  const { config, keys, redis, scheduler, metrics, cancels, webhooks, turns } = deps;
   const outSize = served.pool.outputSize;
 
   return async function processInferenceJob(job: Job): Promise<InferenceResult> {
+    await turns.pass();
     const parsed = InferenceJobData.safeParse(job.data);
     if (!parsed.success) {
       throw new UnrecoverableError(encodeJobError('invalid_input', 'job data does not match the job contract'));
     }
     const data = parsed.data;
     const id = job.id as string;
-    const log = deps.logger.child({ request_id: data.request_id, job_id: id, model: entry.name });
+    // A child logger costs a little; most jobs never log, so make it only when needed.
+    let child: Logger | undefined;
+    const log = () => {
+      child ??= deps.logger.child({ request_id: data.request_id, job_id: id, model: entry.name });
+      return child;
+    };
     const base = { id, data, timestamp: job.timestamp, processedOn: job.processedOn ?? Date.now() };
 
     /** Ends the job without a result: the webhook event first, then the failure BullMQ records. */
@@ -64,7 +73,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       const snapshot: JobSnapshot = { ...base, state: 'failed', failedReason, finishedOn: Date.now() };
       await webhooks
         .enqueue(snapshot, entry, event)
-        .catch((err: Error) => log.warn({ err: err.message }, 'webhook enqueue failed'));
+        .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'));
       throw new UnrecoverableError(failedReason);
     };
 
@@ -119,7 +128,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
             ? (at) =>
                 void webhooks
                   .enqueue({ ...base, state: 'active', processedOn: at }, entry, 'started')
-                  .catch((err: Error) => log.warn({ err: err.message }, 'webhook enqueue failed'))
+                  .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'))
             : undefined,
         });
       } catch (err) {
@@ -128,16 +137,18 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
             ? end('deadline_exceeded', DEADLINE_REASON, 'failed')
             : end('canceled', 'canceled by its owner before its batch started', 'canceled');
         }
-        log.error({ err: (err as Error).message }, 'inference failed');
+        log().error({ err: (err as Error).message }, 'inference failed');
         const message = encodeJobError('inference_failed', 'the model failed to run on this input');
         if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
           await webhooks
             .enqueue({ ...base, state: 'failed', failedReason: message, finishedOn: Date.now() }, entry, 'failed')
-            .catch((e: Error) => log.warn({ err: e.message }, 'webhook enqueue failed'));
+            .catch((e: Error) => log().warn({ err: e.message }, 'webhook enqueue failed'));
         }
         // Transient (a thread died, ONNX Runtime error): BullMQ retries with backoff.
         throw new Error(message);
       }
+      // A big batch finishes many jobs at once: finish them a group per event-loop turn.
+      await turns.pass();
       ({ startedAt, inferenceMs, batchSize } = result);
       const writes = useCache ? redis.pipeline() : undefined;
       missing.forEach((rowIndex, k) => {
@@ -168,7 +179,9 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
     metrics.jobDuration.labels(entry.name).observe(Math.max(0, finishedAt - job.timestamp) / 1000);
     metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
-    log.debug({ batch_size: batchSize, queue_ms: queueMs, inference_ms: inferenceMs }, 'job done');
+    if (deps.logger.isLevelEnabled('debug')) {
+      log().debug({ batch_size: batchSize, queue_ms: queueMs, inference_ms: inferenceMs }, 'job done');
+    }
     return output;
   };
 }

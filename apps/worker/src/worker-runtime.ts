@@ -18,6 +18,7 @@ import { InferencePool } from './inference-pool';
 import { createInferenceProcessor } from './inference-processor';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
+import { TurnLimiter } from './turn-limiter';
 import { WebhookDispatcher } from './webhook-dispatcher';
 import { createWebhookSender } from './webhook-sender';
 
@@ -107,6 +108,7 @@ export class WorkerRuntime {
     this.queues.push(webhookQueue);
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, Queue>();
+    const turns = new TurnLimiter(64);
     for (const model of this.served) {
       const name = model.entry.name;
       const concurrency =
@@ -120,6 +122,7 @@ export class WorkerRuntime {
         scheduler: this.scheduler,
         cancels,
         webhooks,
+        turns,
         metrics: this.metrics,
         logger,
       });
