@@ -103,7 +103,7 @@ export function toQuernError(err: unknown, redisReady = true): QuernError {
     }
   }
   if (isRedisUnavailable(err) || !redisReady) {
-    return new QuernError('redis_unavailable', 'the job store is unreachable; retry shortly', {
+    return new QuernError('redis_unavailable', 'the job store cannot take requests right now; retry shortly', {
       headers: { 'retry-after': '5' },
     });
   }

@@ -24,6 +24,7 @@ export interface RateDecision {
 export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
   private readonly authFailures: RateLimiterRedis;
+  private readonly redis: RedisClient;
 
   constructor(redis: RedisClient, keys: KeySpace, config: Config) {
     const make = (name: string, points: number, seconds: number) =>
@@ -43,6 +44,7 @@ export class RateLimits {
       premium: tier('premium', config.QUERN_RATE_PREMIUM_PER_MINUTE, config.QUERN_RATE_PREMIUM_PER_HOUR),
     };
     this.authFailures = make('authfail', config.QUERN_AUTH_FAILURES_PER_MINUTE, 60);
+    this.redis = redis;
   }
 
   /** Counts one request against each of the principal's budgets. */
@@ -71,9 +73,13 @@ export class RateLimits {
 
   /** Seconds until `address` may try to authenticate again, or 0 when it may now. */
   async authBlockedFor(address: string): Promise<number> {
-    const res = await this.authFailures.get(address);
-    if (!res || res.consumedPoints < this.authFailures.points) return 0;
-    return Math.max(1, Math.ceil(res.msBeforeNext / 1000));
+    // Two plain reads, not the library's MULTI: reads still work when Redis is full (maxmemory),
+    // so a full Redis answers 503 at the write that needs room, not at every request.
+    const key = this.authFailures.getKey(address);
+    const [count, ttl] = (await this.redis.pipeline().get(key).pttl(key).exec()) ?? [];
+    if (count?.[0] || ttl?.[0]) throw count?.[0] ?? ttl?.[0];
+    if (Number(count?.[1] ?? 0) < this.authFailures.points) return 0;
+    return Math.max(1, Math.ceil(Number(ttl?.[1] ?? 1000) / 1000));
   }
 
   async recordAuthFailure(address: string): Promise<void> {
