@@ -62,7 +62,7 @@ describe('in a browser', () => {
     await expect
       .poll(() => page.locator('.opblock-summary-description').allInnerTexts())
       .toContain('Submit an inference job');
-    expect(await page.locator('.info .title').innerText()).toContain('Quern');
+    expect(await page.locator('.info .title').textContent()).toContain('Quern');
     // Everything the page needs comes from the app itself.
     expect(failed).toEqual([]);
     const file = join(SCREENSHOTS, 'api-docs.png');
