@@ -116,6 +116,12 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     let startedAt = Date.now();
     let inferenceMs = 0;
     let batchSize = 0;
+    if (missing.length === 0 && webhooks.wants(data, 'started')) {
+      // Answered from the cache: no batch starts, but the job did; receivers still see `started` first.
+      await webhooks
+        .enqueue({ ...base, state: 'active', processedOn: startedAt }, entry, 'started')
+        .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'));
+    }
     if (missing.length > 0) {
       const rows = missing.map((i) => data.rows[i] as number[]);
       let result: Awaited<ReturnType<BatchScheduler['submit']>>;
