@@ -2,6 +2,7 @@ import { TEST_API_KEY } from '@quern/devkit';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Stack, startStack } from '../support/stack';
+import { report } from './support/harness';
 
 /** Anything in a response body that would show the internals: stacks, paths, driver messages. */
 const INTERNAL =
@@ -141,9 +142,11 @@ describe('abuse 10: a fuzzer driven by the OpenAPI document', () => {
       ),
       { numRuns: 4_000 },
     );
-    process.stdout.write(
-      `\n[chaos] abuse-10-fuzzer\n  requests: ${requests}\n  statuses: ${JSON.stringify(Object.fromEntries(statuses))}\n`,
-    );
+    report('abuse-10-fuzzer', {
+      requests,
+      statuses: JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b))),
+      status_5xx: [...statuses].filter(([s]) => s >= 500).reduce((n, [, c]) => n + c, 0),
+    });
     expect(requests).toBeGreaterThan(3_000);
     // The fuzzer reached deep: some requests passed validation and created jobs.
     expect(statuses.get(202) ?? 0).toBeGreaterThan(0);

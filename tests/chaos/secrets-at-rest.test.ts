@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Stack, startStack } from '../support/stack';
 import { WebhookReceiver } from '../support/webhook-receiver';
+import { report } from './support/harness';
 
 const SECRETS_KEY = 'chaos-secrets-key-0123456789abcdefghijklmnop';
 let stack: Stack;
@@ -89,9 +90,11 @@ describe('abuse 11: no credential or secret in clear in Redis', () => {
     const found = Object.entries(secrets)
       .filter(([, value]) => everything.includes(value))
       .map(([name]) => name);
-    process.stdout.write(
-      `\n[chaos] abuse-11-redis-scan\n  bytes_scanned: ${everything.length}\n  secrets_found: ${found.length}\n`,
-    );
+    report('abuse-11-redis-scan', {
+      bytes_scanned: everything.length,
+      secrets_checked: Object.keys(secrets).length,
+      secrets_found: found.length,
+    });
     expect(everything.length).toBeGreaterThan(10_000);
     // The scan did see the jobs and the sealed secret, just not in clear.
     expect(everything).toMatch(/whsec:key_/);

@@ -15,6 +15,10 @@ export interface ServiceProcessOptions {
   env: Record<string, string | undefined>;
   /** Called with every output line (JSON log lines from pino). */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** `tsx` (default) runs TypeScript sources; `node` runs a built bundle (an app's dist/main.js). */
+  runner?: 'tsx' | 'node';
+  /** Send the output to this file descriptor instead of keeping it (benchmarks: no parsing cost). */
+  outputFd?: number;
 }
 
 /**
@@ -27,10 +31,11 @@ export class ServiceProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   constructor(readonly options: ServiceProcessOptions) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', options.entry], {
+    const args = options.runner === 'node' ? [options.entry] : ['--import', 'tsx', options.entry];
+    this.child = spawn(process.execPath, args, {
       cwd: REPO_ROOT,
       env: { ...process.env, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: options.outputFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', options.outputFd, options.outputFd],
       // Own process group: a Ctrl-C in the terminal reaches only the launcher, which then stops
       // the apps in order (worker drains while Redis is still up) with one signal each.
       detached: true,

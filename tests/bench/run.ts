@@ -1,0 +1,482 @@
+/**
+ * `pnpm bench`: the performance benchmark. It starts its own Redis, API and worker (from the
+ * built bundles, as deployed), warms up, measures every scenario side by side in one run, and
+ * writes tests/bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.svg.
+ *
+ *   pnpm bench                     # the full run (under 10 minutes on 2 cores)
+ *   BENCH_DURATION=4 pnpm bench    # seconds per load point (default 8)
+ *   BENCH_SMOKE=1 pnpm bench       # a few seconds in all; what CI runs so the harness cannot rot
+ */
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { KeyStore } from '@quern/api';
+import {
+  APP_ENTRY,
+  DirectOrt,
+  freePort,
+  REPO_ROOT,
+  RedisServer,
+  randomRows,
+  ServiceProcess,
+  TEST_JWT_KEYS,
+  uniquePrefix,
+  waitForHttp,
+} from '@quern/devkit';
+import {
+  INFERENCE_JOB_NAME,
+  inferenceJobOptions,
+  KeySpace,
+  loadConfig,
+  loadManifest,
+  type ModelManifest,
+  newId,
+  outputSize,
+} from '@quern/shared';
+import { InferencePool } from '@quern/worker';
+import autocannon from 'autocannon';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { type BenchResults, type LoadPoint, writeReport } from './report';
+
+const SMOKE = process.env.BENCH_SMOKE === '1';
+const DURATION = SMOKE ? 1 : Number(process.env.BENCH_DURATION ?? 8);
+const CONCURRENCY = SMOKE ? [1, 16] : [1, 16, 64, 256];
+const DRAIN_JOBS = SMOKE ? 500 : 20_000;
+const RESULTS_DIR = process.env.BENCH_OUT ?? join(REPO_ROOT, 'tests', 'bench', 'results');
+const DOCS_DIR = process.env.BENCH_DOCS ?? join(REPO_ROOT, 'docs');
+const MODELS_DIR = join(REPO_ROOT, 'models');
+const THREADS = cpus().length;
+
+const log = (message: string) => process.stdout.write(`[bench] ${message}\n`);
+
+// ---------------------------------------------------------------- inputs
+
+/** Request bodies that never repeat (no cache hits), built cheaply from a counter. */
+function bodyMaker(model: 'cars-mpg' | 'mlp-large', extra = ''): (n: number) => string {
+  if (model === 'cars-mpg') {
+    return (n) =>
+      `{"model":"cars-mpg","features":[${4 + (n % 5)},${100 + (n % 300)},${70 + (n % 90)},${1800 + n},${12 + (n % 10)},${1970 + (n % 13)}]}${extra}`;
+  }
+  const rest = (randomRows(1, 255, 42)[0] as number[]).map((v) => v.toFixed(6)).join(',');
+  return (n) => `{"model":"mlp-large","features":[${(n / 1e7).toFixed(7)},${rest}]}`;
+}
+
+function batchBodyMaker(rows: number): (n: number) => string {
+  const rest = (randomRows(1, 255, 43)[0] as number[]).map((v) => v.toFixed(6)).join(',');
+  return (n) => {
+    const requests: string[] = [];
+    for (let r = 0; r < rows; r++) requests.push(`{"features":[${((n * rows + r) / 1e7).toFixed(7)},${rest}]}`);
+    return `{"model":"mlp-large","requests":[${requests.join(',')}]}`;
+  };
+}
+
+// ---------------------------------------------------------------- load
+
+async function load(
+  url: string,
+  path: string,
+  concurrency: number,
+  makeBody: (n: number) => string,
+  headers: Record<string, string>,
+  seconds = DURATION,
+): Promise<LoadPoint> {
+  let counter = Math.floor(Math.random() * 1e6) * 1000;
+  const result = await autocannon({
+    url,
+    connections: concurrency,
+    duration: seconds,
+    timeout: 60,
+    requests: [
+      {
+        method: 'POST',
+        path,
+        headers: { 'content-type': 'application/json', ...headers },
+        setupRequest: (req) => {
+          req.body = makeBody(counter++);
+          return req;
+        },
+      },
+    ],
+  });
+  const ok = result.requests.total - result.non2xx;
+  return {
+    concurrency,
+    duration_s: result.duration,
+    requests: result.requests.total,
+    rps: Math.round((ok / result.duration) * 10) / 10,
+    p50_ms: result.latency.p50,
+    p99_ms: result.latency.p99,
+    non_2xx: result.non2xx,
+    errors: result.errors,
+  };
+}
+
+// ---------------------------------------------------------------- processes
+
+function peakRssMb(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+  } catch {
+    return 0;
+  }
+}
+
+async function batchStats(workerPort: number, model: string): Promise<{ sum: number; count: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${workerPort}/metrics`)).text();
+  const read = (name: string) =>
+    Number(new RegExp(`^${name}\\{[^}]*model="${model}"[^}]*\\} ([\\d.e+-]+)`, 'm').exec(text)?.[1] ?? 0);
+  return { sum: read('quern_batch_size_sum'), count: read('quern_batch_size_count') };
+}
+
+function writeVariantModels(manifest: ModelManifest, maxBatch: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'quern-bench-models-'));
+  for (const m of manifest.models) writeFileSync(join(dir, m.file), readFileSync(join(MODELS_DIR, m.file)));
+  const variant = {
+    ...manifest,
+    models: manifest.models.map((m) =>
+      m.name === 'mlp-large' ? { ...m, batching: { ...m.batching, max_batch_size: maxBatch } } : m,
+    ),
+  };
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(variant, null, 2));
+  return dir;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const cpu = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
+  const machine = {
+    cores: THREADS,
+    cpu,
+    memory_gb: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    redis: execFileSync('redis-server', ['--version']).toString().trim().split(' ')[2] ?? '',
+  };
+  log(`machine: ${THREADS} cores, ${cpu}; ${DURATION}s per load point${SMOKE ? ' (smoke)' : ''}`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  log('building the bundles (pnpm build)');
+  execFileSync(process.execPath, ['--import', 'tsx', 'packages/devkit/src/build-apps.ts'], {
+    cwd: REPO_ROOT,
+    stdio: 'ignore',
+  });
+
+  const manifest = loadManifest(MODELS_DIR);
+  const redis = await RedisServer.start({ appendonly: true, appendfsync: 'everysec' });
+  const prefix = uniquePrefix('b');
+  const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+  const { key } = await new KeyStore(client, new KeySpace(prefix)).create({
+    name: 'bench',
+    tier: 'premium',
+    scopes: ['predict', 'jobs:read'],
+  });
+  const auth = { 'x-api-key': key };
+  const logFile = join(RESULTS_DIR, 'bench-services.log');
+  const logFd = openSync(logFile, 'w');
+  const env = {
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'info',
+    REDIS_URL: redis.url,
+    QUERN_REDIS_PREFIX: prefix,
+    QUERN_JWT_KEYS: TEST_JWT_KEYS,
+    QUERN_SECRETS_KEY: 'bench-secrets-key-0123456789abcdefghijkl',
+    HOST: '127.0.0.1',
+    QUERN_MODELS_DIR: MODELS_DIR,
+    // The rate limiter runs (its cost is in the numbers) but never refuses.
+    QUERN_RATE_PREMIUM_PER_MINUTE: '1000000000',
+    QUERN_RATE_PREMIUM_PER_HOUR: '1000000000',
+    QUERN_QUEUE_MAX_DEPTH: '10000000',
+    QUERN_RETAIN_COMPLETED_COUNT: '1000000',
+    QUERN_WORKER_THREADS: String(THREADS),
+  };
+  const apiPort = await freePort();
+  const api = new ServiceProcess({
+    name: 'api',
+    entry: 'apps/api/dist/main.js',
+    runner: 'node',
+    outputFd: logFd,
+    env: { ...env, PORT: String(apiPort) },
+  });
+  const base = `http://127.0.0.1:${apiPort}`;
+  const workerRss: number[] = [];
+  const startWorker = async (modelsDir = MODELS_DIR) => {
+    const port = await freePort();
+    const worker = new ServiceProcess({
+      name: 'worker',
+      entry: 'apps/worker/dist/main.js',
+      runner: 'node',
+      outputFd: logFd,
+      env: { ...env, QUERN_MODELS_DIR: modelsDir, QUERN_WORKER_PORT: String(port) },
+    });
+    await waitForHttp(`http://127.0.0.1:${port}/readyz`, 60_000);
+    return { worker, port };
+  };
+  const stopWorker = async (w: { worker: ServiceProcess }) => {
+    workerRss.push(peakRssMb(w.worker.pid));
+    await w.worker.stop('SIGTERM');
+  };
+  let current = await startWorker();
+  await waitForHttp(`${base}/ready`, 60_000);
+  const queues = Object.fromEntries(
+    manifest.models.map((m) => [m.name, new Queue(`infer-${m.name}`, { connection: client, prefix })]),
+  );
+
+  // ------------------------------------------------------------ 1. limits
+  log('limits: ONNX Runtime in the worker’s thread pool, a trivial Hono route, raw BullMQ');
+  const pool = new InferencePool({
+    threads: THREADS,
+    models: manifest.models.map((m) => ({
+      name: m.name,
+      path: join(MODELS_DIR, m.file),
+      inputName: m.input.name,
+      outputName: m.output.name,
+      features: m.input.features,
+      outputSize: outputSize(m),
+    })),
+  });
+  await pool.start();
+  const ort: Record<string, Record<string, number>> = {};
+  for (const m of manifest.models) {
+    ort[m.name] = {};
+    for (const batch of [1, 8, 32, 128]) {
+      const input = Float32Array.from(randomRows(batch, m.input.features, batch).flat());
+      let rows = 0;
+      const until = performance.now() + Math.max(500, (DURATION * 1000) / 4);
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: THREADS }, async () => {
+          while (performance.now() < until) {
+            await pool.run(m.name, batch, input.slice());
+            rows += batch;
+          }
+        }),
+      );
+      (ort[m.name] as Record<string, number>)[String(batch)] = Math.round(rows / ((performance.now() - t0) / 1000));
+    }
+    log(`  ORT ${m.name}: ${JSON.stringify(ort[m.name])} rows/s`);
+  }
+  await pool.close();
+  const directLatency: Record<string, number> = {};
+  for (const m of manifest.models) {
+    const direct = await DirectOrt.load(MODELS_DIR, m);
+    const row = randomRows(1, m.input.features, 3);
+    for (let i = 0; i < 50; i++) await direct.run(row);
+    const times: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const t = performance.now();
+      await direct.run(row);
+      times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    directLatency[m.name] = Math.round((times[Math.floor(times.length / 2)] as number) * 1000) / 1000;
+    await direct.release();
+  }
+  log(`  direct ONNX Runtime p50, one row: ${JSON.stringify(directLatency)} ms`);
+
+  const honoPort = await freePort();
+  const hono = new ServiceProcess({
+    name: 'hono',
+    entry: 'tests/bench/servers/trivial-hono.ts',
+    outputFd: logFd,
+    env: { PORT: String(honoPort) },
+  });
+  await waitForHttp(`http://127.0.0.1:${honoPort}/v1/jobs`, 30_000, 404);
+  await load(`http://127.0.0.1:${honoPort}`, '/v1/jobs', 64, bodyMaker('cars-mpg'), {}, 1);
+  const honoPoint = await load(`http://127.0.0.1:${honoPort}`, '/v1/jobs', 64, bodyMaker('cars-mpg'), {});
+  await hono.stop();
+  log(`  trivial Hono route: ${honoPoint.rps} req/s`);
+
+  const jobData = (n: number, model = 'cars-mpg') => {
+    const now = Date.now();
+    return {
+      v: 1 as const,
+      model,
+      model_version: '1.0.0',
+      rows: [[4, 100 + (n % 300), 90, 1800 + n, 15, 1970 + (n % 13)]],
+      mode: 'async' as const,
+      owner: 'key_bench',
+      request_id: newId('req'),
+      created_at: now,
+      deadline_at: now + 3_600_000,
+      priority: 1,
+    };
+  };
+  const jobOptions = inferenceJobOptions(loadConfig(env));
+  const addJobs = async (queue: Queue, count: number, model: string) => {
+    for (let sent = 0; sent < count; sent += 5_000) {
+      const n = Math.min(5_000, count - sent);
+      await queue.addBulk(
+        Array.from({ length: n }, (_, i) => ({
+          name: INFERENCE_JOB_NAME,
+          data: jobData(sent + i + Math.floor(Math.random() * 1e6) * 100_000, model),
+          opts: { jobId: newId('job'), priority: 1, ...jobOptions },
+        })),
+      );
+    }
+  };
+  const drainRate = async (queue: Queue, count: number, resume: () => Promise<void>) => {
+    const before = (await queue.getJobCounts('completed')).completed ?? 0;
+    const t0 = performance.now();
+    await resume();
+    for (;;) {
+      const done = ((await queue.getJobCounts('completed')).completed ?? 0) - before;
+      if (done >= count) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return Math.round(count / ((performance.now() - t0) / 1000));
+  };
+  // Raw BullMQ: the same job data through a worker that does nothing, with the same concurrency.
+  const noopQueue = new Queue('bench-noop', { connection: client, prefix });
+  await noopQueue.pause();
+  await addJobs(noopQueue, DRAIN_JOBS, 'cars-mpg');
+  const noop = new ServiceProcess({
+    name: 'noop',
+    entry: 'tests/bench/servers/noop-worker.ts',
+    outputFd: logFd,
+    env: { REDIS_URL: redis.url, QUERN_REDIS_PREFIX: prefix, CONCURRENCY: String(Math.min(1024, 256 * THREADS * 2)) },
+  });
+  // Its consumer is up once it has moved the paused queue's marker; give it the same head start as ours.
+  await new Promise((r) => setTimeout(r, 1_500));
+  const bullmqRate = await drainRate(noopQueue, DRAIN_JOBS, () => noopQueue.resume());
+  await noop.stop();
+  await noopQueue.obliterate({ force: true });
+  log(`  raw BullMQ no-op: ${bullmqRate} jobs/s`);
+
+  // ------------------------------------------------------------ 2. sync predict
+  log('sync predict: POST /v1/predict with unique inputs');
+  const sync: Record<string, (LoadPoint & { mean_batch_size: number })[]> = {};
+  for (const model of ['cars-mpg', 'mlp-large'] as const) {
+    sync[model] = [];
+    await load(base, '/v1/predict', 16, bodyMaker(model), auth, SMOKE ? 1 : 2);
+    for (const concurrency of CONCURRENCY) {
+      const before = await batchStats(current.port, model);
+      const point = await load(base, '/v1/predict', concurrency, bodyMaker(model), auth);
+      const after = await batchStats(current.port, model);
+      const mean = after.count > before.count ? (after.sum - before.sum) / (after.count - before.count) : 0;
+      sync[model]?.push({ ...point, mean_batch_size: Math.round(mean * 10) / 10 });
+      log(
+        `  ${model} c=${concurrency}: ${point.rps} req/s, p50 ${point.p50_ms} ms, p99 ${point.p99_ms} ms, mean batch ${mean.toFixed(1)}`,
+      );
+    }
+  }
+
+  // ------------------------------------------------------------ 3. unbatched
+  log('unbatched: mlp-large with max_batch_size 1');
+  await stopWorker(current);
+  const variantDir = writeVariantModels(manifest, 1);
+  current = await startWorker(variantDir);
+  await load(base, '/v1/predict', 16, bodyMaker('mlp-large'), auth, 1);
+  const unbatched = await load(base, '/v1/predict', 64, bodyMaker('mlp-large'), auth);
+  log(`  mlp-large c=64 unbatched: ${unbatched.rps} req/s, p99 ${unbatched.p99_ms} ms`);
+  await stopWorker(current);
+  rmSync(variantDir, { recursive: true, force: true });
+  current = await startWorker();
+
+  // ------------------------------------------------------------ 4. no queue
+  log('no queue: ONNX Runtime in-process per request (the baseline server)');
+  const nqPort = await freePort();
+  const noqueue = new ServiceProcess({
+    name: 'noqueue',
+    entry: 'tests/bench/servers/noqueue.ts',
+    outputFd: logFd,
+    env: { PORT: String(nqPort), QUERN_MODELS_DIR: MODELS_DIR },
+  });
+  await waitForHttp(`http://127.0.0.1:${nqPort}/v1/predict`, 30_000, 404);
+  await load(`http://127.0.0.1:${nqPort}`, '/v1/predict', 16, bodyMaker('mlp-large'), {}, 1);
+  const noQueue = await load(`http://127.0.0.1:${nqPort}`, '/v1/predict', 64, bodyMaker('mlp-large'), {});
+  await noqueue.stop();
+  log(`  mlp-large c=64 without a queue: ${noQueue.rps} req/s, p99 ${noQueue.p99_ms} ms`);
+
+  // ------------------------------------------------------------ 5. async ingest
+  log('async ingest: POST /v1/jobs → 202 (queue paused, so only the ingest path runs)');
+  const carsQueue = queues['cars-mpg'] as Queue;
+  await carsQueue.pause();
+  await load(base, '/v1/jobs', 64, bodyMaker('cars-mpg'), auth, 1);
+  const ingest = await load(base, '/v1/jobs', 64, bodyMaker('cars-mpg'), auth);
+  log(`  ${ingest.rps} req/s, p99 ${ingest.p99_ms} ms`);
+  await carsQueue.obliterate({ force: true });
+
+  // ------------------------------------------------------------ 6. drain
+  log(`drain: ${DRAIN_JOBS} queued cars-mpg jobs`);
+  await carsQueue.pause();
+  await addJobs(carsQueue, DRAIN_JOBS, 'cars-mpg');
+  const drain = await drainRate(carsQueue, DRAIN_JOBS, () => carsQueue.resume());
+  log(`  ${drain} jobs/s`);
+
+  // ------------------------------------------------------------ 7. client batches
+  log('client batches: POST /v1/batch-predict with 100 mlp-large rows');
+  await load(base, '/v1/batch-predict', 8, batchBodyMaker(100), auth, 1);
+  const batchPoint = await load(base, '/v1/batch-predict', 16, batchBodyMaker(100), auth);
+  const clientBatchRows = Math.round(batchPoint.rps * 100);
+  log(`  ${batchPoint.rps} req/s = ${clientBatchRows} rows/s, p99 ${batchPoint.p99_ms} ms`);
+
+  // ------------------------------------------------------------ 8. memory, ratios, report
+  const rss = { api: peakRssMb(api.pid), worker: Math.max(...workerRss, peakRssMb(current.worker.pid)) };
+  await stopWorker(current);
+  await api.stop();
+  closeSync(logFd);
+  client.disconnect();
+  await redis.stop();
+
+  const find = (model: string, c: number) => sync[model]?.find((p) => p.concurrency === c);
+  const mlp64 = find('mlp-large', 64) ?? find('mlp-large', Math.max(...CONCURRENCY));
+  const cars1 = find('cars-mpg', 1);
+  const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
+  const ratios = {
+    batched_vs_unbatched: ratio(mlp64?.rps ?? 0, unbatched.rps),
+    batched_vs_noqueue: ratio(mlp64?.rps ?? 0, noQueue.rps),
+    idle_overhead_ms: Math.round(((cars1?.p50_ms ?? 0) - (directLatency['cars-mpg'] ?? 0)) * 100) / 100,
+    ingest_vs_hono: ratio(ingest.rps, honoPoint.rps),
+    drain_vs_bullmq: ratio(drain, bullmqRate),
+    client_batch_vs_ort: ratio(clientBatchRows, ort['mlp-large']?.['128'] ?? 0),
+    rss_mb: rss,
+  };
+  const targets = {
+    batched_vs_unbatched: { target: '≥ 3', met: ratios.batched_vs_unbatched >= 3 },
+    batched_vs_noqueue: { target: '≥ 1.5', met: ratios.batched_vs_noqueue >= 1.5 },
+    idle_overhead_ms: { target: '≤ 2', met: ratios.idle_overhead_ms <= 2 },
+    ingest_vs_hono: { target: '≥ 0.25', met: ratios.ingest_vs_hono >= 0.25 },
+    ingest_p99_ms: { target: '< 25', met: ingest.p99_ms < 25 },
+    drain_vs_bullmq: { target: '≥ 0.5', met: ratios.drain_vs_bullmq >= 0.5 },
+    client_batch_vs_ort: { target: '≥ 0.5', met: ratios.client_batch_vs_ort >= 0.5 },
+    worker_rss_mb: { target: '≤ 400', met: rss.worker <= 400 },
+    api_rss_mb: { target: '≤ 200', met: rss.api <= 200 },
+  };
+  const results: BenchResults = {
+    recorded_at: new Date().toISOString(),
+    smoke: SMOKE,
+    duration_per_point_s: DURATION,
+    total_seconds: Math.round((Date.now() - started) / 1000),
+    machine,
+    limits: {
+      ort_rows_per_second: ort,
+      direct_ort_p50_ms: directLatency,
+      trivial_hono: honoPoint,
+      raw_bullmq_jobs_per_second: bullmqRate,
+    },
+    sync_predict: sync,
+    unbatched_mlp_large: unbatched,
+    no_queue_mlp_large: noQueue,
+    async_ingest: ingest,
+    drain: { jobs: DRAIN_JOBS, jobs_per_second: drain },
+    client_batches: { ...batchPoint, rows_per_request: 100, rows_per_second: clientBatchRows },
+    ratios,
+    targets,
+  };
+  writeFileSync(join(RESULTS_DIR, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeReport(results, DOCS_DIR);
+  log(`ratios: ${JSON.stringify(ratios)}`);
+  log(`targets met: ${Object.values(targets).filter((t) => t.met).length}/${Object.keys(targets).length}`);
+  log(`done in ${results.total_seconds} s; results in ${join(RESULTS_DIR, 'latest.json')}`);
+}
+
+if (process.argv[1]?.endsWith('run.ts')) {
+  main().catch((err: Error) => {
+    process.stderr.write(`[bench] failed: ${err.stack ?? err.message}\n`);
+    process.exit(1);
+  });
+}
