@@ -13,7 +13,6 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { KeyStore } from '@quern/api';
 import {
-  APP_ENTRY,
   DirectOrt,
   freePort,
   REPO_ROOT,

@@ -1,4 +1,4 @@
-import { DirectOrt, maxAbsDiff, randomRows } from '@quern/devkit';
+import { DirectOrt, maxAbsDiff, OTHER_API_KEY, randomRows } from '@quern/devkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Stack, startStack } from '../support/stack';
 
@@ -89,6 +89,51 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     ).json()) as { predictions: number[][]; cached: boolean };
     expect(alias.predictions).toEqual(body.predictions);
     expect(alias.cached).toBe(true);
+  });
+
+  it('gathers concurrent sync calls of one principal into shared jobs, each caller getting its own row', async () => {
+    const queue = stack.services.jobs.queueOf('mlp-large');
+    const before = await queue.count();
+    await queue.pause();
+    const rows = randomRows(40, 256, 777);
+    const pending = rows.map((features, i) =>
+      stack.post('/v1/predict', { model: 'mlp-large', features }, i % 4 === 3 ? { 'x-api-key': OTHER_API_KEY } : {}),
+    );
+    try {
+      // The calls parsed together went out together: one job per principal, not one per call.
+      await expect.poll(async () => (await queue.count()) - before, { timeout: 5_000, interval: 10 }).toBe(2);
+    } finally {
+      await queue.resume();
+    }
+    const bodies = (await Promise.all((await Promise.all(pending)).map((r) => r.json()))) as {
+      prediction: number[];
+      job_id: string;
+      job_row: number;
+    }[];
+    expect(
+      maxAbsDiff(
+        bodies.map((b) => b.prediction),
+        await mlp.run(rows),
+      ),
+    ).toBeLessThan(1e-4);
+    const jobs = new Set(bodies.map((b) => b.job_id));
+    expect(jobs.size).toBeLessThan(rows.length);
+    // Each shared job's rows belong to one principal, and each caller has a row of its own.
+    for (const id of jobs) {
+      const members = bodies.map((b, i) => ({ ...b, i })).filter((b) => b.job_id === id);
+      expect(new Set(members.map((m) => m.i % 4 === 3))).toHaveProperty('size', 1);
+      expect(new Set(members.map((m) => m.job_row)).size).toBe(members.length);
+    }
+    // A lone call at idle gets a job of its own.
+    const alone = (await (
+      await stack.post('/v1/predict', { model: 'mlp-large', features: randomRows(1, 256, 778)[0] })
+    ).json()) as {
+      job_row: number;
+      job_id: string;
+    };
+    expect(alone.job_row).toBe(0);
+    const job = (await (await stack.get(`/v1/jobs/${alone.job_id}`)).json()) as { output: unknown };
+    expect(job.output).toHaveProperty('prediction');
   });
 
   it('1 000 concurrent sync requests on mlp-large all succeed, correctly, in batches larger than one', async () => {

@@ -1,6 +1,6 @@
 import { createApp, createServices, type Services, seedTestKeys } from '@quern/api';
 import { startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
-import { type Config, createLogger, loadManifest, type ModelManifest, waitForRedis } from '@quern/shared';
+import { type Config, createLogger, loadManifest, type ModelManifest } from '@quern/shared';
 import { WorkerRuntime } from '@quern/worker';
 
 export interface Stack {
@@ -25,7 +25,7 @@ export async function startStack(overrides: Record<string, string> = {}): Promis
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
   const logger = createLogger('api', 'silent');
   const services = createServices(config, manifest, logger);
-  await waitForRedis(services.redis, 10_000);
+  await services.connected(10_000);
   await seedTestKeys(services.apiKeys);
   const app = createApp(services, logger);
   const worker = await WorkerRuntime.start({ config, manifest, logger: createLogger('worker', 'silent') });

@@ -1,5 +1,5 @@
 import { OTHER_API_KEY, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
-import { createLogger, inputHash, loadManifest, waitForRedis } from '@quern/shared';
+import { createLogger, inputHash, loadManifest } from '@quern/shared';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
@@ -43,7 +43,7 @@ beforeAll(async () => {
   services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), createLogger('api', 'silent'));
   app = createApp(services, createLogger('api', 'silent'));
   client = new Redis(redis.url);
-  await waitForRedis(services.redis, 10_000);
+  await services.connected(10_000);
   await seedTestKeys(services.apiKeys);
 });
 

@@ -1,9 +1,9 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { type Logger, QuernError } from '@quern/shared';
-import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import type { AppEnv } from './env';
 import { problem, toQuernError, validationError } from './errors';
+import { bodyLimit } from './middleware/body-limit';
 import { requestContext } from './middleware/request-context';
 import { securityHeaders } from './middleware/security-headers';
 import { registerQueueDashboard } from './routes/admin-queues';
@@ -70,23 +70,13 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
           'X-Request-Id',
           'Preference-Applied',
           'Idempotent-Replayed',
+          'Quern-Job-Row',
         ],
         maxAge: 600,
       }),
     );
   }
-  app.use(
-    '*',
-    bodyLimit({
-      maxSize: services.config.QUERN_BODY_LIMIT_BYTES,
-      onError: () => {
-        throw new QuernError(
-          'payload_too_large',
-          `the request body exceeds ${services.config.QUERN_BODY_LIMIT_BYTES} bytes`,
-        );
-      },
-    }),
-  );
+  app.use('*', bodyLimit(services.config.QUERN_BODY_LIMIT_BYTES));
 
   app.onError((err, c) => {
     // An unexpected error while Redis is down is an outage (503), not a bug (500).

@@ -1,5 +1,5 @@
 import { serve } from '@hono/node-server';
-import { ConfigError, createLogger, loadConfig, loadManifest, waitForRedis } from '@quern/shared';
+import { ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
 import { createApp } from './app';
 import { createServices } from './services/services';
 
@@ -24,9 +24,7 @@ async function main(): Promise<void> {
   const services = createServices(config, manifest, logger);
   const app = createApp(services, logger);
   // Serve even if Redis is not there yet: /health answers, other routes answer 503 until it is.
-  await waitForRedis(services.redis, 5_000).catch(() =>
-    logger.warn('redis not reachable yet; serving 503 until it is'),
-  );
+  await services.connected(5_000).catch(() => logger.warn('redis not reachable yet; serving 503 until it is'));
   if (config.QUERN_DEV_API_KEY) {
     // Development only (config refuses the variable in production).
     const ensure = () =>

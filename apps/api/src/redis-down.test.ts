@@ -1,5 +1,5 @@
 import { startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
-import { createLogger, loadManifest, waitForRedis } from '@quern/shared';
+import { createLogger, loadManifest } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
 import { createServices, type Services } from './services/services';
@@ -23,7 +23,7 @@ beforeAll(async () => {
   const logger = createLogger('api', 'silent');
   services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
   app = createApp(services, logger);
-  await waitForRedis(services.redis, 10_000);
+  await services.connected(10_000);
   await seedTestKeys(services.apiKeys);
 });
 
@@ -54,7 +54,7 @@ describe('when Redis is unreachable', () => {
     expect(await ready.json()).toMatchObject({ redis: 'unreachable' });
 
     await redis.server?.restart();
-    await waitForRedis(services.redis, 15_000);
+    await services.connected(15_000);
     expect((await submit()).status).toBe(202);
   });
 });

@@ -1,7 +1,7 @@
 import { request as httpRequest, type Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { freePort, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
-import { createLogger, loadManifest, waitForRedis } from '@quern/shared';
+import { createLogger, loadManifest } from '@quern/shared';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
@@ -25,7 +25,7 @@ async function harness(overrides: Record<string, string> = {}, prefix = redis.pr
   const lines: string[] = [];
   const logger = createLogger('api', 'info', { write: (line: string) => void lines.push(line) });
   const services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
-  await waitForRedis(services.redis, 10_000);
+  await services.connected(10_000);
   await seedTestKeys(services.apiKeys);
   const h = { services, app: createApp(services, logger), lines };
   harnesses.push(h);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { OTHER_API_KEY, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
-import { createLogger, loadManifest, waitForRedis } from '@quern/shared';
+import { createLogger, loadManifest } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
 import { JWT_TEST_KEYS, mintToken, PROTECTED_ROUTES, type ProtectedRoute, unsignedToken } from './security-matrix';
@@ -33,7 +33,7 @@ beforeAll(async () => {
   const logger = createLogger('api', 'silent');
   services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
   app = createApp(services, logger);
-  await waitForRedis(services.redis, 10_000);
+  await services.connected(10_000);
   await seedTestKeys(services.apiKeys);
   keyId = (await services.apiKeys.findByKey(TEST_API_KEY))?.id as string;
   const created = await app.request('/v1/jobs', {

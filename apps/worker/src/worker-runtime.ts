@@ -101,10 +101,14 @@ export class WorkerRuntime {
     const { config, logger } = this.options;
     const retention = inferenceJobOptions(config);
     this.connections.push(this.redis);
+    // Queue producers (webhook deliveries, state checks) get their own connection: BullMQ defines its
+    // Lua scripts on it, which would make every pipeline the processor builds on `redis` costly.
+    const queueRedis = createRedis(config, 'consumer', { name: 'worker-queues', logger });
+    this.connections.push(queueRedis);
     const cancels = new CancelListener(config, keys, this.scheduler, logger);
     this.cancels = cancels;
     await cancels.start();
-    const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: this.redis, prefix: config.QUERN_REDIS_PREFIX });
+    const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
     this.queues.push(webhookQueue);
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, Queue>();
@@ -126,7 +130,7 @@ export class WorkerRuntime {
         metrics: this.metrics,
         logger,
       });
-      const queue = new Queue(keys.inferenceQueue(name), { connection: this.redis, prefix: config.QUERN_REDIS_PREFIX });
+      const queue = new Queue(keys.inferenceQueue(name), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
       this.queues.push(queue);
       inferenceQueues.set(name, queue);
       const connection = createRedis(config, 'consumer', { name: `worker-${name}`, logger });

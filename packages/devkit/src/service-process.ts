@@ -35,7 +35,8 @@ export class ServiceProcess {
     this.child = spawn(process.execPath, args, {
       cwd: REPO_ROOT,
       env: { ...process.env, ...options.env },
-      stdio: options.outputFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', options.outputFd, options.outputFd],
+      stdio:
+        options.outputFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', options.outputFd, options.outputFd],
       // Own process group: a Ctrl-C in the terminal reaches only the launcher, which then stops
       // the apps in order (worker drains while Redis is still up) with one signal each.
       detached: true,

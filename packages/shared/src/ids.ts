@@ -3,16 +3,28 @@ import { randomBytes } from 'node:crypto';
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
 /**
- * Encodes random bytes in base62. Rejection sampling keeps every character uniformly
- * distributed, so an id of n characters carries n·log2(62) bits of entropy.
+ * Random bytes from a pool refilled 4 KiB at a time: ids are made on every request, and one
+ * `randomBytes` call per id costs more than the id itself.
+ */
+let pool = Buffer.alloc(0);
+let poolOffset = 0;
+function randomByte(): number {
+  if (poolOffset >= pool.length) {
+    pool = randomBytes(4096);
+    poolOffset = 0;
+  }
+  return pool[poolOffset++] as number;
+}
+
+/**
+ * Random base62 characters. Rejection sampling (bytes ≥ 248 are skipped) keeps every character
+ * uniformly distributed, so an id of n characters carries n·log2(62) bits of entropy.
  */
 export function randomBase62(length: number): string {
   let out = '';
   while (out.length < length) {
-    for (const byte of randomBytes(length * 2)) {
-      if (byte < 248) out += ALPHABET[byte % 62];
-      if (out.length === length) break;
-    }
+    const byte = randomByte();
+    if (byte < 248) out += ALPHABET[byte % 62];
   }
   return out;
 }

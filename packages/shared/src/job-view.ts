@@ -107,8 +107,9 @@ export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now
     completed_at: iso(done?.finished_at ?? (TERMINAL_STATUSES.includes(status) ? snapshot.finishedOn : undefined)),
     expires_at: new Date(data.deadline_at).toISOString(),
     priority: data.priority,
+    // A batch job, or sync calls coalesced into one job, list every row's prediction.
     output: shaped
-      ? data.mode === 'batch'
+      ? data.mode === 'batch' || data.rows.length > 1
         ? { predictions: shaped }
         : { prediction: shaped[0] as number | number[] }
       : null,

@@ -37,7 +37,15 @@ function hostPort(entry: string): { host: string; port: number } {
 export function createRedis(
   topology: RedisTopology | string,
   role: RedisRole,
-  options: { name: string; logger?: RedisLogger },
+  options: {
+    name: string;
+    logger?: RedisLogger;
+    /**
+     * Batch the commands of one tick into one write (producers). Off for connections BullMQ
+     * defines its ~60 Lua scripts on: ioredis copies every script into each pipeline it makes.
+     */
+    autoPipelining?: boolean;
+  },
 ): RedisClient {
   const t: RedisTopology =
     typeof topology === 'string'
@@ -61,7 +69,8 @@ export function createRedis(
   const roleOptions: RedisOptions =
     role === 'consumer'
       ? { maxRetriesPerRequest: null, enableReadyCheck: true }
-      : { maxRetriesPerRequest: 1, enableOfflineQueue: false, enableAutoPipelining: true, commandTimeout: 2_000 };
+      : { maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: 2_000 };
+  roleOptions.enableAutoPipelining = options.autoPipelining ?? role === 'producer';
 
   let client: RedisClient;
   if (t.REDIS_CLUSTER_NODES.length > 0) {
@@ -69,7 +78,7 @@ export function createRedis(
       redisOptions: (({ retryStrategy: _r, enableOfflineQueue: _o, ...rest }) => rest)({ ...common, ...roleOptions }),
       clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 6), 2_000),
       enableOfflineQueue: role === 'consumer',
-      enableAutoPipelining: role === 'producer',
+      enableAutoPipelining: roleOptions.enableAutoPipelining,
       enableReadyCheck: true,
       // Cluster nodes announce their own addresses; keep the seed host names for TLS and NAT.
       ...(t.REDIS_TLS ? { dnsLookup: (address, callback) => callback(null, address) } : {}),

@@ -6,6 +6,22 @@ import type { Services } from '../services/services';
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
 
 /**
+ * The request's logger, made on first use: a pino child (with the redaction rules) costs more
+ * than most requests spend logging, and most requests log only their one line, written by this
+ * middleware with the root logger.
+ */
+function lazyChild(logger: Logger, requestId: string): Logger {
+  let child: Logger | undefined;
+  return new Proxy({} as Logger, {
+    get(_target, property) {
+      child ??= logger.child({ request_id: requestId });
+      const value = Reflect.get(child, property, child);
+      return typeof value === 'function' ? value.bind(child) : value;
+    },
+  });
+}
+
+/**
  * First middleware of every request: sets the request id (a caller's `X-Request-Id` if it is
  * safe to log, else a new `req_…`), the services and a child logger, then writes one log line
  * and the HTTP metrics when the response is done.
@@ -17,11 +33,12 @@ export function requestContext(services: Services, logger: Logger) {
     const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : newId('req');
     c.set('requestId', requestId);
     c.set('services', services);
-    c.set('logger', logger.child({ request_id: requestId }));
+    c.set('logger', lazyChild(logger, requestId));
+    // Before the handler: Hono applies prepared headers to whatever response it builds.
+    c.header('x-request-id', requestId);
     try {
       await next();
     } finally {
-      c.header('x-request-id', requestId);
       const seconds = (performance.now() - started) / 1000;
       // Route templates (`/v1/jobs/:id`), not raw paths, keep label cardinality bounded.
       const route = c.req.routePath && c.req.routePath !== '/*' ? c.req.routePath : 'unmatched';
@@ -30,8 +47,9 @@ export function requestContext(services: Services, logger: Logger) {
       services.metrics.httpDuration.labels(c.req.method, route).observe(seconds);
       if (route !== '/metrics' && route !== '/health') {
         const principal = c.get('principal');
-        c.get('logger').info(
+        logger.info(
           {
+            request_id: requestId,
             method: c.req.method,
             route,
             status,

@@ -17,7 +17,8 @@ export type SyncOutcome =
   /** The wait ran out: the job goes on; the caller answers 202 with it. */
   | { kind: 'pending'; jobId: string; view: JobView };
 
-function failure(jobId: string, code: JobErrorCode | 'gone', message: string): QuernError {
+/** The problem a sync call answers when its job did not succeed. */
+export function failure(jobId: string, code: JobErrorCode | 'gone', message: string): QuernError {
   const extra = { job_id: jobId };
   switch (code) {
     case 'invalid_input':

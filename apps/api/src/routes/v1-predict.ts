@@ -11,8 +11,8 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
-import { checkRows } from './inference-input';
-import { runSyncJob } from './sync-job';
+import { checkRows, syncWaitMs } from './inference-input';
+import { failure, runSyncJob } from './sync-job';
 
 export const PredictRequestSchema = z
   .object({ model: ModelNameSchema, features: FeaturesSchema, ...JobOptionsShape })
@@ -25,6 +25,10 @@ export const PredictResponseSchema = z
     cached: z.boolean().openapi({ description: 'True when the answer came from the result cache.' }),
     model_version: z.string(),
     job_id: z.string().nullable().openapi({ description: 'The job that computed it; null for a cache hit.' }),
+    job_row: z.number().int().optional().openapi({
+      description:
+        'Under load, concurrent sync calls of one principal and model share a job: the row of that job that was this call’s.',
+    }),
   })
   .openapi('PredictResponse', {
     example: {
@@ -63,8 +67,13 @@ const route = (path: string, deprecated: boolean) =>
     responses: {
       200: { description: 'The prediction.', content: { 'application/json': { schema: PredictResponseSchema } } },
       202: {
-        description: 'The wait ran out; the job goes on.',
-        headers: z.object({ location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }) }),
+        description:
+          'The wait ran out; the job goes on. It may be shared with other calls (its output then lists every ' +
+          'row’s prediction): `Quern-Job-Row` says which row is this call’s.',
+        headers: z.object({
+          location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }),
+          'quern-job-row': z.string().openapi({ example: '0' }),
+        }),
         content: { 'application/json': { schema: JobSchema } },
       },
       ...problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503, 504),
@@ -100,12 +109,50 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
         );
       }
 
+      const { coalescer, config } = c.get('services');
+      if (coalescer && !idempotent) {
+        const waitMs = syncWaitMs(
+          c.req.header('prefer'),
+          config.QUERN_SYNC_WAIT_DEFAULT_MS,
+          config.QUERN_SYNC_WAIT_MAX_MS,
+        );
+        c.header('preference-applied', `wait=${Math.round(waitMs / 1000)}`);
+        const shared = await coalescer.submit({
+          principal: c.get('principal'),
+          model,
+          row: body.features,
+          priority: body.priority,
+          timeoutMs: body.timeout_ms,
+          requestId: c.get('requestId'),
+          waitMs,
+          signal: c.req.raw.signal,
+        });
+        if (shared.kind === 'failed') throw failure(shared.jobId, shared.code, shared.message);
+        if (shared.kind === 'pending') {
+          return c.json(shared.view, 202, {
+            location: `/v1/jobs/${shared.jobId}`,
+            'quern-job-row': String(shared.row),
+          });
+        }
+        return c.json(
+          {
+            prediction: presentPrediction(model, shared.result.outputs[shared.row] ?? []),
+            latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
+            cached: shared.result.cached[shared.row] ?? false,
+            model_version: shared.result.model_version,
+            job_id: shared.jobId,
+            job_row: shared.row,
+          },
+          200,
+        );
+      }
+
       const outcome = await runSyncJob(c, 'POST /v1/predict', body, model, [body.features], 'sync', {
         timeoutMs: body.timeout_ms,
         priority: body.priority,
       });
       if (outcome.kind === 'pending') {
-        return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}` });
+        return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}`, 'quern-job-row': '0' });
       }
       const { result } = outcome;
       return c.json(
@@ -115,6 +162,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
           cached: result.cached[0] ?? false,
           model_version: result.model_version,
           job_id: outcome.jobId,
+          job_row: 0,
         },
         200,
       );

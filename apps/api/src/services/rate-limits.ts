@@ -25,6 +25,8 @@ export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
   private readonly authFailures: RateLimiterRedis;
   private readonly redis: RedisClient;
+  /** Addresses seen not blocked, and when: rechecked in Redis after a second (bounded size). */
+  private readonly clear = new Map<string, number>();
 
   constructor(redis: RedisClient, keys: KeySpace, config: Config) {
     const make = (name: string, points: number, seconds: number) =>
@@ -73,16 +75,25 @@ export class RateLimits {
 
   /** Seconds until `address` may try to authenticate again, or 0 when it may now. */
   async authBlockedFor(address: string): Promise<number> {
+    // A client that just passed this check is not asked again for a second: the check guards
+    // against guessing, and one second of a single process's traffic is not a guessing attack.
+    const seen = this.clear.get(address);
+    if (seen !== undefined && Date.now() - seen < 1_000) return 0;
     // Two plain reads, not the library's MULTI: reads still work when Redis is full (maxmemory),
     // so a full Redis answers 503 at the write that needs room, not at every request.
     const key = this.authFailures.getKey(address);
     const [count, ttl] = (await this.redis.pipeline().get(key).pttl(key).exec()) ?? [];
     if (count?.[0] || ttl?.[0]) throw count?.[0] ?? ttl?.[0];
-    if (Number(count?.[1] ?? 0) < this.authFailures.points) return 0;
+    if (Number(count?.[1] ?? 0) < this.authFailures.points) {
+      if (this.clear.size > 10_000) this.clear.clear();
+      this.clear.set(address, Date.now());
+      return 0;
+    }
     return Math.max(1, Math.ceil(Number(ttl?.[1] ?? 1000) / 1000));
   }
 
   async recordAuthFailure(address: string): Promise<void> {
+    this.clear.delete(address);
     try {
       await this.authFailures.consume(address, 1);
     } catch (err) {

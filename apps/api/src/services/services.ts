@@ -8,6 +8,7 @@ import {
   SecretBox,
   WEBHOOK_QUEUE,
   WebhookSecrets,
+  waitForRedis,
 } from '@quern/shared';
 import { Queue, QueueEvents } from 'bullmq';
 import { type ApiMetrics, createApiMetrics } from './api-metrics';
@@ -21,6 +22,7 @@ import { SCOPES } from './principal';
 import { RateLimits } from './rate-limits';
 import { ResultCache } from './result-cache';
 import { ResultWaiter } from './result-waiter';
+import { SyncCoalescer } from './sync-coalescer';
 import { TokenService } from './token-service';
 
 /** Collaborators of every route, passed to `createApp` and read with `c.get('services')`. */
@@ -39,10 +41,14 @@ export interface Services {
   tokens: TokenService;
   rateLimits: RateLimits;
   idempotency: Idempotency;
+  /** Gathers concurrent sync predictions into shared jobs; undefined when QUERN_SYNC_COALESCE_IN_FLIGHT is 0. */
+  coalescer: SyncCoalescer | undefined;
   webhookSecrets: WebhookSecrets;
   metrics: ApiMetrics;
   /** Redis answers and a worker heartbeat was seen within the TTL. */
   readiness(): Promise<{ redis: boolean; workers: number }>;
+  /** Resolves when every request-path connection is up (rejects after `timeoutMs`). */
+  connected(timeoutMs: number): Promise<void>;
   /** Creates or refreshes QUERN_DEV_API_KEY as a premium key with every scope (never in production). */
   ensureDevKey(): Promise<void>;
   close(): Promise<void>;
@@ -56,12 +62,15 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
   // Request path: fail fast (no offline queue) so a request gets 503 instead of hanging.
   const redis = createRedis(config, 'producer', { name: 'api', logger });
+  // BullMQ's queues get a connection of their own: its many Lua scripts would make every
+  // pipeline of `redis` (auto-pipelining batches each tick's commands) expensive to build.
+  const queueRedis = createRedis(config, 'producer', { name: 'api-queues', logger, autoPipelining: false });
   const models = new ModelRegistry(manifest);
   const queues = new Map<string, Queue>();
   const events = new Map<string, { queue: Queue; events: QueueEvents }>();
   const eventConnections: RedisClient[] = [];
   for (const model of models.names()) {
-    const queue = new Queue(keys.inferenceQueue(model), { connection: redis, prefix: config.QUERN_REDIS_PREFIX });
+    const queue = new Queue(keys.inferenceQueue(model), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
     queue.on('error', (err) => logger.warn({ model, err: err.message }, 'queue error'));
     queues.set(model, queue);
     // QueueEvents blocks on XREAD: it needs a connection of its own that waits out outages.
@@ -73,7 +82,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     });
     events.set(model, { queue, events: queueEvents });
   }
-  const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: redis, prefix: config.QUERN_REDIS_PREFIX });
+  const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
   webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
   const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger);
   waiter.start();
@@ -83,6 +92,8 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   const tokens = new TokenService(config, logger);
 
   const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
+  const jobs = new JobService(queues, models, config, redis, keys, (model) => drain.perSecond(model));
+  const metrics = createApiMetrics({ redis, queues, workersAlive });
 
   return {
     config,
@@ -90,7 +101,17 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     redis,
     queues: [...queues.values(), webhookQueue],
     models,
-    jobs: new JobService(queues, models, config, redis, keys, (model) => drain.perSecond(model)),
+    jobs,
+    coalescer:
+      config.QUERN_SYNC_COALESCE_IN_FLIGHT > 0
+        ? new SyncCoalescer(
+            jobs,
+            waiter,
+            { maxRows: config.QUERN_SYNC_COALESCE_MAX_ROWS, maxInFlight: config.QUERN_SYNC_COALESCE_IN_FLIGHT },
+            logger,
+            (model) => metrics.jobsSubmitted.labels(model, 'sync').inc(),
+          )
+        : undefined,
     waiter,
     cache: new ResultCache(redis, keys, config.QUERN_CACHE_TTL_SECONDS),
     auth: new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS),
@@ -104,7 +125,10 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
       new SecretBox(config.QUERN_SECRETS_KEY),
       config.QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS,
     ),
-    metrics: createApiMetrics({ redis, queues, workersAlive }),
+    metrics,
+    async connected(timeoutMs: number) {
+      await Promise.all([waitForRedis(redis, timeoutMs), waitForRedis(queueRedis, timeoutMs)]);
+    },
     async readiness() {
       try {
         await redis.ping();
@@ -128,7 +152,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
       await waiter.close();
       await within(Promise.all([...events.values()].map((e) => e.events.close())));
       await within(Promise.all([...queues.values(), webhookQueue].map((q) => q.close())));
-      for (const c of [...eventConnections, redis]) c.disconnect();
+      for (const c of [...eventConnections, redis, queueRedis]) c.disconnect();
     },
   };
 }
