@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { Feature, WEBHOOK_EVENTS } from '@quern/shared';
+import { checkFeatureRow, MAX_FEATURES, WEBHOOK_EVENTS } from '@quern/shared';
 
 /** OpenAPI schemas shared by several routes. JSON fields are snake_case throughout. */
 
@@ -19,11 +19,15 @@ export const ProblemSchema = z
   })
   .openapi('Problem', { description: 'RFC 9457 problem details.' });
 
+/** Checked by a loop (see checkFeatureRow), documented as what it is: an array of numbers. */
 export const FeaturesSchema = z
-  .array(Feature)
-  .min(1)
-  .max(65_536)
+  .custom<number[]>(() => true)
+  .superRefine(checkFeatureRow)
   .openapi({
+    type: 'array',
+    items: { type: 'number' },
+    minItems: 1,
+    maxItems: MAX_FEATURES,
     description: 'One input row: exactly as many finite numbers as the model declares (`GET /v1/models/{name}`).',
     example: [4, 140, 90, 2264, 15.5, 1971],
   });

@@ -92,10 +92,17 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     // One round trip: a cancel request this worker may not have heard, and the cached rows.
     const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
     const cacheKeys = useCache ? data.rows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
-    const pipeline = redis.pipeline().exists(keys.cancelRequest(id));
-    if (useCache) pipeline.mget(...cacheKeys);
-    const [cancelRead, cacheRead] = (await pipeline.exec()) ?? [];
-    if (cancelRead?.[1] === 1) cancels.remember(id);
+    // A sync call's rows were looked up by the API a moment ago (and its caller cancels through
+    // the channel this worker listens on): skip the round trip for those.
+    const lookup = !data.cache_checked;
+    let cacheRead: [Error | null, unknown] | undefined;
+    if (lookup) {
+      const pipeline = redis.pipeline().exists(keys.cancelRequest(id));
+      if (useCache) pipeline.mget(...cacheKeys);
+      const [cancelRead, cached] = (await pipeline.exec()) ?? [];
+      if (cancelRead?.[1] === 1) cancels.remember(id);
+      cacheRead = cached;
+    }
     if (cancels.isCanceled(id)) return end('canceled', 'canceled by its owner before its batch started', 'canceled');
 
     const outputs: number[][] = new Array(data.rows.length);
@@ -162,6 +169,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         outputs[rowIndex] = values;
         writes?.set(cacheKeys[rowIndex] as string, JSON.stringify(values), 'EX', config.QUERN_CACHE_TTL_SECONDS);
       });
+      // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
       if (writes) await writes.exec();
     }
 

@@ -7,10 +7,35 @@ import { WebhookSpec } from './webhooks';
 export const SubmitMode = z.enum(['async', 'sync', 'batch']);
 export type SubmitMode = z.infer<typeof SubmitMode>;
 
-/** One finite number that also fits a float32 (the models' input type). */
-export const Feature = z
-  .number()
-  .refine((v) => Number.isFinite(v) && Math.abs(v) <= 3.4e38, 'must be a finite number within float32 range');
+const FLOAT32_MAX = 3.4028234663852886e38;
+export const MAX_FEATURES = 65_536;
+const BAD_FEATURE = 'must be a finite number within float32 range';
+
+/**
+ * Checks one input row: 1 to 65 536 numbers, each finite and within float32 range, naming the
+ * first bad element (`[3]`). A loop, not a zod schema per number: rows of hundreds of features
+ * arrive thousands of times a second, and a schema per element costs about a hundred times more.
+ */
+export function checkFeatureRow(value: unknown, ctx: z.RefinementCtx): void {
+  if (!Array.isArray(value)) {
+    ctx.addIssue({ code: 'custom', message: 'must be an array of numbers' });
+    return;
+  }
+  if (value.length < 1 || value.length > MAX_FEATURES) {
+    ctx.addIssue({ code: 'custom', message: `must hold 1 to ${MAX_FEATURES} numbers` });
+    return;
+  }
+  for (let i = 0; i < value.length; i++) {
+    const v: unknown = value[i];
+    if (typeof v !== 'number' || !Number.isFinite(v) || Math.abs(v) > FLOAT32_MAX) {
+      ctx.addIssue({ code: 'custom', path: [i], message: BAD_FEATURE });
+      return;
+    }
+  }
+}
+
+/** One input row of a model: see `checkFeatureRow`. */
+export const FeatureRow = z.custom<number[]>(() => true).superRefine(checkFeatureRow);
 
 /**
  * Data of an inference job, as written by the API and checked again by the worker. It holds
@@ -21,11 +46,13 @@ export const InferenceJobData = z.object({
   model: z.string(),
   model_version: z.string(),
   /** One row for a single prediction, up to the batch limit for batch-predict. */
-  rows: z.array(z.array(Feature)).min(1),
+  rows: z.array(FeatureRow).min(1),
   mode: SubmitMode,
   owner: z.string(),
   request_id: z.string(),
   created_at: z.number().int(),
+  /** The API looked every row up in the result cache just before enqueueing (sync calls). */
+  cache_checked: z.boolean().optional(),
   /** Epoch ms after which the job is not computed any more and ends `expired`. */
   deadline_at: z.number().int(),
   /** BullMQ priority the job was queued with (1 is the highest). */

@@ -46,7 +46,7 @@ export async function runSyncJob(
   model: ModelEntry,
   rows: number[][],
   mode: SubmitMode,
-  options: { timeoutMs?: number | undefined; priority?: number | undefined },
+  options: { timeoutMs?: number | undefined; priority?: number | undefined; cacheChecked?: boolean },
 ): Promise<SyncOutcome> {
   const { config, jobs, waiter, metrics } = c.get('services');
   const principal = c.get('principal');

@@ -117,6 +117,7 @@ export function registerBatchPredict(app: OpenAPIHono<AppEnv>): void {
       const outcome = await runSyncJob(c, 'POST /v1/batch-predict', body, model, rows, 'batch', {
         timeoutMs: body.timeout_ms,
         priority: body.priority,
+        cacheChecked: !idempotent,
       });
       if (outcome.kind === 'pending') {
         return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}` });

@@ -49,6 +49,8 @@ export interface SubmitArgs {
   /** Requested BullMQ priority (1 highest); never above the tier's. */
   priority?: number | undefined;
   webhook?: WebhookSpec | undefined;
+  /** The caller looked every row up in the result cache just now: the worker need not. */
+  cacheChecked?: boolean;
 }
 
 export type CancelOutcome =
@@ -126,6 +128,7 @@ export class JobService {
       deadline_at: now + timeout,
       priority: this.priorityFor(args.principal, args.priority),
       ...(args.webhook ? { webhook: args.webhook } : {}),
+      ...(args.cacheChecked ? { cache_checked: true } : {}),
     };
     await this.queueOf(args.model.name).add(INFERENCE_JOB_NAME, data, {
       jobId: id,

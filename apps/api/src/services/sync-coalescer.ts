@@ -129,6 +129,7 @@ export class SyncCoalescer {
         jobId,
         timeoutMs: first.timeoutMs,
         priority: first.priority,
+        cacheChecked: true,
       });
       this.onJob(first.model.name, members.length);
       // Each caller has its own wait; the job is followed for the longest of them.
