@@ -16,6 +16,7 @@ import {
   type WebhookSpec,
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
+import { AddBatcher } from './add-batcher';
 import type { ModelRegistry } from './model-registry';
 import type { Principal } from './principal';
 
@@ -65,6 +66,7 @@ export type CancelOutcome =
  */
 export class JobService {
   private readonly depthCache = new Map<string, { depth: number; at: number }>();
+  private readonly adders = new Map<string, AddBatcher>();
 
   constructor(
     private readonly queues: ReadonlyMap<string, Queue>,
@@ -130,7 +132,12 @@ export class JobService {
       ...(args.webhook ? { webhook: args.webhook } : {}),
       ...(args.cacheChecked ? { cache_checked: true } : {}),
     };
-    await this.queueOf(args.model.name).add(INFERENCE_JOB_NAME, data, {
+    let adder = this.adders.get(args.model.name);
+    if (!adder) {
+      adder = new AddBatcher(this.queueOf(args.model.name));
+      this.adders.set(args.model.name, adder);
+    }
+    await adder.add(INFERENCE_JOB_NAME, data, {
       jobId: id,
       priority: data.priority,
       ...inferenceJobOptions(this.config),
