@@ -24,6 +24,8 @@ export interface BenchResults {
     trivial_hono: LoadPoint;
     raw_bullmq_jobs_per_second: number;
   };
+  /** p50 of sequential requests (one at a time), in ms. */
+  idle_p50_ms: Record<string, number>;
   sync_predict: Record<string, (LoadPoint & { mean_batch_size: number })[]>;
   unbatched_mlp_large: LoadPoint;
   no_queue_mlp_large: LoadPoint;
@@ -68,7 +70,11 @@ function markdown(r: BenchResults): string {
   const ratioRows: [string, string, number | string][] = [
     ['batched_vs_unbatched', 'mlp-large sync c=64, batched ÷ max_batch_size 1', r.ratios.batched_vs_unbatched],
     ['batched_vs_noqueue', 'mlp-large sync c=64 ÷ in-process ONNX Runtime server', r.ratios.batched_vs_noqueue],
-    ['idle_overhead_ms', 'cars-mpg /v1/predict p50 at c=1 − direct ONNX Runtime p50 (ms)', r.ratios.idle_overhead_ms],
+    [
+      'idle_overhead_ms',
+      'cars-mpg /v1/predict p50 one at a time − direct ONNX Runtime p50 (ms)',
+      r.ratios.idle_overhead_ms,
+    ],
     ['ingest_vs_hono', 'POST /v1/jobs c=64 ÷ trivial Hono route', r.ratios.ingest_vs_hono],
     ['ingest_p99_ms', 'POST /v1/jobs c=64 p99 (ms)', r.async_ingest.p99_ms],
     ['drain_vs_bullmq', `${fmt(r.drain.jobs)} queued cars-mpg jobs ÷ raw BullMQ no-op`, r.ratios.drain_vs_bullmq],
@@ -104,6 +110,9 @@ function markdown(r: BenchResults): string {
   }
   for (const [model, ms] of Object.entries(r.limits.direct_ort_p50_ms)) {
     lines.push(`| direct ONNX Runtime, one row, ${model}: p50 ms | ${ms} |`);
+  }
+  for (const [model, ms] of Object.entries(r.idle_p50_ms)) {
+    lines.push(`| \`POST /v1/predict\` one request at a time, ${model}: p50 ms | ${ms} |`);
   }
   lines.push(`| trivial Hono route (JSON in, 202 out), c=64: req/s | ${fmt(r.limits.trivial_hono.rps)} |`);
   lines.push(`| raw BullMQ, no-op processor: jobs/s | ${fmt(r.limits.raw_bullmq_jobs_per_second)} |`);

@@ -9,6 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { KeyStore } from '@quern/api';
@@ -112,6 +113,50 @@ async function load(
   };
 }
 
+/**
+ * p50 latency of requests sent one after another over one kept-alive connection, timed with
+ * performance.now() (autocannon reports whole milliseconds, too coarse for an idle overhead).
+ */
+async function sequentialP50(
+  url: string,
+  path: string,
+  makeBody: (n: number) => string,
+  headers: Record<string, string>,
+  count: number,
+): Promise<number> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const target = new URL(path, url);
+  const send = (body: string) =>
+    new Promise<void>((resolve, reject) => {
+      const req = request(
+        target,
+        {
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  let n = Math.floor(Math.random() * 1e6) * 1000;
+  for (let i = 0; i < 30; i++) await send(makeBody(n++));
+  const times: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const body = makeBody(n++);
+    const t = performance.now();
+    await send(body);
+    times.push(performance.now() - t);
+  }
+  agent.destroy();
+  times.sort((a, b) => a - b);
+  return Math.round((times[Math.floor(times.length / 2)] as number) * 1000) / 1000;
+}
+
 // ---------------------------------------------------------------- processes
 
 function peakRssMb(pid: number | undefined): number {
@@ -193,13 +238,23 @@ async function main(): Promise<void> {
     QUERN_WORKER_THREADS: String(THREADS),
   };
   const apiPort = await freePort();
-  const api = new ServiceProcess({
-    name: 'api',
-    entry: 'apps/api/dist/main.js',
-    runner: 'node',
-    outputFd: logFd,
-    env: { ...env, PORT: String(apiPort) },
-  });
+  const apiRss: number[] = [];
+  const startApi = async (modelsDir = MODELS_DIR) => {
+    const process = new ServiceProcess({
+      name: 'api',
+      entry: 'apps/api/dist/main.js',
+      runner: 'node',
+      outputFd: logFd,
+      env: { ...env, QUERN_MODELS_DIR: modelsDir, PORT: String(apiPort) },
+    });
+    await waitForHttp(`http://127.0.0.1:${apiPort}/health`, 60_000);
+    return process;
+  };
+  const stopApi = async (p: ServiceProcess) => {
+    apiRss.push(peakRssMb(p.pid));
+    await p.stop('SIGTERM');
+  };
+  let api = await startApi();
   const base = `http://127.0.0.1:${apiPort}`;
   const workerRss: number[] = [];
   const startWorker = async (modelsDir = MODELS_DIR) => {
@@ -346,6 +401,12 @@ async function main(): Promise<void> {
   log(`  raw BullMQ no-op: ${bullmqRate} jobs/s`);
 
   // ------------------------------------------------------------ 2. sync predict
+  log('idle latency: one request at a time, timed to the microsecond');
+  const idle: Record<string, number> = {};
+  for (const model of ['cars-mpg', 'mlp-large'] as const) {
+    idle[model] = await sequentialP50(base, '/v1/predict', bodyMaker(model), auth, SMOKE ? 50 : 400);
+    log(`  ${model}: p50 ${idle[model]} ms`);
+  }
   log('sync predict: POST /v1/predict with unique inputs');
   const sync: Record<string, (LoadPoint & { mean_batch_size: number })[]> = {};
   for (const model of ['cars-mpg', 'mlp-large'] as const) {
@@ -364,16 +425,22 @@ async function main(): Promise<void> {
   }
 
   // ------------------------------------------------------------ 3. unbatched
-  log('unbatched: mlp-large with max_batch_size 1');
+  log('unbatched: mlp-large with max_batch_size 1 (no batching anywhere: API and worker read the same manifest)');
   await stopWorker(current);
+  await stopApi(api);
   const variantDir = writeVariantModels(manifest, 1);
+  api = await startApi(variantDir);
   current = await startWorker(variantDir);
+  await waitForHttp(`${base}/ready`, 60_000);
   await load(base, '/v1/predict', 16, bodyMaker('mlp-large'), auth, 1);
   const unbatched = await load(base, '/v1/predict', 64, bodyMaker('mlp-large'), auth);
   log(`  mlp-large c=64 unbatched: ${unbatched.rps} req/s, p99 ${unbatched.p99_ms} ms`);
   await stopWorker(current);
+  await stopApi(api);
   rmSync(variantDir, { recursive: true, force: true });
+  api = await startApi();
   current = await startWorker();
+  await waitForHttp(`${base}/ready`, 60_000);
 
   // ------------------------------------------------------------ 4. no queue
   log('no queue: ONNX Runtime in-process per request (the baseline server)');
@@ -414,21 +481,23 @@ async function main(): Promise<void> {
   log(`  ${batchPoint.rps} req/s = ${clientBatchRows} rows/s, p99 ${batchPoint.p99_ms} ms`);
 
   // ------------------------------------------------------------ 8. memory, ratios, report
-  const rss = { api: peakRssMb(api.pid), worker: Math.max(...workerRss, peakRssMb(current.worker.pid)) };
+  const rss = {
+    api: Math.max(...apiRss, peakRssMb(api.pid)),
+    worker: Math.max(...workerRss, peakRssMb(current.worker.pid)),
+  };
   await stopWorker(current);
-  await api.stop();
+  await stopApi(api);
   closeSync(logFd);
   client.disconnect();
   await redis.stop();
 
   const find = (model: string, c: number) => sync[model]?.find((p) => p.concurrency === c);
   const mlp64 = find('mlp-large', 64) ?? find('mlp-large', Math.max(...CONCURRENCY));
-  const cars1 = find('cars-mpg', 1);
   const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
   const ratios = {
     batched_vs_unbatched: ratio(mlp64?.rps ?? 0, unbatched.rps),
     batched_vs_noqueue: ratio(mlp64?.rps ?? 0, noQueue.rps),
-    idle_overhead_ms: Math.round(((cars1?.p50_ms ?? 0) - (directLatency['cars-mpg'] ?? 0)) * 100) / 100,
+    idle_overhead_ms: Math.round(((idle['cars-mpg'] ?? 0) - (directLatency['cars-mpg'] ?? 0)) * 100) / 100,
     ingest_vs_hono: ratio(ingest.rps, honoPoint.rps),
     drain_vs_bullmq: ratio(drain, bullmqRate),
     client_batch_vs_ort: ratio(clientBatchRows, ort['mlp-large']?.['128'] ?? 0),
@@ -457,6 +526,7 @@ async function main(): Promise<void> {
       trivial_hono: honoPoint,
       raw_bullmq_jobs_per_second: bullmqRate,
     },
+    idle_p50_ms: idle,
     sync_predict: sync,
     unbatched_mlp_large: unbatched,
     no_queue_mlp_large: noQueue,

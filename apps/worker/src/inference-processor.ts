@@ -15,6 +15,7 @@ import { type BatchScheduler, DroppedError } from './batcher';
 import type { CancelListener } from './cancel-listener';
 import type { WorkerMetrics } from './metrics';
 import type { ServedModel } from './models';
+import type { RedisBatcher } from './redis-batcher';
 import type { TurnLimiter } from './turn-limiter';
 import type { WebhookDispatcher } from './webhook-dispatcher';
 
@@ -28,7 +29,8 @@ const DEADLINE_REASON = 'the job was still queued at its deadline';
 export interface ProcessorDeps {
   config: Config;
   keys: KeySpace;
-  redis: RedisClient;
+  /** Cache and cancel reads, cache writes: batched per event-loop turn. */
+  reads: RedisBatcher;
   scheduler: BatchScheduler;
   cancels: CancelListener;
   webhooks: WebhookDispatcher;
@@ -48,7 +50,7 @@ export interface ProcessorDeps {
  */
 export function createInferenceProcessor(served: ServedModel, deps: ProcessorDeps) {
   const { entry } = served;
-  const { config, keys, redis, scheduler, metrics, cancels, webhooks, turns } = deps;
+  const { config, keys, scheduler, metrics, cancels, webhooks, turns, reads } = deps;
   const outSize = served.pool.outputSize;
 
   return async function processInferenceJob(job: Job): Promise<InferenceResult> {
@@ -95,20 +97,18 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     // A sync call's rows were looked up by the API a moment ago (and its caller cancels through
     // the channel this worker listens on): skip the round trip for those.
     const lookup = !data.cache_checked;
-    let cacheRead: [Error | null, unknown] | undefined;
+    let hits: (string | null)[] = [];
     if (lookup) {
-      const pipeline = redis.pipeline().exists(keys.cancelRequest(id));
-      if (useCache) pipeline.mget(...cacheKeys);
-      const [cancelRead, cached] = (await pipeline.exec()) ?? [];
-      if (cancelRead?.[1] === 1) cancels.remember(id);
-      cacheRead = cached;
+      // One MGET for every job this worker starts in this turn (RedisBatcher).
+      const [cancelRequested, ...cachedRows] = await reads.mget([keys.cancelRequest(id), ...cacheKeys]);
+      if (cancelRequested !== null) cancels.remember(id);
+      hits = cachedRows;
     }
     if (cancels.isCanceled(id)) return end('canceled', 'canceled by its owner before its batch started', 'canceled');
 
     const outputs: number[][] = new Array(data.rows.length);
     const cached: boolean[] = new Array(data.rows.length).fill(false);
     const missing: number[] = [];
-    const hits = (cacheRead?.[1] as (string | null)[] | undefined) ?? [];
     for (let i = 0; i < data.rows.length; i++) {
       const hit = hits[i];
       const value = hit ? parseCached(hit, outSize) : undefined;
@@ -163,14 +163,14 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       // A big batch finishes many jobs at once: finish them a group per event-loop turn.
       await turns.pass();
       ({ startedAt, inferenceMs, batchSize } = result);
-      const writes = useCache ? redis.pipeline() : undefined;
+      const writes: [string, string][] = [];
       missing.forEach((rowIndex, k) => {
         const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
         outputs[rowIndex] = values;
-        writes?.set(cacheKeys[rowIndex] as string, JSON.stringify(values), 'EX', config.QUERN_CACHE_TTL_SECONDS);
+        if (useCache) writes.push([cacheKeys[rowIndex] as string, JSON.stringify(values)]);
       });
       // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
-      if (writes) await writes.exec();
+      await reads.setEx(writes);
     }
 
     const finishedAt = Date.now();

@@ -18,6 +18,7 @@ import { InferencePool } from './inference-pool';
 import { createInferenceProcessor } from './inference-processor';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
+import { RedisBatcher } from './redis-batcher';
 import { TurnLimiter } from './turn-limiter';
 import { WebhookDispatcher } from './webhook-dispatcher';
 import { createWebhookSender } from './webhook-sender';
@@ -113,6 +114,7 @@ export class WorkerRuntime {
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, Queue>();
     const turns = new TurnLimiter(64);
+    const reads = new RedisBatcher(this.redis, config.QUERN_CACHE_TTL_SECONDS);
     for (const model of this.served) {
       const name = model.entry.name;
       const concurrency =
@@ -122,7 +124,7 @@ export class WorkerRuntime {
       const processor = createInferenceProcessor(model, {
         config,
         keys,
-        redis: this.redis,
+        reads,
         scheduler: this.scheduler,
         cancels,
         webhooks,

@@ -45,3 +45,14 @@ export function createLogger(
     destination,
   );
 }
+
+/**
+ * A child for lines whose fields are fixed and known to hold no secret (the one access line per
+ * request: method, route, status, duration, principal id, key prefix). Redaction walks every
+ * field of every line and costs several times the line itself; these lines skip it. Never pass
+ * it anything else.
+ */
+export function accessLogger(logger: Logger): Logger {
+  // An empty list would inherit the parent's paths: a path that never occurs turns redaction off.
+  return logger.child({}, { redact: { paths: ['__no_secret_fields_in_access_lines__'] } });
+}

@@ -1,4 +1,4 @@
-import { type Logger, newId } from '@quern/shared';
+import { accessLogger, type Logger, newId } from '@quern/shared';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 import type { Services } from '../services/services';
@@ -27,6 +27,7 @@ function lazyChild(logger: Logger, requestId: string): Logger {
  * and the HTTP metrics when the response is done.
  */
 export function requestContext(services: Services, logger: Logger) {
+  const access = accessLogger(logger);
   return createMiddleware<AppEnv>(async (c, next) => {
     const started = performance.now();
     const incoming = c.req.header('x-request-id');
@@ -47,7 +48,7 @@ export function requestContext(services: Services, logger: Logger) {
       services.metrics.httpDuration.labels(c.req.method, route).observe(seconds);
       if (route !== '/metrics' && route !== '/health') {
         const principal = c.get('principal');
-        logger.info(
+        access.info(
           {
             request_id: requestId,
             method: c.req.method,

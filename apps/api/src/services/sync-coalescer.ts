@@ -100,7 +100,9 @@ export class SyncCoalescer {
     setImmediate(() => {
       group.flushScheduled = false;
       while (group.open.length > 0 && group.inFlight < this.options.maxInFlight) {
-        void this.flush(key, group, group.open.splice(0, this.options.maxRows));
+        // A job never holds more rows than one batch of its model takes.
+        const rows = Math.min(this.options.maxRows, group.open[0]?.request.model.batching.max_batch_size ?? 1);
+        void this.flush(key, group, group.open.splice(0, rows));
       }
       if (group.open.length === 0 && group.inFlight === 0) this.groups.delete(key);
     });

@@ -1,0 +1,91 @@
+import type { RedisClient } from '@quern/shared';
+
+interface Read {
+  keys: string[];
+  resolve: (values: (string | null)[]) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Write {
+  entries: [key: string, value: string][];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Reads and writes of many jobs, one round trip per event-loop turn: the reads of every job
+ * started in a turn go out as one MGET, their cache writes as one pipeline. A worker fetching
+ * hundreds of jobs a second would otherwise make a round trip (and a syscall) for each.
+ */
+export class RedisBatcher {
+  private reads: Read[] = [];
+  private writes: Write[] = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  /** Values of `keys` (null where missing), read together with everyone else's this turn. */
+  mget(keys: string[]): Promise<(string | null)[]> {
+    if (keys.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.reads.push({ keys, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Stores each value with the cache TTL, together with everyone else's this turn. */
+  setEx(entries: [key: string, value: string][]): Promise<void> {
+    if (entries.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.writes.push({ entries, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flushReads();
+      this.flushWrites();
+    });
+  }
+
+  private flushReads(): void {
+    const reads = this.reads;
+    this.reads = [];
+    if (reads.length === 0) return;
+    this.redis.mget(...reads.flatMap((r) => r.keys)).then(
+      (values) => {
+        let at = 0;
+        for (const r of reads) {
+          r.resolve(values.slice(at, at + r.keys.length));
+          at += r.keys.length;
+        }
+      },
+      (err: unknown) => {
+        for (const r of reads) r.reject(err);
+      },
+    );
+  }
+
+  private flushWrites(): void {
+    const writes = this.writes;
+    this.writes = [];
+    if (writes.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const w of writes) for (const [key, value] of w.entries) pipeline.set(key, value, 'EX', this.ttlSeconds);
+    pipeline.exec().then(
+      () => {
+        for (const w of writes) w.resolve();
+      },
+      (err: unknown) => {
+        for (const w of writes) w.reject(err);
+      },
+    );
+  }
+}
