@@ -91,6 +91,80 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     expect(alias.cached).toBe(true);
   });
 
+  it('batch-predict takes the rows packed as float32 (tensor): same numbers, same cache, jobs carry them packed', async () => {
+    const rows = randomRows(20, 256, 31);
+    const packed = (values: number[][]) => Buffer.from(Float32Array.from(values.flat()).buffer).toString('base64');
+    const queue = stack.services.jobs.queueOf('mlp-large');
+    const res = await stack.post('/v1/batch-predict', {
+      model: 'mlp-large',
+      tensor: { dtype: 'float32', shape: [20, 256], data: packed(rows) },
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { predictions: number[][]; job_id: string; cached: boolean };
+    expect(body.cached).toBe(false);
+    expect(maxAbsDiff(body.predictions, await mlp.run(rows))).toBeLessThan(1e-4);
+    // The job holds the rows packed (no JSON numbers), exactly the bytes the model read.
+    const job = await queue.getJob(body.job_id);
+    expect(job?.data.rows).toBeUndefined();
+    expect(job?.data.input).toEqual({ count: 20, width: 256, f32: packed(rows) });
+
+    // The same rows as JSON numbers are the same cache entries.
+    const json = await stack.post('/v1/batch-predict', {
+      model: 'mlp-large',
+      requests: rows.map((features) => ({ features })),
+    });
+    const again = (await json.json()) as { predictions: number[][]; cached: boolean };
+    expect(again.cached).toBe(true);
+    expect(again.predictions).toEqual(body.predictions);
+  });
+
+  it('refuses a bad tensor with a 422 naming the field, and enqueues nothing', async () => {
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    const before = await queue.count();
+    const four = Buffer.from(Float32Array.from([4, 97, 88, 2130, 14.5, 1971, 8, 350, 165, 4200, 11, 1970]).buffer);
+    const cases: [unknown, string, RegExp][] = [
+      [{ dtype: 'float32', shape: [2, 5], data: four.toString('base64') }, 'tensor.shape[1]', /expected 6 features/],
+      [{ dtype: 'float32', shape: [3, 6], data: four.toString('base64') }, 'tensor.data', /48 bytes; 3 rows of 6/],
+      [
+        { dtype: 'float32', shape: [2, 6], data: `${four.toString('base64').slice(0, -4)}!!!!` },
+        'tensor.data',
+        /not base64/,
+      ],
+      [{ dtype: 'float64', shape: [2, 6], data: four.toString('base64') }, 'tensor.dtype', /./],
+      [{ dtype: 'float32', shape: [101, 6], data: '' }, 'tensor.shape[0]', /at most 100 rows/],
+      [
+        {
+          dtype: 'float32',
+          shape: [2, 6],
+          data: Buffer.from(Float32Array.from([1, 2, 3, 4, 5, 6, 1, 2, Number.NaN, 4, 5, 6]).buffer).toString('base64'),
+        },
+        'tensor.data',
+        /row 1 holds a NaN/,
+      ],
+    ];
+    for (const [tensor, field, message] of cases) {
+      const res = await stack.post('/v1/batch-predict', { model: 'cars-mpg', tensor });
+      expect(res.status, JSON.stringify(tensor).slice(0, 80)).toBe(422);
+      const problem = (await res.json()) as { errors: { field: string; message: string }[] };
+      expect(problem.errors[0]?.field).toBe(field);
+      expect(problem.errors[0]?.message).toMatch(message);
+    }
+    // Both forms, or neither: one of them must be given.
+    for (const body of [
+      { model: 'cars-mpg' },
+      {
+        model: 'cars-mpg',
+        requests: [{ features: [4, 97, 88, 2130, 14.5, 1971] }],
+        tensor: { dtype: 'float32', shape: [2, 6], data: four.toString('base64') },
+      },
+    ]) {
+      const res = await stack.post('/v1/batch-predict', body);
+      expect(res.status).toBe(422);
+      expect(((await res.json()) as { detail: string }).detail).toMatch(/exactly one of requests and tensor/);
+    }
+    expect(await queue.count()).toBe(before);
+  });
+
   it('gathers concurrent sync calls of one principal into shared jobs, each caller getting its own row', async () => {
     const queue = stack.services.jobs.queueOf('mlp-large');
     const before = await queue.count();

@@ -1,3 +1,4 @@
+import type { Row } from '@quern/shared';
 import type { BatchOutput } from './inference-pool';
 
 /** What the scheduler needs of the inference pool; an interface so the scheduler is testable alone. */
@@ -52,7 +53,7 @@ interface Request {
   id: string | undefined;
   onStart: ((startedAt: number) => void) | undefined;
   model: BatchModel;
-  rows: readonly (readonly number[])[];
+  rows: readonly Row[];
   enqueuedAt: number;
   shouldDrop: (() => string | null) | undefined;
   output: Float32Array;
@@ -133,7 +134,7 @@ export class BatchScheduler {
     return this.inFlight;
   }
 
-  submit(modelName: string, rows: readonly (readonly number[])[], options: SubmitOptions = {}): Promise<BatchResult> {
+  submit(modelName: string, rows: readonly Row[], options: SubmitOptions = {}): Promise<BatchResult> {
     const queue = this.queues.get(modelName);
     if (!queue) return Promise.reject(new Error(`model ${modelName} is not served by this worker`));
     const { model } = queue;
@@ -277,7 +278,7 @@ export class BatchScheduler {
     let at = 0;
     for (const { req, offset, count } of parts) {
       for (let r = offset; r < offset + count; r++) {
-        input.set(req.rows[r] as readonly number[], at);
+        input.set(req.rows[r] as Row, at);
         at += model.features;
       }
     }

@@ -6,9 +6,9 @@ import {
   inputHash,
   type JobErrorCode,
   type JobSnapshot,
+  jobMatrix,
   type KeySpace,
   type Logger,
-  type RedisClient,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
 import { type BatchScheduler, DroppedError } from './batcher';
@@ -85,15 +85,17 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       );
     }
     const width = entry.input.features;
-    const bad = data.rows.findIndex((row) => row.length !== width);
-    if (bad >= 0) {
-      return end('invalid_input', `row ${bad} has ${data.rows[bad]?.length} features, expected ${width}`, 'failed');
+    const matrix = jobMatrix(data);
+    if (typeof matrix === 'string') return end('invalid_input', matrix, 'failed');
+    if (matrix.width !== width) {
+      return end('invalid_input', `row 0 has ${matrix.width} features, expected ${width}`, 'failed');
     }
+    const inputRows = matrix.rows();
     if (Date.now() > data.deadline_at) return end('deadline_exceeded', DEADLINE_REASON, 'failed');
 
     // One round trip: a cancel request this worker may not have heard, and the cached rows.
     const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
-    const cacheKeys = useCache ? data.rows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
+    const cacheKeys = useCache ? inputRows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
     // A sync call's rows were looked up by the API a moment ago (and its caller cancels through
     // the channel this worker listens on): skip the round trip for those.
     const lookup = !data.cache_checked;
@@ -106,10 +108,10 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     }
     if (cancels.isCanceled(id)) return end('canceled', 'canceled by its owner before its batch started', 'canceled');
 
-    const outputs: number[][] = new Array(data.rows.length);
-    const cached: boolean[] = new Array(data.rows.length).fill(false);
+    const outputs: number[][] = new Array(matrix.count);
+    const cached: boolean[] = new Array(matrix.count).fill(false);
     const missing: number[] = [];
-    for (let i = 0; i < data.rows.length; i++) {
+    for (let i = 0; i < matrix.count; i++) {
       const hit = hits[i];
       const value = hit ? parseCached(hit, outSize) : undefined;
       if (value) {
@@ -130,7 +132,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'));
     }
     if (missing.length > 0) {
-      const rows = missing.map((i) => data.rows[i] as number[]);
+      const rows = missing.length === matrix.count ? inputRows : missing.map((i) => inputRows[i] as Float32Array);
       let result: Awaited<ReturnType<BatchScheduler['submit']>>;
       try {
         result = await scheduler.submit(entry.name, rows, {

@@ -11,6 +11,7 @@ import {
   loadManifest,
   type ModelManifest,
   newId,
+  RowMatrix,
 } from '@quern/shared';
 import { type Job, Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -124,6 +125,24 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       await expect(job.waitUntilFinished(events, 10_000)).rejects.toThrow(/^invalid_input: row 0 has 3 features/);
       const failed = await queue.getJob(job.id as string);
       expect(failed?.attemptsMade).toBe(1);
+
+      // Packed input is checked as closely as JSON rows: a NaN the API would have refused.
+      const { rows: _rows, ...rest } = jobData('cars-mpg', [[1, 2, 3, 4, 5, 6]]);
+      const f32 = RowMatrix.fromRows([
+        [1, 2, 3, 4, 5, 6],
+        [1, 2, Number.NaN, 4, 5, 6],
+      ]).toBase64();
+      const packed = await queue.add(
+        INFERENCE_JOB_NAME,
+        { ...rest, input: { count: 2, width: 6, f32 } },
+        {
+          jobId: newId('job'),
+          attempts: 3,
+        },
+      );
+      await expect(packed.waitUntilFinished(events, 10_000)).rejects.toThrow(
+        /^invalid_input: row 1 holds a NaN or an infinity/,
+      );
     } finally {
       await events.close();
       await queue.close();

@@ -1,5 +1,5 @@
 import { decodeJobError } from './errors';
-import { type InferenceJobData, InferenceResult } from './jobs';
+import { type InferenceJobData, InferenceResult, jobRowCount } from './jobs';
 import { type ModelEntry, outputSize } from './model-manifest';
 import type { DeliveryState } from './webhooks';
 
@@ -109,7 +109,7 @@ export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now
     priority: data.priority,
     // A batch job, or sync calls coalesced into one job, list every row's prediction.
     output: shaped
-      ? data.mode === 'batch' || data.rows.length > 1
+      ? data.mode === 'batch' || jobRowCount(data) > 1
         ? { predictions: shaped }
         : { prediction: shaped[0] as number | number[] }
       : null,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Config } from './config';
+import { type Row, RowMatrix } from './row-matrix';
 import { WebhookSpec } from './webhooks';
 
 /** How a job was submitted; used for metrics and to shape the response. */
@@ -37,28 +38,44 @@ export function checkFeatureRow(value: unknown, ctx: z.RefinementCtx): void {
 /** One input row of a model: see `checkFeatureRow`. */
 export const FeatureRow = z.custom<number[]>(() => true).superRefine(checkFeatureRow);
 
+/** Input rows packed as little-endian float32 in base64: see `RowMatrix`. */
+export const PackedRows = z.object({
+  count: z.number().int().min(1),
+  width: z.number().int().min(1).max(MAX_FEATURES),
+  f32: z.string(),
+});
+export type PackedRows = z.infer<typeof PackedRows>;
+
 /**
  * Data of an inference job, as written by the API and checked again by the worker. It holds
  * no secret: the owner is a principal id, never a key or token.
  */
-export const InferenceJobData = z.object({
-  v: z.literal(1),
-  model: z.string(),
-  model_version: z.string(),
-  /** One row for a single prediction, up to the batch limit for batch-predict. */
-  rows: z.array(FeatureRow).min(1),
-  mode: SubmitMode,
-  owner: z.string(),
-  request_id: z.string(),
-  created_at: z.number().int(),
-  /** The API looked every row up in the result cache just before enqueueing (sync calls). */
-  cache_checked: z.boolean().optional(),
-  /** Epoch ms after which the job is not computed any more and ends `expired`. */
-  deadline_at: z.number().int(),
-  /** BullMQ priority the job was queued with (1 is the highest). */
-  priority: z.number().int().min(1),
-  webhook: WebhookSpec.optional(),
-});
+export const InferenceJobData = z
+  .object({
+    v: z.literal(1),
+    model: z.string(),
+    model_version: z.string(),
+    /**
+     * The input: one row for a single prediction, up to the batch limit for batch-predict. The
+     * API writes `input` (packed); `rows` (JSON numbers) is read too, for jobs from older APIs.
+     */
+    input: PackedRows.optional(),
+    rows: z.array(FeatureRow).min(1).optional(),
+    mode: SubmitMode,
+    owner: z.string(),
+    request_id: z.string(),
+    created_at: z.number().int(),
+    /** The API looked every row up in the result cache just before enqueueing (sync calls). */
+    cache_checked: z.boolean().optional(),
+    /** Epoch ms after which the job is not computed any more and ends `expired`. */
+    deadline_at: z.number().int(),
+    /** BullMQ priority the job was queued with (1 is the highest). */
+    priority: z.number().int().min(1),
+    webhook: WebhookSpec.optional(),
+  })
+  .refine((d) => (d.input === undefined) !== (d.rows === undefined), {
+    message: 'a job holds exactly one of input and rows',
+  });
 export type InferenceJobData = z.infer<typeof InferenceJobData>;
 
 /** What a worker stores as the job's return value. */
@@ -95,7 +112,22 @@ export function inferenceJobOptions(config: Config) {
  * Canonical hash of one input row for the result cache. Values are hashed as the float32 the
  * model sees, so `1` and `1.0000000001` share an entry exactly when the model cannot tell them apart.
  */
-export function inputHash(row: readonly number[]): string {
-  const buf = Buffer.from(Float32Array.from(row).buffer);
+export function inputHash(row: Row): string {
+  const f32 = row instanceof Float32Array ? row : Float32Array.from(row);
+  const buf = Buffer.from(f32.buffer, f32.byteOffset, f32.byteLength);
   return createHash('sha256').update(buf).digest('base64url');
+}
+
+/** How many input rows a job holds. */
+export function jobRowCount(data: InferenceJobData): number {
+  return data.input?.count ?? data.rows?.length ?? 0;
+}
+
+/** A job's input rows as one matrix, or a message saying why they cannot be one. */
+export function jobMatrix(data: InferenceJobData): RowMatrix | string {
+  if (data.input) return RowMatrix.fromBase64(data.input.f32, data.input.count, data.input.width);
+  const rows = data.rows ?? [];
+  const width = rows[0]?.length ?? 0;
+  const bad = rows.findIndex((row) => row.length !== width);
+  return bad >= 0 ? `row ${bad} has ${rows[bad]?.length} features, row 0 has ${width}` : RowMatrix.fromRows(rows);
 }

@@ -1,7 +1,10 @@
-import { type FieldError, type ModelEntry, QuernError } from '@quern/shared';
+import { z } from '@hono/zod-openapi';
+import { type FieldError, MAX_FEATURES, type ModelEntry, QuernError, RowMatrix } from '@quern/shared';
 
 /** Most rows one batch-predict request may carry (one job). */
 export const MAX_BATCH_ROWS = 100;
+/** Base64 length of the largest tensor: 100 rows of 65 536 float32 values. */
+const MAX_TENSOR_BASE64 = Math.ceil((MAX_BATCH_ROWS * MAX_FEATURES * 4) / 3) * 4;
 
 /**
  * Checks every row's width against the model (the JSON schema cannot know the model): a 422
@@ -37,4 +40,43 @@ export function syncWaitMs(prefer: string | undefined, defaultMs: number, maxMs:
     if (match) wait = Number(match[1]) * 1000;
   }
   return wait === undefined ? defaultMs : Math.min(wait, maxMs);
+}
+
+/** `tensor` of a batch-predict request: many rows as packed float32 instead of JSON numbers. */
+export const TensorInputSchema = z
+  .object({
+    dtype: z.literal('float32').openapi({ description: 'The one type accepted: IEEE 754 binary32.' }),
+    shape: z
+      .array(z.number().int().min(1))
+      .length(2)
+      .refine((s) => (s[0] as number) <= MAX_BATCH_ROWS, { message: `at most ${MAX_BATCH_ROWS} rows`, path: [0] })
+      .openapi({ description: '`[rows, features]`.', example: [2, 6] }),
+    data: z
+      .string()
+      .max(MAX_TENSOR_BASE64)
+      .openapi({
+        description:
+          '`rows × features` little-endian float32 values, row after row, in base64 (RFC 4648, with padding). ' +
+          'NaN and infinities are refused.',
+      }),
+  })
+  .openapi('TensorInput');
+export type TensorInput = z.infer<typeof TensorInputSchema>;
+
+/** The rows of a `tensor`, checked against the model: a 422 naming `tensor.shape` or `tensor.data`. */
+export function tensorRows(model: ModelEntry, tensor: TensorInput): RowMatrix {
+  const [count, width] = tensor.shape as [number, number];
+  if (width !== model.input.features) {
+    const message = `expected ${model.input.features} features for model ${model.name}, got ${width}`;
+    throw new QuernError('validation_failed', `tensor.shape[1]: ${message}`, {
+      errors: [{ field: 'tensor.shape[1]', message }],
+    });
+  }
+  const matrix = RowMatrix.fromBase64(tensor.data, count, width);
+  if (typeof matrix === 'string') {
+    throw new QuernError('validation_failed', `tensor.data: ${matrix}`, {
+      errors: [{ field: 'tensor.data', message: matrix }],
+    });
+  }
+  return matrix;
 }

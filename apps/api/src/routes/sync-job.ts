@@ -4,6 +4,7 @@ import {
   jobView,
   type ModelEntry,
   QuernError,
+  type RowMatrix,
   type SubmitMode,
 } from '@quern/shared';
 import type { Context } from 'hono';
@@ -44,7 +45,7 @@ export async function runSyncJob(
   route: string,
   body: unknown,
   model: ModelEntry,
-  rows: number[][],
+  input: RowMatrix,
   mode: SubmitMode,
   options: { timeoutMs?: number | undefined; priority?: number | undefined; cacheChecked?: boolean },
 ): Promise<SyncOutcome> {
@@ -72,7 +73,7 @@ export async function runSyncJob(
     }
   } else {
     try {
-      await jobs.submit({ model, rows, mode, principal, requestId: c.get('requestId'), jobId, ...options });
+      await jobs.submit({ model, input, mode, principal, requestId: c.get('requestId'), jobId, ...options });
     } catch (err) {
       handle.cancel();
       await claim.release();

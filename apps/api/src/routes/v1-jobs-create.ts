@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { jobView } from '@quern/shared';
+import { jobView, RowMatrix } from '@quern/shared';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
 import {
@@ -73,7 +73,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
     const { id, data } = await jobs
       .submit({
         model,
-        rows: [body.features],
+        input: RowMatrix.fromRows([body.features]),
         mode: 'async',
         principal: c.get('principal'),
         requestId: c.get('requestId'),

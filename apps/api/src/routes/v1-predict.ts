@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { presentPrediction } from '@quern/shared';
+import { presentPrediction, RowMatrix } from '@quern/shared';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
 import {
@@ -147,10 +147,18 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
         );
       }
 
-      const outcome = await runSyncJob(c, 'POST /v1/predict', body, model, [body.features], 'sync', {
-        timeoutMs: body.timeout_ms,
-        priority: body.priority,
-      });
+      const outcome = await runSyncJob(
+        c,
+        'POST /v1/predict',
+        body,
+        model,
+        RowMatrix.fromRows([body.features]),
+        'sync',
+        {
+          timeoutMs: body.timeout_ms,
+          priority: body.priority,
+        },
+      );
       if (outcome.kind === 'pending') {
         return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}`, 'quern-job-row': '0' });
       }

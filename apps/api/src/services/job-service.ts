@@ -11,6 +11,7 @@ import {
   newId,
   QuernError,
   type RedisClient,
+  type RowMatrix,
   readDeliveryStates,
   type SubmitMode,
   type WebhookSpec,
@@ -40,7 +41,8 @@ interface CanceledRecord {
 
 export interface SubmitArgs {
   model: ModelEntry;
-  rows: number[][];
+  /** The input rows, checked against the model. */
+  input: RowMatrix;
   mode: SubmitMode;
   principal: Principal;
   requestId: string;
@@ -122,7 +124,7 @@ export class JobService {
       v: 1,
       model: args.model.name,
       model_version: args.model.version,
-      rows: args.rows,
+      input: { count: args.input.count, width: args.input.width, f32: args.input.toBase64() },
       mode: args.mode,
       owner: args.principal.id,
       request_id: args.requestId,

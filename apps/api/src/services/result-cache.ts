@@ -1,4 +1,4 @@
-import { inputHash, type KeySpace, type ModelEntry, outputSize, type RedisClient } from '@quern/shared';
+import { inputHash, type KeySpace, type ModelEntry, outputSize, type RedisClient, type Row } from '@quern/shared';
 
 /**
  * Read side of the result cache the workers fill. Keys hold model name, version and the hash of
@@ -16,7 +16,7 @@ export class ResultCache {
   }
 
   /** Cached outputs for each row, or null where a row is not cached. */
-  async lookup(model: ModelEntry, rows: readonly (readonly number[])[]): Promise<(number[] | null)[]> {
+  async lookup(model: ModelEntry, rows: readonly Row[]): Promise<(number[] | null)[]> {
     if (!this.enabled) return rows.map(() => null);
     const size = outputSize(model);
     const raw = await this.redis.mget(...rows.map((row) => this.keys.cache(model.name, model.version, inputHash(row))));

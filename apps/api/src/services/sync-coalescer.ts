@@ -1,4 +1,12 @@
-import { type InferenceResult, type JobErrorCode, jobView, type Logger, type ModelEntry, newId } from '@quern/shared';
+import {
+  type InferenceResult,
+  type JobErrorCode,
+  jobView,
+  type Logger,
+  type ModelEntry,
+  newId,
+  RowMatrix,
+} from '@quern/shared';
 import type { JobService, JobView } from './job-service';
 import type { Principal } from './principal';
 import type { ResultWaiter } from './result-waiter';
@@ -124,7 +132,7 @@ export class SyncCoalescer {
     try {
       await this.jobs.submit({
         model: first.model,
-        rows: members.map((m) => m.request.row),
+        input: RowMatrix.fromRows(members.map((m) => m.request.row)),
         mode: 'sync',
         principal: first.principal,
         requestId: first.requestId,
