@@ -8,7 +8,7 @@ export default defineConfig({
       'models/test/**/*.test.ts',
       'tests/**/*.test.ts',
     ],
-    exclude: ['**/node_modules/**', 'tests/chaos/**', 'tests/bench/**'],
+    exclude: ['**/node_modules/**', 'tests/chaos/**'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -1,0 +1,82 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from '@quern/devkit';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { BenchResults } from './report';
+
+/**
+ * The benchmark's smoke run (`BENCH_SMOKE=1`: a second per load point, two concurrencies), so
+ * the harness cannot rot between full runs. It checks the shape and sanity of what the run
+ * writes, never speed: speed is for `pnpm bench` and docs/benchmarks.md.
+ */
+const out = mkdtempSync(join(tmpdir(), 'quern-bench-smoke-'));
+
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+function runSmoke(): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'tests/bench/run.ts'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, BENCH_SMOKE: '1', BENCH_OUT: out, BENCH_DOCS: out },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d.toString();
+    });
+    child.on('exit', (code) => resolve({ code, output }));
+  });
+}
+
+describe('pnpm bench (smoke)', () => {
+  it('runs every scenario and writes results, table and chart with every ratio', async () => {
+    const { code, output } = await runSmoke();
+    expect(code, output.slice(-2000)).toBe(0);
+    const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as BenchResults;
+    expect(r.smoke).toBe(true);
+    expect(r.machine.cores).toBeGreaterThan(0);
+    // Every input was unique: nothing came from the result cache.
+    expect(r.cache_hits).toBe(0);
+    for (const key of [
+      'batched_vs_unbatched',
+      'batched_vs_noqueue',
+      'idle_overhead_ms',
+      'ingest_vs_hono',
+      'drain_vs_bullmq',
+      'client_batch_vs_ort',
+      'client_batch_tensor_vs_ort',
+    ] as const) {
+      expect(Number.isFinite(r.ratios[key]), key).toBe(true);
+    }
+    expect(r.ratios.rss_mb.api).toBeGreaterThan(0);
+    expect(r.ratios.rss_mb.worker).toBeGreaterThan(0);
+    for (const model of ['cars-mpg', 'mlp-large']) {
+      const points = r.sync_predict[model] ?? [];
+      expect(points.map((p) => p.concurrency)).toEqual([1, 16]);
+      for (const p of points) {
+        expect(p.rps, `${model} c=${p.concurrency}`).toBeGreaterThan(0);
+        expect(p.non_2xx).toBe(0);
+        expect(p.mean_batch_size).toBeGreaterThanOrEqual(1);
+      }
+    }
+    for (const point of [r.unbatched_mlp_large, r.no_queue_mlp_large, r.async_ingest, r.client_batches]) {
+      expect(point.rps).toBeGreaterThan(0);
+      expect(point.non_2xx).toBe(0);
+    }
+    expect(r.client_batches_tensor.rows_per_second).toBeGreaterThan(0);
+    expect(r.drain.jobs_per_second).toBeGreaterThan(0);
+    expect(r.limits.ort_rows_per_second['mlp-large']?.['128']).toBeGreaterThan(0);
+
+    const md = readFileSync(join(out, 'benchmarks.md'), 'utf8');
+    expect(md).toContain('| mlp-large sync c=64, batched ÷ max_batch_size 1 |');
+    expect(md).toContain(`${r.machine.cores} cores`);
+    const svg = readFileSync(join(out, 'benchmarks.svg'), 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg).toContain('polyline');
+  }, 180_000);
+});
