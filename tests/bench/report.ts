@@ -174,6 +174,7 @@ function chart(r: BenchResults): string {
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
   );
+  out.push('<title>Quern sync predict: throughput and latency against concurrency</title>');
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(
     `<text x="${W / 2}" y="18" text-anchor="middle" font-size="13">POST /v1/predict, unique inputs: ${r.machine.cores} cores, ${r.duration_per_point_s} s per point</text>`,
