@@ -8,7 +8,8 @@ export default defineConfig({
       'models/test/**/*.test.ts',
       'tests/**/*.test.ts',
     ],
-    exclude: ['**/node_modules/**', 'tests/chaos/**'],
+    // Run on their own, one file at a time: vitest.chaos.config.ts and vitest.bench.config.ts.
+    exclude: ['**/node_modules/**', 'tests/chaos/**', 'tests/bench/**'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -33,6 +33,7 @@ import {
   type ModelManifest,
   newId,
   outputSize,
+  RowMatrix,
 } from '@quern/shared';
 import { InferencePool } from '@quern/worker';
 import autocannon from 'autocannon';
@@ -387,7 +388,12 @@ async function main(): Promise<void> {
       v: 1 as const,
       model,
       model_version: '1.0.0',
-      rows: [[4, 100 + (n % 300), 90, 1800 + n, 15, 1970 + (n % 13)]],
+      // Packed, as the API writes it.
+      input: {
+        count: 1,
+        width: 6,
+        f32: RowMatrix.fromRows([[4, 100 + (n % 300), 90, 1800 + (n % 4096), 15, 1970 + (n % 13)]]).toBase64(),
+      },
       mode: 'async' as const,
       owner: 'key_bench',
       request_id: newId('req'),

@@ -4,7 +4,8 @@ import { Harness, report } from './support/harness';
 let harness: Harness;
 
 beforeAll(async () => {
-  harness = await Harness.start({ workers: 1 });
+  // A key cache that outlives the test: the token request below must find the key without Redis.
+  harness = await Harness.start({ workers: 1, env: { QUERN_KEY_CACHE_TTL_MS: '60000' } });
 });
 
 afterAll(async () => {

@@ -287,3 +287,32 @@ describe('operations', () => {
     expect(text).toContain('quern_jobs_submitted_total{model="cars-mpg",mode="async",service="api"}');
   });
 });
+
+describe('job input format (QUERN_JOB_INPUT_FORMAT)', () => {
+  it('writes packed float32 rows by default, JSON numbers with `json` (for workers of older versions)', async () => {
+    const dataOf = async (id: string, s: Services) => (await s.jobs.queueOf('cars-mpg').getJob(id))?.data;
+    const packed = (await (await post('/v1/jobs', { features: CAR })).json()) as { id: string };
+    const data = await dataOf(packed.id, services);
+    expect(data?.rows).toBeUndefined();
+    expect(data?.input).toMatchObject({ count: 1, width: 6 });
+
+    const config = testConfig(redis, { QUERN_JOB_INPUT_FORMAT: 'json' });
+    const jsonServices = createServices(config, loadManifest(config.QUERN_MODELS_DIR), createLogger('api', 'silent'));
+    try {
+      await jsonServices.connected(10_000);
+      const jsonApp = createApp(jsonServices, createLogger('api', 'silent'));
+      const res = await jsonApp.request('/v1/jobs', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY },
+        body: JSON.stringify({ features: CAR }),
+      });
+      expect(res.status).toBe(202);
+      const legacy = await dataOf(((await res.json()) as { id: string }).id, jsonServices);
+      expect(legacy?.input).toBeUndefined();
+      // The numbers as float32 reads them (15.5 and the integers are exact).
+      expect(legacy?.rows).toEqual([CAR]);
+    } finally {
+      await jsonServices.close();
+    }
+  });
+});

@@ -102,6 +102,12 @@ export const ConfigSchema = z
     QUERN_JOB_TIMEOUT_DEFAULT_MS: int(1, 7 * 24 * 3600 * 1000).default(600_000),
     QUERN_JOB_TIMEOUT_MAX_MS: int(1, 7 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
     QUERN_QUEUE_MAX_DEPTH: int(1, 100_000_000).default(100_000),
+    /**
+     * How the API writes input rows into jobs: `packed` (float32, base64; what this version's
+     * workers and APIs read) or `json` (numbers; what versions before it read). Set `json` while
+     * upgrading from such a version, then `packed` once every API and worker runs this one.
+     */
+    QUERN_JOB_INPUT_FORMAT: z.enum(['packed', 'json']).default('packed'),
     QUERN_QUEUE_DEPTH_CACHE_MS: int(0, 10_000).default(250),
     QUERN_PRIORITY_PREMIUM: int(1, 100).default(1),
     QUERN_PRIORITY_FREE: int(1, 100).default(5),

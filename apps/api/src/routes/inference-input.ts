@@ -49,7 +49,10 @@ export const TensorInputSchema = z
     shape: z
       .array(z.number().int().min(1))
       .length(2)
-      .refine((s) => (s[0] as number) <= MAX_BATCH_ROWS, { message: `at most ${MAX_BATCH_ROWS} rows`, path: [0] })
+      .refine((s) => s.length !== 2 || (s[0] as number) <= MAX_BATCH_ROWS, {
+        message: `at most ${MAX_BATCH_ROWS} rows`,
+        path: [0],
+      })
       .openapi({ description: '`[rows, features]`.', example: [2, 6] }),
     data: z
       .string()

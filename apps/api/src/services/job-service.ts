@@ -124,7 +124,9 @@ export class JobService {
       v: 1,
       model: args.model.name,
       model_version: args.model.version,
-      input: { count: args.input.count, width: args.input.width, f32: args.input.toBase64() },
+      ...(this.config.QUERN_JOB_INPUT_FORMAT === 'json'
+        ? { rows: args.input.rows().map((row) => Array.from(row)) }
+        : { input: { count: args.input.count, width: args.input.width, f32: args.input.toBase64() } }),
       mode: args.mode,
       owner: args.principal.id,
       request_id: args.requestId,
