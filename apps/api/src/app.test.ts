@@ -316,3 +316,20 @@ describe('job input format (QUERN_JOB_INPUT_FORMAT)', () => {
     }
   });
 });
+
+describe('queue dashboard API', () => {
+  it('answers 404 for an id that names a queue key instead of a job (Redis would say WRONGTYPE)', async () => {
+    const created = (await (await post('/v1/jobs', { features: CAR })).json()) as { id: string };
+    for (const id of ['completed', 'meta', 'events', 'id', 'wait', 'job_short']) {
+      const res = await get(`/admin/queues/api/queues/infer-cars-mpg/${id}`);
+      expect(res.status, id).toBe(404);
+      expect(((await res.json()) as { code: string }).code).toBe('job_not_found');
+    }
+    const logs = await get('/admin/queues/api/queues/infer-cars-mpg/completed/logs');
+    expect(logs.status).toBe(404);
+    // A real job id goes through to Bull Board, which shows the job.
+    const job = await get(`/admin/queues/api/queues/infer-cars-mpg/${created.id}`);
+    expect(job.status).toBe(200);
+    expect(JSON.stringify(await job.json())).toContain(created.id);
+  });
+});

@@ -3,11 +3,19 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { HonoAdapter } from '@bull-board/hono';
 import { serveStatic } from '@hono/node-server/serve-static';
 import type { OpenAPIHono } from '@hono/zod-openapi';
+import { createMiddleware } from 'hono/factory';
+import { QuernError } from '@quern/shared';
 import type { AppEnv } from '../env';
+import { problem, toQuernError } from '../errors';
 import { requireAuth } from '../middleware/auth';
 import type { Services } from '../services/services';
 
 export const QUEUE_DASHBOARD_PATH = '/admin/queues';
+
+/** Words Bull Board's API uses where a job id would stand (`/api/queues/:queue/retry/:status`, …). */
+const QUEUE_ACTIONS = new Set(['retry', 'promote', 'clean', 'pause', 'resume', 'empty', 'add']);
+/** The ids Quern gives jobs: inference jobs, and webhook deliveries (`<job id>.<event>`). */
+const JOB_ID = /^job_[0-9A-Za-z]{22}(\.[a-z]+)?$/;
 
 /** Bull Board's page loads its own scripts and styles; nothing from elsewhere (its Google font link is blocked). */
 const CSP =
@@ -29,6 +37,27 @@ export function registerQueueDashboard(app: OpenAPIHono<AppEnv>, services: Servi
   const guard = requireAuth('admin', { challenge: 'basic' });
   app.use(QUEUE_DASHBOARD_PATH, guard);
   app.use(`${QUEUE_DASHBOARD_PATH}/*`, guard);
+  // Bull Board looks any id up as a job hash; an id such as `completed` names one of the queue's
+  // own keys, and Redis answers WRONGTYPE. Only ids Quern gives reach it.
+  const checkJobId = createMiddleware<AppEnv>(async (c, next) => {
+    const id = c.req.param('jobId') ?? '';
+    if (!QUEUE_ACTIONS.has(id) && !JOB_ID.test(id)) {
+      return problem(c, new QuernError('job_not_found', 'no such job in this queue'));
+    }
+    return next();
+  });
+  app.use(`${QUEUE_DASHBOARD_PATH}/api/queues/:queueName/:jobId`, checkJobId);
+  app.use(`${QUEUE_DASHBOARD_PATH}/api/queues/:queueName/:jobId/*`, checkJobId);
+  // Bull Board answers its own errors with their message; ours never show internal text.
+  app.use(`${QUEUE_DASHBOARD_PATH}/api/*`, async (c, next) => {
+    await next();
+    if (c.res.status >= 500) {
+      const answer = (await c.res.text()).slice(0, 500);
+      c.get('logger').error({ status: c.res.status, path: c.req.path, answer }, 'queue dashboard request failed');
+      c.res = undefined;
+      c.res = problem(c, toQuernError(new Error('queue dashboard failed'), services.redis.status === 'ready'));
+    }
+  });
   app.use(QUEUE_DASHBOARD_PATH, async (c, next) => {
     await next();
     c.header('content-security-policy', CSP);
