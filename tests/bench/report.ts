@@ -230,25 +230,37 @@ const ANALYSIS = [
     'so a target set as a ratio to a single-process baseline (trivial Hono, in-process ONNX Runtime) compares ' +
     'three processes and six network hops against one process and none.',
   '',
-  '- **Idle overhead (≈ 4.5 ms against ≤ 2).** The batcher does not wait (both models have `max_delay_ms` 0 ' +
+  '**The machine moves the ratios.** The same code ran on two 2-core VMs of this project: an Intel Xeon ' +
+    '(2026-11-30) and an AMD EPYC (2026-12-02). On the EPYC, JavaScript is ≈ 1.7× slower (trivial Hono 16 400 ' +
+    'against 27 800 req/s; Quern’s sync mlp-large at c=64 1 640 against 2 770 req/s), while ONNX Runtime runs ' +
+    'one mlp-large row 2× faster (0.15 against 0.33 ms) and batches of 128 2× slower (43 000 against 84 500 ' +
+    'rows/s). Batching buys least where single rows are cheap and HTTP is dear, so `batched_vs_noqueue` fell ' +
+    'from 1.36 to 0.56 and the idle overhead rose from 4.5 to 5.7 ms; `batched_vs_unbatched` (7.95, 7.56) and ' +
+    '`drain_vs_bullmq` (0.59, 0.52) held.',
+  '',
+  '- **Idle overhead (4.5–5.7 ms against ≤ 2).** The batcher does not wait (both models have `max_delay_ms` 0 ' +
     'and an idle thread takes a batch at once: inference starts 0.1 ms after the job reaches the worker). The time ' +
-    'is the hops of a queued request, each a Redis round trip or a thread wake-up of 0.15–0.4 ms on this VM: ' +
+    'is the hops of a queued request, each a Redis round trip or a thread wake-up of 0.15–0.4 ms on these VMs: ' +
     'rate limit, cache lookup, enqueue, worker wake-up, `moveToActive`, inference thread there and back (0.7 ms ' +
     'for 0.03 ms of ONNX Runtime), cache write, `moveToFinished`, the completion event to the API. Measured along ' +
-    'an idle cars-mpg request: 1.7 ms in the API before the job exists, 0.6 ms queued, 1.9 ms in the worker, 1.2 ms ' +
-    'from completion to the client. What would lift it: rate limit and cache lookup in one round trip, the cache ' +
-    'write pipelined with `moveToFinished` on one connection, tiny batches run on the worker’s main thread.',
-  '- **Ingest (≈ 0.14 of trivial Hono, p99 ≈ 29 ms).** The API process is CPU-bound (≈ 105% of a core with ' +
-    'its GC threads) at ≈ 270 µs per accepted job against ≈ 35 µs for the trivial route. The profile is flat: ' +
+    'an idle cars-mpg request on the Xeon: 1.7 ms in the API before the job exists, 0.6 ms queued, 1.9 ms in the ' +
+    'worker, 1.2 ms from completion to the client. What would lift it: rate limit and cache lookup in one round ' +
+    'trip, the cache write pipelined with `moveToFinished` on one connection, tiny batches run on the worker’s ' +
+    'main thread.',
+  '- **Ingest (0.14–0.15 of trivial Hono).** The API process is CPU-bound (≈ 105% of a core with its GC ' +
+    'threads) at ≈ 270 µs per accepted job against ≈ 35 µs for the trivial route (Xeon). The profile is flat: ' +
     'ioredis and socket writes 17% (two rate-limit scripts and one `addBulk` entry per request), GC 9%, Hono and ' +
     'node-server 8%, auth, validation, job view, pino and prom-client a few percent each. Lifts: one script for ' +
     'both rate-limit windows; more API processes (ingest scales with API replicas: nothing in the path is shared ' +
     'but Redis, which sits at ≈ 20% of a core here).',
-  '- **No queue (≈ 1.36× against 1.5×).** mlp-large costs 0.33 ms per row alone, but ≈ 0.02 ms per row in ' +
-    'batches of 16–50; the baseline spends its core on inference, Quern spends it on ≈ 0.6 ms of HTTP, Redis and ' +
-    'BullMQ work per request across API, worker and Redis. The gap to 1.5× closes with a model whose rows cost ' +
-    'more than that overhead, or with more cores (the worker’s threads sit mostly idle at c=64).',
-  '- **Client batches (≈ 0.13–0.15 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON ' +
+  '- **No queue (1.36× on the Xeon, 0.56× on the EPYC, against 1.5×).** Quern spends ≈ 0.5 ms of CPU per ' +
+    'request (Xeon; ≈ 1.7× that on the EPYC) on HTTP, Redis and BullMQ across API, worker and Redis, and ' +
+    '≈ 0.02 ms per row on inference in batches of 16–50. The baseline spends nothing on the queue but the full ' +
+    'single-row cost on inference: 0.33 ms on the Xeon, where that is most of its time, and 0.15 ms on the ' +
+    'EPYC, where its HTTP handling dominates and batching has little to save. Quern is ahead when a row costs ' +
+    'more than its per-request overhead (larger models, GPUs with kernel-launch costs) or with more cores (the ' +
+    'worker’s threads sit mostly idle at c=64); on a small CPU model on two cores, in-process inference wins.',
+  '- **Client batches (0.13–0.21 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON ' +
     'numbers (137 KB as a `tensor`); at the target rate that is over 100 MB/s to parse, hash per row for the ' +
     'cache, store in Redis, read back and answer, on the same two cores the inference needs. Jobs now carry rows ' +
     'packed as float32 (JSON-number rows went from 86 to 122 requests/s in profiling), and `tensor` input skips ' +
