@@ -59,7 +59,12 @@ describe('docs/deployment.md', () => {
     expect(readFileSync(join(REPO_ROOT, 'docker-compose.yml'), 'utf8')).toContain(
       'docker compose run --rm api node dist/cli.js keys create --name admin --tier premium',
     );
-    // The measured figures come from the benchmark: the guide points there rather than guessing.
-    expect(doc).toContain('see docs/benchmarks.md');
+    // The measured figures come from the benchmark: the guide points there rather than guessing,
+    // and the section it links to exists.
+    expect(doc).toContain('(operations.md#what-does-it-take-to-serve-100-000-requests-per-second)');
+    expect(readFileSync(join(REPO_ROOT, 'docs/operations.md'), 'utf8')).toContain(
+      '### What does it take to serve 100 000 requests per second?',
+    );
+    expect(doc).toContain('[benchmarks.md](benchmarks.md)');
   });
 });
