@@ -29,6 +29,8 @@ interface JobBody {
   status: string;
   output: { prediction: number | number[] } | null;
   timings: { queue_ms: number; inference_ms: number; batch_size: number } | null;
+  created_at: string;
+  expires_at: string;
   started_at: string | null;
   completed_at: string | null;
 }
@@ -38,7 +40,8 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     const features = [6, 250, 100, 3300, 15, 1976];
     const created = await stack.post('/v1/jobs', { features });
     expect(created.status).toBe(202);
-    const { id } = (await created.json()) as JobBody;
+    const accepted = (await created.json()) as JobBody;
+    const { id } = accepted;
     let job: JobBody | undefined;
     await expect
       .poll(
@@ -54,6 +57,10 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     expect(job?.timings?.batch_size).toBe(1);
     expect(job?.started_at).not.toBeNull();
     expect(Date.parse(job?.completed_at ?? '')).toBeGreaterThanOrEqual(Date.parse(job?.started_at ?? ''));
+    // The times the 202 showed are the job's own, not a second clock reading taken by the queue.
+    expect(job?.created_at).toBe(accepted.created_at);
+    expect(job?.expires_at).toBe(accepted.expires_at);
+    expect(Date.parse(job?.started_at ?? '')).toBeGreaterThanOrEqual(Date.parse(accepted.created_at));
   });
 
   it('/v1/predict and /predict give the same numbers; a repeat is cached', async () => {

@@ -1,4 +1,5 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, REPO_ROOT, ServiceProcess } from '@quern/devkit';
@@ -13,25 +14,47 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
+/** Starts `pnpm start`'s launcher on a free port and waits for its banner. */
+async function startLauncher(): Promise<{ launcher: ServiceProcess; port: number }> {
+  const port = await freePort();
+  const env: Record<string, string | undefined> = {
+    PORT: String(port),
+    QUERN_DATA_DIR: dataDir,
+    REDIS_URL: undefined,
+  };
+  const started = new ServiceProcess({
+    name: 'launcher',
+    entry: join(REPO_ROOT, 'packages/devkit/src/start.ts'),
+    env,
+  });
+  launcher = started;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`launcher not ready:\n${started.lines.join('\n')}`)), 60_000);
+    started.child.stdout?.on('data', () => {
+      if (started.lines.some((l) => l.includes('Ctrl-C stops everything'))) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return { launcher: started, port };
+}
+
+/** Whether anything accepts a TCP connection on the port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
 describe('pnpm start', () => {
   it('starts Redis, API and worker, prints a working key, and stops everything on SIGINT', async () => {
-    const port = await freePort();
-    const env: Record<string, string | undefined> = {
-      PORT: String(port),
-      QUERN_DATA_DIR: dataDir,
-      REDIS_URL: undefined,
-    };
-    launcher = new ServiceProcess({ name: 'launcher', entry: join(REPO_ROOT, 'packages/devkit/src/start.ts'), env });
-    const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`launcher not ready:\n${launcher?.lines.join('\n')}`)), 60_000);
-      launcher?.child.stdout?.on('data', () => {
-        if (launcher?.lines.some((l) => l.includes('Ctrl-C stops everything'))) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    await ready;
+    const { launcher, port } = await startLauncher();
     const out = launcher.lines.join('\n');
     expect(out).toContain(`API       http://127.0.0.1:${port}`);
     expect(out).toContain(`Docs      http://127.0.0.1:${port}/docs`);
@@ -51,5 +74,19 @@ describe('pnpm start', () => {
     expect(launcher.lines.join('\n')).toContain('[quern] stopped');
     // Nothing it started is left listening.
     await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+  });
+
+  it('stops Redis, API and worker when its terminal closes (SIGHUP)', async () => {
+    const { launcher, port } = await startLauncher();
+    const out = launcher.lines.join('\n');
+    const redisPort = Number(/Redis {5}redis:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
+    const workerPort = Number(/worker: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(out)?.[1]);
+    expect(await listening(redisPort)).toBe(true);
+    expect(await listening(workerPort)).toBe(true);
+
+    const exit = await launcher.stop('SIGHUP', 30_000);
+    expect(exit.code).toBe(0);
+    expect(launcher.lines.join('\n')).toContain('[quern] stopped');
+    for (const p of [port, workerPort, redisPort]) expect(await listening(p)).toBe(false);
   });
 });

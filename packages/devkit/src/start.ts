@@ -71,8 +71,11 @@ async function main(): Promise<void> {
     say('stopped');
     process.exit(code);
   };
-  process.on('SIGINT', () => void stopAll(0));
-  process.on('SIGTERM', () => void stopAll(0));
+  // Ctrl-C, a process manager, or the terminal closing (SIGHUP): the children sit in their own
+  // process groups, so unless the launcher stops them they would outlive it, holding their ports.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void stopAll(0));
+  // With the terminal gone, writing to it fails (EIO); that must not kill the launcher mid-stop.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   for (const child of [api, worker]) {
     void child.exited.then(({ code, signal }) => {
       if (!stopping) {

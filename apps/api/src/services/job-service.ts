@@ -143,6 +143,8 @@ export class JobService {
     }
     await adder.add(INFERENCE_JOB_NAME, data, {
       jobId: id,
+      // The job's own timestamp is the created_at the 202 showed, not a later Date.now() in BullMQ.
+      timestamp: now,
       priority: data.priority,
       ...inferenceJobOptions(this.config),
     });
