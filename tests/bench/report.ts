@@ -248,7 +248,7 @@ const ANALYSIS = [
     'trip, the cache write pipelined with `moveToFinished` on one connection, tiny batches run on the worker’s ' +
     'main thread.',
   '- **Ingest (0.14–0.15 of trivial Hono).** The API process is CPU-bound (≈ 105% of a core with its GC ' +
-    'threads) at ≈ 270 µs per accepted job against ≈ 35 µs for the trivial route (Xeon). The profile is flat: ' +
+    'threads) at ≈ 270–300 µs per accepted job (two measurements) against ≈ 35 µs for the trivial route (Xeon). The profile is flat: ' +
     'ioredis and socket writes 17% (two rate-limit scripts and one `addBulk` entry per request), GC 9%, Hono and ' +
     'node-server 8%, auth, validation, job view, pino and prom-client a few percent each. Lifts: one script for ' +
     'both rate-limit windows; more API processes (ingest scales with API replicas: nothing in the path is shared ' +

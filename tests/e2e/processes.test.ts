@@ -50,6 +50,7 @@ beforeAll(async () => {
     QUERN_HEARTBEAT_INTERVAL_MS: '500',
     QUERN_HEARTBEAT_TTL_MS: '3000',
     QUERN_SHUTDOWN_TIMEOUT_MS: '20000',
+    QUERN_API_SHUTDOWN_GRACE_MS: '1000',
     PORT: String(port),
   };
   api = new ServiceProcess({ name: 'api', entry: APP_ENTRY.api, env });
@@ -131,6 +132,57 @@ describe('separate API and worker processes', () => {
         .toBeGreaterThanOrEqual(ids.length);
       const finished = await Promise.all(ids.map((id) => queue.getJobState(id)));
       expect(finished.every((s) => s === 'completed')).toBe(true);
+    } finally {
+      await queue.close();
+      (queue.opts.connection as Redis).disconnect();
+    }
+  });
+
+  // Last: it stops the API.
+  it('an API receiving SIGTERM answers its waiting sync callers 202 with the job, ends its event streams, and exits cleanly', async () => {
+    const queue = new Queue('infer-cars-mpg', { connection: new Redis(redis.url), prefix: redis.prefix });
+    try {
+      await queue.pause(); // the job stays queued: the caller would wait its full minute
+      const predict = fetch(`${baseUrl}/v1/predict`, {
+        method: 'POST',
+        headers: { ...headers, prefer: 'wait=60' },
+        body: JSON.stringify({ features: [6, 225, 105, 3400, 16, 1977] }),
+      });
+      let queued: string[] = [];
+      await expect
+        .poll(
+          async () => {
+            queued = (await queue.getJobs(['waiting', 'prioritized'])).map((j) => j.id as string);
+            return queued.length;
+          },
+          { timeout: 10_000, interval: 20 },
+        )
+        .toBe(1);
+      const jobId = queued[0] as string;
+      const events = await fetch(`${baseUrl}/v1/jobs/${jobId}/events`, { headers });
+      expect(events.status).toBe(200);
+      const reader = (events.body as ReadableStream<Uint8Array>).getReader();
+      const first = new TextDecoder().decode((await reader.read()).value);
+      expect(first).toContain('event: queued');
+
+      const exited = api.stop('SIGTERM', 30_000);
+      const res = await predict;
+      expect(res.status).toBe(202);
+      expect(res.headers.get('location')).toBe(`/v1/jobs/${jobId}`);
+      expect(((await res.json()) as { id: string; status: string }).status).toBe('queued');
+      // The stream ends (the client would reconnect to another API process).
+      let streamed = '';
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        streamed += new TextDecoder().decode(chunk.value);
+      }
+      expect(streamed).not.toContain('event: succeeded');
+      // Exit 0: the server closed by itself, not by the forced exit after the grace.
+      expect((await exited).code).toBe(0);
+      expect(api.logs().some((l) => l.msg === 'answering sync waiters with 202' && l.waiting === 1)).toBe(true);
+
+      // The job was not lost with the API: a worker still runs it.
+      await queue.resume();
+      await expect.poll(() => queue.getJobState(jobId), { timeout: 20_000, interval: 50 }).toBe('completed');
     } finally {
       await queue.close();
       (queue.opts.connection as Redis).disconnect();

@@ -11,7 +11,6 @@ const TITLES: Record<ErrorCode, string> = {
   not_found: 'Not found',
   job_not_found: 'Job not found',
   model_not_found: 'Model not found',
-  method_not_allowed: 'Method not allowed',
   job_finished: 'Job already finished',
   job_already_started: 'Job already started',
   job_canceled: 'Job canceled',
@@ -26,7 +25,6 @@ const TITLES: Record<ErrorCode, string> = {
   redis_unavailable: 'Service temporarily unavailable',
   queue_full: 'Queue full',
   service_unavailable: 'Service unavailable',
-  wait_timeout: 'Wait timed out',
 };
 
 /** The `type` URI of a problem: stable per code (RFC 9457 §3.1.1), not meant to be dereferenced. */

@@ -50,9 +50,15 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) process.exit(1);
     stopping = true;
-    logger.info({ signal }, 'stopping');
-    setTimeout(() => process.exit(1), 10_000).unref();
-    // Stop accepting, let requests in flight finish (sync waiters get their answer or time out).
+    const grace = config.QUERN_API_SHUTDOWN_GRACE_MS;
+    logger.info({ signal, grace_ms: grace }, 'stopping');
+    // Stop accepting; requests in flight finish. Sync callers still waiting after the grace get
+    // their 202 with the job's Location (the job goes on), and event streams close.
+    setTimeout(() => {
+      if (services.waiter.size > 0) logger.info({ waiting: services.waiter.size }, 'answering sync waiters with 202');
+      services.waiter.drain();
+    }, grace).unref();
+    setTimeout(() => process.exit(1), grace + 5_000).unref();
     server.close(() => {
       services.close().finally(() => process.exit(0));
     });

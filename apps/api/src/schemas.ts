@@ -53,7 +53,7 @@ export const TimingsSchema = z
 export const DeliverySchema = z
   .object({
     event: z.enum(WEBHOOK_EVENTS),
-    status: z.enum(['pending', 'delivered', 'retrying', 'failed', 'gone', 'skipped']),
+    status: z.enum(['pending', 'delivered', 'retrying', 'failed', 'gone']),
     attempts: z.number().int(),
     last_status_code: z.number().int().nullable(),
     next_attempt_at: z.string().nullable().openapi({ format: 'date-time' }),
@@ -169,7 +169,7 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   422: 'The body is well-formed but not valid: `errors` lists each field.',
   429: 'Rate limit exceeded; see Retry-After.',
   500: 'The job failed, or an internal error occurred.',
-  503: 'Redis is unreachable or the queue is full; see Retry-After.',
+  503: 'Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After.',
   504: 'The job was still queued at its deadline (`timeout_ms`).',
 };
 

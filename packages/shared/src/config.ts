@@ -145,6 +145,7 @@ export const ConfigSchema = z
     QUERN_STALLED_INTERVAL_MS: int(1_000, 3_600_000).default(30_000),
     QUERN_MAX_STALLED_COUNT: int(0, 1000).default(2),
     QUERN_SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+    QUERN_API_SHUTDOWN_GRACE_MS: int(0, 600_000).default(5_000),
     QUERN_HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(5_000),
     QUERN_HEARTBEAT_TTL_MS: int(300, 3_600_000).default(15_000),
   })

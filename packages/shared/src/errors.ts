@@ -9,7 +9,6 @@ export const ErrorCodes = {
   not_found: 404,
   job_not_found: 404,
   model_not_found: 404,
-  method_not_allowed: 405,
   job_finished: 409,
   job_already_started: 409,
   job_canceled: 409,
@@ -24,7 +23,6 @@ export const ErrorCodes = {
   redis_unavailable: 503,
   queue_full: 503,
   service_unavailable: 503,
-  wait_timeout: 504,
 } as const;
 export type ErrorCode = keyof typeof ErrorCodes;
 

@@ -56,7 +56,7 @@ export function webhookRetryDelay(schedule: readonly number[], deliveryId: strin
 /** Delivery state of one event of one job, shown on the job resource. */
 export interface DeliveryState {
   event: WebhookEvent;
-  status: 'pending' | 'delivered' | 'retrying' | 'failed' | 'gone' | 'skipped';
+  status: 'pending' | 'delivered' | 'retrying' | 'failed' | 'gone';
   attempts: number;
   last_status_code: number | null;
   next_attempt_at: string | null;

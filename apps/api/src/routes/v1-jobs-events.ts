@@ -75,7 +75,8 @@ export function registerJobEvents(app: OpenAPIHono<AppEnv>): void {
         let done = await send();
         let lastWrite = Date.now();
         const tick = Math.min(1_000, config.QUERN_SSE_KEEPALIVE_MS);
-        while (!done && !stream.aborted) {
+        // A stopping API process ends its streams; the client reconnects to another one.
+        while (!done && !stream.aborted && !waiter.draining) {
           // Wake on a QueueEvents change of this job, or poll after a tick as a safety net.
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, tick);

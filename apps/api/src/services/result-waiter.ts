@@ -40,6 +40,7 @@ export class ResultWaiter {
   private readonly waiters = new Set<Waiter>();
   private poller: NodeJS.Timeout | undefined;
   private polling = false;
+  private drainingSince: number | undefined;
 
   constructor(
     private readonly events: ReadonlyMap<string, { queue: Queue; events: QueueEvents }>,
@@ -66,6 +67,22 @@ export class ResultWaiter {
     for (const waiter of this.waiters) waiter.settle?.({ kind: 'timeout' });
     this.waiters.clear();
     this.listeners.clear();
+  }
+
+  /**
+   * Shutdown: every caller still waiting is told `timeout` now (its route answers `202` with the
+   * job, which goes on in the queue), a wait that starts later ends at once, and event streams
+   * close (clients reconnect to another API process).
+   */
+  drain(): void {
+    this.drainingSince ??= Date.now();
+    for (const waiter of [...this.waiters]) waiter.settle?.({ kind: 'timeout' });
+    // A cue, not a state change: streams read the job again, see the drain, and end.
+    for (const jobId of [...this.listeners.keys()]) this.emit(jobId, { kind: 'active' });
+  }
+
+  get draining(): boolean {
+    return this.drainingSince !== undefined;
   }
 
   /** Callers waiting right now (a gauge for operators, a check for tests). */
@@ -112,9 +129,9 @@ export class ResultWaiter {
     return {
       wait: (timeoutMs) =>
         new Promise<WaitOutcome>((resolve) => {
-          if (waiter.early) {
+          if (waiter.early || this.draining) {
             done();
-            resolve(waiter.early);
+            resolve(waiter.early ?? { kind: 'timeout' });
             return;
           }
           waiter.waitingSince = Date.now();
