@@ -332,4 +332,55 @@ describe('queue dashboard API', () => {
     expect(job.status).toBe(200);
     expect(JSON.stringify(await job.json())).toContain(created.id);
   });
+
+  const send = (method: string, path: string, headers: Record<string, string> = {}, body = '{}') =>
+    app.request(`http://quern.test${path}`, {
+      method,
+      headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, host: 'quern.test', ...headers },
+      body,
+    });
+
+  it('refuses to create or edit jobs: a job added to the webhooks queue would be signed with any principal’s secret', async () => {
+    const webhooks = services.queues.find((q) => q.name === 'webhooks');
+    expect(webhooks).toBeDefined();
+    const before = await webhooks?.count();
+    const forged = JSON.stringify({ name: 'deliver', data: { owner: 'key_victim', url: 'http://127.0.0.1:9/x' } });
+    await expectProblem(await send('POST', '/admin/queues/api/queues/webhooks/add', {}, forged), 403, 'forbidden');
+    expect(await webhooks?.count()).toBe(before);
+    const created = (await (await post('/v1/jobs', { features: CAR })).json()) as { id: string };
+    for (const [method, path] of [
+      ['POST', '/admin/queues/api/queues/infer-cars-mpg/add'],
+      ['PATCH', `/admin/queues/api/queues/infer-cars-mpg/${created.id}/update-data`],
+      ['PUT', '/admin/queues/api/queues/infer-cars-mpg/obliterate'],
+      ['PUT', '/admin/queues/api/queues/infer-cars-mpg/concurrency'],
+      ['PUT', '/admin/queues/api/queues/infer-cars-mpg/job-schedulers/s1'],
+    ] as const) {
+      await expectProblem(await send(method, path), 403, 'forbidden');
+    }
+    const job = (await (await get(`/admin/queues/api/queues/infer-cars-mpg/${created.id}`)).json()) as {
+      job: { data: { owner: string } };
+    };
+    expect(job.job.data.owner).toMatch(/^key_/);
+  });
+
+  it('takes changes from its own page only: a cross-site request cannot use an admin’s remembered credentials', async () => {
+    const queue = services.queues.find((q) => q.name === 'infer-cars-mpg');
+    const crossSite = await send('PUT', '/admin/queues/api/queues/infer-cars-mpg/pause', {
+      origin: 'https://evil.example',
+      'sec-fetch-site': 'cross-site',
+    });
+    await expectProblem(crossSite, 403, 'forbidden');
+    await expectProblem(
+      await send('PUT', '/admin/queues/api/queues/infer-cars-mpg/pause', { origin: 'https://evil.example' }),
+      403,
+      'forbidden',
+    );
+    expect(await queue?.isPaused()).toBe(false);
+    // The dashboard's own page (same host; behind a TLS proxy the scheme differs) may pause and resume.
+    const own = { origin: 'https://quern.test', 'sec-fetch-site': 'same-origin' };
+    expect((await send('PUT', '/admin/queues/api/queues/infer-cars-mpg/pause', own)).status).toBe(200);
+    expect(await queue?.isPaused()).toBe(true);
+    expect((await send('PUT', '/admin/queues/api/queues/infer-cars-mpg/resume', own)).status).toBe(200);
+    expect(await queue?.isPaused()).toBe(false);
+  });
 });

@@ -17,6 +17,24 @@ const QUEUE_ACTIONS = new Set(['retry', 'promote', 'clean', 'pause', 'resume', '
 /** The ids Quern gives jobs: inference jobs, and webhook deliveries (`<job id>.<event>`). */
 const JOB_ID = /^job_[0-9A-Za-z]{22}(\.[a-z]+)?$/;
 
+/**
+ * Bull Board's write routes that create jobs or change what a job carries or how queues run:
+ * adding a job (to the webhooks queue: a payload signed with any principal's secret), editing a
+ * job's data, job schedulers, obliterate, concurrency and rate-limit changes, delay and priority
+ * edits. Jobs come in through the API, which checks what they carry. What stays: pause and resume,
+ * retry, promote, clean, empty and removing jobs.
+ */
+const REFUSED_WRITES =
+  /\/(add|update-data|obliterate|concurrency|rate-limit|rate-limit\/release|delay|priority)$|\/job-schedulers(\/|$)/;
+
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Bull Board's page loads its own scripts and styles; nothing from elsewhere (its Google font link is blocked). */
 const CSP =
   "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
@@ -43,6 +61,25 @@ export function registerQueueDashboard(app: OpenAPIHono<AppEnv>, services: Servi
     const id = c.req.param('jobId') ?? '';
     if (!QUEUE_ACTIONS.has(id) && !JOB_ID.test(id)) {
       return problem(c, new QuernError('job_not_found', 'no such job in this queue'));
+    }
+    return next();
+  });
+  // Changes only from the dashboard's own page: a cross-site form or script cannot use an admin's
+  // remembered Basic credentials (browsers send Origin and Sec-Fetch-Site on such requests).
+  app.use(`${QUEUE_DASHBOARD_PATH}/api/*`, async (c, next) => {
+    if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
+    const site = c.req.header('sec-fetch-site');
+    const origin = c.req.header('origin');
+    // Hosts, not origins: behind a TLS-terminating proxy the scheme the API sees is not the browser's.
+    const host = c.req.header('x-forwarded-host') ?? c.req.header('host');
+    if ((site && site !== 'same-origin' && site !== 'none') || (origin && hostOf(origin) !== host)) {
+      return problem(c, new QuernError('forbidden', 'queue dashboard changes are accepted from its own page only'));
+    }
+    if (REFUSED_WRITES.test(c.req.path)) {
+      return problem(
+        c,
+        new QuernError('forbidden', 'the queue dashboard does not create or edit jobs; submit them through the API'),
+      );
     }
     return next();
   });
