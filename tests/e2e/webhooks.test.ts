@@ -89,6 +89,32 @@ describe('signed webhooks', () => {
     expect((await job(id)).webhook).toMatchObject({ attempts: 3, last_status_code: 200 });
   });
 
+  it('sends canceled for a job canceled while queued (the API removes it; no worker sees it)', async () => {
+    const queue = stack.services.queues.find((q) => q.name === 'infer-cars-mpg') as Queue;
+    await queue.pause();
+    try {
+      const before = ok.requests.length;
+      const id = await submit(ok.url(), ['canceled', 'completed']);
+      const res = await stack.app.request(`/v1/jobs/${id}`, {
+        method: 'DELETE',
+        headers: { 'x-api-key': TEST_API_KEY },
+      });
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as JobView).status).toBe('canceled');
+      await ok.waitFor(before + 1);
+      const [request] = ok.requests.slice(before);
+      const event = new Webhook(await secret()).verify(request?.body ?? '', headers(request as never)) as {
+        type: string;
+        data: JobView;
+      };
+      expect(event.type).toBe('job.canceled');
+      expect(event.data).toMatchObject({ id, status: 'canceled', output: null });
+      await expect.poll(async () => (await job(id)).webhook?.status, { timeout: 5_000 }).toBe('delivered');
+    } finally {
+      await queue.resume();
+    }
+  });
+
   it('stops at 410 Gone after one attempt', async () => {
     const id = await submit(gone.url());
     await gone.waitFor(1);

@@ -9,6 +9,7 @@ import {
   jobMatrix,
   type KeySpace,
   type Logger,
+  type WebhookDispatcher,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
 import { type BatchScheduler, DroppedError } from './batcher';
@@ -17,7 +18,6 @@ import type { WorkerMetrics } from './metrics';
 import type { ServedModel } from './models';
 import type { RedisBatcher } from './redis-batcher';
 import type { TurnLimiter } from './turn-limiter';
-import type { WebhookDispatcher } from './webhook-dispatcher';
 
 /** float32 has 9 significant digits; printing more only shows noise of the widening to float64. */
 function toJsonNumber(value: number): number {
@@ -166,11 +166,22 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       await turns.pass();
       ({ startedAt, inferenceMs, batchSize } = result);
       const writes: [string, string][] = [];
+      let overflowRow = -1;
       missing.forEach((rowIndex, k) => {
         const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
+        if (overflowRow < 0 && !values.every(Number.isFinite)) overflowRow = rowIndex;
         outputs[rowIndex] = values;
         if (useCache) writes.push([cacheKeys[rowIndex] as string, JSON.stringify(values)]);
       });
+      // A finite input can still overflow float32 inside the model (3e38 × a weight): JSON has no
+      // infinity, so such a row would read as null. The input is what cannot be computed: say which.
+      if (overflowRow >= 0) {
+        return end(
+          'invalid_input',
+          `the model's output for row ${overflowRow} is not a finite number: its input is outside what the model can compute`,
+          'failed',
+        );
+      }
       // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
       await reads.setEx(writes);
     }

@@ -143,6 +143,20 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       await expect(packed.waitUntilFinished(events, 10_000)).rejects.toThrow(
         /^invalid_input: row 1 holds a NaN or an infinity/,
       );
+
+      // A finite float32 input that overflows inside the model: the job fails naming the row, it
+      // does not succeed with a null prediction, and nothing is cached for it.
+      const huge = [4, 140, 90, 2264, 15.5, 3e38];
+      const overflow = await queue.add(
+        INFERENCE_JOB_NAME,
+        jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 1971], huge]),
+        { jobId: newId('job'), attempts: 3 },
+      );
+      await expect(overflow.waitUntilFinished(events, 10_000)).rejects.toThrow(
+        /^invalid_input: the model's output for row 1 is not a finite number/,
+      );
+      expect((await queue.getJob(overflow.id as string))?.attemptsMade).toBe(1);
+      expect(await client.get(keys.cache('cars-mpg', '1.0.0', inputHash(Float32Array.from(huge))))).toBeNull();
     } finally {
       await events.close();
       await queue.close();

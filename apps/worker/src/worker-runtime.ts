@@ -9,6 +9,7 @@ import {
   newId,
   type RedisClient,
   WEBHOOK_QUEUE,
+  WebhookDispatcher,
 } from '@quern/shared';
 import { Queue, Worker } from 'bullmq';
 import { BatchScheduler } from './batcher';
@@ -20,7 +21,7 @@ import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
 import { RedisBatcher } from './redis-batcher';
 import { TurnLimiter } from './turn-limiter';
-import { WebhookDispatcher } from './webhook-dispatcher';
+
 import { createWebhookSender } from './webhook-sender';
 
 export interface WorkerRuntimeOptions {

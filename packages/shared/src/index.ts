@@ -11,4 +11,5 @@ export * from './redis';
 export * from './row-matrix';
 export * from './secret-box';
 export * from './ssrf-guard';
+export * from './webhook-dispatcher';
 export * from './webhooks';

@@ -14,6 +14,7 @@ import {
   type RowMatrix,
   readDeliveryStates,
   type SubmitMode,
+  type WebhookDispatcher,
   type WebhookSpec,
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
@@ -77,6 +78,7 @@ export class JobService {
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly drainRate: (model: string) => number,
+    private readonly webhooks: WebhookDispatcher,
   ) {}
 
   queueOf(model: string): Queue {
@@ -249,10 +251,10 @@ export class JobService {
           'EX',
           this.config.QUERN_RETAIN_FAILED_SECONDS,
         );
-        return {
-          kind: 'canceled',
-          view: jobView(await this.snapshot({ ...found, job: undefined, canceledRecord: record }), found.model),
-        };
+        const snapshot = await this.snapshot({ ...found, job: undefined, canceledRecord: record });
+        // The worker never sees this job: the `canceled` event is sent from here.
+        await this.webhooks.enqueue(snapshot, found.model, 'canceled');
+        return { kind: 'canceled', view: jobView(snapshot, found.model) };
       }
       // A worker took it in the meantime: ask the worker, as for a running job.
     }

@@ -7,6 +7,7 @@ import {
   type RedisClient,
   SecretBox,
   WEBHOOK_QUEUE,
+  WebhookDispatcher,
   WebhookSecrets,
   waitForRedis,
 } from '@quern/shared';
@@ -92,7 +93,15 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   const tokens = new TokenService(config, logger);
 
   const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
-  const jobs = new JobService(queues, models, config, redis, keys, (model) => drain.perSecond(model));
+  const jobs = new JobService(
+    queues,
+    models,
+    config,
+    redis,
+    keys,
+    (model) => drain.perSecond(model),
+    new WebhookDispatcher(webhookQueue, redis, keys, config),
+  );
   const metrics = createApiMetrics({ redis, queues, workersAlive });
 
   return {

@@ -1,19 +1,18 @@
+import type { Queue } from 'bullmq';
+import type { Config } from './config';
+import { newId } from './ids';
+import { type JobSnapshot, jobView } from './job-view';
+import type { InferenceJobData } from './jobs';
+import type { KeySpace } from './keys';
+import type { ModelEntry } from './model-manifest';
+import type { RedisClient } from './redis';
 import {
-  type Config,
   type DeliveryState,
   deliveryJobId,
-  type InferenceJobData,
-  type JobSnapshot,
-  jobView,
-  type KeySpace,
-  type ModelEntry,
-  newId,
-  type RedisClient,
   WEBHOOK_JOB_NAME,
   type WebhookDeliveryData,
   type WebhookEvent,
-} from '@quern/shared';
-import type { Queue } from 'bullmq';
+} from './webhooks';
 
 /**
  * Puts a job's webhook events on the webhooks queue. The delivery's BullMQ id is the job id and
