@@ -238,6 +238,39 @@ describe('deadlines, priority and backpressure', () => {
     }
   });
 
+  it('a sync call whose job is still queued at its deadline answers 504 then, not 202 at the end of its wait', async () => {
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    await queue.pause();
+    try {
+      const wait = { prefer: 'wait=20' };
+      // Coalesced (/v1/predict), one job per call (an Idempotency-Key), and a client batch.
+      const calls = [
+        stack.post('/v1/predict', { features: [5, 191, 105, 3100, 15, 1977], timeout_ms: 300 }, wait),
+        stack.post(
+          '/v1/predict',
+          { features: [5, 192, 105, 3100, 15, 1977], timeout_ms: 300 },
+          {
+            ...wait,
+            'idempotency-key': 'deadline-sync-1',
+          },
+        ),
+        stack.post(
+          '/v1/batch-predict',
+          { requests: [{ features: [5, 193, 105, 3100, 15, 1977] }], timeout_ms: 300 },
+          wait,
+        ),
+      ];
+      for (const res of await Promise.all(calls)) {
+        expect(res.status).toBe(504);
+        const body = (await res.json()) as { code: string; job_id: string };
+        expect(body.code).toBe('job_expired');
+        expect((await job(body.job_id)).status).toBe('expired');
+      }
+    } finally {
+      await queue.resume();
+    }
+  });
+
   it('runs premium jobs before free ones, and a request cannot raise its priority above its tier', async () => {
     const queue = stack.services.jobs.queueOf('mlp-serial');
     await queue.pause();

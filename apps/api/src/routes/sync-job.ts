@@ -34,6 +34,11 @@ export function failure(jobId: string, code: JobErrorCode | 'gone', message: str
   }
 }
 
+/** How long until a job's deadline has surely passed (its view then reads `expired`). */
+export function untilDeadline(deadlineAt: number): number {
+  return Math.max(0, deadlineAt - Date.now()) + 25;
+}
+
 /**
  * Enqueues a job and waits for it, for `/v1/predict` and `/v1/batch-predict`. The waiter is
  * registered before the job is added, so a result that comes back at once is not missed. With an
@@ -56,9 +61,11 @@ export async function runSyncJob(
   const claim = await claimJob(c, route, body, model);
   const jobId = claim.jobId;
   const handle = waiter.register(jobId, model.name);
+  let deadlineAt = Number.POSITIVE_INFINITY;
 
   if (claim.replayed) {
     const found = await findReplayedJob(c, jobId);
+    deadlineAt = found.data.deadline_at;
     const view = await jobs.view(found);
     if (view.status !== 'queued' && view.status !== 'running') {
       handle.cancel();
@@ -73,7 +80,16 @@ export async function runSyncJob(
     }
   } else {
     try {
-      await jobs.submit({ model, input, mode, principal, requestId: c.get('requestId'), jobId, ...options });
+      const submitted = await jobs.submit({
+        model,
+        input,
+        mode,
+        principal,
+        requestId: c.get('requestId'),
+        jobId,
+        ...options,
+      });
+      deadlineAt = submitted.data.deadline_at;
     } catch (err) {
       handle.cancel();
       await claim.release();
@@ -93,7 +109,9 @@ export async function runSyncJob(
       .catch((err: Error) => c.get('logger').warn({ err: err.message, job_id: jobId }, 'cancel on disconnect failed'));
   };
   signal.addEventListener('abort', onAbort, { once: true });
-  const outcome = await handle.wait(waitMs);
+  // A job still queued at its deadline (timeout_ms) expires: the caller hears so then, not at the
+  // end of its wait.
+  const outcome = await handle.wait(Math.min(waitMs, untilDeadline(deadlineAt)));
   signal.removeEventListener('abort', onAbort);
 
   switch (outcome.kind) {
@@ -105,10 +123,12 @@ export async function runSyncJob(
       throw failure(jobId, 'gone', '');
     case 'timeout': {
       if (signal.aborted) throw new QuernError('job_canceled', 'the client went away', { extra: { job_id: jobId } });
-      metrics.syncWaitTimeouts.labels(model.name).inc();
       const found = await jobs.find(jobId, principal.id);
       if (!found) throw failure(jobId, 'gone', '');
-      return { kind: 'pending', jobId, view: jobView(await jobs.snapshot(found), model) };
+      const view = jobView(await jobs.snapshot(found), model);
+      if (view.status === 'expired') throw failure(jobId, 'deadline_exceeded', '');
+      metrics.syncWaitTimeouts.labels(model.name).inc();
+      return { kind: 'pending', jobId, view };
     }
   }
 }

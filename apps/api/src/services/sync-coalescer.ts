@@ -130,7 +130,7 @@ export class SyncCoalescer {
       m.resolve(outcome);
     };
     try {
-      await this.jobs.submit({
+      const { data } = await this.jobs.submit({
         model: first.model,
         input: RowMatrix.fromRows(members.map((m) => m.request.row)),
         mode: 'sync',
@@ -142,18 +142,23 @@ export class SyncCoalescer {
         cacheChecked: true,
       });
       this.onJob(first.model.name, members.length);
-      // Each caller has its own wait; the job is followed for the longest of them.
+      // Each caller has its own wait; the job is followed for the longest of them, and no longer
+      // than its deadline (timeout_ms, shared by the group) if it is still queued then.
+      const untilExpired = Math.max(0, data.deadline_at - Date.now()) + 25;
       const timers = members.map((m) =>
-        setTimeout(() => {
-          if (m.done) return;
-          void this.pendingView(jobId, first).then(
-            (view) => settle(m, view ? { kind: 'pending', jobId, row: m.row, view } : gone(jobId)),
-            (err: unknown) => {
-              m.done = true;
-              m.reject(err);
-            },
-          );
-        }, m.request.waitMs),
+        setTimeout(
+          () => {
+            if (m.done) return;
+            void this.pendingView(jobId, first).then(
+              (view) => settle(m, view ? pendingOrExpired(jobId, m.row, view) : gone(jobId)),
+              (err: unknown) => {
+                m.done = true;
+                m.reject(err);
+              },
+            );
+          },
+          Math.min(m.request.waitMs, untilExpired),
+        ),
       );
       // A lone caller that leaves takes its job with it if no batch has started it.
       if (members.length === 1) {
@@ -170,7 +175,7 @@ export class SyncCoalescer {
           { once: true },
         );
       }
-      const outcome = await handle.wait(Math.max(...members.map((m) => m.request.waitMs)));
+      const outcome = await handle.wait(Math.min(Math.max(...members.map((m) => m.request.waitMs)), untilExpired));
       for (const t of timers) clearTimeout(t);
       for (const m of members) {
         if (outcome.kind === 'completed') settle(m, { kind: 'completed', jobId, row: m.row, result: outcome.result });
@@ -179,7 +184,7 @@ export class SyncCoalescer {
         else if (outcome.kind === 'gone') settle(m, gone(jobId));
         else {
           const view = await this.pendingView(jobId, first);
-          settle(m, view ? { kind: 'pending', jobId, row: m.row, view } : gone(jobId));
+          settle(m, view ? pendingOrExpired(jobId, m.row, view) : gone(jobId));
         }
       }
     } catch (err) {
@@ -200,6 +205,13 @@ export class SyncCoalescer {
     const found = await this.jobs.find(jobId, request.principal.id);
     return found ? jobView(await this.jobs.snapshot(found), request.model) : undefined;
   }
+}
+
+/** A job whose wait ran out goes on (202), unless it ran out because the job expired. */
+function pendingOrExpired(jobId: string, row: number, view: JobView): CoalescedOutcome {
+  return view.status === 'expired'
+    ? { kind: 'failed', jobId, code: 'deadline_exceeded', message: 'the job was still queued at its deadline' }
+    : { kind: 'pending', jobId, row, view };
 }
 
 function gone(jobId: string): CoalescedOutcome {
