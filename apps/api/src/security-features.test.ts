@@ -217,6 +217,9 @@ describe('rate limits', () => {
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(refused.headers.get('ratelimit-policy')).toContain('"minute";q=3;w=60');
     expect(((await refused.json()) as { code: string }).code).toBe('rate_limited');
+    // Refusals are not charged to the hour: after 20 more refused tries it still shows the 3 served.
+    for (let i = 0; i < 20; i++) expect((await get()).status).toBe(429);
+    expect((await get()).headers.get('ratelimit')).toMatch(/^"minute";r=0;t=\d+, "hour";r=97;t=\d+$/);
     // Another principal has its own budget.
     const other = await app.request('/v1/jobs/job_0000000000000000000000', { headers: { 'x-api-key': TEST_API_KEY } });
     expect(other.status).toBe(404);

@@ -56,20 +56,35 @@ export class RateLimits {
     const results = await Promise.all(
       budgets.map(async (b) => {
         try {
-          return { budget: b, res: await b.limiter.consume(principal.id, 1), refused: false };
+          const res = await b.limiter.consume(principal.id, 1);
+          return { budget: b, remaining: res.remainingPoints, msBeforeNext: res.msBeforeNext, refused: false };
         } catch (err) {
-          if (err instanceof RateLimiterRes) return { budget: b, res: err, refused: true };
+          if (err instanceof RateLimiterRes) {
+            return { budget: b, remaining: err.remainingPoints, msBeforeNext: err.msBeforeNext, refused: true };
+          }
           throw err; // Redis error: the caller answers 503
         }
       }),
     );
     const policy = results.map(({ budget }) => `"${budget.name}";q=${budget.limiter.points};w=${budget.seconds}`);
-    const state = results.map(
-      ({ budget, res }) => `"${budget.name}";r=${res.remainingPoints};t=${Math.ceil(res.msBeforeNext / 1000)}`,
-    );
     const refused = results.filter((r) => r.refused);
+    if (refused.length > 0) {
+      // A refused request is served by no one: the budgets that had room get their point back, so
+      // a client retrying through a minute's refusals does not also spend its hour.
+      await Promise.all(
+        results
+          .filter((r) => !r.refused)
+          .map(async (r) => {
+            await r.budget.limiter.reward(principal.id, 1);
+            r.remaining += 1;
+          }),
+      );
+    }
+    const state = results.map(
+      ({ budget, remaining, msBeforeNext }) => `"${budget.name}";r=${remaining};t=${Math.ceil(msBeforeNext / 1000)}`,
+    );
     const retryAfter =
-      refused.length > 0 ? Math.max(1, ...refused.map((r) => Math.ceil(r.res.msBeforeNext / 1000))) : undefined;
+      refused.length > 0 ? Math.max(1, ...refused.map((r) => Math.ceil(r.msBeforeNext / 1000))) : undefined;
     return { headers: { 'ratelimit-policy': policy.join(', '), ratelimit: state.join(', ') }, retryAfter };
   }
 
