@@ -207,11 +207,23 @@ describe('/v1/predict without a worker', () => {
   it('answers 202 with the job and Location when the wait runs out; the job is kept', async () => {
     const res = await post('/v1/predict', { features: [8, 400, 200, 4500, 10, 1970] }, { prefer: 'wait=0.2' });
     expect(res.status).toBe(202);
-    expect(res.headers.get('preference-applied')).toBe('wait=0');
+    expect(res.headers.get('preference-applied')).toBe('wait=0.2');
     const job = (await res.json()) as { id: string; status: string };
     expect(res.headers.get('location')).toBe(`/v1/jobs/${job.id}`);
     expect(job.status).toBe('queued');
     expect(await services.jobs.queueOf('cars-mpg').getJobState(job.id)).toBe('prioritized');
+  });
+
+  it('Preference-Applied names what was honoured, and nothing for a preference it could not read', async () => {
+    const features = (i: number) => ({ features: [8, 400, 200, 4500, 10, 1960 + i] });
+    const async = await post('/v1/predict', features(1), { prefer: 'respond-async' });
+    expect(async.status).toBe(202);
+    expect(async.headers.get('preference-applied')).toBe('respond-async');
+    const junk = await post('/v1/predict', features(2), { prefer: 'wait=abc, respond-async=no' });
+    expect(junk.status).toBe(202); // the default wait (300 ms here) ran out
+    expect(junk.headers.get('preference-applied')).toBeNull();
+    const capped = await post('/v1/batch-predict', { requests: [features(3)] }, { prefer: 'wait=0.1' });
+    expect(capped.headers.get('preference-applied')).toBe('wait=0.1');
   });
 });
 

@@ -60,10 +60,13 @@ afterAll(async () => {
   await redis.close();
 });
 
-async function expect401(res: Response) {
+async function expect401(res: Response, presented = true) {
   expect(res.status).toBe(401);
   expect(res.headers.get('content-type')).toBe('application/problem+json');
   expect(res.headers.get('www-authenticate')).toMatch(/^Bearer realm="quern"/);
+  // RFC 6750: a credential that was presented and refused is invalid_token; none, no error code.
+  if (presented) expect(res.headers.get('www-authenticate')).toContain('error="invalid_token"');
+  else expect(res.headers.get('www-authenticate')).not.toContain('error=');
   expect(((await res.json()) as { code: string }).code).toBe('unauthorized');
 }
 
@@ -88,7 +91,7 @@ describe('the security matrix covers every protected route', () => {
 
 describe.each(PROTECTED_ROUTES)('$method $template', (route) => {
   it('401 with WWW-Authenticate without a credential', async () => {
-    await expect401(await call(route, {}));
+    await expect401(await call(route, {}), false);
   });
   it('401 for an unknown key', async () => {
     await expect401(await call(route, { 'x-api-key': `qk_${randomBytes(24).toString('hex')}` }));

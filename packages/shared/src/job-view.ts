@@ -95,6 +95,16 @@ export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now
       }
   }
   const shaped = done?.outputs.map((o) => presentPrediction(model, o));
+  // An expired or canceled job never ran: no start time, even once a worker has dropped it; an
+  // expired one ended at its deadline, whenever a worker got to it.
+  const ran = status !== 'expired' && status !== 'canceled';
+  const startedAt = ran
+    ? (done?.started_at ?? (state === 'active' || state === 'failed' ? snapshot.processedOn : undefined))
+    : undefined;
+  const completedAt =
+    status === 'expired'
+      ? data.deadline_at
+      : (done?.finished_at ?? (TERMINAL_STATUSES.includes(status) ? snapshot.finishedOn : undefined));
   const deliveries = snapshot.deliveries ?? [];
   const last = deliveries[deliveries.length - 1];
   return {
@@ -103,8 +113,8 @@ export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now
     model: data.model,
     model_version: done?.model_version ?? data.model_version,
     created_at: iso(snapshot.timestamp) as string,
-    started_at: iso(done?.started_at ?? (state === 'active' || state === 'failed' ? snapshot.processedOn : undefined)),
-    completed_at: iso(done?.finished_at ?? (TERMINAL_STATUSES.includes(status) ? snapshot.finishedOn : undefined)),
+    started_at: iso(startedAt),
+    completed_at: iso(completedAt),
     expires_at: new Date(data.deadline_at).toISOString(),
     priority: data.priority,
     // A batch job, or sync calls coalesced into one job, list every row's prediction.

@@ -51,7 +51,7 @@ describe('checkWebhookUrl', () => {
   });
 
   it('refuses other schemes, plain http when not allowed, and credentials in the URL', () => {
-    expect(checkWebhookUrl('ftp://example.com/x', open).ok).toBe(false);
+    expect(checkWebhookUrl('ftp://example.com/x', open)).toMatchObject({ ok: false, reason: 'must use http or https' });
     expect(checkWebhookUrl('file:///etc/passwd', open).ok).toBe(false);
     expect(checkWebhookUrl('http://example.com/x', { allowHttp: false, allowHosts: [] })).toMatchObject({
       ok: false,

@@ -57,7 +57,9 @@ export function checkWebhookUrl(raw: string, policy: UrlPolicy): UrlCheck {
     return { ok: false, reason: 'is not a valid absolute URL' };
   }
   if (raw.length > 2048) return { ok: false, reason: 'is longer than 2048 characters' };
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') return { ok: false, reason: 'must use https' };
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    return { ok: false, reason: policy.allowHttp ? 'must use http or https' : 'must use https' };
+  }
   if (url.protocol === 'http:' && !policy.allowHttp) return { ok: false, reason: 'must use https' };
   if (url.username || url.password) return { ok: false, reason: 'must not contain credentials' };
   const host = bareHost(url.hostname).toLowerCase();

@@ -62,9 +62,10 @@ export function requireAuth(scope: Scope | null, options: { challenge?: 'bearer'
           : result.reason === 'revoked_key'
             ? 'the API key has been revoked'
             : 'the credential is not valid';
-      const error = result.reason.endsWith('_token') ? 'invalid_token' : 'invalid_request';
       throw new QuernError('unauthorized', message, {
-        headers: { 'www-authenticate': options.challenge === 'basic' ? challenge : `${CHALLENGE}, error="${error}"` },
+        headers: {
+          'www-authenticate': options.challenge === 'basic' ? challenge : `${CHALLENGE}, error="invalid_token"`,
+        },
       });
     }
     const { principal } = result;

@@ -28,18 +28,26 @@ export function checkRows(model: ModelEntry, rows: readonly (readonly number[])[
 
 /**
  * How long a sync call waits: `Prefer: wait=N` (seconds, RFC 7240) capped by config, or the
- * default; `Prefer: respond-async` answers 202 at once.
+ * default; `Prefer: respond-async` answers 202 at once. With it, the
+ * `Preference-Applied` value that says what was honoured: none when the header held no
+ * preference this route understands (the default wait is then not a preference of the client's).
  */
-export function syncWaitMs(prefer: string | undefined, defaultMs: number, maxMs: number): number {
-  if (!prefer) return defaultMs;
+export function syncWait(
+  prefer: string | undefined,
+  defaultMs: number,
+  maxMs: number,
+): { ms: number; applied: string | undefined } {
+  if (!prefer) return { ms: defaultMs, applied: undefined };
   let wait: number | undefined;
   for (const part of prefer.split(/[,;]/)) {
     const token = part.trim().toLowerCase();
-    if (token === 'respond-async') return 0;
+    if (token === 'respond-async') return { ms: 0, applied: 'respond-async' };
     const match = /^wait\s*=\s*"?(\d+(?:\.\d+)?)"?$/.exec(token);
     if (match) wait = Number(match[1]) * 1000;
   }
-  return wait === undefined ? defaultMs : Math.min(wait, maxMs);
+  if (wait === undefined) return { ms: defaultMs, applied: undefined };
+  const ms = Math.min(wait, maxMs);
+  return { ms, applied: `wait=${Number((ms / 1000).toFixed(3))}` };
 }
 
 /** `tensor` of a batch-predict request: many rows as packed float32 instead of JSON numbers. */

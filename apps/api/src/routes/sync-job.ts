@@ -10,7 +10,7 @@ import {
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import type { JobView } from '../services/job-service';
-import { syncWaitMs } from './inference-input';
+import { syncWait } from './inference-input';
 import { claimJob, findReplayedJob } from './submission';
 
 export type SyncOutcome =
@@ -56,8 +56,9 @@ export async function runSyncJob(
 ): Promise<SyncOutcome> {
   const { config, jobs, waiter, metrics } = c.get('services');
   const principal = c.get('principal');
-  const waitMs = syncWaitMs(c.req.header('prefer'), config.QUERN_SYNC_WAIT_DEFAULT_MS, config.QUERN_SYNC_WAIT_MAX_MS);
-  c.header('preference-applied', `wait=${Math.round(waitMs / 1000)}`);
+  const wait = syncWait(c.req.header('prefer'), config.QUERN_SYNC_WAIT_DEFAULT_MS, config.QUERN_SYNC_WAIT_MAX_MS);
+  const waitMs = wait.ms;
+  if (wait.applied) c.header('preference-applied', wait.applied);
   const claim = await claimJob(c, route, body, model);
   const jobId = claim.jobId;
   const handle = waiter.register(jobId, model.name);

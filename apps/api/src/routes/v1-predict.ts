@@ -11,7 +11,7 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
-import { checkRows, syncWaitMs } from './inference-input';
+import { checkRows, syncWait } from './inference-input';
 import { failure, runSyncJob } from './sync-job';
 
 export const PredictRequestSchema = z
@@ -111,12 +111,9 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
 
       const { coalescer, config } = c.get('services');
       if (coalescer && !idempotent) {
-        const waitMs = syncWaitMs(
-          c.req.header('prefer'),
-          config.QUERN_SYNC_WAIT_DEFAULT_MS,
-          config.QUERN_SYNC_WAIT_MAX_MS,
-        );
-        c.header('preference-applied', `wait=${Math.round(waitMs / 1000)}`);
+        const wait = syncWait(c.req.header('prefer'), config.QUERN_SYNC_WAIT_DEFAULT_MS, config.QUERN_SYNC_WAIT_MAX_MS);
+        const waitMs = wait.ms;
+        if (wait.applied) c.header('preference-applied', wait.applied);
         const shared = await coalescer.submit({
           principal: c.get('principal'),
           model,
