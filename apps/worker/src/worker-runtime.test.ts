@@ -2,6 +2,7 @@ import { DirectOrt, maxAbsDiff, randomRows, startTestRedis, type TestRedis, test
 import {
   type Config,
   createLogger,
+  decodeJobError,
   INFERENCE_JOB_NAME,
   type InferenceJobData,
   type InferenceResult,
@@ -12,8 +13,9 @@ import {
   type ModelManifest,
   newId,
   RowMatrix,
+  WEBHOOK_QUEUE,
 } from '@quern/shared';
-import { type Job, Queue, QueueEvents } from 'bullmq';
+import { type Job, Queue, QueueEvents, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerRuntime } from './worker-runtime';
@@ -161,6 +163,66 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       await events.close();
       await queue.close();
       await runtime.close();
+    }
+  });
+
+  it('a job BullMQ fails for stalling too often reads worker_lost and still sends its failed webhook', async () => {
+    // A worker takes the job and dies (its lock is no longer renewed); with a stall limit of 0 the
+    // first stall fails the job, and BullMQ does so without calling our processor.
+    const stallConfig = testConfig(redis, {
+      QUERN_REDIS_PREFIX: `${redis.prefix}stall`,
+      QUERN_MAX_STALLED_COUNT: '0',
+      QUERN_STALLED_INTERVAL_MS: '1000',
+      QUERN_LOCK_DURATION_MS: '1000',
+    });
+    const keys = new KeySpace(stallConfig.QUERN_REDIS_PREFIX);
+    const name = keys.inferenceQueue('cars-mpg');
+    const queue = new Queue(name, { connection: client, prefix: stallConfig.QUERN_REDIS_PREFIX });
+    const webhooks = new Queue(WEBHOOK_QUEUE, { connection: client, prefix: stallConfig.QUERN_REDIS_PREFIX });
+    let taken: () => void = () => undefined;
+    const holding = new Promise<void>((resolve) => {
+      taken = resolve;
+    });
+    const doomed = new Worker(
+      name,
+      () => {
+        taken();
+        return new Promise(() => undefined); // never finishes: this worker is about to die
+      },
+      {
+        connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+        prefix: stallConfig.QUERN_REDIS_PREFIX,
+        lockDuration: 1000,
+        // Its own stall check would claim the queue's check slot for the default 30 s.
+        skipStalledCheck: true,
+      },
+    );
+    const runtime = { current: undefined as WorkerRuntime | undefined };
+    try {
+      const data = {
+        ...jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 1971]]),
+        webhook: { url: 'https://example.com/hook', events: ['failed' as const] },
+      };
+      const job = await queue.add(INFERENCE_JOB_NAME, data, { jobId: newId('job'), attempts: 3 });
+      await holding;
+      await doomed.close(true); // stops renewing its lock, as a killed process would
+      (doomed.opts.connection as Redis).disconnect();
+      runtime.current = await WorkerRuntime.start({ config: stallConfig, manifest, logger });
+      await expect.poll(() => queue.getJobState(job.id as string), { timeout: 15_000, interval: 100 }).toBe('failed');
+      const failed = await queue.getJob(job.id as string);
+      expect(decodeJobError(failed?.failedReason).code).toBe('worker_lost');
+      await expect
+        .poll(async () => (await webhooks.getJob(`${job.id}.failed`))?.data.event, { timeout: 5_000 })
+        .toBe('failed');
+      const payload = JSON.parse((await webhooks.getJob(`${job.id}.failed`))?.data.payload) as {
+        type: string;
+        data: { status: string; error: { code: string } };
+      };
+      expect(payload).toMatchObject({ type: 'job.failed', data: { status: 'failed', error: { code: 'worker_lost' } } });
+    } finally {
+      await runtime.current?.close();
+      await webhooks.close();
+      await queue.close();
     }
   });
 

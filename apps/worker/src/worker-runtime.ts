@@ -2,6 +2,7 @@ import {
   type Config,
   createRedis,
   decodeJobError,
+  InferenceJobData,
   inferenceJobOptions,
   KeySpace,
   type Logger,
@@ -161,6 +162,24 @@ export class WorkerRuntime {
               ? 'expired'
               : 'failed';
         this.metrics.jobsFinished.labels(name, outcome).inc();
+        // BullMQ fails a job that stalled too often without running our processor: its `failed`
+        // webhook is sent from here.
+        if (code === 'worker_lost') {
+          const data = InferenceJobData.safeParse(job.data);
+          if (!data.success) return;
+          const snapshot = {
+            id: job.id as string,
+            data: data.data,
+            state: 'failed' as const,
+            timestamp: job.timestamp,
+            processedOn: job.processedOn,
+            failedReason: err.message,
+            finishedOn: job.finishedOn ?? Date.now(),
+          };
+          webhooks
+            .enqueue(snapshot, model.entry, 'failed')
+            .catch((e: Error) => logger.warn({ job_id: job.id, err: e.message }, 'webhook enqueue failed'));
+        }
       });
       consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
       this.consumers.push(consumer);

@@ -72,8 +72,13 @@ export const JobErrorCodes = [
   'inference_failed',
   'deadline_exceeded',
   'canceled',
+  /** BullMQ failed the job: the workers holding it stopped more often than the stall limit allows. */
+  'worker_lost',
   'internal_error',
 ] as const;
+
+/** The reason BullMQ records when a job stalled more often than `maxStalledCount` allows. */
+const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
 export type JobErrorCode = (typeof JobErrorCodes)[number];
 
 export function encodeJobError(code: JobErrorCode, message: string): string {
@@ -85,6 +90,12 @@ export function decodeJobError(reason: string | undefined): { code: JobErrorCode
   const code = match?.[1] as JobErrorCode | undefined;
   if (match && code && (JobErrorCodes as readonly string[]).includes(code)) {
     return { code, message: match[2] ?? '' };
+  }
+  if (reason === STALL_LIMIT_REASON) {
+    return {
+      code: 'worker_lost',
+      message: 'the workers running this job stopped (crashed or were killed) more often than allowed; submit it again',
+    };
   }
   // Anything else is an unexpected error text (a stack, a driver message): never shown to clients.
   return { code: 'internal_error', message: 'the job failed because of an internal error' };
