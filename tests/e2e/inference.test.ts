@@ -219,6 +219,41 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     expect(job.output).toHaveProperty('prediction');
   });
 
+  it('one caller whose input overflows the model gets 422; the callers sharing its job still get their predictions', async () => {
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    const before = await queue.count();
+    await queue.pause();
+    const rows = [0, 1, 2, 3, 4, 5].map((i) => [4, 100 + i, 90, 2264, 15.5, 1971]);
+    rows[2] = [4, 140, 90, 2264, 15.5, 3e38]; // finite float32, but the model's output overflows
+    const pending = rows.map((features) => stack.post('/v1/predict', { features }));
+    try {
+      await expect.poll(async () => (await queue.count()) - before, { timeout: 5_000, interval: 10 }).toBe(1);
+    } finally {
+      await queue.resume();
+    }
+    const responses = await Promise.all(pending);
+    const bodies = (await Promise.all(responses.map((r) => r.json()))) as {
+      prediction: number;
+      job_id: string;
+      code: string;
+      detail: string;
+    }[];
+    expect(responses.map((r) => r.status)).toEqual([200, 200, 422, 200, 200, 200]);
+    expect(bodies[2]).toMatchObject({
+      code: 'validation_failed',
+      detail: expect.stringContaining('not a finite number'),
+    });
+    expect(bodies[2]?.detail).not.toMatch(/row \d/); // a row of someone else's shared job means nothing to this caller
+    const good = bodies.filter((_, i) => i !== 2);
+    const expected = await cars.run(rows.filter((_, i) => i !== 2));
+    good.forEach((b, i) => {
+      expect(Math.abs(b.prediction - (expected[i]?.[0] as number))).toBeLessThan(1e-4);
+    });
+    // The shared job failed; the other rows were sent again, together.
+    expect(new Set(good.map((b) => b.job_id)).size).toBe(1);
+    expect(good[0]?.job_id).not.toBe(bodies[2]?.job_id);
+  });
+
   it('1 000 concurrent sync requests on mlp-large all succeed, correctly, in batches larger than one', async () => {
     const rows = randomRows(1000, 256, 2024);
     const responses = await Promise.all(

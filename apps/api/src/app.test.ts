@@ -1,5 +1,6 @@
 import { OTHER_API_KEY, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { createLogger, inputHash, loadManifest } from '@quern/shared';
+import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
@@ -214,6 +215,43 @@ describe('/v1/predict without a worker', () => {
     expect(await services.jobs.queueOf('cars-mpg').getJobState(job.id)).toBe('prioritized');
   });
 
+  it('a job a worker took before its deadline is waited for past it: timeout_ms bounds the queueing, not the run', async () => {
+    // A stand-in worker whose inference outlasts the job's 200 ms deadline.
+    const worker = new Worker(
+      'infer-cars-mpg',
+      async (job) => {
+        await new Promise((resolve) => setTimeout(resolve, 600)); // a slow batch, not a synchronisation
+        const rows = Number(job.data.input?.count ?? job.data.rows?.length ?? 1);
+        const now = Date.now();
+        return {
+          outputs: Array.from({ length: rows }, () => [33.5]),
+          cached: Array.from({ length: rows }, () => false),
+          model_version: '1.0.0',
+          started_at: now - 600,
+          finished_at: now,
+          timings: { queue_ms: 1, inference_ms: 600, batch_size: rows },
+        };
+      },
+      // Jobs earlier tests left queued are taken too, at once.
+      { connection: new Redis(redis.url, { maxRetriesPerRequest: null }), prefix: redis.prefix, concurrency: 100 },
+    );
+    try {
+      const body = (i: number) => ({ features: [6, 250, 100, 3300, 15, 1960 + i], timeout_ms: 200 });
+      const wait = { prefer: 'wait=10' };
+      const [coalesced, single] = await Promise.all([
+        post('/v1/predict', body(1), wait),
+        post('/v1/predict', body(2), { ...wait, 'idempotency-key': 'deadline-running-1' }),
+      ]);
+      for (const res of [coalesced, single]) {
+        expect(res.status).toBe(200);
+        expect(((await res.json()) as { prediction: number }).prediction).toBe(33.5);
+      }
+    } finally {
+      await worker.close();
+      (worker.opts.connection as Redis).disconnect();
+    }
+  });
+
   it('Preference-Applied names what was honoured, and nothing for a preference it could not read', async () => {
     const features = (i: number) => ({ features: [8, 400, 200, 4500, 10, 1960 + i] });
     const async = await post('/v1/predict', features(1), { prefer: 'respond-async' });
@@ -394,5 +432,17 @@ describe('queue dashboard API', () => {
     expect(await queue?.isPaused()).toBe(true);
     expect((await send('PUT', '/admin/queues/api/queues/infer-cars-mpg/resume', own)).status).toBe(200);
     expect(await queue?.isPaused()).toBe(false);
+    // Behind a proxy that rewrites Host the page's Origin names another host; the browser's
+    // Sec-Fetch-Site still says same-origin, and decides.
+    const proxied = { origin: 'https://queues.example.com', 'sec-fetch-site': 'same-origin' };
+    expect((await send('PUT', '/admin/queues/api/queues/infer-cars-mpg/pause', proxied)).status).toBe(200);
+    expect((await send('PUT', '/admin/queues/api/queues/infer-cars-mpg/resume', proxied)).status).toBe(200);
+  });
+
+  it('serves the dashboard’s own per-queue panels (metrics, workers, rate limit, job options)', async () => {
+    for (const panel of ['metrics', 'workers', 'rate-limit', 'default-job-options']) {
+      const res = await get(`/admin/queues/api/queues/infer-cars-mpg/${panel}`);
+      expect(res.status, panel).toBe(200);
+    }
   });
 });

@@ -13,7 +13,23 @@ import type { Services } from '../services/services';
 export const QUEUE_DASHBOARD_PATH = '/admin/queues';
 
 /** Words Bull Board's API uses where a job id would stand (`/api/queues/:queue/retry/:status`, …). */
-const QUEUE_ACTIONS = new Set(['retry', 'promote', 'clean', 'pause', 'resume', 'empty', 'add']);
+const QUEUE_ACTIONS = new Set([
+  'retry',
+  'promote',
+  'clean',
+  'pause',
+  'resume',
+  'empty',
+  'add',
+  'metrics',
+  'workers',
+  'rate-limit',
+  'default-job-options',
+  'job-data-schema',
+  'concurrency',
+  'obliterate',
+  'job-schedulers',
+]);
 /** The ids Quern gives jobs: inference jobs, and webhook deliveries (`<job id>.<event>`). */
 const JOB_ID = /^job_[0-9A-Za-z]{22}(\.[a-z]+)?$/;
 
@@ -70,9 +86,13 @@ export function registerQueueDashboard(app: OpenAPIHono<AppEnv>, services: Servi
     if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
     const site = c.req.header('sec-fetch-site');
     const origin = c.req.header('origin');
-    // Hosts, not origins: behind a TLS-terminating proxy the scheme the API sees is not the browser's.
-    const host = c.req.header('x-forwarded-host') ?? c.req.header('host');
-    if ((site && site !== 'same-origin' && site !== 'none') || (origin && hostOf(origin) !== host)) {
+    // Sec-Fetch-Site, which a page cannot forge, decides when the browser sends it; Origin is
+    // compared with the host only for browsers that do not (hosts, not origins: behind a
+    // TLS-terminating proxy the scheme the API sees is not the browser's).
+    const forwarded = services.config.QUERN_TRUST_PROXY_HOPS > 0 ? c.req.header('x-forwarded-host') : undefined;
+    const host = forwarded?.split(',')[0]?.trim() ?? c.req.header('host');
+    const foreign = site ? site !== 'same-origin' && site !== 'none' : origin !== undefined && hostOf(origin) !== host;
+    if (foreign) {
       return problem(c, new QuernError('forbidden', 'queue dashboard changes are accepted from its own page only'));
     }
     if (REFUSED_WRITES.test(c.req.path)) {

@@ -1,7 +1,6 @@
 import {
   type InferenceResult,
   type JobErrorCode,
-  jobView,
   type ModelEntry,
   QuernError,
   type RowMatrix,
@@ -10,6 +9,7 @@ import {
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import type { JobView } from '../services/job-service';
+import { followJob } from '../services/sync-follow';
 import { syncWait } from './inference-input';
 import { claimJob, findReplayedJob } from './submission';
 
@@ -32,11 +32,6 @@ export function failure(jobId: string, code: JobErrorCode | 'gone', message: str
     default:
       return new QuernError('inference_failed', 'the job failed; GET /v1/jobs/{id} shows why', { extra });
   }
-}
-
-/** How long until a job's deadline has surely passed (its view then reads `expired`). */
-export function untilDeadline(deadlineAt: number): number {
-  return Math.max(0, deadlineAt - Date.now()) + 25;
 }
 
 /**
@@ -110,9 +105,18 @@ export async function runSyncJob(
       .catch((err: Error) => c.get('logger').warn({ err: err.message, job_id: jobId }, 'cancel on disconnect failed'));
   };
   signal.addEventListener('abort', onAbort, { once: true });
-  // A job still queued at its deadline (timeout_ms) expires: the caller hears so then, not at the
-  // end of its wait.
-  const outcome = await handle.wait(Math.min(waitMs, untilDeadline(deadlineAt)));
+  const outcome = await followJob({
+    waiter,
+    jobs,
+    handle,
+    jobId,
+    owner: principal.id,
+    model,
+    waitMs,
+    deadlineAt,
+    signal,
+    stop: () => signal.aborted || waiter.draining,
+  });
   signal.removeEventListener('abort', onAbort);
 
   switch (outcome.kind) {
@@ -122,14 +126,10 @@ export async function runSyncJob(
       throw failure(jobId, outcome.code, outcome.message);
     case 'gone':
       throw failure(jobId, 'gone', '');
-    case 'timeout': {
+    case 'pending':
       if (signal.aborted) throw new QuernError('job_canceled', 'the client went away', { extra: { job_id: jobId } });
-      const found = await jobs.find(jobId, principal.id);
-      if (!found) throw failure(jobId, 'gone', '');
-      const view = jobView(await jobs.snapshot(found), model);
-      if (view.status === 'expired') throw failure(jobId, 'deadline_exceeded', '');
-      metrics.syncWaitTimeouts.labels(model.name).inc();
-      return { kind: 'pending', jobId, view };
-    }
+      // A shutdown's early answers are not waits that ran out.
+      if (!waiter.draining) metrics.syncWaitTimeouts.labels(model.name).inc();
+      return { kind: 'pending', jobId, view: outcome.view };
   }
 }

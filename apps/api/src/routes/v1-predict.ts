@@ -126,6 +126,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
         });
         if (shared.kind === 'failed') throw failure(shared.jobId, shared.code, shared.message);
         if (shared.kind === 'pending') {
+          if (!c.get('services').waiter.draining) c.get('services').metrics.syncWaitTimeouts.labels(model.name).inc();
           return c.json(shared.view, 202, {
             location: `/v1/jobs/${shared.jobId}`,
             'quern-job-row': String(shared.row),

@@ -7,6 +7,7 @@ import {
   type JobView,
   jobView,
   type KeySpace,
+  type Logger,
   type ModelEntry,
   newId,
   QuernError,
@@ -79,6 +80,7 @@ export class JobService {
     private readonly keys: KeySpace,
     private readonly drainRate: (model: string) => number,
     private readonly webhooks: WebhookDispatcher,
+    private readonly logger: Logger,
   ) {}
 
   queueOf(model: string): Queue {
@@ -253,7 +255,10 @@ export class JobService {
         );
         const snapshot = await this.snapshot({ ...found, job: undefined, canceledRecord: record });
         // The worker never sees this job: the `canceled` event is sent from here.
-        await this.webhooks.enqueue(snapshot, found.model, 'canceled');
+        // The cancel has happened; a webhook that cannot be queued now must not make it look failed.
+        await this.webhooks
+          .enqueue(snapshot, found.model, 'canceled')
+          .catch((err: Error) => this.logger.warn({ job_id: id, err: err.message }, 'canceled webhook not queued'));
         return { kind: 'canceled', view: jobView(snapshot, found.model) };
       }
       // A worker took it in the meantime: ask the worker, as for a running job.

@@ -101,6 +101,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     keys,
     (model) => drain.perSecond(model),
     new WebhookDispatcher(webhookQueue, redis, keys, config),
+    logger,
   );
   const metrics = createApiMetrics({ redis, queues, workersAlive });
 

@@ -1,15 +1,8 @@
-import {
-  type InferenceResult,
-  type JobErrorCode,
-  jobView,
-  type Logger,
-  type ModelEntry,
-  newId,
-  RowMatrix,
-} from '@quern/shared';
+import { type InferenceResult, type JobErrorCode, type Logger, type ModelEntry, newId, RowMatrix } from '@quern/shared';
 import type { JobService, JobView } from './job-service';
 import type { Principal } from './principal';
 import type { ResultWaiter } from './result-waiter';
+import { currentOutcome, type FollowOutcome, followJob } from './sync-follow';
 
 export type CoalescedOutcome =
   | { kind: 'completed'; jobId: string; row: number; result: InferenceResult }
@@ -31,6 +24,8 @@ export interface CoalescedRequest {
 interface Member {
   request: CoalescedRequest;
   row: number;
+  /** When this caller's wait ends (it keeps running if its row is sent again). */
+  waitUntil: number;
   done: boolean;
   resolve: (outcome: CoalescedOutcome) => void;
   reject: (err: unknown) => void;
@@ -82,7 +77,7 @@ export class SyncCoalescer {
     }
     const g = group;
     return new Promise<CoalescedOutcome>((resolve, reject) => {
-      const member: Member = { request, row: -1, done: false, resolve, reject };
+      const member: Member = { request, row: -1, waitUntil: Date.now() + request.waitMs, done: false, resolve, reject };
       g.open.push(member);
       // A caller that leaves before its row is sent is just dropped from the group.
       request.signal.addEventListener(
@@ -142,22 +137,22 @@ export class SyncCoalescer {
         cacheChecked: true,
       });
       this.onJob(first.model.name, members.length);
-      // Each caller has its own wait; the job is followed for the longest of them, and no longer
-      // than its deadline (timeout_ms, shared by the group) if it is still queued then.
-      const untilExpired = Math.max(0, data.deadline_at - Date.now()) + 25;
+      const owner = first.principal.id;
+      // Each caller has its own wait: one whose wait ends before the job's gets what the job is
+      // then (202 while it runs or waits).
       const timers = members.map((m) =>
         setTimeout(
           () => {
             if (m.done) return;
-            void this.pendingView(jobId, first).then(
-              (view) => settle(m, view ? pendingOrExpired(jobId, m.row, view) : gone(jobId)),
+            void currentOutcome(this.jobs, jobId, owner, first.model).then(
+              (now) => settle(m, memberOutcome(jobId, m.row, now)),
               (err: unknown) => {
                 m.done = true;
                 m.reject(err);
               },
             );
           },
-          Math.min(m.request.waitMs, untilExpired),
+          Math.max(0, m.waitUntil - Date.now()),
         ),
       );
       // A lone caller that leaves takes its job with it if no batch has started it.
@@ -166,7 +161,7 @@ export class SyncCoalescer {
           'abort',
           () => {
             void this.jobs
-              .find(jobId, first.principal.id)
+              .find(jobId, owner)
               .then((found) => (found ? this.jobs.cancel(found) : undefined))
               .catch((err: Error) =>
                 this.logger.warn({ err: err.message, job_id: jobId }, 'cancel on disconnect failed'),
@@ -175,18 +170,31 @@ export class SyncCoalescer {
           { once: true },
         );
       }
-      const outcome = await handle.wait(Math.min(Math.max(...members.map((m) => m.request.waitMs)), untilExpired));
+      // The job is followed for the longest wait of its callers (and answers at its deadline if
+      // still queued then: the group shares one deadline).
+      const outcome = await followJob({
+        waiter: this.waiter,
+        jobs: this.jobs,
+        handle,
+        jobId,
+        owner,
+        model: first.model,
+        waitMs: Math.max(...members.map((m) => m.waitUntil)) - Date.now(),
+        deadlineAt: data.deadline_at,
+        stop: () => this.waiter.draining,
+      });
       for (const t of timers) clearTimeout(t);
-      for (const m of members) {
-        if (outcome.kind === 'completed') settle(m, { kind: 'completed', jobId, row: m.row, result: outcome.result });
-        else if (outcome.kind === 'failed')
-          settle(m, { kind: 'failed', jobId, code: outcome.code, message: outcome.message });
-        else if (outcome.kind === 'gone') settle(m, gone(jobId));
-        else {
-          const view = await this.pendingView(jobId, first);
-          settle(m, view ? pendingOrExpired(jobId, m.row, view) : gone(jobId));
-        }
+      const overflow = outcome.kind === 'failed' ? overflowRow(outcome) : undefined;
+      if (overflow !== undefined) {
+        // One caller's input overflowed the model: that caller hears so; the others' rows are
+        // sent again (their waits keep running).
+        const bad = members.find((m) => m.row === overflow);
+        if (bad) settle(bad, { kind: 'failed', jobId, code: 'invalid_input', message: OVERFLOW_MESSAGE });
+        const again = members.filter((m) => !m.done && !m.request.signal.aborted);
+        group.open.unshift(...again);
+        return;
       }
+      for (const m of members) settle(m, memberOutcome(jobId, m.row, outcome));
     } catch (err) {
       handle.cancel();
       for (const m of members) {
@@ -200,18 +208,29 @@ export class SyncCoalescer {
       this.schedule(key, group);
     }
   }
-
-  private async pendingView(jobId: string, request: CoalescedRequest): Promise<JobView | undefined> {
-    const found = await this.jobs.find(jobId, request.principal.id);
-    return found ? jobView(await this.jobs.snapshot(found), request.model) : undefined;
-  }
 }
 
-/** A job whose wait ran out goes on (202), unless it ran out because the job expired. */
-function pendingOrExpired(jobId: string, row: number, view: JobView): CoalescedOutcome {
-  return view.status === 'expired'
-    ? { kind: 'failed', jobId, code: 'deadline_exceeded', message: 'the job was still queued at its deadline' }
-    : { kind: 'pending', jobId, row, view };
+const OVERFLOW_MESSAGE =
+  "the model's output for this input is not a finite number: it is outside what the model can compute";
+
+/** The row a job failed on because the model's output for it overflowed (the worker names it). */
+function overflowRow(outcome: { code: string; message: string }): number | undefined {
+  const match = /^the model's output for row (\d+) is not a finite number/.exec(outcome.message);
+  return outcome.code === 'invalid_input' && match ? Number(match[1]) : undefined;
+}
+
+/** One caller's answer from its shared job's outcome. */
+function memberOutcome(jobId: string, row: number, outcome: FollowOutcome): CoalescedOutcome {
+  switch (outcome.kind) {
+    case 'completed':
+      return { kind: 'completed', jobId, row, result: outcome.result };
+    case 'failed':
+      return { kind: 'failed', jobId, code: outcome.code, message: outcome.message };
+    case 'gone':
+      return gone(jobId);
+    case 'pending':
+      return { kind: 'pending', jobId, row, view: outcome.view };
+  }
 }
 
 function gone(jobId: string): CoalescedOutcome {
