@@ -130,11 +130,15 @@ function markdown(r: BenchResults): string {
     lines.push(`| \`POST /v1/predict\` one request at a time, ${model}: p50 ms | ${ms} |`);
   }
   lines.push(`| trivial Hono route (JSON in, 202 out), c=64: req/s | ${fmt(r.limits.trivial_hono.rps)} |`);
-  lines.push(`| raw BullMQ, no-op processor: jobs/s | ${fmt(r.limits.raw_bullmq_jobs_per_second)} |`);
+  lines.push(
+    `| raw BullMQ, no-op processor: jobs/s (best of 2, alternating with the drain) | ${fmt(r.limits.raw_bullmq_jobs_per_second)} |`,
+  );
   lines.push(
     `| async ingest \`POST /v1/jobs\`, c=64: req/s, p99 ms | ${fmt(r.async_ingest.rps)}, ${r.async_ingest.p99_ms} |`,
   );
-  lines.push(`| drain of ${fmt(r.drain.jobs)} queued cars-mpg jobs: jobs/s | ${fmt(r.drain.jobs_per_second)} |`);
+  lines.push(
+    `| drain of ${fmt(r.drain.jobs)} queued cars-mpg jobs: jobs/s (best of 2) | ${fmt(r.drain.jobs_per_second)} |`,
+  );
   lines.push(
     `| client batches \`POST /v1/batch-predict\`, 100 mlp-large rows as JSON numbers, c=16: req/s, rows/s, p99 ms | ${fmt(r.client_batches.rps)}, ${fmt(r.client_batches.rows_per_second)}, ${r.client_batches.p99_ms} |`,
   );
@@ -230,15 +234,17 @@ const ANALYSIS = [
     'so a target set as a ratio to a single-process baseline (trivial Hono, in-process ONNX Runtime) compares ' +
     'three processes and six network hops against one process and none.',
   '',
-  '**The machine moves the ratios.** The same code ran on two 2-core VMs of this project: an Intel Xeon ' +
-    '(2026-11-30) and an AMD EPYC (2026-12-02). On the EPYC, JavaScript is ≈ 1.7× slower (trivial Hono 16 400 ' +
-    'against 27 800 req/s; Quern’s sync mlp-large at c=64 1 640 against 2 770 req/s), while ONNX Runtime runs ' +
-    'one mlp-large row 2× faster (0.15 against 0.33 ms) and batches of 128 2× slower (43 000 against 84 500 ' +
-    'rows/s). Batching buys least where single rows are cheap and HTTP is dear, so `batched_vs_noqueue` fell ' +
-    'from 1.36 to 0.56 and the idle overhead rose from 4.5 to 5.7 ms; `batched_vs_unbatched` (7.95, 7.56) and ' +
-    '`drain_vs_bullmq` (0.59, 0.52) held.',
+  '**The machine moves the ratios, and so does the machine next door.** The same code ran on two 2-core ' +
+    'VMs of this project: an Intel Xeon (2026-11-30) and an AMD EPYC (2026-12-02, four full runs). On the EPYC, ' +
+    'JavaScript is slower (trivial Hono 14 600–22 500 against 27 800 req/s) while ONNX Runtime runs one ' +
+    'mlp-large row 2–3× faster (0.11–0.15 against 0.33 ms) and batches of 128 2× slower (43 000 against 84 500 ' +
+    'rows/s). Batching buys least where single rows are cheap and HTTP is dear: `batched_vs_noqueue` was 1.36 ' +
+    'on the Xeon and 0.56–0.85 on the EPYC; the idle overhead 4.5 ms there, 4.7–5.8 ms here (8.8 ms in a run ' +
+    'where a neighbour halved the trivial route’s rate). `batched_vs_unbatched` (6.9–8.4) held everywhere. ' +
+    'Drain and its raw-BullMQ baseline each moved by a third between runs when measured once, minutes apart ' +
+    '(0.45–0.59), so they are now measured next to each other, alternately, best of two each.',
   '',
-  '- **Idle overhead (4.5–5.7 ms against ≤ 2).** The batcher does not wait (both models have `max_delay_ms` 0 ' +
+  '- **Idle overhead (4.5–5.8 ms against ≤ 2).** The batcher does not wait (both models have `max_delay_ms` 0 ' +
     'and an idle thread takes a batch at once: inference starts 0.1 ms after the job reaches the worker). The time ' +
     'is the hops of a queued request, each a Redis round trip or a thread wake-up of 0.15–0.4 ms on these VMs: ' +
     'rate limit, cache lookup, enqueue, worker wake-up, `moveToActive`, inference thread there and back (0.7 ms ' +
@@ -247,13 +253,13 @@ const ANALYSIS = [
     'worker, 1.2 ms from completion to the client. What would lift it: rate limit and cache lookup in one round ' +
     'trip, the cache write pipelined with `moveToFinished` on one connection, tiny batches run on the worker’s ' +
     'main thread.',
-  '- **Ingest (0.14–0.15 of trivial Hono).** The API process is CPU-bound (≈ 105% of a core with its GC ' +
+  '- **Ingest (0.11–0.21 of trivial Hono across runs).** The API process is CPU-bound (≈ 105% of a core with its GC ' +
     'threads) at ≈ 270–300 µs per accepted job (two measurements) against ≈ 35 µs for the trivial route (Xeon). The profile is flat: ' +
     'ioredis and socket writes 17% (two rate-limit scripts and one `addBulk` entry per request), GC 9%, Hono and ' +
     'node-server 8%, auth, validation, job view, pino and prom-client a few percent each. Lifts: one script for ' +
     'both rate-limit windows; more API processes (ingest scales with API replicas: nothing in the path is shared ' +
     'but Redis, which sits at ≈ 20% of a core here).',
-  '- **No queue (1.36× on the Xeon, 0.56× on the EPYC, against 1.5×).** Quern spends ≈ 0.5 ms of CPU per ' +
+  '- **No queue (1.36× on the Xeon, 0.56–0.85× on the EPYC, against 1.5×).** Quern spends ≈ 0.5 ms of CPU per ' +
     'request (Xeon; ≈ 1.7× that on the EPYC) on HTTP, Redis and BullMQ across API, worker and Redis, and ' +
     '≈ 0.02 ms per row on inference in batches of 16–50. The baseline spends nothing on the queue but the full ' +
     'single-row cost on inference: 0.33 ms on the Xeon, where that is most of its time, and 0.15 ms on the ' +
@@ -265,7 +271,7 @@ const ANALYSIS = [
     'cache, store in Redis, read back and answer, on the same two cores the inference needs. Jobs now carry rows ' +
     'packed as float32 (JSON-number rows went from 86 to 122 requests/s in profiling), and `tensor` input skips ' +
     'the number parsing; the rest is copying and per-row cache work (turning the cache off gives +18%).',
-  '- **API RSS (≈ 290 MB against 200).** The live heap after a full GC is ≈ 33 MB (`--trace-gc`); V8 lets ' +
+  '- **API RSS (280–300 MB against 200).** The live heap after a full GC is ≈ 33 MB (`--trace-gc`); V8 lets ' +
     'garbage from 256 concurrent requests build up to ≈ 150 MB before a major GC. ' +
     '`NODE_OPTIONS="--max-semi-space-size=32 --max-old-space-size=128"` kept the API at ≈ 175 MB with the same ' +
     'sync throughput (and −15% on 100-row batches), but a hard heap cap turns many concurrent large bodies into ' +
