@@ -9,6 +9,7 @@ import {
   jobMatrix,
   type KeySpace,
   type Logger,
+  overflowMessage,
   type WebhookDispatcher,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
@@ -176,11 +177,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       // A finite input can still overflow float32 inside the model (3e38 × a weight): JSON has no
       // infinity, so such a row would read as null. The input is what cannot be computed: say which.
       if (overflowRow >= 0) {
-        return end(
-          'invalid_input',
-          `the model's output for row ${overflowRow} is not a finite number: its input is outside what the model can compute`,
-          'failed',
-        );
+        return end('invalid_input', overflowMessage(overflowRow), 'failed');
       }
       // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
       await reads.setEx(writes);

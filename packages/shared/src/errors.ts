@@ -81,6 +81,20 @@ export const JobErrorCodes = [
 const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
 export type JobErrorCode = (typeof JobErrorCodes)[number];
 
+/**
+ * The message of a job failed because the model's output for one of its rows is not finite. A
+ * coalesced job carries several callers' rows; the API reads the row back (`overflowRowOf`) to
+ * answer only that caller.
+ */
+export function overflowMessage(row: number): string {
+  return `the model's output for row ${row} is not a finite number: its input is outside what the model can compute`;
+}
+
+export function overflowRowOf(code: string, message: string): number | undefined {
+  const match = /^the model's output for row (\d+) is not a finite number/.exec(message);
+  return code === 'invalid_input' && match ? Number(match[1]) : undefined;
+}
+
 export function encodeJobError(code: JobErrorCode, message: string): string {
   return `${code}: ${message}`;
 }

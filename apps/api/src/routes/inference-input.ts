@@ -1,5 +1,7 @@
 import { z } from '@hono/zod-openapi';
 import { type FieldError, MAX_FEATURES, type ModelEntry, QuernError, RowMatrix } from '@quern/shared';
+import type { Context } from 'hono';
+import type { AppEnv } from '../env';
 
 /** Most rows one batch-predict request may carry (one job). */
 export const MAX_BATCH_ROWS = 100;
@@ -48,6 +50,14 @@ export function syncWait(
   if (wait === undefined) return { ms: defaultMs, applied: undefined };
   const ms = Math.min(wait, maxMs);
   return { ms, applied: `wait=${Number((ms / 1000).toFixed(3))}` };
+}
+
+/** The wait a sync request asks for, capped by config; `Preference-Applied` says what was honoured. */
+export function waitPreference(c: Context<AppEnv>): number {
+  const { config } = c.get('services');
+  const wait = syncWait(c.req.header('prefer'), config.QUERN_SYNC_WAIT_DEFAULT_MS, config.QUERN_SYNC_WAIT_MAX_MS);
+  if (wait.applied) c.header('preference-applied', wait.applied);
+  return wait.ms;
 }
 
 /** `tensor` of a batch-predict request: many rows as packed float32 instead of JSON numbers. */

@@ -9,8 +9,8 @@ import {
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import type { JobView } from '../services/job-service';
-import { followJob } from '../services/sync-follow';
-import { syncWait } from './inference-input';
+import { followJob, outcomeOf } from '../services/sync-follow';
+import { waitPreference } from './inference-input';
 import { claimJob, findReplayedJob } from './submission';
 
 export type SyncOutcome =
@@ -34,6 +34,12 @@ export function failure(jobId: string, code: JobErrorCode | 'gone', message: str
   }
 }
 
+/** A sync call answered 202 because its wait ran out (a shutdown's early answers are not). */
+export function countWaitRanOut(c: Context<AppEnv>, model: ModelEntry): void {
+  const { waiter, metrics } = c.get('services');
+  if (!waiter.draining) metrics.syncWaitTimeouts.labels(model.name).inc();
+}
+
 /**
  * Enqueues a job and waits for it, for `/v1/predict` and `/v1/batch-predict`. The waiter is
  * registered before the job is added, so a result that comes back at once is not missed. With an
@@ -49,11 +55,9 @@ export async function runSyncJob(
   mode: SubmitMode,
   options: { timeoutMs?: number | undefined; priority?: number | undefined; cacheChecked?: boolean },
 ): Promise<SyncOutcome> {
-  const { config, jobs, waiter, metrics } = c.get('services');
+  const { jobs, waiter, metrics } = c.get('services');
   const principal = c.get('principal');
-  const wait = syncWait(c.req.header('prefer'), config.QUERN_SYNC_WAIT_DEFAULT_MS, config.QUERN_SYNC_WAIT_MAX_MS);
-  const waitMs = wait.ms;
-  if (wait.applied) c.header('preference-applied', wait.applied);
+  const waitMs = waitPreference(c);
   const claim = await claimJob(c, route, body, model);
   const jobId = claim.jobId;
   const handle = waiter.register(jobId, model.name);
@@ -62,17 +66,11 @@ export async function runSyncJob(
   if (claim.replayed) {
     const found = await findReplayedJob(c, jobId);
     deadlineAt = found.data.deadline_at;
-    const view = await jobs.view(found);
-    if (view.status !== 'queued' && view.status !== 'running') {
+    const now = outcomeOf(await jobs.snapshot(found), model);
+    if (now.kind !== 'pending') {
       handle.cancel();
-      const snapshot = await jobs.snapshot(found);
-      if (snapshot.state === 'completed')
-        return { kind: 'completed', jobId, result: snapshot.returnvalue as InferenceResult };
-      throw failure(
-        jobId,
-        (view.error?.code as JobErrorCode | undefined) ?? 'internal_error',
-        view.error?.message ?? '',
-      );
+      if (now.kind === 'completed') return { kind: 'completed', jobId, result: now.result };
+      throw now.kind === 'failed' ? failure(jobId, now.code, now.message) : failure(jobId, 'gone', '');
     }
   } else {
     try {
@@ -128,8 +126,7 @@ export async function runSyncJob(
       throw failure(jobId, 'gone', '');
     case 'pending':
       if (signal.aborted) throw new QuernError('job_canceled', 'the client went away', { extra: { job_id: jobId } });
-      // A shutdown's early answers are not waits that ran out.
-      if (!waiter.draining) metrics.syncWaitTimeouts.labels(model.name).inc();
+      countWaitRanOut(c, model);
       return { kind: 'pending', jobId, view: outcome.view };
   }
 }

@@ -11,8 +11,8 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
-import { checkRows, syncWait } from './inference-input';
-import { failure, runSyncJob } from './sync-job';
+import { checkRows, waitPreference } from './inference-input';
+import { countWaitRanOut, failure, runSyncJob } from './sync-job';
 
 export const PredictRequestSchema = z
   .object({ model: ModelNameSchema, features: FeaturesSchema, ...JobOptionsShape })
@@ -109,11 +109,9 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
         );
       }
 
-      const { coalescer, config } = c.get('services');
+      const { coalescer } = c.get('services');
       if (coalescer && !idempotent) {
-        const wait = syncWait(c.req.header('prefer'), config.QUERN_SYNC_WAIT_DEFAULT_MS, config.QUERN_SYNC_WAIT_MAX_MS);
-        const waitMs = wait.ms;
-        if (wait.applied) c.header('preference-applied', wait.applied);
+        const waitMs = waitPreference(c);
         const shared = await coalescer.submit({
           principal: c.get('principal'),
           model,
@@ -126,7 +124,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
         });
         if (shared.kind === 'failed') throw failure(shared.jobId, shared.code, shared.message);
         if (shared.kind === 'pending') {
-          if (!c.get('services').waiter.draining) c.get('services').metrics.syncWaitTimeouts.labels(model.name).inc();
+          countWaitRanOut(c, model);
           return c.json(shared.view, 202, {
             location: `/v1/jobs/${shared.jobId}`,
             'quern-job-row': String(shared.row),

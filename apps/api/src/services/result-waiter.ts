@@ -40,7 +40,7 @@ export class ResultWaiter {
   private readonly waiters = new Set<Waiter>();
   private poller: NodeJS.Timeout | undefined;
   private polling = false;
-  private drainingSince: number | undefined;
+  private isDraining = false;
 
   constructor(
     private readonly events: ReadonlyMap<string, { queue: Queue; events: QueueEvents }>,
@@ -75,14 +75,14 @@ export class ResultWaiter {
    * close (clients reconnect to another API process).
    */
   drain(): void {
-    this.drainingSince ??= Date.now();
+    this.isDraining = true;
     for (const waiter of [...this.waiters]) waiter.settle?.({ kind: 'timeout' });
     // A cue, not a state change: streams read the job again, see the drain, and end.
     for (const jobId of [...this.listeners.keys()]) this.emit(jobId, { kind: 'active' });
   }
 
   get draining(): boolean {
-    return this.drainingSince !== undefined;
+    return this.isDraining;
   }
 
   /** Callers waiting right now (a gauge for operators, a check for tests). */
@@ -184,7 +184,8 @@ export class ResultWaiter {
   }
 }
 
-function completedEvent(returnvalue: unknown): Extract<WaitOutcome, { kind: 'completed' | 'failed' }> {
+/** A finished job's return value (an object, or JSON text from an event) as a wait outcome. */
+export function completedEvent(returnvalue: unknown): Extract<WaitOutcome, { kind: 'completed' | 'failed' }> {
   let raw = returnvalue;
   if (typeof raw === 'string') {
     try {

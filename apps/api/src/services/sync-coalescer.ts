@@ -1,4 +1,12 @@
-import { type InferenceResult, type JobErrorCode, type Logger, type ModelEntry, newId, RowMatrix } from '@quern/shared';
+import {
+  type InferenceResult,
+  type JobErrorCode,
+  type Logger,
+  type ModelEntry,
+  newId,
+  overflowRowOf,
+  RowMatrix,
+} from '@quern/shared';
 import type { JobService, JobView } from './job-service';
 import type { Principal } from './principal';
 import type { ResultWaiter } from './result-waiter';
@@ -184,7 +192,7 @@ export class SyncCoalescer {
         stop: () => this.waiter.draining,
       });
       for (const t of timers) clearTimeout(t);
-      const overflow = outcome.kind === 'failed' ? overflowRow(outcome) : undefined;
+      const overflow = outcome.kind === 'failed' ? overflowRowOf(outcome.code, outcome.message) : undefined;
       if (overflow !== undefined) {
         // One caller's input overflowed the model: that caller hears so; the others' rows are
         // sent again (their waits keep running).
@@ -212,12 +220,6 @@ export class SyncCoalescer {
 
 const OVERFLOW_MESSAGE =
   "the model's output for this input is not a finite number: it is outside what the model can compute";
-
-/** The row a job failed on because the model's output for it overflowed (the worker names it). */
-function overflowRow(outcome: { code: string; message: string }): number | undefined {
-  const match = /^the model's output for row (\d+) is not a finite number/.exec(outcome.message);
-  return outcome.code === 'invalid_input' && match ? Number(match[1]) : undefined;
-}
 
 /** One caller's answer from its shared job's outcome. */
 function memberOutcome(jobId: string, row: number, outcome: FollowOutcome): CoalescedOutcome {

@@ -1,6 +1,6 @@
-import { InferenceResult, type JobErrorCode, jobView, type ModelEntry } from '@quern/shared';
+import { type InferenceResult, type JobErrorCode, type JobSnapshot, jobView, type ModelEntry } from '@quern/shared';
 import type { JobService, JobView } from './job-service';
-import type { ResultWaiter, WaitHandle } from './result-waiter';
+import { completedEvent, type ResultWaiter, type WaitHandle } from './result-waiter';
 
 /** What a sync call learns about its job: an outcome, or `pending` (the job goes on; 202). */
 export type FollowOutcome =
@@ -13,26 +13,12 @@ export type FollowOutcome =
 /** A little past the deadline, so that a job still queued then surely reads `expired`. */
 const DEADLINE_MARGIN_MS = 25;
 
-/** The job's state now, as a sync caller hears it: a finished job gives its real answer. */
-export async function currentOutcome(
-  jobs: JobService,
-  jobId: string,
-  owner: string,
-  model: ModelEntry,
-): Promise<FollowOutcome> {
-  const found = await jobs.find(jobId, owner);
-  if (!found) return { kind: 'gone' };
-  const snapshot = await jobs.snapshot(found);
+/** A job's snapshot as a sync caller hears it: a finished job gives its real answer. */
+export function outcomeOf(snapshot: JobSnapshot, model: ModelEntry): FollowOutcome {
   const view = jobView(snapshot, model);
   switch (view.status) {
-    case 'succeeded': {
-      const result = InferenceResult.safeParse(
-        typeof snapshot.returnvalue === 'string' ? JSON.parse(snapshot.returnvalue) : snapshot.returnvalue,
-      );
-      return result.success
-        ? { kind: 'completed', result: result.data }
-        : { kind: 'failed', code: 'internal_error', message: 'the worker returned a malformed result' };
-    }
+    case 'succeeded':
+      return completedEvent(snapshot.returnvalue);
     case 'failed':
     case 'expired':
     case 'canceled':
@@ -44,6 +30,17 @@ export async function currentOutcome(
     default:
       return { kind: 'pending', view };
   }
+}
+
+/** The job's state now, read from Redis, as a sync caller hears it. */
+export async function currentOutcome(
+  jobs: JobService,
+  jobId: string,
+  owner: string,
+  model: ModelEntry,
+): Promise<FollowOutcome> {
+  const found = await jobs.find(jobId, owner);
+  return found ? outcomeOf(await jobs.snapshot(found), model) : { kind: 'gone' };
 }
 
 /**
