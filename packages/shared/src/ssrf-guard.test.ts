@@ -29,6 +29,35 @@ describe('isPublicAddress', () => {
   it.each(['8.8.8.8', '93.184.216.34', '2001:4860:4860::8888', '::ffff:8.8.8.8'])('accepts %s', (address) => {
     expect(isPublicAddress(address)).toBe(true);
   });
+
+  // Every IPv6 form that carries an IPv4 address is judged by the IPv4 address(es) inside it.
+  it.each([
+    ['IPv4-compatible, loopback', '::127.0.0.1'],
+    ['IPv4-compatible, as the URL parser writes it', '::7f00:1'],
+    ['IPv4-compatible, cloud metadata', '::a9fe:a9fe'],
+    ['IPv4-compatible, private', '::a00:1'],
+    ['IPv4-mapped, hex', '::ffff:7f00:1'],
+    ['IPv4-translated (SIIT)', '::ffff:0:7f00:1'],
+    ['NAT64 well-known prefix', '64:ff9b::a9fe:a9fe'],
+    // The local-use prefix's layout is the operator's choice, so it is refused whatever it holds.
+    ['NAT64 local-use prefix, private', '64:ff9b:1::a00:1'],
+    ['NAT64 local-use prefix, public in the /96 layout', '64:ff9b:1::808:808'],
+    ['6to4 of metadata', '2002:a9fe:a9fe::1'],
+    ['6to4 of private', '2002:c0a8:101:1::1'],
+    // Teredo: server in bits 32–63, client XORed with 0xffffffff in the last 32 bits.
+    ['Teredo, loopback client', '2001:0:808:808:0:0:80ff:fffe'],
+    ['Teredo, private server', '2001:0:a00:1:0:0:f7f7:f7f7'],
+  ])('refuses %s (%s)', (_form, address) => {
+    expect(isPublicAddress(address)).toBe(false);
+  });
+  it.each([
+    ['IPv4-compatible', '::8.8.8.8'],
+    ['NAT64 (what DNS64 answers on an IPv6-only network)', '64:ff9b::5db8:d822'],
+    ['6to4', '2002:808:808::1'],
+    ['Teredo', '2001:0:808:808:0:0:f7f7:f7f7'],
+  ])('accepts %s of a public address (%s)', (_form, address) => {
+    expect(isPublicAddress(address)).toBe(true);
+  });
 });
 
 describe('checkWebhookUrl', () => {
@@ -46,6 +75,13 @@ describe('checkWebhookUrl', () => {
     'http://2130706433/',
     'http://0177.0.0.1/',
     'http://0x7f.0.0.1/',
+    'http://[::127.0.0.1]:8080/hook',
+    'http://[::a9fe:a9fe]/latest/meta-data',
+    'http://[::a00:1]/',
+    'http://[::ffff:0:127.0.0.1]/',
+    'http://[64:ff9b::127.0.0.1]/',
+    'http://[2002:7f00:1::1]/',
+    'http://[2001:0:808:808::80ff:fffe]/',
   ])('refuses %s from the URL alone', (url) => {
     expect(checkWebhookUrl(url, open)).toMatchObject({ ok: false, reason: 'points to a non-public address' });
   });
@@ -101,6 +137,13 @@ describe('resolution checks', () => {
     expect((await resolvePublic('hooks.example.com', resolver)).ok).toBe(true);
     const { err } = await lookup(guardedLookup(false, resolver), true);
     expect(err?.code).toBe('ESSRF');
+  });
+
+  it('refuses at connect time a name resolving to an IPv6 form of a private IPv4 address', async () => {
+    for (const address of ['::7f00:1', '64:ff9b::a9fe:a9fe', '2002:a00:1::1', '2001:0:808:808::80ff:fffe']) {
+      expect((await resolvePublic('x', scripted([address]))).ok).toBe(false);
+      expect((await lookup(guardedLookup(false, scripted([address])), false)).err?.code).toBe('ESSRF');
+    }
   });
 
   it('gives the socket the checked addresses, in both lookup forms', async () => {

@@ -22,10 +22,62 @@ export type UrlCheck =
     }
   | { ok: false; reason: string };
 
+/** An IPv6 prefix whose addresses carry IPv4 addresses, and where (as bytes of the IPv6 address). */
+interface Embedding {
+  prefix: [ipaddr.IPv6, number];
+  /** Byte offsets of each embedded IPv4 address (all must be public), or refused outright. */
+  at: readonly (readonly number[])[] | 'refused';
+  /** Teredo stores its client address with every bit flipped. */
+  flip?: readonly boolean[];
+}
+
+const cidr = (range: string) => ipaddr.IPv6.parseCIDR(range);
+const last32 = [12, 13, 14, 15];
+
+/**
+ * Every IPv6 form that carries an IPv4 address, since a relay, translator or dual-stack socket
+ * may deliver to that IPv4 address. `ipaddr.js` calls some of them (IPv4-compatible `::a.b.c.d`)
+ * unicast, so they are decoded here rather than trusted by range name.
+ */
+const embeddings: readonly Embedding[] = [
+  // IPv4-compatible (deprecated, RFC 4291): `[::127.0.0.1]` parses to `::7f00:1`.
+  { prefix: cidr('::/96'), at: [last32] },
+  // IPv4-mapped: a dual-stack socket connects to the IPv4 address.
+  { prefix: cidr('::ffff:0:0/96'), at: [last32] },
+  // IPv4-translated (SIIT, RFC 6145).
+  { prefix: cidr('::ffff:0:0:0/96'), at: [last32] },
+  // NAT64 well-known prefix (RFC 6052): /96 layout only.
+  { prefix: cidr('64:ff9b::/96'), at: [last32] },
+  // NAT64 local-use prefix (RFC 8215): the operator's own translator, with a layout (/48 to /96)
+  // that cannot be known from the address, so none is trusted (allow-list such receivers).
+  { prefix: cidr('64:ff9b:1::/48'), at: 'refused' },
+  // 6to4 (RFC 3056): the site's IPv4 address in bits 16–47.
+  { prefix: cidr('2002::/16'), at: [[2, 3, 4, 5]] },
+  // Teredo (RFC 4380): the server in bits 32–63, the client XORed with 0xffffffff in the last 32.
+  { prefix: cidr('2001::/32'), at: [[4, 5, 6, 7], last32], flip: [false, true] },
+];
+
+function isPublicIPv4(address: ipaddr.IPv4): boolean {
+  return address.range() === 'unicast';
+}
+
+/** The IPv4 addresses an IPv6 address carries, 'refused', or undefined for a plain IPv6 address. */
+function embeddedIPv4(address: ipaddr.IPv6): ipaddr.IPv4[] | 'refused' | undefined {
+  const embedding = embeddings.find((e) => address.match(e.prefix));
+  if (!embedding) return undefined;
+  if (embedding.at === 'refused') return 'refused';
+  const bytes = address.toByteArray();
+  return embedding.at.map(
+    (offsets, i) => new ipaddr.IPv4(offsets.map((o) => ((bytes[o] ?? 0) ^ (embedding.flip?.[i] ? 0xff : 0)) & 0xff)),
+  );
+}
+
 /**
  * True only for globally routable unicast addresses. Loopback, private, link-local, CGNAT,
- * multicast, broadcast, unspecified, unique-local, reserved, 6to4/Teredo/NAT64 (which can embed
- * private IPv4) are refused; an IPv4-mapped IPv6 address is judged by the IPv4 address inside.
+ * multicast, broadcast, unspecified, unique-local and reserved addresses are refused. An IPv6
+ * form that carries an IPv4 address (IPv4-compatible, IPv4-mapped, SIIT, NAT64, 6to4, Teredo) is
+ * judged by the IPv4 address(es) inside: public only if every one of them is. The NAT64
+ * local-use prefix `64:ff9b:1::/48` is refused outright.
  */
 export function isPublicAddress(address: string): boolean {
   let parsed: ipaddr.IPv4 | ipaddr.IPv6;
@@ -34,9 +86,10 @@ export function isPublicAddress(address: string): boolean {
   } catch {
     return false;
   }
-  if (parsed.kind() === 'ipv6' && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) {
-    parsed = (parsed as ipaddr.IPv6).toIPv4Address();
-  }
+  if (parsed.kind() === 'ipv4') return isPublicIPv4(parsed as ipaddr.IPv4);
+  const embedded = embeddedIPv4(parsed as ipaddr.IPv6);
+  if (embedded === 'refused') return false;
+  if (embedded) return embedded.every(isPublicIPv4);
   return parsed.range() === 'unicast';
 }
 
@@ -46,7 +99,7 @@ function bareHost(hostname: string): string {
 
 /**
  * Checks what can be known from the URL alone: scheme, no credentials in it, and for an IP
- * literal (in any spelling the URL parser accepts: decimal, octal, hex, IPv4-mapped) whether
+ * literal (in any spelling the URL parser accepts: decimal, octal, hex, IPv6 forms carrying IPv4) whether
  * the address is public. Host names are checked when they are resolved.
  */
 export function checkWebhookUrl(raw: string, policy: UrlPolicy): UrlCheck {
