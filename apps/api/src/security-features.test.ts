@@ -233,6 +233,38 @@ describe('rate limits', () => {
     const blocked = await bad();
     expect(blocked.status).toBe(429);
     expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThan(0);
+    // A blocked address is not let through with a good key either (the key would be checked).
+    const good = await app.request('/v1/jobs/job_0000000000000000000000', { headers: { 'x-api-key': TEST_API_KEY } });
+    expect(good.status).toBe(429);
+  });
+
+  it('holds the failed-authentication limit against a parallel burst of guesses', async () => {
+    const { app } = await harness({ QUERN_AUTH_FAILURES_PER_MINUTE: '5' }, `${redis.prefix}afp`);
+    const statuses = await Promise.all(
+      Array.from({ length: 120 }, async (_, i) => {
+        const guess = `qk_guess_${String(i).padStart(20, '0')}`;
+        const res = await app.request('/v1/jobs/job_0000000000000000000000', { headers: { 'x-api-key': guess } });
+        return res.status;
+      }),
+    );
+    expect(statuses.filter((s) => s === 401)).toHaveLength(5);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(115);
+  });
+
+  it('does not count good credentials: a cold burst of one key, and checked good keys between failures', async () => {
+    // No key cache: every request checks its key in Redis, each under a reservation it gets back.
+    const { app } = await harness(
+      { QUERN_AUTH_FAILURES_PER_MINUTE: '3', QUERN_KEY_CACHE_TTL_MS: '0' },
+      `${redis.prefix}afg`,
+    );
+    const get = (key: string) => app.request('/v1/jobs/job_0000000000000000000000', { headers: { 'x-api-key': key } });
+    const burst = await Promise.all(Array.from({ length: 40 }, () => get(TEST_API_KEY)));
+    expect(burst.map((r) => r.status).filter((s) => s !== 404)).toEqual([]);
+    expect((await get('qk_guess_000000000000000000')).status).toBe(401);
+    expect((await get('qk_guess_000000000000000001')).status).toBe(401);
+    for (let i = 0; i < 10; i++) expect((await get(TEST_API_KEY)).status).toBe(404);
+    expect((await get('qk_guess_000000000000000002')).status).toBe(401);
+    expect((await get('qk_guess_000000000000000003')).status).toBe(429);
   });
 });
 

@@ -1,6 +1,7 @@
 import { QuernError } from '@quern/shared';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
+import { authAttemptsOf } from '../services/auth-attempts';
 import type { Scope } from '../services/principal';
 import { clientAddress } from './client-address';
 
@@ -27,8 +28,9 @@ export function credentialOf(header: (name: string) => string | undefined): stri
  * Authenticates the caller, applies its rate limits and checks that its credential carries
  * `scope` (null: any valid credential):
  * - no credential → 401 with `WWW-Authenticate`;
- * - too many failed attempts from this address → 429 (so keys cannot be guessed at speed);
- * - unknown or revoked key, bad or expired token → 401 (and counts as a failed attempt);
+ * - too many failed attempts from this address → 429 (so keys cannot be guessed at speed); a
+ *   credential not known good takes an attempt before it is checked, so bursts count too;
+ * - unknown or revoked key, bad or expired token → 401 (and its attempt stays spent);
  * - over the principal's budget → 429 with `Retry-After`;
  * - valid, but without the scope → 403.
  * Every limited response carries `RateLimit-Policy` and `RateLimit`.
@@ -36,7 +38,7 @@ export function credentialOf(header: (name: string) => string | undefined): stri
 export function requireAuth(scope: Scope | null, options: { challenge?: 'bearer' | 'basic' } = {}) {
   const challenge = options.challenge === 'basic' ? 'Basic realm="Quern admin", charset="UTF-8"' : CHALLENGE;
   return createMiddleware<AppEnv>(async (c, next) => {
-    const { auth, rateLimits, metrics, config } = c.get('services');
+    const { rateLimits, metrics, config } = c.get('services');
     const credential = credentialOf((name) => c.req.header(name));
     if (!credential) {
       metrics.authFailures.labels('missing').inc();
@@ -45,17 +47,15 @@ export function requireAuth(scope: Scope | null, options: { challenge?: 'bearer'
       });
     }
     const address = clientAddress(c, config.QUERN_TRUST_PROXY_HOPS);
-    const blockedFor = await rateLimits.authBlockedFor(address);
-    if (blockedFor > 0) {
+    const result = await authAttemptsOf(c.get('services')).authenticate(address, credential);
+    if (!result.ok && result.reason === 'blocked') {
       metrics.rateLimited.labels('auth_failures').inc();
       throw new QuernError('rate_limited', 'too many failed authentication attempts from this address', {
-        headers: { 'retry-after': String(blockedFor) },
+        headers: { 'retry-after': String(result.retryAfter) },
       });
     }
-    const result = await auth.authenticate(credential);
     if (!result.ok) {
       metrics.authFailures.labels(result.reason).inc();
-      await rateLimits.recordAuthFailure(address);
       const message =
         result.reason === 'expired_token'
           ? 'the access token has expired'
