@@ -10,5 +10,10 @@ export interface AppEnv {
     logger: Logger;
     /** Set by the auth middleware on protected routes. */
     principal: Principal;
+    /**
+     * On routes whose rate limit is checked in the handler (`deferRateLimit`): resolves when the
+     * request is within its budgets, throws the 429 otherwise. See `admitted`.
+     */
+    rateLimit: (() => Promise<void>) | undefined;
   };
 }

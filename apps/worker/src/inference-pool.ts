@@ -32,12 +32,32 @@ type ThreadMessage =
 export interface InferencePoolOptions {
   models: PoolModel[];
   threads: number;
+  /**
+   * Small batches run on the calling thread instead of hopping to an inference thread and back
+   * (two message hops cost more than a small model's whole run): batches of at most `maxRows`
+   * rows, for models whose run of that size measures at most `maxMs`. ONNX Runtime blocks the
+   * thread while it computes, so `maxMs` bounds how long lock renewal and Redis I/O can be held
+   * up. `maxRows: 0` turns it off.
+   */
+  inline?: { maxRows: number; maxMs: number };
   /** Called whenever a thread becomes free, so the scheduler can hand it the next batch. */
   onIdle?: () => void;
   onThreadExit?: (info: { index: number; code: number }) => void;
 }
 
 const THREAD_URL = new URL('./inference-thread.mjs', import.meta.url);
+
+type OrtModule = typeof import('onnxruntime-node');
+type OrtSession = Awaited<ReturnType<OrtModule['InferenceSession']['create']>>;
+
+/** A model's session on the calling thread, and whether its small batches are cheap enough to run there. */
+interface InlineModel {
+  model: PoolModel;
+  session: OrtSession;
+  /** Moving average of a small batch's run, in ms; inline stops for the model once it passes the bound. */
+  averageMs: number;
+  enabled: boolean;
+}
 
 /**
  * A fixed set of worker threads, one ONNX Runtime session per model in each. The caller (the
@@ -50,6 +70,9 @@ export class InferencePool {
   private closing = false;
   private busyMsTotal = 0;
   private busySince = new Map<number, number>();
+  private ort: OrtModule | undefined;
+  private readonly inline = new Map<string, InlineModel>();
+  private inlineBatches = 0;
 
   constructor(private readonly options: InferencePoolOptions) {}
 
@@ -60,6 +83,68 @@ export class InferencePool {
   /** Starts every thread and waits until each has loaded every model. */
   async start(): Promise<void> {
     await Promise.all(Array.from({ length: this.options.threads }, (_, index) => this.spawn(index)));
+    await this.startInline();
+  }
+
+  /**
+   * Loads a session per model on this thread and times a batch of the inline size; a model
+   * slower than the bound never runs here. The timing is the largest of a few warm runs.
+   */
+  private async startInline(): Promise<void> {
+    const inline = this.options.inline;
+    if (!inline || inline.maxRows <= 0) return;
+    this.ort = await import('onnxruntime-node');
+    const ort = this.ort;
+    for (const model of this.options.models) {
+      const session = await ort.InferenceSession.create(model.path, {
+        intraOpNumThreads: 1,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        graphOptimizationLevel: 'all',
+      });
+      const entry: InlineModel = { model, session, averageMs: 0, enabled: true };
+      let worst = 0;
+      for (let i = 0; i < 5; i++) {
+        const { inferenceMs } = await this.runInline(
+          entry,
+          inline.maxRows,
+          new Float32Array(inline.maxRows * model.features),
+        );
+        if (i > 0) worst = Math.max(worst, inferenceMs);
+      }
+      entry.averageMs = worst;
+      entry.enabled = worst <= inline.maxMs;
+      this.inline.set(model.name, entry);
+    }
+  }
+
+  /** Models whose small batches run on the calling thread (for logs and tests). */
+  inlineModels(): string[] {
+    return [...this.inline.values()].filter((m) => m.enabled).map((m) => m.model.name);
+  }
+
+  /** Batches run on the calling thread since start. */
+  get inlineBatchCount(): number {
+    return this.inlineBatches;
+  }
+
+  private async runInline(entry: InlineModel, rows: number, input: Float32Array): Promise<BatchOutput> {
+    const ort = this.ort as OrtModule;
+    const { model, session } = entry;
+    const tensor = new ort.Tensor('float32', input, [rows, model.features]);
+    const started = performance.now();
+    const result = await session.run({ [model.inputName]: tensor });
+    const inferenceMs = performance.now() - started;
+    const out = result[model.outputName];
+    if (!out) throw new Error(`model ${model.name} produced no output named ${model.outputName}`);
+    const data = out.data as Float32Array;
+    if (data.length !== rows * model.outputSize) {
+      throw new Error(`model ${model.name} returned ${data.length} values for ${rows} rows`);
+    }
+    const output = new Float32Array(data);
+    tensor.dispose?.();
+    out.dispose?.();
+    return { output, inferenceMs };
   }
 
   private spawn(index: number): Promise<void> {
@@ -153,6 +238,19 @@ export class InferencePool {
    * must not be used afterwards.
    */
   run(model: string, rows: number, input: Float32Array): Promise<BatchOutput> {
+    const inline = this.inline.get(model);
+    const bound = this.options.inline;
+    if (inline?.enabled && bound && rows <= bound.maxRows) {
+      this.inlineBatches++;
+      const started = performance.now();
+      return this.runInline(inline, rows, input).then((out) => {
+        this.busyMsTotal += performance.now() - started;
+        inline.averageMs = inline.averageMs * 0.9 + out.inferenceMs * 0.1;
+        // A model that turned slow (a bigger machine's neighbour, a cold cache) goes back to the threads.
+        if (inline.averageMs > bound.maxMs) inline.enabled = false;
+        return out;
+      });
+    }
     const slot = this.slots.find((s) => s && !s.busy);
     if (!slot) return Promise.reject(new Error('no idle inference thread'));
     const id = this.nextId++;
@@ -166,6 +264,8 @@ export class InferencePool {
 
   async close(): Promise<void> {
     this.closing = true;
+    for (const entry of this.inline.values()) await entry.session.release().catch(() => undefined);
+    this.inline.clear();
     await Promise.all(this.slots.map((s) => s?.thread.terminate()));
   }
 }

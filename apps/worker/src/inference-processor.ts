@@ -1,10 +1,12 @@
 import {
   type Config,
   encodeJobError,
+  encodeReply,
   InferenceJobData,
   type InferenceResult,
   inputHash,
   type JobErrorCode,
+  type JobReply,
   type JobSnapshot,
   jobMatrix,
   type KeySpace,
@@ -69,14 +71,23 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       return child;
     };
     const base = { id, data, timestamp: job.timestamp, processedOn: job.processedOn ?? Date.now() };
+    // A sync job's answer goes straight to the API process waiting on it, in the write that
+    // stores its cache entries, before BullMQ records the job as finished (see replies.ts).
+    const replyOf = (reply: JobReply) =>
+      data.reply_to ? { channel: keys.replyChannel(data.reply_to), message: encodeReply(reply) } : undefined;
 
     /** Ends the job without a result: the webhook event first, then the failure BullMQ records. */
     const end = async (code: JobErrorCode, message: string, event: 'failed' | 'canceled'): Promise<never> => {
       const failedReason = encodeJobError(code, message);
       const snapshot: JobSnapshot = { ...base, state: 'failed', failedReason, finishedOn: Date.now() };
-      await webhooks
-        .enqueue(snapshot, entry, event)
-        .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'));
+      await Promise.all([
+        webhooks
+          .enqueue(snapshot, entry, event)
+          .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed')),
+        reads
+          .setEx([], replyOf({ kind: 'failed', job_id: id, code, message }))
+          .catch((err: Error) => log().warn({ err: err.message }, 'reply not published')),
+      ]);
       throw new UnrecoverableError(failedReason);
     };
 
@@ -123,6 +134,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       }
     }
 
+    let cacheWrites: [string, string][] = [];
     let startedAt = Date.now();
     let inferenceMs = 0;
     let batchSize = 0;
@@ -179,8 +191,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       if (overflowRow >= 0) {
         return end('invalid_input', overflowMessage(overflowRow), 'failed');
       }
-      // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
-      await reads.setEx(writes);
+      cacheWrites = writes;
     }
 
     const finishedAt = Date.now();
@@ -193,6 +204,8 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       finished_at: finishedAt,
       timings: { queue_ms: queueMs, inference_ms: Math.round(inferenceMs * 1000) / 1000, batch_size: batchSize },
     };
+    // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
+    await reads.setEx(cacheWrites, replyOf({ kind: 'completed', job_id: id, result: output }));
     if (webhooks.wants(data, 'completed')) {
       await webhooks.enqueue(
         { ...base, state: 'completed', returnvalue: output, finishedOn: finishedAt },

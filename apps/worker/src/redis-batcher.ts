@@ -8,6 +8,7 @@ interface Read {
 
 interface Write {
   entries: [key: string, value: string][];
+  reply: { channel: string; message: string } | undefined;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -36,11 +37,15 @@ export class RedisBatcher {
     });
   }
 
-  /** Stores each value with the cache TTL, together with everyone else's this turn. */
-  setEx(entries: [key: string, value: string][]): Promise<void> {
-    if (entries.length === 0) return Promise.resolve();
+  /**
+   * Stores each value with the cache TTL and publishes `reply` (a sync job's answer to the API
+   * process waiting on it), together with everyone else's writes this turn: one pipeline, one
+   * write to the socket, whatever the number of jobs that finished.
+   */
+  setEx(entries: [key: string, value: string][], reply?: { channel: string; message: string }): Promise<void> {
+    if (entries.length === 0 && !reply) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      this.writes.push({ entries, resolve, reject });
+      this.writes.push({ entries, reply, resolve, reject });
       this.schedule();
     });
   }
@@ -78,7 +83,10 @@ export class RedisBatcher {
     this.writes = [];
     if (writes.length === 0) return;
     const pipeline = this.redis.pipeline();
-    for (const w of writes) for (const [key, value] of w.entries) pipeline.set(key, value, 'EX', this.ttlSeconds);
+    for (const w of writes) {
+      for (const [key, value] of w.entries) pipeline.set(key, value, 'EX', this.ttlSeconds);
+      if (w.reply) pipeline.publish(w.reply.channel, w.reply.message);
+    }
     pipeline.exec().then(
       () => {
         for (const w of writes) w.resolve();

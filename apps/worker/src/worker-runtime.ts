@@ -62,6 +62,7 @@ export class WorkerRuntime {
     const pool = new InferencePool({
       models: served.map((m) => m.pool),
       threads: config.QUERN_WORKER_THREADS,
+      inline: { maxRows: config.QUERN_WORKER_INLINE_MAX_ROWS, maxMs: config.QUERN_WORKER_INLINE_MAX_MS },
       onIdle: () => scheduler?.pump(),
       onThreadExit: ({ index, code }) => logger.warn({ thread: index, code }, 'inference thread exited'),
     });
@@ -197,7 +198,12 @@ export class WorkerRuntime {
     this.connections.push(sender.connection);
     this.heartbeat.start();
     logger.info(
-      { worker_id: this.id, models: this.served.map((m) => m.entry.name), threads: this.pool.size },
+      {
+        worker_id: this.id,
+        models: this.served.map((m) => m.entry.name),
+        threads: this.pool.size,
+        inline_models: this.pool.inlineModels(),
+      },
       'worker started',
     );
   }

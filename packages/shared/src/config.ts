@@ -140,6 +140,10 @@ export const ConfigSchema = z
     QUERN_WORKER_MODELS: list.default([]),
     QUERN_WORKER_THREADS: int(1, 256).default(availableParallelism()),
     QUERN_WORKER_PREFETCH: int(0, 100_000).default(0),
+    /** Batches of at most this many rows run on the worker's main thread (0: always a thread). */
+    QUERN_WORKER_INLINE_MAX_ROWS: int(0, 1_024).default(8),
+    /** ...for models whose batch of that size runs within this many milliseconds. */
+    QUERN_WORKER_INLINE_MAX_MS: z.coerce.number().min(0).max(50).default(1),
     QUERN_WORKER_PORT: int(0, 65_535).default(9100),
     QUERN_LOCK_DURATION_MS: int(1_000, 3_600_000).default(30_000),
     QUERN_STALLED_INTERVAL_MS: int(1_000, 3_600_000).default(30_000),

@@ -29,7 +29,8 @@ export function randomBase62(length: number): string {
   return out;
 }
 
-export type IdPrefix = 'job' | 'req' | 'key' | 'evt' | 'wrk';
+/** `api_…` names one API process (its reply channel). */
+export type IdPrefix = 'job' | 'req' | 'key' | 'evt' | 'wrk' | 'api';
 
 /**
  * Prefixed, unguessable ids (`job_…`, `req_…`): 22 base62 characters give ~131 bits,

@@ -8,6 +8,7 @@ export * from './logger';
 export * from './metrics';
 export * from './model-manifest';
 export * from './redis';
+export * from './replies';
 export * from './row-matrix';
 export * from './secret-box';
 export * from './ssrf-guard';

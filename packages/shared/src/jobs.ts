@@ -65,6 +65,11 @@ export const InferenceJobData = z
     owner: z.string(),
     request_id: z.string(),
     created_at: z.number().int(),
+    /**
+     * The API process waiting for this job's answer (sync calls): the worker publishes the result
+     * on that process's reply channel, in the same write as the cache entries.
+     */
+    reply_to: z.string().max(64).optional(),
     /** The API looked every row up in the result cache just before enqueueing (sync calls). */
     cache_checked: z.boolean().optional(),
     /** Epoch ms after which the job is not computed any more and ends `expired`. */

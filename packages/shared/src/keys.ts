@@ -59,6 +59,11 @@ export class KeySpace {
     return `${this.prefix}:cancel`;
   }
 
+  /** Pub/sub channel of one API process: workers publish the replies of the sync jobs it waits on. */
+  replyChannel(instance: string): string {
+    return `${this.prefix}:reply:${instance}`;
+  }
+
   /** Idempotency record: principal and a hash of the client's key. */
   idempotency(owner: string, keyHash: string): string {
     return `${this.prefix}:idem:${owner}:${keyHash}`;

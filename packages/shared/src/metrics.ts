@@ -10,6 +10,7 @@ export const MetricNames = {
   cacheLookups: 'quern_result_cache_lookups_total',
   jobsSubmitted: 'quern_jobs_submitted_total',
   syncWaitTimeouts: 'quern_sync_wait_timeouts_total',
+  syncAnswers: 'quern_sync_answers_total',
   authFailures: 'quern_auth_failures_total',
   rateLimited: 'quern_rate_limited_total',
   queueJobs: 'quern_queue_jobs',

@@ -29,6 +29,23 @@ export class RowMatrix {
     return new RowMatrix(values, rows.length, width);
   }
 
+  /** The rows of several matrices of one width, in order (calls that share one job). */
+  static concat(parts: readonly RowMatrix[]): RowMatrix {
+    const width = parts[0]?.width ?? 0;
+    let count = 0;
+    for (const p of parts) {
+      if (p.width !== width) throw new Error(`a matrix of width ${p.width} among matrices of width ${width}`);
+      count += p.count;
+    }
+    const values = new Float32Array(count * width);
+    let at = 0;
+    for (const p of parts) {
+      values.set(p.values, at);
+      at += p.values.length;
+    }
+    return new RowMatrix(values, count, width);
+  }
+
   /**
    * `count × width` little-endian float32 values in base64, or a message saying what is wrong
    * with them (not base64, wrong length, a NaN or infinity in a row).

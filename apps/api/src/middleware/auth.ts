@@ -1,4 +1,5 @@
 import { QuernError } from '@quern/shared';
+import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 import { authAttemptsOf } from '../services/auth-attempts';
@@ -35,7 +36,19 @@ export function credentialOf(header: (name: string) => string | undefined): stri
  * - valid, but without the scope → 403.
  * Every limited response carries `RateLimit-Policy` and `RateLimit`.
  */
-export function requireAuth(scope: Scope | null, options: { challenge?: 'bearer' | 'basic' } = {}) {
+export function requireAuth(
+  scope: Scope | null,
+  options: {
+    challenge?: 'bearer' | 'basic';
+    /**
+     * The hot routes: the rate-limit scripts are sent now but their answer is awaited by the
+     * handler (`admitted`), together with its own first Redis read, so both share one round
+     * trip. A request that fails before the handler asks (validation, scope) still hears 429
+     * first if it was over its budget, and every request is counted, as without it.
+     */
+    deferRateLimit?: boolean;
+  } = {},
+) {
   const challenge = options.challenge === 'basic' ? 'Basic realm="Quern admin", charset="UTF-8"' : CHALLENGE;
   return createMiddleware<AppEnv>(async (c, next) => {
     const { rateLimits, metrics, config } = c.get('services');
@@ -71,17 +84,50 @@ export function requireAuth(scope: Scope | null, options: { challenge?: 'bearer'
     const { principal } = result;
     c.set('principal', principal);
 
-    const decision = await rateLimits.consume(principal);
-    for (const [name, value] of Object.entries(decision.headers)) c.header(name, value);
-    if (decision.retryAfter !== undefined) {
-      metrics.rateLimited.labels(principal.tier).inc();
-      throw new QuernError('rate_limited', `rate limit of the ${principal.tier} tier exceeded`, {
-        headers: { ...decision.headers, 'retry-after': String(decision.retryAfter) },
+    const pending = rateLimits.consume(principal);
+    let checked: Promise<void> | undefined;
+    const enforce = () => {
+      checked ??= pending.then((decision) => {
+        for (const [name, value] of Object.entries(decision.headers)) c.header(name, value);
+        if (decision.retryAfter !== undefined) {
+          metrics.rateLimited.labels(principal.tier).inc();
+          throw new QuernError('rate_limited', `rate limit of the ${principal.tier} tier exceeded`, {
+            headers: { ...decision.headers, 'retry-after': String(decision.retryAfter) },
+          });
+        }
       });
-    }
+      return checked;
+    };
+    if (!options.deferRateLimit) await enforce();
+    else pending.catch(() => undefined); // awaited through `enforce`; never an unhandled rejection
     if (scope !== null && !principal.scopes.has(scope)) {
+      await enforce();
       throw new QuernError('forbidden', `this credential lacks the "${scope}" scope`);
     }
-    await next();
+    if (!options.deferRateLimit) {
+      await next();
+      return;
+    }
+    c.set('rateLimit', enforce);
+    try {
+      await next();
+    } catch (err) {
+      await enforce();
+      throw err;
+    }
+    // A handler that answered without asking (a validation error): the budget decides first.
+    await enforce();
   });
+}
+
+/**
+ * Waits for the request's rate-limit decision (sent by `requireAuth` with `deferRateLimit`)
+ * alongside `work`, so the two Redis round trips overlap; throws the 429 if over budget.
+ */
+export async function admitted<T>(c: Context<AppEnv>, work: Promise<T>): Promise<T> {
+  const check = c.get('rateLimit');
+  if (!check) return work;
+  work.catch(() => undefined); // the 429 comes first; a failed `work` is reported below
+  await check();
+  return work;
 }

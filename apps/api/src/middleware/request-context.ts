@@ -24,7 +24,7 @@ function lazyChild(logger: Logger, requestId: string): Logger {
 /**
  * First middleware of every request: sets the request id (a caller's `X-Request-Id` if it is
  * safe to log, else a new `req_…`), the services and a child logger, then writes one log line
- * and the HTTP metrics when the response is done.
+ * (after the response is sent) and the HTTP metrics when the response is done.
  */
 export function requestContext(services: Services, logger: Logger) {
   const access = accessLogger(logger);
@@ -48,18 +48,17 @@ export function requestContext(services: Services, logger: Logger) {
       services.metrics.httpDuration.labels(c.req.method, route).observe(seconds);
       if (route !== '/metrics' && route !== '/health') {
         const principal = c.get('principal');
-        access.info(
-          {
-            request_id: requestId,
-            method: c.req.method,
-            route,
-            status,
-            duration_ms: Math.round(seconds * 1e6) / 1e3,
-            principal_id: principal?.id,
-            key_prefix: principal?.keyPrefix,
-          },
-          'request',
-        );
+        const line = {
+          request_id: requestId,
+          method: c.req.method,
+          route,
+          status,
+          duration_ms: Math.round(seconds * 1e6) / 1e3,
+          principal_id: principal?.id,
+          key_prefix: principal?.keyPrefix,
+        };
+        // Written after the response has gone out: the line is for the operator, not the caller.
+        setImmediate(() => access.info(line, 'request'));
       }
     }
   });

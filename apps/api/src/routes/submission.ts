@@ -10,15 +10,19 @@ import {
 } from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
-import type { FoundJob } from '../services/job-service';
+import type { IdempotencyClaim } from '../services/idempotency';
 
-export interface JobClaim {
-  jobId: string;
-  /** An earlier request with the same Idempotency-Key created this job. */
-  replayed: boolean;
-  /** Undo the idempotency claim when creating the job fails. */
-  release: () => Promise<void>;
-}
+export type JobClaim =
+  | {
+      jobId: string;
+      replayed: false;
+      /** The job exists: an Idempotency-Key's record now lives its full TTL. */
+      confirm: () => Promise<void>;
+      /** Undo the idempotency claim when creating the job fails. */
+      release: () => Promise<void>;
+    }
+  /** An earlier request with the same Idempotency-Key claimed this job id. */
+  | { jobId: string; replayed: true; claim: Extract<IdempotencyClaim, { kind: 'replay' }> };
 
 const noop = async () => undefined;
 
@@ -32,40 +36,20 @@ export async function claimJob(c: Context<AppEnv>, route: string, body: unknown,
   const key = c.req.header('idempotency-key');
   if (key === undefined) {
     await jobs.admit(model);
-    return { jobId: newId('job'), replayed: false, release: noop };
+    return { jobId: newId('job'), replayed: false, confirm: noop, release: noop };
   }
   const claim = await idempotency.claim(c.get('principal').id, key, route, body);
   if (claim.kind === 'replay') {
     c.header('idempotent-replayed', 'true');
-    return { jobId: claim.jobId, replayed: true, release: noop };
+    return { jobId: claim.jobId, replayed: true, claim };
   }
   try {
     await jobs.admit(model);
   } catch (err) {
-    await claim.release();
+    await claim.release().catch(() => undefined);
     throw err;
   }
-  return { jobId: claim.jobId, replayed: false, release: claim.release };
-}
-
-/**
- * The job an earlier request with the same Idempotency-Key created. It may still be on its way
- * into the queue (that request claimed the key a moment ago), so look for it for a short while.
- */
-export async function findReplayedJob(c: Context<AppEnv>, jobId: string): Promise<FoundJob> {
-  const { jobs } = c.get('services');
-  const owner = c.get('principal').id;
-  const deadline = Date.now() + 5_000;
-  for (let delay = 5; ; delay = Math.min(delay * 2, 200)) {
-    const found = await jobs.find(jobId, owner);
-    if (found) return found;
-    if (Date.now() > deadline) {
-      throw new QuernError('service_unavailable', 'the request with this Idempotency-Key is still being processed', {
-        headers: { 'retry-after': '1' },
-      });
-    }
-    await new Promise((r) => setTimeout(r, delay));
-  }
+  return { jobId: claim.jobId, replayed: false, confirm: claim.confirm, release: claim.release };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { presentPrediction, RowMatrix } from '@quern/shared';
 import type { AppEnv } from '../env';
-import { requireAuth } from '../middleware/auth';
+import { admitted, requireAuth } from '../middleware/auth';
 import {
   FeaturesSchema,
   JobOptionsShape,
@@ -12,7 +12,7 @@ import {
   problems,
 } from '../schemas';
 import { checkRows, MAX_BATCH_ROWS, TensorInputSchema, tensorRows } from './inference-input';
-import { runSyncJob } from './sync-job';
+import { runSync, syncPreferences } from './sync-call';
 
 export const BatchPredictRequestSchema = z
   .object({
@@ -74,7 +74,7 @@ const route = (path: string, deprecated: boolean) =>
       'Waits like `/v1/predict` and answers `202` with the job when the wait runs out.',
     deprecated,
     security: PROTECTED,
-    middleware: [requireAuth('predict')] as const,
+    middleware: [requireAuth('predict', { deferRateLimit: true })] as const,
     request: {
       headers: z.object({
         prefer: z.string().optional().openapi({ example: 'wait=10' }),
@@ -112,16 +112,15 @@ export function registerBatchPredict(app: OpenAPIHono<AppEnv>): void {
         input = RowMatrix.fromRows(json);
       }
       const rows = input.rows();
-
-      // With an Idempotency-Key the answer must come from the key's job, so the cache is left to the worker.
-      const idempotent = c.req.header('idempotency-key') !== undefined;
-      const hits = idempotent ? rows.map(() => null) : await cache.lookup(model, rows);
-      if (cache.enabled && !idempotent) {
+      const { waitMs, useCache } = syncPreferences(c);
+      // The rate-limit decision and the cache read share one round trip.
+      const hits = await admitted(c, useCache ? cache.lookup(model, rows) : Promise.resolve(rows.map(() => null)));
+      if (useCache) {
         const hitCount = hits.filter((h) => h !== null).length;
         metrics.cacheLookups.labels(model.name, 'hit').inc(hitCount);
         metrics.cacheLookups.labels(model.name, 'miss').inc(rows.length - hitCount);
       }
-      if (!idempotent && hits.every((h) => h !== null)) {
+      if (useCache && hits.every((h) => h !== null)) {
         return c.json(
           {
             predictions: hits.map((h) => presentPrediction(model, h as number[])),
@@ -134,10 +133,16 @@ export function registerBatchPredict(app: OpenAPIHono<AppEnv>): void {
         );
       }
 
-      const outcome = await runSyncJob(c, 'POST /v1/batch-predict', body, model, input, 'batch', {
+      const outcome = await runSync(c, {
+        route: 'POST /v1/batch-predict',
+        body,
+        model,
+        input,
+        mode: 'batch',
+        waitMs,
+        cacheChecked: useCache,
         timeoutMs: body.timeout_ms,
         priority: body.priority,
-        cacheChecked: !idempotent,
       });
       if (outcome.kind === 'pending') {
         return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}` });

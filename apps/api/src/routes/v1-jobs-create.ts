@@ -11,8 +11,9 @@ import {
   problems,
   WebhookRequestSchema,
 } from '../schemas';
+import { findClaimedJob } from '../services/idempotency';
 import { checkRows } from './inference-input';
-import { claimJob, findReplayedJob, validateWebhook } from './submission';
+import { claimJob, validateWebhook } from './submission';
 
 export const CreateJobRequestSchema = z
   .object({
@@ -66,26 +67,30 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
     checkRows(model, [body.features], () => 'features');
     const webhook = await validateWebhook(c, body.webhook);
     const claim = await claimJob(c, 'POST /v1/jobs', body, model);
-    if (claim.replayed) {
-      const found = await findReplayedJob(c, claim.jobId);
-      return c.json(await jobs.view(found), 202, { location: `/v1/jobs/${claim.jobId}` });
-    }
-    const { id, data } = await jobs
-      .submit({
+    const principal = c.get('principal');
+    const submit = () =>
+      jobs.submit({
         model,
         input: RowMatrix.fromRows([body.features]),
         mode: 'async',
-        principal: c.get('principal'),
+        principal,
         requestId: c.get('requestId'),
         jobId: claim.jobId,
         timeoutMs: body.timeout_ms,
         priority: body.priority,
         webhook,
-      })
-      .catch(async (err: unknown) => {
-        await claim.release();
-        throw err;
       });
+    if (claim.replayed) {
+      const found = await findClaimedJob(jobs, principal.id, claim.claim, submit);
+      return c.json(await jobs.view(found), 202, { location: `/v1/jobs/${claim.jobId}` });
+    }
+    const { id, data } = await submit().catch(async (err: unknown) => {
+      await claim.release().catch(() => undefined);
+      throw err;
+    });
+    await claim
+      .confirm()
+      .catch((err: Error) => c.get('logger').warn({ err: err.message }, 'idempotency record not confirmed'));
     metrics.jobsSubmitted.labels(model.name, 'async').inc();
     const view = jobView({ id, data, state: 'waiting', timestamp: data.created_at }, model);
     return c.json(view, 202, { location: `/v1/jobs/${id}` });

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { presentPrediction, RowMatrix } from '@quern/shared';
 import type { AppEnv } from '../env';
-import { requireAuth } from '../middleware/auth';
+import { admitted, requireAuth } from '../middleware/auth';
 import {
   FeaturesSchema,
   JobOptionsShape,
@@ -11,8 +11,8 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
-import { checkRows, waitPreference } from './inference-input';
-import { countWaitRanOut, failure, runSyncJob } from './sync-job';
+import { checkRows } from './inference-input';
+import { runSync, syncPreferences } from './sync-call';
 
 export const PredictRequestSchema = z
   .object({ model: ModelNameSchema, features: FeaturesSchema, ...JobOptionsShape })
@@ -53,7 +53,7 @@ const route = (path: string, deprecated: boolean) =>
       'job and its `Location`, so nothing is lost: poll it or stream its events.',
     deprecated,
     security: PROTECTED,
-    middleware: [requireAuth('predict')] as const,
+    middleware: [requireAuth('predict', { deferRateLimit: true })] as const,
     request: {
       headers: z.object({
         prefer: z
@@ -91,16 +91,16 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
       const body = c.req.valid('json');
       const model = models.resolve(body.model);
       checkRows(model, [body.features], () => 'features');
-
-      // With an Idempotency-Key the answer must come from the key's job, so the cache is left to the worker.
-      const idempotent = c.req.header('idempotency-key') !== undefined;
-      const [hit] = idempotent ? [null] : await cache.lookup(model, [body.features]);
-      if (cache.enabled && !idempotent) metrics.cacheLookups.labels(model.name, hit ? 'hit' : 'miss').inc();
+      const { waitMs, useCache } = syncPreferences(c);
+      // The rate-limit decision and the cache read share one round trip.
+      const [hit] = await admitted(c, useCache ? cache.lookup(model, [body.features]) : Promise.resolve([null]));
+      if (useCache) metrics.cacheLookups.labels(model.name, hit ? 'hit' : 'miss').inc();
+      const latency = () => Math.round((performance.now() - started) * 1000) / 1000;
       if (hit) {
         return c.json(
           {
             prediction: presentPrediction(model, hit),
-            latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
+            latency_ms: latency(),
             cached: true,
             model_version: model.version,
             job_id: null,
@@ -108,65 +108,32 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
           200,
         );
       }
-
-      const { coalescer } = c.get('services');
-      if (coalescer && !idempotent) {
-        const waitMs = waitPreference(c);
-        const shared = await coalescer.submit({
-          principal: c.get('principal'),
-          model,
-          row: body.features,
-          priority: body.priority,
-          timeoutMs: body.timeout_ms,
-          requestId: c.get('requestId'),
-          waitMs,
-          signal: c.req.raw.signal,
-        });
-        if (shared.kind === 'failed') throw failure(shared.jobId, shared.code, shared.message);
-        if (shared.kind === 'pending') {
-          countWaitRanOut(c, model);
-          return c.json(shared.view, 202, {
-            location: `/v1/jobs/${shared.jobId}`,
-            'quern-job-row': String(shared.row),
-          });
-        }
-        return c.json(
-          {
-            prediction: presentPrediction(model, shared.result.outputs[shared.row] ?? []),
-            latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
-            cached: shared.result.cached[shared.row] ?? false,
-            model_version: shared.result.model_version,
-            job_id: shared.jobId,
-            job_row: shared.row,
-          },
-          200,
-        );
-      }
-
-      const outcome = await runSyncJob(
-        c,
-        'POST /v1/predict',
+      const outcome = await runSync(c, {
+        route: 'POST /v1/predict',
         body,
         model,
-        RowMatrix.fromRows([body.features]),
-        'sync',
-        {
-          timeoutMs: body.timeout_ms,
-          priority: body.priority,
-        },
-      );
+        input: RowMatrix.fromRows([body.features]),
+        mode: 'sync',
+        waitMs,
+        cacheChecked: useCache,
+        timeoutMs: body.timeout_ms,
+        priority: body.priority,
+      });
       if (outcome.kind === 'pending') {
-        return c.json(outcome.view, 202, { location: `/v1/jobs/${outcome.jobId}`, 'quern-job-row': '0' });
+        return c.json(outcome.view, 202, {
+          location: `/v1/jobs/${outcome.jobId}`,
+          'quern-job-row': String(outcome.row),
+        });
       }
-      const { result } = outcome;
+      const { result, row } = outcome;
       return c.json(
         {
-          prediction: presentPrediction(model, result.outputs[0] ?? []),
-          latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
-          cached: result.cached[0] ?? false,
+          prediction: presentPrediction(model, result.outputs[row] ?? []),
+          latency_ms: latency(),
+          cached: result.cached[row] ?? false,
           model_version: result.model_version,
           job_id: outcome.jobId,
-          job_row: 0,
+          job_row: row,
         },
         200,
       );

@@ -28,12 +28,15 @@ export class AddBatcher {
       if (this.pending.length >= this.maxBatch) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.flush());
+        setImmediate(() => {
+          if (this.scheduled) this.flush();
+        });
       }
     });
   }
 
-  private flush(): void {
+  /** Sends what is pending now instead of at the end of the turn (a caller that batched already). */
+  flush(): void {
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];

@@ -78,6 +78,14 @@ export function createApiMetrics(probe: QueueProbe) {
     labelNames: ['model'],
     registers: [registry],
   });
+  const syncAnswers = new Counter({
+    name: MetricNames.syncAnswers,
+    help:
+      'Outcomes heard by waiting sync callers, by source: reply (pushed by the worker), events ' +
+      '(QueueEvents: the reply was lost or late) or poll (the state poll: both were lost).',
+    labelNames: ['source'],
+    registers: [registry],
+  });
   const authFailures = new Counter({
     name: MetricNames.authFailures,
     help: 'Requests refused for authentication (missing, unknown, revoked or expired credential).',
@@ -130,6 +138,7 @@ export function createApiMetrics(probe: QueueProbe) {
     cacheLookups,
     jobsSubmitted,
     syncWaitTimeouts,
+    syncAnswers,
     authFailures,
     rateLimited,
     refreshQueueGauges,

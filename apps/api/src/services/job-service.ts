@@ -3,6 +3,7 @@ import {
   INFERENCE_JOB_NAME,
   InferenceJobData,
   inferenceJobOptions,
+  type JobErrorCode,
   type JobSnapshot,
   type JobView,
   jobView,
@@ -22,6 +23,7 @@ import type { Job, JobState, Queue } from 'bullmq';
 import { AddBatcher } from './add-batcher';
 import type { ModelRegistry } from './model-registry';
 import type { Principal } from './principal';
+import { completedEvent, type WaitOutcome } from './result-waiter';
 
 export type { JobView } from '@quern/shared';
 
@@ -55,8 +57,13 @@ export interface SubmitArgs {
   priority?: number | undefined;
   webhook?: WebhookSpec | undefined;
   /** The caller looked every row up in the result cache just now: the worker need not. */
-  cacheChecked?: boolean;
+  cacheChecked?: boolean | undefined;
+  /** The API process waiting for the answer: the worker pushes it to that process's reply channel. */
+  replyTo?: string | undefined;
 }
+
+/** A job's state as a waiting caller hears it: an outcome, or `pending` with the job's view. */
+export type JobOutcome = Exclude<WaitOutcome, { kind: 'timeout' }> | { kind: 'pending'; view: JobView };
 
 export type CancelOutcome =
   | { kind: 'canceled'; view: JobView }
@@ -139,6 +146,7 @@ export class JobService {
       priority: this.priorityFor(args.principal, args.priority),
       ...(args.webhook ? { webhook: args.webhook } : {}),
       ...(args.cacheChecked ? { cache_checked: true } : {}),
+      ...(args.replyTo ? { reply_to: args.replyTo } : {}),
     };
     let adder = this.adders.get(args.model.name);
     if (!adder) {
@@ -153,6 +161,36 @@ export class JobService {
       ...inferenceJobOptions(this.config),
     });
     return { id, data };
+  }
+
+  /** Adds every job submitted so far in this turn now, in one addBulk per model. */
+  flushAdds(): void {
+    for (const adder of this.adders.values()) adder.flush();
+  }
+
+  /** A job's snapshot as a waiting caller hears it: a finished job gives its real answer. */
+  outcomeOf(snapshot: JobSnapshot, model: ModelEntry): JobOutcome {
+    const view = jobView(snapshot, model);
+    switch (view.status) {
+      case 'succeeded':
+        return completedEvent(snapshot.returnvalue);
+      case 'failed':
+      case 'expired':
+      case 'canceled':
+        return {
+          kind: 'failed',
+          code: (view.error?.code as JobErrorCode | undefined) ?? 'internal_error',
+          message: view.error?.message ?? '',
+        };
+      default:
+        return { kind: 'pending', view };
+    }
+  }
+
+  /** The job's state now, read from Redis, as a waiting caller hears it. */
+  async currentOutcome(id: string, owner: string, model: ModelEntry): Promise<JobOutcome> {
+    const found = await this.find(id, owner);
+    return found ? this.outcomeOf(await this.snapshot(found), model) : { kind: 'gone' };
   }
 
   /** The job if it exists and belongs to `owner`; null otherwise (the caller answers 404 either way). */

@@ -18,7 +18,10 @@ export interface WaitHandle {
   cancel(): void;
 }
 
-type Listener = (event: JobEvent) => void;
+/** Where a job's outcome was heard: the worker's direct reply, the QueueEvents stream, or the state poll. */
+export type AnswerSource = 'reply' | 'events' | 'poll';
+
+type Listener = (event: JobEvent, source: AnswerSource) => void;
 
 interface Waiter {
   jobId: string;
@@ -27,6 +30,7 @@ interface Waiter {
   waitingSince: number;
   settle: ((outcome: WaitOutcome) => void) | undefined;
   early: WaitOutcome | undefined;
+  answered: boolean;
 }
 
 /**
@@ -46,16 +50,21 @@ export class ResultWaiter {
     private readonly events: ReadonlyMap<string, { queue: Queue; events: QueueEvents }>,
     private readonly pollIntervalMs: number,
     private readonly logger: Logger,
+    /** Counts each waiting caller's answer by where it came from (a lost reply shows as `events` or `poll`). */
+    private readonly onAnswer: (source: AnswerSource) => void = () => undefined,
   ) {}
 
   start(): void {
     for (const { events } of this.events.values()) {
-      events.on('active', ({ jobId }) => this.emit(jobId, { kind: 'active' }));
-      events.on('completed', ({ jobId, returnvalue }) => this.emit(jobId, completedEvent(returnvalue)));
+      events.on('active', ({ jobId }) => this.emit(jobId, { kind: 'active' }, 'events'));
+      events.on('completed', ({ jobId, returnvalue }) => {
+        // Parsed only if someone here waits for or streams this job.
+        if (this.listeners.has(jobId)) this.emit(jobId, completedEvent(returnvalue), 'events');
+      });
       events.on('failed', ({ jobId, failedReason }) =>
-        this.emit(jobId, { kind: 'failed', ...decodeJobError(failedReason) }),
+        this.emit(jobId, { kind: 'failed', ...decodeJobError(failedReason) }, 'events'),
       );
-      events.on('removed', ({ jobId }) => this.emit(jobId, { kind: 'gone' }));
+      events.on('removed', ({ jobId }) => this.emit(jobId, { kind: 'gone' }, 'events'));
       events.on('error', (err) => this.logger.warn({ err: (err as Error).message }, 'queue events error'));
     }
     this.poller = setInterval(() => void this.poll(), this.pollIntervalMs);
@@ -78,7 +87,7 @@ export class ResultWaiter {
     this.isDraining = true;
     for (const waiter of [...this.waiters]) waiter.settle?.({ kind: 'timeout' });
     // A cue, not a state change: streams read the job again, see the drain, and end.
-    for (const jobId of [...this.listeners.keys()]) this.emit(jobId, { kind: 'active' });
+    for (const jobId of [...this.listeners.keys()]) this.emit(jobId, { kind: 'active' }, 'events');
   }
 
   get draining(): boolean {
@@ -105,20 +114,36 @@ export class ResultWaiter {
     };
   }
 
-  private emit(jobId: string, event: JobEvent): void {
+  /** A job's outcome heard from elsewhere than QueueEvents (a worker's direct reply). */
+  deliver(jobId: string, event: Exclude<JobEvent, { kind: 'active' }>): void {
+    this.emit(jobId, event, 'reply');
+  }
+
+  private emit(jobId: string, event: JobEvent, source: AnswerSource): void {
     const set = this.listeners.get(jobId);
     if (!set) return;
-    for (const listener of [...set]) listener(event);
+    for (const listener of [...set]) listener(event, source);
   }
 
   /** Registers a waiter for a job's outcome; call before adding the job. */
   register(jobId: string, model: string): WaitHandle {
     const entry = this.events.get(model);
     if (!entry) throw new Error(`no queue events for model ${model}`);
-    const waiter: Waiter = { jobId, queue: entry.queue, waitingSince: 0, settle: undefined, early: undefined };
+    const waiter: Waiter = {
+      jobId,
+      queue: entry.queue,
+      waitingSince: 0,
+      settle: undefined,
+      early: undefined,
+      answered: false,
+    };
     this.waiters.add(waiter);
-    const unsubscribe = this.subscribe(jobId, (event) => {
+    const unsubscribe = this.subscribe(jobId, (event, source) => {
       if (event.kind === 'active') return;
+      if (!waiter.answered) {
+        waiter.answered = true;
+        this.onAnswer(source);
+      }
       if (waiter.settle) waiter.settle(event);
       else waiter.early ??= event; // finished before the caller started waiting
     });
@@ -165,14 +190,18 @@ export class ResultWaiter {
           const state = await w.queue.getJobState(w.jobId);
           if (state === 'completed' || state === 'failed') {
             const job = await w.queue.getJob(w.jobId);
-            if (!job) return;
-            w.settle?.(
+            if (!job || !w.settle) return;
+            this.onAnswer('poll');
+            w.answered = true;
+            w.settle(
               state === 'completed'
                 ? completedEvent(job.returnvalue)
                 : { kind: 'failed', ...decodeJobError(job.failedReason) },
             );
-          } else if (state === 'unknown') {
-            w.settle?.({ kind: 'gone' });
+          } else if (state === 'unknown' && w.settle) {
+            this.onAnswer('poll');
+            w.answered = true;
+            w.settle({ kind: 'gone' });
           }
         }),
       );

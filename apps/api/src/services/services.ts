@@ -3,7 +3,9 @@ import {
   createRedis,
   KeySpace,
   type Logger,
+  listenForReplies,
   type ModelManifest,
+  newId,
   type RedisClient,
   SecretBox,
   WEBHOOK_QUEUE,
@@ -23,7 +25,7 @@ import { SCOPES } from './principal';
 import { RateLimits } from './rate-limits';
 import { ResultCache } from './result-cache';
 import { ResultWaiter } from './result-waiter';
-import { SyncCoalescer } from './sync-coalescer';
+import { SyncPath } from './sync-path';
 import { TokenService } from './token-service';
 
 /** Collaborators of every route, passed to `createApp` and read with `c.get('services')`. */
@@ -42,8 +44,8 @@ export interface Services {
   tokens: TokenService;
   rateLimits: RateLimits;
   idempotency: Idempotency;
-  /** Gathers concurrent sync predictions into shared jobs; undefined when QUERN_SYNC_COALESCE_IN_FLIGHT is 0. */
-  coalescer: SyncCoalescer | undefined;
+  /** The synchronous path (`/v1/predict`, `/v1/batch-predict`): enqueue, wait, answer. */
+  sync: SyncPath;
   webhookSecrets: WebhookSecrets;
   metrics: ApiMetrics;
   /** Redis answers and a worker heartbeat was seen within the TTL. */
@@ -85,14 +87,30 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   }
   const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
   webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
-  const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger);
+  const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
+  const metrics = createApiMetrics({ redis, queues, workersAlive });
+  const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger, (source) =>
+    metrics.syncAnswers.labels(source).inc(),
+  );
   waiter.start();
+  // Workers push the answers of this process's sync jobs to its own reply channel: a subscribed
+  // connection takes no other commands, so it is one of its own.
+  const instance = newId('api');
+  const replies = createRedis(config, 'consumer', { name: 'api-replies', logger });
+  eventConnections.push(replies);
+  const listening = listenForReplies(replies, keys, instance, (reply) =>
+    waiter.deliver(
+      reply.job_id,
+      reply.kind === 'completed'
+        ? { kind: 'completed', result: reply.result }
+        : { kind: 'failed', code: reply.code, message: reply.message },
+    ),
+  ).catch((err: Error) => logger.warn({ err: err.message }, 'reply channel not subscribed'));
   const drain = new DrainMeter(events);
 
   const apiKeys = new KeyStore(redis, keys);
   const tokens = new TokenService(config, logger);
 
-  const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
   const jobs = new JobService(
     queues,
     models,
@@ -103,7 +121,6 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     new WebhookDispatcher(webhookQueue, redis, keys, config),
     logger,
   );
-  const metrics = createApiMetrics({ redis, queues, workersAlive });
 
   return {
     config,
@@ -112,16 +129,17 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     queues: [...queues.values(), webhookQueue],
     models,
     jobs,
-    coalescer:
-      config.QUERN_SYNC_COALESCE_IN_FLIGHT > 0
-        ? new SyncCoalescer(
-            jobs,
-            waiter,
-            { maxRows: config.QUERN_SYNC_COALESCE_MAX_ROWS, maxInFlight: config.QUERN_SYNC_COALESCE_IN_FLIGHT },
-            logger,
-            (model) => metrics.jobsSubmitted.labels(model, 'sync').inc(),
-          )
-        : undefined,
+    sync: new SyncPath(
+      jobs,
+      waiter,
+      {
+        maxRows: config.QUERN_SYNC_COALESCE_MAX_ROWS,
+        maxInFlight: config.QUERN_SYNC_COALESCE_IN_FLIGHT,
+        replyTo: instance,
+      },
+      logger,
+      (model, mode) => metrics.jobsSubmitted.labels(model, mode).inc(),
+    ),
     waiter,
     cache: new ResultCache(redis, keys, config.QUERN_CACHE_TTL_SECONDS),
     auth: new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS),
@@ -137,7 +155,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     ),
     metrics,
     async connected(timeoutMs: number) {
-      await Promise.all([waitForRedis(redis, timeoutMs), waitForRedis(queueRedis, timeoutMs)]);
+      await Promise.all([waitForRedis(redis, timeoutMs), waitForRedis(queueRedis, timeoutMs), listening]);
     },
     async readiness() {
       try {

@@ -1,0 +1,77 @@
+import { type JobErrorCode, type ModelEntry, QuernError, type RowMatrix } from '@quern/shared';
+import type { Context } from 'hono';
+import type { AppEnv } from '../env';
+import type { SyncOutcome } from '../services/sync-path';
+import { waitPreference } from './inference-input';
+import { claimJob } from './submission';
+
+/** The problem a sync call answers when its job did not succeed. */
+export function failure(jobId: string, code: JobErrorCode | 'gone', message: string): QuernError {
+  const extra = { job_id: jobId };
+  switch (code) {
+    case 'invalid_input':
+      return new QuernError('validation_failed', message, { extra });
+    case 'canceled':
+    case 'gone':
+      return new QuernError('job_canceled', 'the job was canceled before it ran', { extra });
+    case 'deadline_exceeded':
+      return new QuernError('job_expired', 'the job was still queued at its deadline (timeout_ms)', { extra });
+    default:
+      return new QuernError('inference_failed', 'the job failed; GET /v1/jobs/{id} shows why', { extra });
+  }
+}
+
+/**
+ * How a sync route starts: the wait the caller asked for (`Prefer`), and whether the result
+ * cache may answer. `Prefer: respond-async` (or `wait=0`) always answers 202 with a job, so the
+ * cache is left to the worker then, as it is with an Idempotency-Key (the answer must come from
+ * the key's job).
+ */
+export function syncPreferences(c: Context<AppEnv>): { waitMs: number; useCache: boolean } {
+  const waitMs = waitPreference(c);
+  const idempotent = c.req.header('idempotency-key') !== undefined;
+  return { waitMs, useCache: waitMs > 0 && !idempotent && c.get('services').cache.enabled };
+}
+
+/**
+ * Runs one sync call through the sync path (`SyncPath`) and returns its outcome, `completed` or
+ * `pending`; a failed job becomes the matching problem. The job id comes from the
+ * Idempotency-Key when there is one (`claimJob`, which also applies the queue's depth cap).
+ */
+export async function runSync(
+  c: Context<AppEnv>,
+  args: {
+    route: string;
+    body: unknown;
+    model: ModelEntry;
+    input: RowMatrix;
+    mode: 'sync' | 'batch';
+    waitMs: number;
+    cacheChecked: boolean;
+    timeoutMs: number | undefined;
+    priority: number | undefined;
+  },
+): Promise<Exclude<SyncOutcome, { kind: 'failed' }>> {
+  const { sync, waiter, metrics } = c.get('services');
+  const claim = await claimJob(c, args.route, args.body, args.model);
+  const outcome = await sync.run({
+    principal: c.get('principal'),
+    model: args.model,
+    input: args.input,
+    mode: args.mode,
+    priority: args.priority,
+    timeoutMs: args.timeoutMs,
+    requestId: c.get('requestId'),
+    waitMs: args.waitMs,
+    signal: c.req.raw.signal,
+    cacheChecked: args.cacheChecked,
+    claim: c.req.header('idempotency-key') === undefined ? undefined : claim,
+  });
+  if (outcome.kind === 'failed') throw failure(outcome.jobId, outcome.code, outcome.message);
+  // A 202 because the wait ran out: operators read it as a backlog signal. Not when the caller
+  // asked not to wait, nor a shutdown's early answers.
+  if (outcome.kind === 'pending' && args.waitMs > 0 && !waiter.draining) {
+    metrics.syncWaitTimeouts.labels(args.model.name).inc();
+  }
+  return outcome;
+}

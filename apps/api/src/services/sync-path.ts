@@ -1,0 +1,469 @@
+import {
+  type InferenceResult,
+  type JobErrorCode,
+  type JobView,
+  jobView,
+  type Logger,
+  type ModelEntry,
+  newId,
+  overflowRowOf,
+  RowMatrix,
+} from '@quern/shared';
+import { findClaimedJob, type IdempotencyClaim } from './idempotency';
+import type { JobOutcome, JobService } from './job-service';
+import type { Principal } from './principal';
+import type { ResultWaiter, WaitHandle } from './result-waiter';
+
+/** One synchronous call: `/v1/predict` (one row) or `/v1/batch-predict` (up to 100). */
+export interface SyncCall {
+  principal: Principal;
+  model: ModelEntry;
+  input: RowMatrix;
+  mode: 'sync' | 'batch';
+  priority: number | undefined;
+  timeoutMs: number | undefined;
+  requestId: string;
+  /** How long the caller waits; 0 (`Prefer: respond-async`) answers `pending` once the job is queued. */
+  waitMs: number;
+  /** The client's connection: a caller that leaves is dropped, and its job with it if no one else waits. */
+  signal: AbortSignal;
+  /** Every row was looked up in the result cache just now (the worker need not look again). */
+  cacheChecked: boolean;
+  /**
+   * The job's id decided by an Idempotency-Key (`claimJob`): a new id (the call gets a job of its
+   * own and confirms the claim once the job is queued), or the id of an earlier call's job, which
+   * this call follows instead of creating one.
+   */
+  claim?:
+    | { replayed: false; jobId: string; confirm: () => Promise<void>; release: () => Promise<void> }
+    | { replayed: true; jobId: string; claim: Extract<IdempotencyClaim, { kind: 'replay' }> };
+}
+
+/**
+ * What a sync call learns, the one type routes translate into HTTP. `row` is the index of the
+ * call's first row in its job (calls may share a job: see `SyncPath`).
+ */
+export type SyncOutcome =
+  | { kind: 'completed'; jobId: string; row: number; result: InferenceResult }
+  /** The wait ran out (or the caller asked not to wait): the job goes on; 202 with its view. */
+  | { kind: 'pending'; jobId: string; row: number; view: JobView }
+  /** `gone`: the job was removed (canceled while queued) before it finished. */
+  | { kind: 'failed'; jobId: string; code: JobErrorCode | 'gone'; message: string };
+
+export interface SyncPathOptions {
+  /** Most rows one shared job carries. */
+  maxRows: number;
+  /** Shared jobs of one group that may run at once (0: every call gets a job of its own). */
+  maxInFlight: number;
+  /** This API process's reply channel name, written into each job for the worker's reply. */
+  replyTo: string;
+}
+
+interface Member {
+  call: SyncCall;
+  /** Index of the member's first row in its job; -1 until it is sent. */
+  row: number;
+  /** When this caller's wait ends. */
+  waitUntil: number;
+  done: boolean;
+  /** The client went away. */
+  left: boolean;
+  /** The job the member's rows went into, once sent. */
+  job: SentJob | undefined;
+  resolve: (outcome: SyncOutcome) => void;
+  reject: (err: unknown) => void;
+}
+
+/** A job some callers wait on. */
+interface SentJob {
+  id: string;
+  members: Member[];
+  /** The job is in the queue (a cancel can find it). */
+  added: boolean;
+  /** Ends the wait in progress (every caller left). */
+  stopWaiting: () => void;
+}
+
+interface Group {
+  key: string;
+  open: Member[];
+  inFlight: number;
+}
+
+/** A little past the deadline, so that a job still queued then surely reads `expired`. */
+const DEADLINE_MARGIN_MS = 25;
+
+/**
+ * The synchronous path, from validated rows to an outcome: it enqueues, waits and answers, for a
+ * lone call and for calls that share a job alike (a single call is a group of one).
+ *
+ * Sync predictions of one principal, model, priority and deadline that arrive while that group
+ * already has `maxInFlight` jobs running are gathered into one job with many rows, instead of a
+ * job (and a dozen Redis commands) each. At idle nothing waits: a call whose group has room is
+ * sent at the end of the event-loop turn it was parsed in, in one `addBulk` with every other job
+ * of that turn. Each job carries this process's reply channel: the worker pushes the answer there
+ * in the write that stores its cache entries, and the `ResultWaiter` hands it over; QueueEvents and
+ * a state poll answer a caller whose reply was lost. Each caller keeps its own wait (`Prefer`); a
+ * caller that leaves is dropped, and a job whose callers all left is canceled if no batch has
+ * taken it. Calls with an Idempotency-Key, and batch calls, get a job of their own.
+ */
+export class SyncPath {
+  private readonly groups = new Map<string, Group>();
+  private readonly dirty = new Set<Group>();
+  private flushScheduled = false;
+  private solo = 0;
+
+  constructor(
+    private readonly jobs: JobService,
+    private readonly waiter: ResultWaiter,
+    private readonly options: SyncPathOptions,
+    private readonly logger: Logger,
+    private readonly onJob: (model: string, mode: 'sync' | 'batch') => void,
+  ) {}
+
+  run(call: SyncCall): Promise<SyncOutcome> {
+    const claim = call.claim;
+    if (claim?.replayed) return this.replay(call, claim);
+    const shared = !claim && call.mode === 'sync' && this.options.maxInFlight > 0;
+    const key = shared
+      ? [
+          call.principal.id,
+          call.model.name,
+          this.jobs.priorityFor(call.principal, call.priority),
+          call.timeoutMs ?? '',
+        ].join('|')
+      : `solo:${++this.solo}`;
+    let group = this.groups.get(key);
+    if (!group) {
+      group = { key, open: [], inFlight: 0 };
+      this.groups.set(key, group);
+    }
+    const g = group;
+    return new Promise<SyncOutcome>((resolve, reject) => {
+      const member: Member = {
+        call,
+        row: -1,
+        waitUntil: Date.now() + call.waitMs,
+        done: false,
+        left: false,
+        job: undefined,
+        resolve,
+        reject,
+      };
+      g.open.push(member);
+      call.signal.addEventListener('abort', () => this.leave(g, member), { once: true });
+      this.schedule(g);
+    });
+  }
+
+  /**
+   * A caller went away: dropped if its rows were not sent yet; else, once every caller of its job
+   * has left, the job is canceled (removed if no worker holds it; a worker drops it if its batch
+   * has not started) and the wait on it ends.
+   */
+  private leave(group: Group, member: Member): void {
+    member.left = true;
+    const at = group.open.indexOf(member);
+    if (at >= 0) group.open.splice(at, 1);
+    this.settle(member, {
+      kind: 'failed',
+      jobId: member.job?.id ?? '',
+      code: 'canceled',
+      message: 'the client went away',
+    });
+    const job = member.job;
+    if (job?.added && job.members.every((m) => m.left)) this.abandon(job, member.call);
+  }
+
+  private abandon(job: SentJob, call: SyncCall): void {
+    job.stopWaiting();
+    void this.jobs
+      .find(job.id, call.principal.id)
+      .then((found) => (found ? this.jobs.cancel(found) : undefined))
+      .catch((err: Error) => this.logger.warn({ err: err.message, job_id: job.id }, 'cancel on disconnect failed'));
+  }
+
+  private settle(member: Member, outcome: SyncOutcome): void {
+    if (member.done) return;
+    member.done = true;
+    member.resolve(outcome);
+  }
+
+  /** Sends what has gathered at the end of this turn, after the other calls parsed in it have joined. */
+  private schedule(group: Group): void {
+    this.dirty.add(group);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const groups = [...this.dirty];
+      this.dirty.clear();
+      for (const g of groups) {
+        while (g.open.length > 0 && (g.inFlight < this.options.maxInFlight || g.inFlight === 0)) {
+          void this.send(g, this.take(g));
+        }
+        if (g.open.length === 0 && g.inFlight === 0) this.groups.delete(g.key);
+      }
+      // Every job of this turn goes out as one addBulk now, not a turn later.
+      this.jobs.flushAdds();
+    });
+  }
+
+  /** The members of the next job: as many calls as fit in one batch of the model (at least one). */
+  private take(group: Group): Member[] {
+    const first = group.open[0] as Member;
+    const limit = Math.min(this.options.maxRows, first.call.model.batching.max_batch_size);
+    const members: Member[] = [];
+    let rows = 0;
+    while (group.open.length > 0) {
+      const next = group.open[0] as Member;
+      if (members.length > 0 && rows + next.call.input.count > limit) break;
+      group.open.shift();
+      members.push(next);
+      rows += next.call.input.count;
+    }
+    return members;
+  }
+
+  private async send(group: Group, members: Member[]): Promise<void> {
+    group.inFlight++;
+    const first = (members[0] as Member).call;
+    const claim = first.claim?.replayed === false ? first.claim : undefined;
+    const jobId = claim?.jobId ?? newId('job');
+    let handle = this.waiter.register(jobId, first.model.name);
+    const job: SentJob = { id: jobId, members, added: false, stopWaiting: () => handle.cancel() };
+    let at = 0;
+    for (const m of members) {
+      m.row = at;
+      m.job = job;
+      at += m.call.input.count;
+    }
+    try {
+      const input = members.length === 1 ? first.input : RowMatrix.concat(members.map((m) => m.call.input));
+      let data: Awaited<ReturnType<JobService['submit']>>['data'];
+      try {
+        ({ data } = await this.jobs.submit({
+          model: first.model,
+          input,
+          mode: first.mode,
+          principal: first.principal,
+          requestId: first.requestId,
+          jobId,
+          timeoutMs: first.timeoutMs,
+          priority: first.priority,
+          cacheChecked: members.every((m) => m.call.cacheChecked),
+          replyTo: this.options.replyTo,
+        }));
+      } catch (err) {
+        await claim?.release().catch(() => undefined);
+        throw err;
+      }
+      this.onJob(first.model.name, first.mode);
+      await claim
+        ?.confirm()
+        .catch((err: Error) =>
+          this.logger.warn({ err: err.message, job_id: jobId }, 'idempotency record not confirmed'),
+        );
+      // Callers that asked not to wait hear of the job as queued, whatever happens to it next.
+      const queued = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, first.model);
+      for (const m of members) {
+        if (m.call.waitMs <= 0) this.settle(m, { kind: 'pending', jobId, row: m.row, view: queued });
+      }
+      job.added = true;
+      // Callers that left while the job was being added: cancel it now if they all did.
+      if (members.every((m) => m.left)) this.abandon(job, first);
+      await this.follow(
+        group,
+        job,
+        (h) => {
+          handle = h;
+        },
+        handle,
+        data.deadline_at,
+      );
+    } catch (err) {
+      handle.cancel();
+      for (const m of members) {
+        if (!m.done) {
+          m.done = true;
+          m.reject(err);
+        }
+      }
+    } finally {
+      group.inFlight--;
+      if (group.open.length > 0) this.schedule(group);
+      else if (group.inFlight === 0) this.groups.delete(group.key);
+    }
+  }
+
+  /** An earlier call with the same Idempotency-Key made the job: follow that one. */
+  private async replay(
+    call: SyncCall,
+    claim: Extract<NonNullable<SyncCall['claim']>, { replayed: true }>,
+  ): Promise<SyncOutcome> {
+    const { jobId } = claim;
+    const owner = call.principal.id;
+    const handle = this.waiter.register(jobId, call.model.name);
+    try {
+      const found = await findClaimedJob(this.jobs, owner, claim.claim, () =>
+        this.jobs.submit({
+          model: call.model,
+          input: call.input,
+          mode: call.mode,
+          principal: call.principal,
+          requestId: call.requestId,
+          jobId,
+          timeoutMs: call.timeoutMs,
+          priority: call.priority,
+          replyTo: this.options.replyTo,
+        }),
+      );
+      const now = this.jobs.outcomeOf(await this.jobs.snapshot(found), call.model);
+      if (now.kind !== 'pending' || call.waitMs <= 0) {
+        handle.cancel();
+        return call.waitMs <= 0 && now.kind !== 'pending'
+          ? { kind: 'pending', jobId, row: 0, view: await this.jobs.view(found) }
+          : toSyncOutcome(jobId, 0, now);
+      }
+      // A replayed call never cancels the job: the first caller (or the key's owner) owns it.
+      return await new Promise<SyncOutcome>((resolve, reject) => {
+        let current = handle;
+        const member: Member = {
+          call,
+          row: 0,
+          waitUntil: Date.now() + call.waitMs,
+          done: false,
+          left: false,
+          job: undefined,
+          resolve,
+          reject,
+        };
+        const job: SentJob = { id: jobId, members: [member], added: true, stopWaiting: () => current.cancel() };
+        call.signal.addEventListener(
+          'abort',
+          () => {
+            member.left = true;
+            job.stopWaiting();
+            this.settle(member, { kind: 'failed', jobId, code: 'canceled', message: 'the client went away' });
+          },
+          { once: true },
+        );
+        this.follow(
+          undefined,
+          job,
+          (h) => {
+            current = h;
+          },
+          handle,
+          found.data.deadline_at,
+        ).catch(reject);
+      });
+    } catch (err) {
+      handle.cancel();
+      throw err;
+    }
+  }
+
+  /**
+   * Follows one job for its callers. `timeout_ms` bounds only the time a job spends queued, so
+   * at the deadline the job is read: still queued means expired (its callers hear so at once);
+   * a job a worker holds may still finish, so the wait goes on. Each caller whose own wait ends
+   * first gets the job as it is then; when the longest wait runs out (or the process drains),
+   * the rest do. A job that failed on one caller's row (its input overflows the model) fails
+   * that caller only: the others' rows are sent again.
+   */
+  private async follow(
+    group: Group | undefined,
+    job: SentJob,
+    onHandle: (handle: WaitHandle) => void,
+    first: WaitHandle,
+    deadlineAt: number,
+  ): Promise<void> {
+    const { id: jobId, members } = job;
+    const { model, principal } = (members[0] as Member).call;
+    const owner = principal.id;
+    const waiting = () => members.filter((m) => !m.done);
+    const timers = members.map((m) =>
+      setTimeout(
+        () => {
+          if (m.done) return;
+          void this.jobs.currentOutcome(jobId, owner, model).then(
+            (now) => this.settle(m, toSyncOutcome(jobId, m.row, now)),
+            (err: unknown) => {
+              if (m.done) return;
+              m.done = true;
+              m.reject(err);
+            },
+          );
+        },
+        Math.max(0, m.waitUntil - Date.now()),
+      ),
+    );
+    let handle = first;
+    let untilDeadline = Math.max(0, deadlineAt - Date.now()) + DEADLINE_MARGIN_MS;
+    let outcome: JobOutcome | undefined;
+    try {
+      for (;;) {
+        const open = waiting();
+        if (open.length === 0) {
+          handle.cancel();
+          return;
+        }
+        const endAt = Math.max(...open.map((m) => m.waitUntil));
+        // Wake when the last wait ends or the deadline comes, and whenever a caller leaves.
+        const result = await handle.wait(Math.min(Math.max(0, endAt - Date.now()), untilDeadline));
+        if (result.kind !== 'timeout') {
+          outcome = result;
+          break;
+        }
+        untilDeadline = Number.POSITIVE_INFINITY;
+        if (waiting().length === 0) return;
+        if (this.waiter.draining || Date.now() >= endAt) {
+          outcome = await this.jobs.currentOutcome(jobId, owner, model);
+          break;
+        }
+        // The deadline passed with time left to wait: register again before reading, so that
+        // an event between the read and the wait is not missed.
+        handle = this.waiter.register(jobId, model.name);
+        onHandle(handle);
+        const now = await this.jobs.currentOutcome(jobId, owner, model);
+        if (now.kind !== 'pending' || now.view.status !== 'running') {
+          handle.cancel();
+          outcome = now;
+          break;
+        }
+      }
+    } finally {
+      for (const t of timers) clearTimeout(t);
+    }
+    const overflow = outcome.kind === 'failed' ? overflowRowOf(outcome.code, outcome.message) : undefined;
+    if (overflow !== undefined && members.length > 1 && group) {
+      const bad = members.find((m) => overflow >= m.row && overflow < m.row + m.call.input.count);
+      if (bad) {
+        this.settle(bad, {
+          kind: 'failed',
+          jobId,
+          code: 'invalid_input',
+          message: "the model's output for this input is not a finite number: it is outside what the model can compute",
+        });
+      }
+      group.open.unshift(...members.filter((m) => !m.done && !m.left));
+      return;
+    }
+    for (const m of members) this.settle(m, toSyncOutcome(jobId, m.row, outcome));
+  }
+}
+
+/** A job's state as a sync caller hears it, at `row`. */
+function toSyncOutcome(jobId: string, row: number, outcome: JobOutcome): SyncOutcome {
+  switch (outcome.kind) {
+    case 'completed':
+      return { kind: 'completed', jobId, row, result: outcome.result };
+    case 'failed':
+      return { kind: 'failed', jobId, code: outcome.code, message: outcome.message };
+    case 'gone':
+      return { kind: 'failed', jobId, code: 'gone', message: 'the job was removed before it finished' };
+    case 'pending':
+      return { kind: 'pending', jobId, row, view: outcome.view };
+  }
+}
