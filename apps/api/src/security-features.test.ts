@@ -1,4 +1,4 @@
-import { request as httpRequest, type Server } from 'node:http';
+import { Agent, request as httpRequest, type Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { freePort, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { createLogger, loadManifest } from '@quern/shared';
@@ -305,6 +305,67 @@ describe('input limits, headers and logs', () => {
       });
       expect(res.status).toBe(413);
     } finally {
+      server.close();
+    }
+  });
+
+  it('after a 413 the next request on a kept-alive connection works: the body is drained, or the connection closed', async () => {
+    const { app } = await harness({ QUERN_BODY_LIMIT_BYTES: '65536' });
+    const port = await freePort();
+    const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    /** One request on the shared agent; errors of the socket after the answer are the client's, not the test's. */
+    const send = (path: string, method: string, headers: Record<string, string>, body: string[]) =>
+      new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, path, method, agent, headers }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }));
+        });
+        req.on('socket', (socket) => {
+          sockets.add(socket);
+          socket.on('error', () => undefined);
+        });
+        req.on('error', reject);
+        for (const chunk of body) req.write(chunk);
+        req.end();
+      });
+    const health = () => send('/health', 'GET', {}, []);
+    const post = (headers: Record<string, string>, body: string[]) =>
+      send('/v1/jobs', 'POST', { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, ...headers }, body);
+    const chunked = (kib: number) => [
+      '{"features":[',
+      ...Array.from({ length: kib / 8 }, () => '1,'.repeat(4096)),
+      '1]}',
+    ];
+    try {
+      for (let round = 0; round < 3; round++) {
+        // A body a little over the limit is read to its end: 413, and the connection stays usable.
+        const over = await post({ 'transfer-encoding': 'chunked' }, chunked(160));
+        expect(over).toEqual({ status: 413, connection: 'keep-alive' });
+        expect(await health()).toMatchObject({ status: 200 });
+      }
+      expect(sockets.size).toBe(1);
+      // A body far over the limit is not read: 413 with Connection: close, then a new connection.
+      const huge = await post({ 'transfer-encoding': 'chunked' }, chunked(16 * 1024)).catch((err: Error) => err);
+      // (The client may see its unsent rest refused before it reads the answer.)
+      if (huge instanceof Error) expect(huge.message).toMatch(/EPIPE|ECONNRESET/);
+      else expect(huge).toEqual({ status: 413, connection: 'close' });
+      expect(await health()).toMatchObject({ status: 200 });
+      // Content-Length over the limit: answered from the header, the connection still usable.
+      const big = JSON.stringify({ features: Array.from({ length: 40_000 }, () => 1) });
+      const declared = { 'content-length': String(Buffer.byteLength(big)) };
+      expect(await post(declared, [big])).toEqual({ status: 413, connection: 'keep-alive' });
+      expect(await health()).toMatchObject({ status: 200 });
+      // Declared far over the limit: not read, Connection: close.
+      const declaredHuge = await post({ 'content-length': String(64 * 1024 * 1024) }, ['{"features":[']).catch(
+        (err: Error) => err,
+      );
+      if (declaredHuge instanceof Error) expect(declaredHuge.message).toMatch(/EPIPE|ECONNRESET/);
+      else expect(declaredHuge).toEqual({ status: 413, connection: 'close' });
+      expect(await health()).toMatchObject({ status: 200 });
+    } finally {
+      agent.destroy();
       server.close();
     }
   });
