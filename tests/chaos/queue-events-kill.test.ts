@@ -4,16 +4,18 @@ import { Harness, report } from './support/harness';
 
 const WAIT_S = 20;
 
-/**
- * Kills every QueueEvents connection of the API; returns how many. BullMQ names a connection
- * `…:qe` when it starts; after ioredis reconnects it, it carries our own name, `api-events-<model>`.
- */
-async function killEvents(harness: Harness): Promise<number> {
+/** The API's QueueEvents connections: BullMQ names one `…:qe`; reconnected, it carries ours. */
+const EVENTS = /name=(\S+:qe|api-events-\S+) /;
+/** The API's reply subscription: what workers push answers to. */
+const REPLIES = /name=api-replies /;
+
+/** Kills every connection of the API that `pattern` matches; returns how many. */
+async function killEvents(harness: Harness, pattern: RegExp): Promise<number> {
   const admin = harness.client();
   let kills = 0;
   const list = (await admin.call('CLIENT', 'LIST')) as string;
   for (const line of list.split('\n')) {
-    if (/ name=(\S+:qe|api-events-\S+) /.test(` ${line} `)) {
+    if (pattern.test(` ${line} `)) {
       const id = /\bid=(\d+)/.exec(line)?.[1];
       if (id) {
         await admin.call('CLIENT', 'KILL', 'ID', id).catch(() => undefined);
@@ -30,7 +32,12 @@ async function killEvents(harness: Harness): Promise<number> {
  * for two seconds while the jobs complete. `jobsBeforeResume` is how many jobs must be queued
  * before the first kill.
  */
-async function scenario(harness: Harness, name: string, jobsBeforeResume: (callers: number) => number) {
+async function scenario(
+  harness: Harness,
+  name: string,
+  jobsBeforeResume: (callers: number) => number,
+  pattern: RegExp = EVENTS,
+) {
   const queue = harness.queue('mlp-large');
   await queue.pause();
   const rows = randomRows(60, 256, 9);
@@ -49,11 +56,11 @@ async function scenario(harness: Harness, name: string, jobsBeforeResume: (calle
   });
   await expect.poll(() => queue.count(), { timeout: 10_000, interval: 10 }).toBe(jobsBeforeResume(rows.length));
 
-  let kills = await killEvents(harness);
+  let kills = await killEvents(harness, pattern);
   await queue.resume();
   const until = Date.now() + 2_000;
   while (Date.now() < until) {
-    kills += await killEvents(harness);
+    kills += await killEvents(harness, pattern);
     await new Promise((r) => setTimeout(r, 50));
   }
   const answers = await Promise.all(callers);
@@ -64,13 +71,13 @@ async function scenario(harness: Harness, name: string, jobsBeforeResume: (calle
     max_wait_ms: Math.round(Math.max(...answers.map((a) => a.ms))),
     timeout_ms: WAIT_S * 1000,
   });
-  // Killed again after reconnecting, not just once for each of the two models' connections.
-  expect(kills).toBeGreaterThan(2);
+  // Killed again after reconnecting, not just once.
+  expect(kills).toBeGreaterThan(pattern === REPLIES ? 1 : 2);
   expect(answers.every((a) => a.status === 200 && a.body.prediction?.length === 8)).toBe(true);
   expect(Math.max(...answers.map((a) => a.ms))).toBeLessThan(WAIT_S * 1000);
 }
 
-describe('fault 5: the QueueEvents connection killed while sync callers wait', () => {
+describe('fault 5: the QueueEvents connection (and the reply channel) killed while sync callers wait', () => {
   it('still answers every caller with its result, none past its timeout (a job per caller)', async () => {
     // Coalescing off: every caller has a job of its own in Redis before the first kill.
     const harness = await Harness.start({
@@ -90,6 +97,34 @@ describe('fault 5: the QueueEvents connection killed while sync callers wait', (
     const harness = await Harness.start({ workers: 1, env: { QUERN_WAIT_POLL_INTERVAL_MS: '500' } });
     try {
       await scenario(harness, 'fault-5-queue-events-killed-coalesced', () => 2);
+    } finally {
+      await harness.close();
+    }
+  });
+
+  it('and with the workers’ replies lost too: QueueEvents or the poll answer', async () => {
+    // The reply subscription dies again and again with the event connections: every reply
+    // published meanwhile is lost, so the fallbacks must answer.
+    const harness = await Harness.start({ workers: 1, env: { QUERN_WAIT_POLL_INTERVAL_MS: '500' } });
+    try {
+      await scenario(
+        harness,
+        'fault-5-replies-and-events-killed',
+        () => 2,
+        new RegExp(`${REPLIES.source}|${EVENTS.source}`),
+      );
+      const metrics = await (await harness.fetch('/metrics')).text();
+      // Some callers were answered by a fallback, not by a reply.
+      expect(metrics).toMatch(/quern_sync_answers_total\{source="(events|poll)"[^}]*\} [1-9]/);
+    } finally {
+      await harness.close();
+    }
+  });
+
+  it('and with only the replies lost: the callers still get their answers', async () => {
+    const harness = await Harness.start({ workers: 1, env: { QUERN_WAIT_POLL_INTERVAL_MS: '500' } });
+    try {
+      await scenario(harness, 'fault-5-replies-killed', () => 2, REPLIES);
     } finally {
       await harness.close();
     }

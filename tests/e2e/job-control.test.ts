@@ -137,6 +137,69 @@ describe('cancel', () => {
   });
 });
 
+describe('callers that leave, and callers that do not wait', () => {
+  it('a shared job whose callers all disconnect is canceled before it runs', async () => {
+    const queue = stack.services.jobs.queueOf('cars-idle');
+    const before = new Set((await queue.getJobs(['prioritized', 'waiting'])).map((j) => j.id));
+    const abort = new AbortController();
+    // Twelve calls of one principal parsed together: they share jobs (at most two in flight).
+    const pending = Array.from({ length: 12 }, () =>
+      Promise.resolve(
+        stack.app.request('/v1/predict', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY },
+          body: JSON.stringify({ model: 'cars-idle', features: features('cars-idle') }),
+          signal: abort.signal,
+        }),
+      ).catch(() => undefined),
+    );
+    const fresh = async () =>
+      (await queue.getJobs(['prioritized', 'waiting'])).filter((j) => !before.has(j.id as string));
+    await expect.poll(async () => (await fresh()).length, { timeout: 5_000, interval: 10 }).toBeGreaterThan(0);
+    const shared = await fresh();
+    // Shared, not one job per caller.
+    expect(shared.length).toBeLessThan(12);
+    abort.abort();
+    await Promise.all(pending);
+    for (const j of shared) {
+      await expect
+        .poll(async () => (await job(j.id as string)).status, { timeout: 5_000, interval: 20 })
+        .toBe('canceled');
+    }
+  });
+
+  it('Prefer: respond-async always answers 202 with a job, also for a cached input and a batch', async () => {
+    const timeouts = async () =>
+      Number(
+        /quern_sync_wait_timeouts_total\{model="cars-mpg"[^}]*\} (\d+)/.exec(
+          await (await stack.get('/metrics')).text(),
+        )?.[1] ?? 0,
+      );
+    const before = await timeouts();
+    const row = features('cars-mpg');
+    // Cached first: a plain call computes it, so the row is in the result cache.
+    const first = await stack.post('/v1/predict', { model: 'cars-mpg', features: row });
+    expect(first.status).toBe(200);
+    const cached = await stack.post('/v1/predict', { model: 'cars-mpg', features: row });
+    expect(((await cached.json()) as { cached: boolean }).cached).toBe(true);
+    for (let i = 0; i < 6; i++) {
+      for (const [path, body] of [
+        ['/v1/predict', { model: 'cars-mpg', features: i % 2 === 0 ? row : features('cars-mpg') }],
+        ['/v1/batch-predict', { model: 'cars-mpg', requests: [{ features: row }, { features: features('cars-mpg') }] }],
+      ] as const) {
+        const res = await stack.post(path, body, { prefer: 'respond-async' });
+        expect(res.status).toBe(202);
+        expect(res.headers.get('preference-applied')).toBe('respond-async');
+        const view = (await res.json()) as JobView;
+        expect(res.headers.get('location')).toBe(`/v1/jobs/${view.id}`);
+        await expect.poll(async () => (await job(view.id)).status, { timeout: 10_000, interval: 20 }).toBe('succeeded');
+      }
+    }
+    // Not waits that ran out: the backlog alarm does not count them.
+    expect(await timeouts()).toBe(before);
+  });
+});
+
 describe('server-sent events', () => {
   it('streams queued, running and the final state of a job watched from before it runs, then closes', async () => {
     const queue = stack.services.jobs.queueOf('mlp-large');
@@ -312,6 +375,16 @@ describe('deadlines, priority and backpressure', () => {
     expect(res.status).toBe(503);
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(((await res.json()) as { code: string }).code).toBe('queue_full');
+    // The sync routes apply the same cap (/v1/predict used to enqueue past it).
+    for (const [path, body] of [
+      ['/v1/predict', { model: 'cars-idle', features: features('cars-idle') }],
+      ['/v1/predict', { model: 'cars-idle', features: features('cars-idle') }, { prefer: 'respond-async' }],
+      ['/v1/batch-predict', { model: 'cars-idle', requests: [{ features: features('cars-idle') }] }],
+    ] as const) {
+      const sync = await stack.post(path, body);
+      expect(sync.status).toBe(503);
+      expect(((await sync.json()) as { code: string }).code).toBe('queue_full');
+    }
     expect(await depth()).toBe(10);
     // Other models are not affected.
     expect((await stack.post('/v1/jobs', { model: 'cars-mpg', features: CAR })).status).toBe(202);
