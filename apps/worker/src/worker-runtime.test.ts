@@ -8,7 +8,9 @@ import {
   type InferenceResult,
   inferenceJobOptions,
   inputHash,
+  type JobReply,
   KeySpace,
+  listenForReplies,
   loadManifest,
   type ModelManifest,
   newId,
@@ -104,6 +106,54 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       expect(againResult.outputs[0]).toEqual(results[0]?.outputs[0]);
     } finally {
       await direct.release();
+      await events.close();
+      await queue.close();
+      await runtime.close();
+    }
+  });
+
+  it('pushes a sync job’s answer to the reply channel it names, success and failure', async () => {
+    const runtime = await WorkerRuntime.start({ config, manifest, logger });
+    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const queue = new Queue(keys.inferenceQueue('cars-mpg'), { connection: client, prefix: config.QUERN_REDIS_PREFIX });
+    const subscriber = new Redis(redis.url);
+    const replies: JobReply[] = [];
+    const events = new QueueEvents(keys.inferenceQueue('cars-mpg'), {
+      connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+      prefix: config.QUERN_REDIS_PREFIX,
+    });
+    await events.waitUntilReady();
+    try {
+      await listenForReplies(subscriber, keys, 'api_replytest', (r) => replies.push(r));
+      const ok = await queue.add(
+        INFERENCE_JOB_NAME,
+        { ...jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 71]]), reply_to: 'api_replytest' },
+        { jobId: newId('job') },
+      );
+      const result = (await ok.waitUntilFinished(events, 10_000)) as InferenceResult;
+      await expect.poll(() => replies.length).toBe(1);
+      expect(replies[0]).toEqual({ kind: 'completed', job_id: ok.id, result });
+      // Past its deadline: the failure is pushed too, with its code.
+      const late = await queue.add(
+        INFERENCE_JOB_NAME,
+        {
+          ...jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 72]]),
+          deadline_at: Date.now() - 1,
+          reply_to: 'api_replytest',
+        },
+        { jobId: newId('job') },
+      );
+      await expect(late.waitUntilFinished(events, 10_000)).rejects.toThrow(/deadline_exceeded/);
+      await expect.poll(() => replies.length).toBe(2);
+      expect(replies[1]).toMatchObject({ kind: 'failed', job_id: late.id, code: 'deadline_exceeded' });
+      // A job that names no reply channel publishes nothing.
+      const plain = await queue.add(INFERENCE_JOB_NAME, jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 73]]), {
+        jobId: newId('job'),
+      });
+      await plain.waitUntilFinished(events, 10_000);
+      expect(replies).toHaveLength(2);
+    } finally {
+      subscriber.disconnect();
       await events.close();
       await queue.close();
       await runtime.close();

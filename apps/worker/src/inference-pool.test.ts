@@ -1,0 +1,74 @@
+import { join } from 'node:path';
+import { DirectOrt, maxAbsDiff, REPO_ROOT, randomRows } from '@quern/devkit';
+import { loadManifest, type ModelEntry, RowMatrix } from '@quern/shared';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InferencePool } from './inference-pool';
+import { resolveServedModels, type ServedModel } from './models';
+
+const MODELS_DIR = join(REPO_ROOT, 'models');
+let served: ServedModel[];
+let cars: ModelEntry;
+let direct: DirectOrt;
+
+beforeAll(async () => {
+  const manifest = loadManifest(MODELS_DIR);
+  served = await resolveServedModels(manifest, MODELS_DIR, ['cars-mpg']);
+  cars = (served[0] as ServedModel).entry;
+  direct = await DirectOrt.load(MODELS_DIR, cars);
+});
+
+afterAll(async () => {
+  await direct?.release();
+});
+
+function carRows(n: number, seed: number): number[][] {
+  return randomRows(n, 6, seed).map((r) => r.map((v, i) => ([4, 140, 90, 2264, 15.5, 75][i] as number) + v));
+}
+
+async function run(pool: InferencePool, rows: number[][]): Promise<number[][]> {
+  const matrix = RowMatrix.fromRows(rows);
+  const { output } = await pool.run('cars-mpg', rows.length, matrix.values);
+  return rows.map((_, i) => [output[i] as number]);
+}
+
+describe('inference pool: small batches on the calling thread', () => {
+  it('runs batches up to the inline size on the calling thread, bigger ones on a thread, with the same results', async () => {
+    const pool = new InferencePool({
+      models: served.map((m) => m.pool),
+      threads: 1,
+      // A generous bound: this checks where batches run, not how fast this machine is.
+      inline: { maxRows: 4, maxMs: 1_000 },
+    });
+    await pool.start();
+    try {
+      expect(pool.inlineModels()).toEqual(['cars-mpg']);
+      const small = carRows(3, 1);
+      const before = pool.inlineBatchCount;
+      expect(maxAbsDiff(await run(pool, small), await direct.run(small))).toBeLessThan(1e-4);
+      expect(pool.inlineBatchCount).toBe(before + 1);
+      const big = carRows(5, 2);
+      expect(maxAbsDiff(await run(pool, big), await direct.run(big))).toBeLessThan(1e-4);
+      expect(pool.inlineBatchCount).toBe(before + 1);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('keeps every batch on the threads when the model is slower than the bound, or inline is off', async () => {
+    for (const inline of [
+      { maxRows: 4, maxMs: 0 },
+      { maxRows: 0, maxMs: 1_000 },
+    ]) {
+      const pool = new InferencePool({ models: served.map((m) => m.pool), threads: 1, inline });
+      await pool.start();
+      try {
+        expect(pool.inlineModels()).toEqual([]);
+        const rows = carRows(2, 3);
+        expect(maxAbsDiff(await run(pool, rows), await direct.run(rows))).toBeLessThan(1e-4);
+        expect(pool.inlineBatchCount).toBe(0);
+      } finally {
+        await pool.close();
+      }
+    }
+  });
+});
