@@ -1,5 +1,5 @@
 import { serve } from '@hono/node-server';
-import { ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
+import { asyncStdout, ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
 import { createApp } from './app';
 import { createServices } from './services/services';
 
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger('api', config.LOG_LEVEL);
+  const logger = createLogger('api', config.LOG_LEVEL, asyncStdout());
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
   if (!config.QUERN_SECRETS_KEY) {
     // Development only: production refuses to start without it.

@@ -1,4 +1,4 @@
-import { ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
+import { asyncStdout, ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
 import { createWorkerHttpApp, serveWorkerHttp } from './http-server';
 import { WorkerRuntime } from './worker-runtime';
 
@@ -14,7 +14,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger('worker', config.LOG_LEVEL);
+  const logger = createLogger('worker', config.LOG_LEVEL, asyncStdout());
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
   if (!config.QUERN_SECRETS_KEY) {
     // Development only: production refuses to start without it.

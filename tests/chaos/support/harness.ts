@@ -131,13 +131,18 @@ export class Harness {
   }
 }
 
-/** Prints a test's figures and records them in tests/chaos/results/latest.json for docs/reliability.md. */
+/**
+ * Prints a test's figures. With CHAOS_RECORD=1 (`pnpm test:chaos:record`) it also records them in
+ * tests/chaos/results/latest.json, the published figures of docs/reliability.md; a plain test run
+ * leaves that tracked file alone.
+ */
 export function report(test: string, figures: Record<string, number | string | boolean>): void {
   process.stdout.write(
     `\n[chaos] ${test}\n${Object.entries(figures)
       .map(([k, v]) => `  ${k}: ${v}`)
       .join('\n')}\n`,
   );
+  if (process.env.CHAOS_RECORD !== '1') return;
   mkdirSync(RESULTS_DIR, { recursive: true });
   const file = join(RESULTS_DIR, 'latest.json');
   let all: Record<string, unknown> = {};
