@@ -12,6 +12,52 @@ export interface LoadPoint {
   errors: number;
 }
 
+/** Quern and the tutorial's FastAPI service (1 and 2 uvicorn workers) at one concurrency. */
+export interface VsTutorialPoint {
+  concurrency: number;
+  quern: LoadPoint;
+  tutorial: LoadPoint;
+  tutorial_2w: LoadPoint;
+}
+
+export interface VsTutorial {
+  server: {
+    code: string;
+    command: string;
+    requirements: string[];
+    rate_limit_per_minute: number;
+    redis_db: number;
+    model: string;
+    /** Cache hits the 1-worker tutorial counted: 0, as every input is unique. */
+    cache_hits: number;
+  };
+  /** p50 of requests sent one at a time, timed with performance.now() (autocannon's are whole ms). */
+  sequential_p50_ms: { quern: number; tutorial: number; tutorial_2w: number };
+  points: VsTutorialPoint[];
+  ratios: {
+    /** Quern p50 ÷ tutorial p50, one request at a time. */
+    c1_p50_ratio: number;
+    /** Quern req/s ÷ tutorial req/s at that concurrency (null when not measured: smoke runs). */
+    c8: number | null;
+    c32: number | null;
+    c128: number | null;
+    c32_2w: number | null;
+    /** Per concurrency ≥ 8: Quern's p99 below the 1-worker tutorial's. */
+    p99_below_tutorial: Record<string, boolean>;
+  };
+}
+
+/** CPU (utime + stime from /proc/<pid>/stat) per completed request over one load window. */
+export interface CpuPerRequest {
+  concurrency: number;
+  model: string;
+  requests: { quern: number; hono: number };
+  us_per_request: { api: number; worker: number; redis: number; hono: number };
+  vs_hono: { api: number; worker: number; redis: number };
+  /** The 1-worker tutorial at the same concurrency: its process and Redis. */
+  tutorial_us_per_request?: { server: number; redis: number };
+}
+
 export interface BenchResults {
   recorded_at: string;
   smoke: boolean;
@@ -36,6 +82,8 @@ export interface BenchResults {
   client_batches_tensor: LoadPoint & { rows_per_request: number; rows_per_second: number };
   /** Result-cache hits the API answered in the whole run: 0, as every input is unique. */
   cache_hits: number;
+  vs_tutorial: VsTutorial;
+  cpu_per_request_vs_hono: CpuPerRequest | null;
   ratios: {
     batched_vs_unbatched: number;
     batched_vs_noqueue: number;
@@ -67,8 +115,9 @@ function markdown(r: BenchResults): string {
       `**${m.cores} cores** (${m.cpu}), ${m.memory_gb} GiB, Node ${m.node}, Redis ${m.redis}. API, worker ` +
       `(${m.cores} inference threads), Redis (AOF, everysec) and the load generator (autocannon) share those cores. ` +
       `Every load point ran ${d} s after a warm-up; requests carry unique inputs (result-cache hits in the whole ` +
-      `run: ${r.cache_hits}) and go through authentication and the rate limiter. Raw figures: ` +
-      '`tests/bench/results/latest.json`.',
+      `run: ${r.cache_hits}) and go through authentication and the rate limiter. The baselines run in the same ` +
+      'run: a trivial Hono route, raw BullMQ, ONNX Runtime in-process, and the service a tutorial has its readers ' +
+      'build with FastAPI (below). Raw figures: `tests/bench/results/latest.json`.',
     '',
   );
   lines.push('![throughput and latency against concurrency](benchmarks.svg)', '');
@@ -96,6 +145,8 @@ function markdown(r: BenchResults): string {
     ],
     ['worker_rss_mb', 'worker peak RSS, both models loaded (MB)', r.ratios.rss_mb.worker],
     ['api_rss_mb', 'API peak RSS under load (MB)', r.ratios.rss_mb.api],
+    ...tutorialTargetRows(r),
+    ...cpuTargetRows(r),
   ];
   for (const [key, label, value] of ratioRows) {
     const t = r.targets[key];
@@ -108,6 +159,8 @@ function markdown(r: BenchResults): string {
       lines.push(`| ${model} | ${p.concurrency} | ${fmt(p.rps)} | ${p.p50_ms} | ${p.p99_ms} | ${p.mean_batch_size} |`);
     }
   }
+  lines.push(...tutorialSection(r));
+  lines.push(...cpuSection(r));
   lines.push('', '## Side by side, mlp-large at concurrency 64', '');
   lines.push('| setup | req/s | p50 ms | p99 ms |', '| --- | --- | --- | --- |');
   const mlp64 = r.sync_predict['mlp-large']?.find((p) => p.concurrency === 64);
@@ -155,6 +208,119 @@ function markdown(r: BenchResults): string {
   );
   lines.push(...ANALYSIS);
   return `${lines.join('\n')}\n`;
+}
+
+const na = (v: number | null | undefined) => (v === null || v === undefined ? 'not measured' : String(v));
+
+function tutorialTargetRows(r: BenchResults): [string, string, number | string][] {
+  const v = r.vs_tutorial.ratios;
+  const p99 = Object.entries(v.p99_below_tutorial);
+  return [
+    ['vs_tutorial_c1_p50_ratio', 'cars-mpg one request at a time: Quern p50 ÷ tutorial p50', v.c1_p50_ratio],
+    ['vs_tutorial_c8', 'cars-mpg c=8: Quern req/s ÷ tutorial req/s (1 uvicorn worker)', na(v.c8)],
+    ['vs_tutorial_c32', 'cars-mpg c=32: the same', na(v.c32)],
+    ['vs_tutorial_c128', 'cars-mpg c=128: the same', na(v.c128)],
+    [
+      'vs_tutorial_p99',
+      'cars-mpg: Quern p99 below the tutorial’s at c ≥ 8',
+      p99.length ? p99.map(([c, below]) => `c=${c} ${below ? 'yes' : 'no'}`).join(', ') : 'not measured',
+    ],
+    ['vs_tutorial_c32_2w', 'cars-mpg c=32: Quern req/s ÷ tutorial with 2 uvicorn workers', na(v.c32_2w)],
+  ];
+}
+
+function cpuTargetRows(r: BenchResults): [string, string, number | string][] {
+  const c = r.cpu_per_request_vs_hono;
+  const cell = (k: 'api' | 'worker' | 'redis') =>
+    c ? `${c.vs_hono[k]} (${c.us_per_request[k]} µs ÷ ${c.us_per_request.hono} µs)` : 'not measured';
+  return [
+    ['cpu_api_vs_hono', 'CPU per request at c=32, cars-mpg: API process ÷ trivial Hono route', cell('api')],
+    ['cpu_worker_vs_hono', 'the same: worker process (all threads) ÷ trivial Hono route', cell('worker')],
+    ['cpu_redis_vs_hono', 'the same: redis-server ÷ trivial Hono route', cell('redis')],
+  ];
+}
+
+/** What the tutorial baseline is, how it is built and run, and the side-by-side table. */
+function tutorialSection(r: BenchResults): string[] {
+  const t = r.vs_tutorial;
+  const lines: string[] = ['', '## Against the tutorial’s FastAPI service (cars-mpg)', ''];
+  lines.push(
+    'The baseline is the service a reader of the tutorial *Exercise 06: Building a Production-Ready ML API* ' +
+      'builds, the design Quern replaces: its `app/main.py`, `core/config.py`, `core/security.py`, ' +
+      '`services/inference.py`, `services/cache.py` and schemas, copied as written into ' +
+      '`tests/bench/servers/tutorial`. A FastAPI `async def` handler checks the `X-API-Key` header against the ' +
+      'tutorial’s key table, passes slowapi’s limiter (keyed by client address, in memory), looks the features ' +
+      'up in Redis with the synchronous redis-py client (GET, then SETEX with a 1-hour TTL on a miss) and runs ' +
+      'one module-level ONNX Runtime session with its default options, all on the event loop, as the tutorial ' +
+      'does. Two lines differ, both marked `bench:` in the code: the input name is read from the session (the ' +
+      'tutorial hard-codes `"input"`; this model’s is `features`), and the `[batch, 1]` output is indexed to its ' +
+      'number (NumPy 2 no longer converts a one-element array with `float()`).',
+    '',
+    '`pnpm bench` builds it as its users would: `python3 -m venv tests/bench/.venv` (ignored by git; reused ' +
+      'while `requirements.txt` and the interpreter are unchanged) and `pip install -r ' +
+      'tests/bench/servers/tutorial/requirements.txt`, the tutorial’s runtime packages at current releases: ' +
+      `${t.server.requirements.map((q) => `\`${q}\``).join(', ')}. It serves the same \`${t.server.model}\` at ` +
+      'the settings a user would pick for a benchmark: `uvicorn[standard]`’s uvloop and httptools, log level ' +
+      'warning (no access-log line per request), with one worker (the tutorial’s `uvicorn.run(app)` and ' +
+      `Dockerfile) and with two (\`--workers 2\`${r.machine.cores === 2 ? ', one per core here' : ''}): ` +
+      `\`${t.server.command}\`. The slowapi limit is set to ${t.server.rate_limit_per_minute.toLocaleString('en-US')}/minute ` +
+      '(`RATE_LIMIT_PER_MINUTE`), so it counts every request and refuses none, like Quern’s; its cache is the ' +
+      `bench’s Redis, database ${t.server.redis_db}. Inputs are unique on both sides (cache hits at the ` +
+      `tutorial: ${t.server.cache_hits}), so every request runs the model. At each concurrency Quern, the ` +
+      'tutorial and the tutorial with two workers are measured one after the other. The c=1 p50 is timed per ' +
+      'request with `performance.now()` (one request at a time over one kept-alive connection); the other ' +
+      'latencies are autocannon’s, in whole milliseconds.',
+    '',
+  );
+  const s = t.sequential_p50_ms;
+  lines.push(
+    `One request at a time, p50: Quern ${s.quern} ms, tutorial ${s.tutorial} ms, tutorial with 2 workers ${s.tutorial_2w} ms.`,
+    '',
+  );
+  lines.push(
+    '| concurrency | Quern req/s | p50 ms | p99 ms | tutorial req/s | p50 ms | p99 ms | 2 workers req/s | p50 ms | p99 ms | Quern ÷ tutorial | Quern ÷ 2 workers |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  );
+  const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
+  for (const p of t.points) {
+    const q = p.quern;
+    const a = p.tutorial;
+    const b = p.tutorial_2w;
+    lines.push(
+      `| ${p.concurrency} | ${fmt(q.rps)} | ${q.p50_ms} | ${q.p99_ms} | ${fmt(a.rps)} | ${a.p50_ms} | ${a.p99_ms} | ` +
+        `${fmt(b.rps)} | ${b.p50_ms} | ${b.p99_ms} | ${ratio(q.rps, a.rps)} | ${ratio(q.rps, b.rps)} |`,
+    );
+  }
+  return lines;
+}
+
+function cpuSection(r: BenchResults): string[] {
+  const c = r.cpu_per_request_vs_hono;
+  if (!c) return [];
+  const lines = ['', `## CPU per request (${c.model}, c=${c.concurrency})`, ''];
+  lines.push(
+    'User plus system time of each process (`/proc/<pid>/stat`, all its threads) over one load window, divided ' +
+      'by the requests completed in it; the pids are those of the `node` and `redis-server` processes themselves, ' +
+      `checked by name. The unit is the trivial Hono route, measured the same way at c=${c.concurrency} in the ` +
+      `same run (${fmt(c.requests.hono)} requests; Quern: ${fmt(c.requests.quern)}).`,
+    '',
+    '| process | µs CPU per request | ÷ trivial Hono |',
+    '| --- | --- | --- |',
+    `| Quern API | ${c.us_per_request.api} | ${c.vs_hono.api} |`,
+    `| Quern worker | ${c.us_per_request.worker} | ${c.vs_hono.worker} |`,
+    `| redis-server (Quern) | ${c.us_per_request.redis} | ${c.vs_hono.redis} |`,
+    `| trivial Hono route | ${c.us_per_request.hono} | 1 |`,
+  );
+  const t = c.tutorial_us_per_request;
+  if (t) {
+    const hono = c.us_per_request.hono;
+    const rel = (v: number) => (hono > 0 ? Math.round((v / hono) * 100) / 100 : 0);
+    lines.push(
+      `| tutorial, 1 uvicorn worker | ${t.server} | ${rel(t.server)} |`,
+      `| redis-server (tutorial) | ${t.redis} | ${rel(t.redis)} |`,
+    );
+  }
+  return lines;
 }
 
 /** Two panels: throughput against concurrency, and p50/p99 latency against concurrency (log scale). */

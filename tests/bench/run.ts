@@ -6,6 +6,10 @@
  *   pnpm bench                     # the full run (under 10 minutes on 2 cores)
  *   BENCH_DURATION=4 pnpm bench    # seconds per load point (default 8)
  *   BENCH_SMOKE=1 pnpm bench       # a few seconds in all; what CI runs so the harness cannot rot
+ *   BENCH_OUT=/tmp/b BENCH_DOCS=/tmp/b pnpm bench   # write results and docs elsewhere
+ *
+ * The tutorial baseline (tests/bench/servers/tutorial) is installed from PyPI into
+ * tests/bench/.venv on the first run and reused while its requirements.txt is unchanged.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,11 +43,22 @@ import { InferencePool } from '@quern/worker';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { type BenchResults, type LoadPoint, writeReport } from './report';
+import { type BenchResults, type CpuPerRequest, type LoadPoint, type VsTutorial, writeReport } from './report';
+import {
+  ensureTutorialVenv,
+  TUTORIAL_API_KEY,
+  TUTORIAL_DIR,
+  TUTORIAL_RATE_LIMIT_PER_MINUTE,
+  TUTORIAL_REDIS_DB,
+  TutorialServer,
+} from './tutorial';
 
 const SMOKE = process.env.BENCH_SMOKE === '1';
 const DURATION = SMOKE ? 1 : Number(process.env.BENCH_DURATION ?? 8);
 const CONCURRENCY = SMOKE ? [1, 16] : [1, 16, 64, 256];
+/** Against the tutorial's FastAPI service; CPU per request is measured at c=32. */
+const VS_TUTORIAL_CONCURRENCY = SMOKE ? [1, 32] : [1, 8, 32, 128];
+const CPU_CONCURRENCY = 32;
 const DRAIN_JOBS = SMOKE ? 500 : 20_000;
 const RESULTS_DIR = process.env.BENCH_OUT ?? join(REPO_ROOT, 'tests', 'bench', 'results');
 const DOCS_DIR = process.env.BENCH_DOCS ?? join(REPO_ROOT, 'docs');
@@ -51,6 +66,7 @@ const MODELS_DIR = join(REPO_ROOT, 'models');
 const THREADS = cpus().length;
 
 const log = (message: string) => process.stdout.write(`[bench] ${message}\n`);
+const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
 
 // ---------------------------------------------------------------- inputs
 
@@ -66,16 +82,22 @@ function uniqueFeatures(n: number): [number, number, number] {
   return [(n % 4096) / 4096, (Math.floor(n / 4096) % 4096) / 4096, (Math.floor(n / 4096 ** 2) % 4096) / 4096];
 }
 
+/** A unique, plausible cars-mpg row as a JSON array. */
+function carsFeatures(): string {
+  const [a, b, c] = uniqueFeatures(next());
+  return `[4,${100 + a * 300},${70 + b * 90},2500,${12 + c * 10},1975]`;
+}
+
 /** Request bodies that never repeat (no cache hits), built cheaply. */
 function bodyMaker(model: 'cars-mpg' | 'mlp-large'): () => string {
-  if (model === 'cars-mpg') {
-    return () => {
-      const [a, b, c] = uniqueFeatures(next());
-      return `{"model":"cars-mpg","features":[4,${100 + a * 300},${70 + b * 90},2500,${12 + c * 10},1975]}`;
-    };
-  }
+  if (model === 'cars-mpg') return () => `{"model":"cars-mpg","features":${carsFeatures()}}`;
   const rest = (randomRows(1, 253, 42)[0] as number[]).map((v) => v.toFixed(6)).join(',');
   return () => `{"model":"mlp-large","features":[${uniqueFeatures(next()).join(',')},${rest}]}`;
+}
+
+/** The tutorial's body (`PredictionRequest`: features only, one model per service), the same rows. */
+function tutorialBodyMaker(): () => string {
+  return () => `{"features":${carsFeatures()}}`;
 }
 
 /** `rows` unique mlp-large rows per request, as JSON numbers. */
@@ -195,6 +217,49 @@ function peakRssMb(pid: number | undefined): number {
   }
 }
 
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU time (user + system, all threads) a process has used so far, in µs, from /proc/<pid>/stat. */
+function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces: state is field 3.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS) * 1e6;
+}
+
+/**
+ * The pid of the process that does the work, checked by its name: a wrapper (a shell, pnpm, tsx's
+ * CLI) in between would make the CPU figures measure the wrong process.
+ */
+function processPid(pid: number | undefined, comm: string, what: string): number {
+  const actual = pid ? readFileSync(`/proc/${pid}/comm`, 'utf8').trim() : 'none';
+  if (!pid || !actual.startsWith(comm)) throw new Error(`${what}: pid ${pid} is ${actual}, not ${comm}`);
+  return pid;
+}
+
+/** One load point, with the CPU each process spent during it, per completed request (µs). */
+async function loadWithCpu(
+  pids: Record<string, number>,
+  run: () => Promise<LoadPoint>,
+): Promise<{ point: LoadPoint; us: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMicros(pid)]));
+  const point = await run();
+  const completed = Math.max(1, point.requests - point.non_2xx);
+  const us = Object.fromEntries(
+    Object.entries(pids).map(([k, pid]) => [
+      k,
+      Math.round(((cpuMicros(pid) - (before[k] ?? 0)) / completed) * 10) / 10,
+    ]),
+  );
+  return { point, us };
+}
+
 /** Result-cache hits the API has answered since it started (every bench input is unique: 0). */
 async function cacheHits(apiBase: string): Promise<number> {
   const text = await (await fetch(`${apiBase}/metrics`)).text();
@@ -239,6 +304,8 @@ async function main(): Promise<void> {
   };
   log(`machine: ${THREADS} cores, ${cpu}; ${DURATION}s per load point${SMOKE ? ' (smoke)' : ''}`);
   mkdirSync(RESULTS_DIR, { recursive: true });
+  // First, so a machine without Python venv support fails in seconds with the fix named.
+  const tutorialPython = await ensureTutorialVenv(log);
   log('building the bundles (pnpm build)');
   execFileSync(process.execPath, ['--import', 'tsx', 'packages/devkit/src/build-apps.ts'], {
     cwd: REPO_ROOT,
@@ -379,8 +446,12 @@ async function main(): Promise<void> {
   await waitForHttp(`http://127.0.0.1:${honoPort}/v1/jobs`, 30_000, 404);
   await load(`http://127.0.0.1:${honoPort}`, '/v1/jobs', 64, bodyMaker('cars-mpg'), {}, 1);
   const honoPoint = await load(`http://127.0.0.1:${honoPort}`, '/v1/jobs', 64, bodyMaker('cars-mpg'), {});
+  // The unit of the CPU-per-request targets, measured the way Quern's processes are (below).
+  const honoCpu = await loadWithCpu({ hono: processPid(hono.pid, 'node', 'trivial Hono') }, () =>
+    load(`http://127.0.0.1:${honoPort}`, '/v1/jobs', CPU_CONCURRENCY, bodyMaker('cars-mpg'), {}),
+  );
   await hono.stop();
-  log(`  trivial Hono route: ${honoPoint.rps} req/s`);
+  log(`  trivial Hono route: ${honoPoint.rps} req/s; at c=${CPU_CONCURRENCY} ${honoCpu.us.hono} µs CPU per request`);
 
   const jobData = (n: number, model = 'cars-mpg') => {
     const now = Date.now();
@@ -471,6 +542,115 @@ async function main(): Promise<void> {
     }
   }
 
+  // ------------------------------------------------------------ 2b. against the tutorial
+  // The same cars-mpg.onnx behind the tutorial's FastAPI service, one and two uvicorn workers,
+  // measured next to Quern point by point (Quern, 1 worker, 2 workers at each concurrency).
+  log('against the tutorial: cars-mpg, Quern /v1/predict vs the tutorial’s FastAPI /predict (1 and 2 uvicorn workers)');
+  const tutorialOptions = {
+    python: tutorialPython,
+    redisPort: redis.port,
+    modelPath: join(MODELS_DIR, 'cars-mpg.onnx'),
+  };
+  const tutorial1 = await TutorialServer.start({ ...tutorialOptions, port: await freePort(), workers: 1, logFd });
+  const tutorial2 = await TutorialServer.start({ ...tutorialOptions, port: await freePort(), workers: 2, logFd });
+  const tutorialAuth = { 'x-api-key': TUTORIAL_API_KEY };
+  const quernPids = {
+    api: processPid(api.pid, 'node', 'API'),
+    worker: processPid(current.worker.pid, 'node', 'worker'),
+    redis: processPid(redis.pid, 'redis-server', 'Redis'),
+  };
+  const tutorialPids = { server: processPid(tutorial1.pid, 'python', 'tutorial (1 worker)'), redis: quernPids.redis };
+  const vsPoints: VsTutorial['points'] = [];
+  let cpuPerRequest: CpuPerRequest | undefined;
+  let seqP50: VsTutorial['sequential_p50_ms'];
+  let tutorialHits: number;
+  try {
+    for (const t of [tutorial1, tutorial2]) {
+      await load(t.url, '/predict', 8, tutorialBodyMaker(), tutorialAuth, SMOKE ? 1 : 2);
+    }
+    await load(base, '/v1/predict', 8, bodyMaker('cars-mpg'), auth, 1);
+    const seqCount = SMOKE ? 50 : 400;
+    seqP50 = {
+      quern: await sequentialP50(base, '/v1/predict', bodyMaker('cars-mpg'), auth, seqCount),
+      tutorial: await sequentialP50(tutorial1.url, '/predict', tutorialBodyMaker(), tutorialAuth, seqCount),
+      tutorial_2w: await sequentialP50(tutorial2.url, '/predict', tutorialBodyMaker(), tutorialAuth, seqCount),
+    };
+    log(`  one request at a time, p50: ${JSON.stringify(seqP50)} ms`);
+    for (const concurrency of VS_TUTORIAL_CONCURRENCY) {
+      // CPU is read at one concurrency only (an empty pid set measures nothing).
+      const withCpu = concurrency === CPU_CONCURRENCY;
+      const q = await loadWithCpu(withCpu ? quernPids : {}, () =>
+        load(base, '/v1/predict', concurrency, bodyMaker('cars-mpg'), auth),
+      );
+      const t = await loadWithCpu(withCpu ? tutorialPids : {}, () =>
+        load(tutorial1.url, '/predict', concurrency, tutorialBodyMaker(), tutorialAuth),
+      );
+      const tutorial_2w = await load(tutorial2.url, '/predict', concurrency, tutorialBodyMaker(), tutorialAuth);
+      const [quern, tutorial] = [q.point, t.point];
+      vsPoints.push({ concurrency, quern, tutorial, tutorial_2w });
+      log(
+        `  c=${concurrency}: Quern ${quern.rps} req/s p50 ${quern.p50_ms} p99 ${quern.p99_ms} ms; ` +
+          `tutorial ${tutorial.rps} req/s p50 ${tutorial.p50_ms} p99 ${tutorial.p99_ms} ms; ` +
+          `2 workers ${tutorial_2w.rps} req/s p50 ${tutorial_2w.p50_ms} p99 ${tutorial_2w.p99_ms} ms`,
+      );
+      if (!withCpu) continue;
+      const hono = honoCpu.us.hono ?? 0;
+      const us = { api: q.us.api ?? 0, worker: q.us.worker ?? 0, redis: q.us.redis ?? 0, hono };
+      cpuPerRequest = {
+        concurrency,
+        model: 'cars-mpg',
+        requests: { quern: quern.requests - quern.non_2xx, hono: honoCpu.point.requests - honoCpu.point.non_2xx },
+        us_per_request: us,
+        vs_hono: { api: ratio(us.api, hono), worker: ratio(us.worker, hono), redis: ratio(us.redis, hono) },
+        tutorial_us_per_request: { server: t.us.server ?? 0, redis: t.us.redis ?? 0 },
+      };
+      log(
+        `  CPU per request at c=${concurrency}: API ${us.api} µs, worker ${us.worker} µs, Redis ${us.redis} µs; ` +
+          `trivial Hono ${hono} µs; tutorial ${t.us.server} µs + Redis ${t.us.redis} µs`,
+      );
+    }
+    tutorialHits = await tutorial1.cacheHits();
+  } finally {
+    await tutorial1.stop();
+    await tutorial2.stop();
+  }
+  const vsAt = (c: number) => vsPoints.find((p) => p.concurrency === c);
+  const rpsRatio = (c: number, side: 'tutorial' | 'tutorial_2w' = 'tutorial') => {
+    const p = vsAt(c);
+    return p ? ratio(p.quern.rps, p[side].rps) : null;
+  };
+  const vsTutorial: VsTutorial = {
+    server: {
+      code: 'tests/bench/servers/tutorial (the tutorial’s Parts 2–5)',
+      command: `uvicorn ${TutorialServer.args({ port: 0, workers: 1 })
+        .slice(2)
+        .join(' ')
+        .replace('--port 0', '--port <free>')}`,
+      rate_limit_per_minute: TUTORIAL_RATE_LIMIT_PER_MINUTE,
+      redis_db: TUTORIAL_REDIS_DB,
+      requirements: readFileSync(join(TUTORIAL_DIR, 'requirements.txt'), 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() && !l.startsWith('#')),
+      model: 'models/cars-mpg.onnx',
+      cache_hits: tutorialHits,
+    },
+    sequential_p50_ms: seqP50,
+    points: vsPoints,
+    ratios: {
+      c1_p50_ratio: ratio(seqP50.quern, seqP50.tutorial),
+      c8: rpsRatio(8),
+      c32: rpsRatio(32),
+      c128: rpsRatio(128),
+      c32_2w: rpsRatio(32, 'tutorial_2w'),
+      p99_below_tutorial: Object.fromEntries(
+        vsPoints
+          .filter((p) => p.concurrency >= 8)
+          .map((p) => [String(p.concurrency), p.quern.p99_ms < p.tutorial.p99_ms]),
+      ),
+    },
+  };
+  log(`  ratios: ${JSON.stringify(vsTutorial.ratios)}; tutorial cache hits ${tutorialHits}`);
+
   // ------------------------------------------------------------ 3. unbatched
   log('unbatched: mlp-large with max_batch_size 1 (no batching anywhere: API and worker read the same manifest)');
   await stopWorker(current);
@@ -554,7 +734,6 @@ async function main(): Promise<void> {
 
   const find = (model: string, c: number) => sync[model]?.find((p) => p.concurrency === c);
   const mlp64 = find('mlp-large', 64) ?? find('mlp-large', Math.max(...CONCURRENCY));
-  const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
   const ratios = {
     batched_vs_unbatched: ratio(mlp64?.rps ?? 0, unbatched.rps),
     batched_vs_noqueue: ratio(mlp64?.rps ?? 0, noQueue.rps),
@@ -576,6 +755,20 @@ async function main(): Promise<void> {
     client_batch_tensor_vs_ort: { target: '≥ 0.5', met: ratios.client_batch_tensor_vs_ort >= 0.5 },
     worker_rss_mb: { target: '≤ 400', met: rss.worker <= 400 },
     api_rss_mb: { target: '≤ 200', met: rss.api <= 200 },
+    vs_tutorial_c1_p50_ratio: { target: '≤ 1.6', met: vsTutorial.ratios.c1_p50_ratio <= 1.6 },
+    vs_tutorial_c8: { target: '≥ 1.5', met: (vsTutorial.ratios.c8 ?? 0) >= 1.5 },
+    vs_tutorial_c32: { target: '≥ 4', met: (vsTutorial.ratios.c32 ?? 0) >= 4 },
+    vs_tutorial_c128: { target: '≥ 5', met: (vsTutorial.ratios.c128 ?? 0) >= 5 },
+    vs_tutorial_p99: {
+      target: 'below at every c ≥ 8',
+      met:
+        Object.keys(vsTutorial.ratios.p99_below_tutorial).length > 0 &&
+        Object.values(vsTutorial.ratios.p99_below_tutorial).every(Boolean),
+    },
+    vs_tutorial_c32_2w: { target: '≥ 2', met: (vsTutorial.ratios.c32_2w ?? 0) >= 2 },
+    cpu_api_vs_hono: { target: '≤ 5', met: cpuPerRequest !== undefined && cpuPerRequest.vs_hono.api <= 5 },
+    cpu_worker_vs_hono: { target: '≤ 2', met: cpuPerRequest !== undefined && cpuPerRequest.vs_hono.worker <= 2 },
+    cpu_redis_vs_hono: { target: '≤ 2', met: cpuPerRequest !== undefined && cpuPerRequest.vs_hono.redis <= 2 },
   };
   const results: BenchResults = {
     recorded_at: new Date().toISOString(),
@@ -598,6 +791,8 @@ async function main(): Promise<void> {
     client_batches: { ...batchPoint, rows_per_request: 100, rows_per_second: clientBatchRows },
     client_batches_tensor: { ...tensorPoint, rows_per_request: 100, rows_per_second: tensorRows },
     cache_hits: hits,
+    vs_tutorial: vsTutorial,
+    cpu_per_request_vs_hono: cpuPerRequest ?? null,
     ratios,
     targets,
   };
@@ -605,6 +800,7 @@ async function main(): Promise<void> {
   writeReport(results, DOCS_DIR);
   log(`result-cache hits in the API: ${hits} (every input is unique, so anything but 0 flatters the figures)`);
   log(`ratios: ${JSON.stringify(ratios)}`);
+  log(`vs tutorial: ${JSON.stringify(vsTutorial.ratios)}; CPU vs Hono: ${JSON.stringify(cpuPerRequest?.vs_hono)}`);
   log(`targets met: ${Object.values(targets).filter((t) => t.met).length}/${Object.keys(targets).length}`);
   log(`done in ${results.total_seconds} s; results in ${join(RESULTS_DIR, 'latest.json')}`);
 }

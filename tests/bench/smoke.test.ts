@@ -9,7 +9,8 @@ import type { BenchResults } from './report';
 /**
  * The benchmark's smoke run (`BENCH_SMOKE=1`: a second per load point, two concurrencies), so
  * the harness cannot rot between full runs. It checks the shape and sanity of what the run
- * writes, never speed: speed is for `pnpm bench` and docs/benchmarks.md.
+ * writes, never speed: speed is for `pnpm bench` and docs/benchmarks.md. It runs the tutorial
+ * baseline too, so on a fresh machine it first makes tests/bench/.venv from PyPI (a minute).
  */
 const out = mkdtempSync(join(tmpdir(), 'quern-bench-smoke-'));
 
@@ -69,14 +70,49 @@ describe('pnpm bench (smoke)', () => {
       expect(point.non_2xx).toBe(0);
     }
     expect(r.client_batches_tensor.rows_per_second).toBeGreaterThan(0);
+
+    // The tutorial's FastAPI service, 1 and 2 uvicorn workers, next to Quern on cars-mpg.
+    const vs = r.vs_tutorial;
+    expect(vs.points.map((p) => p.concurrency)).toEqual([1, 32]);
+    for (const p of vs.points) {
+      for (const [side, point] of Object.entries({
+        quern: p.quern,
+        tutorial: p.tutorial,
+        tutorial_2w: p.tutorial_2w,
+      })) {
+        expect(point.rps, `${side} c=${p.concurrency}`).toBeGreaterThan(0);
+        expect(point.non_2xx, `${side} c=${p.concurrency}`).toBe(0);
+        expect(point.errors, `${side} c=${p.concurrency}`).toBe(0);
+      }
+    }
+    expect(vs.server.cache_hits).toBe(0);
+    expect(vs.sequential_p50_ms.tutorial).toBeGreaterThan(0);
+    expect(vs.ratios.c1_p50_ratio).toBeGreaterThan(0);
+    expect(vs.ratios.c32).toBeGreaterThan(0);
+    expect(vs.ratios.c32_2w).toBeGreaterThan(0);
+    expect(Object.keys(vs.ratios.p99_below_tutorial)).toEqual(['32']);
+    const cpu = r.cpu_per_request_vs_hono;
+    expect(cpu?.concurrency).toBe(32);
+    for (const key of ['api', 'worker', 'redis', 'hono'] as const) {
+      expect(cpu?.us_per_request[key], key).toBeGreaterThan(0);
+    }
+    for (const key of ['api', 'worker', 'redis'] as const) expect(cpu?.vs_hono[key], key).toBeGreaterThan(0);
+    expect(cpu?.tutorial_us_per_request?.server).toBeGreaterThan(0);
+    for (const key of ['vs_tutorial_c1_p50_ratio', 'vs_tutorial_c32_2w', 'cpu_api_vs_hono', 'cpu_redis_vs_hono']) {
+      expect(r.targets[key], key).toBeDefined();
+    }
     expect(r.drain.jobs_per_second).toBeGreaterThan(0);
     expect(r.limits.ort_rows_per_second['mlp-large']?.['128']).toBeGreaterThan(0);
 
     const md = readFileSync(join(out, 'benchmarks.md'), 'utf8');
     expect(md).toContain('| mlp-large sync c=64, batched ÷ max_batch_size 1 |');
     expect(md).toContain(`${r.machine.cores} cores`);
+    expect(md).toContain('## Against the tutorial’s FastAPI service (cars-mpg)');
+    expect(md).toContain('| cars-mpg c=32: Quern req/s ÷ tutorial with 2 uvicorn workers |');
+    expect(md).toContain('## CPU per request (cars-mpg, c=32)');
     const svg = readFileSync(join(out, 'benchmarks.svg'), 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('polyline');
-  }, 180_000);
+    // Creating the virtualenv on a fresh machine takes a minute of the budget.
+  }, 420_000);
 });
