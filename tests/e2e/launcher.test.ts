@@ -1,8 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { freePort, REPO_ROOT, ServiceProcess } from '@quern/devkit';
+import { devStatePath, readDevState } from '@quern/shared';
 import { afterAll, describe, expect, it } from 'vitest';
 
 /** `pnpm start`, the newcomer's first command: embedded Redis, API and worker, a dev key, Ctrl-C. */
@@ -40,6 +43,20 @@ async function startLauncher(): Promise<{ launcher: ServiceProcess; port: number
   return { launcher: started, port };
 }
 
+/**
+ * `pnpm quern …` in another terminal: no REDIS_URL, run from a directory inside the repository.
+ * Only called once the launcher's state file is there, so it never falls back to a system Redis.
+ */
+async function quern(...argv: string[]): Promise<{ stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, QUERN_DATA_DIR: dataDir };
+  for (const name of ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES', 'QUERN_REDIS_PREFIX']) delete env[name];
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'apps/api/src/cli.ts'), ...argv], {
+    cwd: join(REPO_ROOT, 'apps/api'),
+    env,
+    timeout: 30_000,
+  });
+}
+
 /** Whether anything accepts a TCP connection on the port. */
 function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -69,9 +86,18 @@ describe('pnpm start', () => {
     expect(res.status).toBe(200);
     expect(((await res.json()) as { prediction: number }).prediction).toBeGreaterThan(10);
 
+    // The key CLI finds this launcher's Redis (a new port every start) through its state file.
+    const redisUrl = /Redis {5}(redis:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
+    expect(readDevState(dataDir)).toMatchObject({ redis_url: redisUrl, api_url: `http://127.0.0.1:${port}` });
+    const listed = await quern('keys', 'list', '--json');
+    expect((JSON.parse(listed.stdout) as { name: string }[]).map((r) => r.name)).toContain('development');
+    expect(listed.stderr).toContain(`using the Redis of pnpm start, ${redisUrl}`);
+
     const exit = await launcher.stop('SIGINT', 30_000);
     expect(exit.code).toBe(0);
     expect(launcher.lines.join('\n')).toContain('[quern] stopped');
+    // Stopped, it leaves no state behind for the CLI to trust.
+    expect(existsSync(devStatePath(dataDir))).toBe(false);
     // Nothing it started is left listening.
     await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
   });

@@ -1,11 +1,13 @@
 /**
  * `pnpm start`: the whole service on one machine. Without REDIS_URL it starts a local
  * redis-server (data under .data/redis, AOF on, noeviction) on a free port; then one API and one
- * worker process. Ctrl-C stops everything it started.
+ * worker process. Once they are up it records where its Redis is in .data/dev.json, which
+ * `pnpm quern` reads (the port changes every start), and removes it on stop. Ctrl-C stops
+ * everything it started.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { newApiKey } from '@quern/shared';
+import { newApiKey, redactRedisUrl, removeDevState, writeDevState } from '@quern/shared';
 import { freePort } from './free-port';
 import { findRedisServer, REDIS_INSTALL_HINT, RedisServer } from './redis-server';
 import { APP_ENTRY, REPO_ROOT, ServiceProcess, waitForHttp } from './service-process';
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     say('stopping…');
+    removeDevState(DATA_DIR, process.pid);
     // API and worker first (the worker finishes the jobs it holds), Redis last.
     await Promise.all([api.stop('SIGTERM'), worker.stop('SIGTERM')]);
     if (redis) await redis.stop({ keepDir: true });
@@ -93,12 +96,19 @@ async function main(): Promise<void> {
     await stopAll(1);
     return;
   }
+  writeDevState(DATA_DIR, {
+    redis_url: redisUrl,
+    ...(process.env.QUERN_REDIS_PREFIX ? { redis_prefix: process.env.QUERN_REDIS_PREFIX } : {}),
+    api_url: base,
+    pid: process.pid,
+    started_at: new Date().toISOString(),
+  });
   say('');
   say(`API       ${base}`);
   say(`Docs      ${base}/docs`);
   say(`Metrics   ${base}/metrics  (worker: http://127.0.0.1:${env.QUERN_WORKER_PORT}/metrics)`);
   say(`API key   ${key}   (development only: premium, every scope)`);
-  say(`Redis     ${redisUrl}   (REDIS_URL=${redisUrl} pnpm quern keys list)`);
+  say(`Redis     ${redactRedisUrl(redisUrl)}   (pnpm quern keys list finds it while this runs)`);
   say('');
   say(`Try:  curl -s -H 'X-API-Key: ${key}' -H 'content-type: application/json' \\`);
   say(`        -d '{"features":[4,140,90,2264,15.5,1971]}' ${base}/v1/predict`);
