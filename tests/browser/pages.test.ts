@@ -8,7 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Stack, startStack } from '../support/stack';
 
 /** The docs page and the queue dashboard, rendered by a real browser (Debian's Chromium). */
-const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM_MISSING = [
+  `tests/browser renders pages in Chromium, which is not at ${CHROMIUM}. Install it:`,
+  '  Debian/Ubuntu:  sudo apt-get install -y chromium',
+  '  elsewhere:      set CHROMIUM=/path/to/chromium (or Chrome)',
+  '(.ci/run installs it on a fresh machine.)',
+].join('\n');
 const SCREENSHOTS = join(REPO_ROOT, 'docs', 'screenshots');
 
 let stack: Stack;
@@ -17,7 +23,7 @@ let base: string;
 let browser: Browser;
 
 beforeAll(async () => {
-  expect(existsSync(CHROMIUM), 'Debian chromium is required (apt-get install chromium)').toBe(true);
+  if (!existsSync(CHROMIUM)) throw new Error(CHROMIUM_MISSING);
   stack = await startStack();
   server = serve({ fetch: stack.app.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
@@ -75,15 +81,31 @@ describe('in a browser', () => {
     const refused = await fetch(`${base}/admin/queues`);
     expect(refused.status).toBe(401);
     expect(refused.headers.get('www-authenticate')).toMatch(/^Basic realm=/);
+    // The text a person sees after cancelling the browser's dialog says what to enter there.
+    expect(((await refused.json()) as { detail: string }).detail).toMatch(/HTTP Basic.*admin/);
 
     const context = await browser.newContext({
       httpCredentials: { username: 'admin', password: TEST_API_KEY },
       viewport: { width: 1280, height: 900 },
     });
     const page = await context.newPage();
+    // Nothing the page links is refused by its own Content-Security-Policy.
+    const refusedByCsp: string[] = [];
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) refusedByCsp.push(message.text());
+    });
     await page.goto(`${base}/admin/queues`);
     await page.getByText('infer-mlp-large').first().waitFor({ timeout: 15_000 });
     await expect.poll(async () => (await page.content()).includes('infer-cars-mpg')).toBe(true);
+    expect(refusedByCsp).toEqual([]);
+    // The page's own <base href> (/admin/queues/) is the dashboard too.
+    expect(await page.locator('base').getAttribute('href')).toBe('/admin/queues/');
+    const atBase = await page.goto(`${base}/admin/queues/`);
+    expect(atBase?.status()).toBe(200);
+    await page.getByText('infer-mlp-large').first().waitFor({ timeout: 15_000 });
+    expect(refusedByCsp).toEqual([]);
+    await page.goto(`${base}/admin/queues`);
+    await page.getByText('infer-mlp-large').first().waitFor({ timeout: 15_000 });
     await page.screenshot({ path: join(SCREENSHOTS, 'queue-dashboard.png') });
     // One queue's page, with its completed jobs listed.
     await page.goto(`${base}/admin/queues/queue/infer-mlp-large?status=completed`);

@@ -49,15 +49,17 @@ export function requireAuth(
     deferRateLimit?: boolean;
   } = {},
 ) {
-  const challenge = options.challenge === 'basic' ? 'Basic realm="Quern admin", charset="UTF-8"' : CHALLENGE;
+  const basic = options.challenge === 'basic';
+  const challenge = basic ? 'Basic realm="Quern admin", charset="UTF-8"' : CHALLENGE;
+  /** What a person who cancelled the browser's sign-in dialog reads: what to enter there. */
+  const basicHint = 'sign in with HTTP Basic: any user name, and an API key with the admin scope as the password';
   return createMiddleware<AppEnv>(async (c, next) => {
     const { rateLimits, metrics, config } = c.get('services');
     const credential = credentialOf((name) => c.req.header(name));
     if (!credential) {
       metrics.authFailures.labels('missing').inc();
-      throw new QuernError('unauthorized', 'send an API key in X-API-Key, or a key or token as Authorization: Bearer', {
-        headers: { 'www-authenticate': challenge },
-      });
+      const detail = basic ? basicHint : 'send an API key in X-API-Key, or a key or token as Authorization: Bearer';
+      throw new QuernError('unauthorized', detail, { headers: { 'www-authenticate': challenge } });
     }
     const address = clientAddress(c, config.QUERN_TRUST_PROXY_HOPS);
     const result = await authAttemptsOf(c.get('services')).authenticate(address, credential);
@@ -75,9 +77,9 @@ export function requireAuth(
           : result.reason === 'revoked_key'
             ? 'the API key has been revoked'
             : 'the credential is not valid';
-      throw new QuernError('unauthorized', message, {
+      throw new QuernError('unauthorized', basic ? `${message}; ${basicHint}` : message, {
         headers: {
-          'www-authenticate': options.challenge === 'basic' ? challenge : `${CHALLENGE}, error="invalid_token"`,
+          'www-authenticate': basic ? challenge : `${CHALLENGE}, error="invalid_token"`,
         },
       });
     }

@@ -51,7 +51,7 @@ function hostOf(origin: string): string | undefined {
   }
 }
 
-/** Bull Board's page loads its own scripts and styles; nothing from elsewhere (its Google font link is blocked). */
+/** Bull Board's page loads its own scripts and styles; nothing from elsewhere (see `ownPage`). */
 const CSP =
   "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 
@@ -115,13 +115,22 @@ export function registerQueueDashboard(app: OpenAPIHono<AppEnv>, services: Servi
       c.res = problem(c, toQuernError(new Error('queue dashboard failed'), services.redis.status === 'ready'));
     }
   });
-  app.use(QUEUE_DASHBOARD_PATH, async (c, next) => {
+  const ownPage = createMiddleware<AppEnv>(async (c, next) => {
     await next();
     c.header('content-security-policy', CSP);
+    // Bull Board's page links Google's web fonts, which its CSP refuses (a console error in every
+    // browser): the link goes, the page falls back to system fonts.
+    if (c.res.headers.get('content-type')?.startsWith('text/html')) {
+      const html = (await c.res.text()).replace(/<link[^>]*\/\/fonts\.(googleapis|gstatic)\.com[^>]*>\s*/g, '');
+      const { status, headers } = c.res;
+      headers.delete('content-length');
+      c.res = undefined; // replaced, not merged: the old length must not come back
+      c.res = new Response(html, { status, headers });
+    }
   });
-  app.use(`${QUEUE_DASHBOARD_PATH}/*`, async (c, next) => {
-    await next();
-    c.header('content-security-policy', CSP);
-  });
+  app.use(QUEUE_DASHBOARD_PATH, ownPage);
+  app.use(`${QUEUE_DASHBOARD_PATH}/*`, ownPage);
+  // The page's <base href> is the path with a slash, where Bull Board's routes have no page.
+  app.get(`${QUEUE_DASHBOARD_PATH}/`, (c) => c.redirect(QUEUE_DASHBOARD_PATH, 308));
   app.route(QUEUE_DASHBOARD_PATH, adapter.registerPlugin());
 }
