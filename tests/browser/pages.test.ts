@@ -1,5 +1,6 @@
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { REPO_ROOT, randomRows, TEST_API_KEY } from '@quern/devkit';
@@ -15,7 +16,14 @@ const CHROMIUM_MISSING = [
   '  elsewhere:      set CHROMIUM=/path/to/chromium (or Chrome)',
   '(.ci/run installs it on a fresh machine.)',
 ].join('\n');
-const SCREENSHOTS = join(REPO_ROOT, 'docs', 'screenshots');
+/**
+ * The published screenshots (docs/screenshots) are rewritten only by `pnpm screenshots`; a test
+ * run writes its own to a temporary folder and leaves the tracked files alone.
+ */
+const SCREENSHOTS =
+  process.env.SCREENSHOTS_RECORD === '1'
+    ? join(REPO_ROOT, 'docs', 'screenshots')
+    : mkdtempSync(join(tmpdir(), 'quern-screenshots-'));
 
 let stack: Stack;
 let server: ReturnType<typeof serve>;
