@@ -7,6 +7,9 @@ export interface ReceivedRequest {
   body: string;
 }
 
+/** How the receiver answers one request; `null` leaves it unanswered (a tarpit) until `close()`. */
+export type ReceiverAnswer = { status: number; headers?: Record<string, string> } | null;
+
 /**
  * A webhook receiver on loopback for tests: records every request and answers with the status
  * (and headers) `respond` gives for the n-th request; `connections` counts sockets, so a trap
@@ -18,9 +21,7 @@ export class WebhookReceiver {
   private readonly server: Server;
   private readonly waiters: { count: number; resolve: () => void }[] = [];
 
-  private constructor(
-    respond: (index: number, req: ReceivedRequest) => { status: number; headers?: Record<string, string> },
-  ) {
+  private constructor(respond: (index: number, req: ReceivedRequest) => ReceiverAnswer) {
     this.server = createServer((req, res) => {
       let body = '';
       req.setEncoding('utf8');
@@ -31,8 +32,10 @@ export class WebhookReceiver {
         const received = { at: performance.now(), headers: req.headers, body };
         this.requests.push(received);
         const answer = respond(this.requests.length - 1, received);
-        res.writeHead(answer.status, answer.headers ?? {});
-        res.end();
+        if (answer) {
+          res.writeHead(answer.status, answer.headers ?? {});
+          res.end();
+        }
         for (const w of [...this.waiters]) {
           if (this.requests.length >= w.count) {
             this.waiters.splice(this.waiters.indexOf(w), 1);
@@ -48,9 +51,7 @@ export class WebhookReceiver {
   }
 
   static async start(
-    respond: (index: number, req: ReceivedRequest) => { status: number; headers?: Record<string, string> } = () => ({
-      status: 200,
-    }),
+    respond: (index: number, req: ReceivedRequest) => ReceiverAnswer = () => ({ status: 200 }),
   ): Promise<WebhookReceiver> {
     const receiver = new WebhookReceiver(respond);
     await new Promise<void>((resolve) => receiver.server.listen(0, '127.0.0.1', resolve));

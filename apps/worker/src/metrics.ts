@@ -79,6 +79,21 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     registers: [registry],
   });
 
+  const webhookDeferred = new Counter({
+    name: MetricNames.webhookDeferred,
+    help:
+      'Webhook deliveries put back without an attempt, by reason (owner_busy: the principal has ' +
+      'QUERN_WEBHOOK_PER_OWNER_CONCURRENCY deliveries in flight here; endpoint_open: the receiver origin’s ' +
+      'circuit is open or being probed; result_pending: the job is still being published).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const webhookCircuitOpened = new Counter({
+    name: MetricNames.webhookCircuitOpened,
+    help: 'Times a failure seen by this worker opened (or re-opened) a webhook receiver origin’s circuit.',
+    registers: [registry],
+  });
+
   return {
     registry,
     batchSize,
@@ -88,6 +103,8 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     jobsFinished,
     webhookDeliveries,
     webhookDuration,
+    webhookDeferred,
+    webhookCircuitOpened,
   };
 }
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;

@@ -5,6 +5,7 @@ import {
   type KeySpace,
   type Logger,
   type RedisClient,
+  rescheduleDeliveryState,
   SecretBox,
   WEBHOOK_QUEUE,
   WebhookDeliveryData,
@@ -15,6 +16,7 @@ import {
 import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Webhook } from 'standardwebhooks';
 import type { WorkerMetrics } from './metrics';
+import { type BreakerVerdict, EndpointBreaker, isEndpointFailure } from './webhook-breaker';
 import { DeliveryError, postWebhook } from './webhook-http';
 
 export interface WebhookSenderDeps {
@@ -27,12 +29,46 @@ export interface WebhookSenderDeps {
   logger: Logger;
 }
 
+/** How long a delivery of a principal at its limit waits before it is tried again (±50%). */
+const OWNER_BUSY_DEFER_MS = 1_000;
+
+/** Deliveries in flight in this process, per principal. */
+class OwnerSlots {
+  private readonly inFlight = new Map<string, number>();
+  constructor(private readonly limit: number) {}
+
+  take(owner: string): boolean {
+    const n = this.inFlight.get(owner) ?? 0;
+    if (n >= this.limit) return false;
+    this.inFlight.set(owner, n + 1);
+    return true;
+  }
+
+  release(owner: string): void {
+    const n = (this.inFlight.get(owner) ?? 1) - 1;
+    if (n <= 0) this.inFlight.delete(owner);
+    else this.inFlight.set(owner, n);
+  }
+}
+
+/** Why a delivery was put back without an attempt: the label of quern_webhook_deliveries_deferred_total. */
+type DeferReason = 'owner_busy' | 'endpoint_open' | 'result_pending';
+
+/** `at` plus up to `spreadMs` of random jitter, so deliveries held back together do not return together. */
+const spread = (at: number, spreadMs: number) => Math.round(at + Math.random() * spreadMs);
+
 /**
  * Sends webhook deliveries from their own BullMQ queue. Each is signed per Standard Webhooks
  * (`webhook-id`, `webhook-timestamp`, `webhook-signature`, with both signatures during a secret
- * rotation), POSTed with a 10 s timeout and no redirects: any 2xx is delivered, 410 stops, anything
+ * rotation), POSTed with a QUERN_WEBHOOK_TIMEOUT_MS timeout and no redirects: any 2xx is delivered, 410 stops, anything
  * else is retried on QUERN_WEBHOOK_RETRY_SCHEDULE_MS with ±20% jitter. Each attempt updates the
  * delivery state the job resource shows.
+ *
+ * One principal's slow receiver must not delay anyone else's deliveries, so two limits hold a
+ * delivery back (moved to delayed, not attempted, no attempt spent) instead of letting it take a
+ * slot: a principal has at most QUERN_WEBHOOK_PER_OWNER_CONCURRENCY deliveries in flight in this
+ * process, and a receiver origin whose circuit is open (EndpointBreaker) gets none until it is
+ * probed again.
  */
 export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; connection: RedisClient } {
   const { config, keys, redis, metrics, logger } = deps;
@@ -55,17 +91,56 @@ export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; 
       retention,
     );
 
+  const slots = new OwnerSlots(Math.min(config.QUERN_WEBHOOK_PER_OWNER_CONCURRENCY, config.QUERN_WEBHOOK_CONCURRENCY));
+  const breaker = new EndpointBreaker(redis, keys, {
+    failures: config.QUERN_WEBHOOK_BREAKER_FAILURES,
+    openMs: config.QUERN_WEBHOOK_BREAKER_OPEN_MS,
+    probeMs: config.QUERN_WEBHOOK_TIMEOUT_MS + 5_000,
+  });
+
+  /** Puts a delivery back as delayed until `at`: BullMQ does not count it as an attempt. */
+  const defer = async (job: Job, token: string | undefined, at: number, reason: DeferReason): Promise<never> => {
+    await job.moveToDelayed(at, token);
+    metrics.webhookDeferred.labels(reason).inc();
+    throw new DelayedError();
+  };
+
   const processor = async (job: Job, token?: string) => {
     const parsed = WebhookDeliveryData.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError('delivery data does not match the contract');
     const data = parsed.data;
+    if (!slots.take(data.owner)) {
+      return defer(job, token, spread(Date.now() + OWNER_BUSY_DEFER_MS / 2, OWNER_BUSY_DEFER_MS), 'owner_busy');
+    }
+    try {
+      return await deliver(job, token, data);
+    } finally {
+      slots.release(data.owner);
+    }
+  };
+
+  const deliver = async (job: Job, token: string | undefined, data: WebhookDeliveryData) => {
     // The inference job is published a moment after its worker enqueued this delivery: wait for
     // that (without spending an attempt), so a receiver that reads the job finds it finished.
     if (data.event === 'completed' && Date.now() - job.timestamp < 30_000) {
       const state = await deps.inferenceQueues.get(data.model)?.getJobState(data.job_id);
-      if (state === 'active') {
-        await job.moveToDelayed(Date.now() + 100, token);
-        throw new DelayedError();
+      if (state === 'active') await defer(job, token, Date.now() + 100, 'result_pending');
+    }
+    const origin = EndpointBreaker.originOf(data.url);
+    let verdict: BreakerVerdict = { kind: 'closed', failures: 0 };
+    if (origin !== undefined) {
+      // Without an answer from Redis the breaker stays out of the way: the delivery is tried.
+      verdict = await breaker.check(origin).catch((): BreakerVerdict => ({ kind: 'closed', failures: 0 }));
+      if (verdict.kind === 'open' || verdict.kind === 'probing') {
+        // Open: back when it ends (spread over a second). Probing: soon, as the probe may answer at once.
+        const at =
+          verdict.kind === 'open'
+            ? spread(verdict.until, 1_000)
+            : spread(Math.min(verdict.until, Date.now() + OWNER_BUSY_DEFER_MS / 2), OWNER_BUSY_DEFER_MS);
+        if (verdict.kind === 'open') {
+          await rescheduleDeliveryState(redis, keys, data.job_id, data.event, new Date(at)).catch(() => undefined);
+        }
+        return defer(job, token, at, 'endpoint_open');
       }
     }
     const attempt = job.attemptsMade + 1;
@@ -94,6 +169,24 @@ export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; 
     }
     metrics.webhookDuration.observe((performance.now() - started) / 1000);
     const log = logger.child({ request_id: data.request_id, job_id: data.job_id, event: data.event, attempt });
+    if (origin !== undefined && !failure?.permanent) {
+      // The breaker's bookkeeping must not turn an outcome into a different one: errors are logged only.
+      try {
+        if (!isEndpointFailure(status, failure)) await breaker.succeeded(origin, verdict);
+        else {
+          const opened = await breaker.failed(origin);
+          if (opened) {
+            metrics.webhookCircuitOpened.inc();
+            log.warn(
+              { origin, open_until: new Date(opened.openedUntil).toISOString(), probe: verdict.kind === 'probe' },
+              'webhook receiver circuit opened',
+            );
+          }
+        }
+      } catch (err) {
+        log.warn({ origin, err: (err as Error).message }, 'webhook circuit state not updated');
+      }
+    }
 
     if (!failure && status >= 200 && status < 300) {
       metrics.webhookDeliveries.labels('delivered').inc();

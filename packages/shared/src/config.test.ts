@@ -19,6 +19,18 @@ describe('loadConfig', () => {
     expect(config.QUERN_WORKER_THREADS).toBeGreaterThanOrEqual(1);
   });
 
+  it('isolates webhook deliveries per principal and per receiver by default; the breaker can be turned off', () => {
+    expect(loadConfig({})).toMatchObject({
+      QUERN_WEBHOOK_CONCURRENCY: 32,
+      QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: 8,
+      QUERN_WEBHOOK_BREAKER_FAILURES: 5,
+      QUERN_WEBHOOK_BREAKER_OPEN_MS: 30_000,
+    });
+    expect(loadConfig({ QUERN_WEBHOOK_BREAKER_FAILURES: '0' }).QUERN_WEBHOOK_BREAKER_FAILURES).toBe(0);
+    expect(() => loadConfig({ QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: '0' })).toThrow(ConfigError);
+    expect(() => loadConfig({ QUERN_WEBHOOK_BREAKER_OPEN_MS: '10' })).toThrow(ConfigError);
+  });
+
   it('coerces numbers and lists, and treats empty strings as unset', () => {
     const config = loadConfig({
       PORT: '9000',

@@ -97,6 +97,12 @@ export const ConfigSchema = z
       .default([5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000, 28_800_000, 28_800_000]),
     QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS: int(0, 30 * 24 * 3600).default(24 * 3600),
     QUERN_WEBHOOK_CONCURRENCY: int(1, 1000).default(32),
+    /** Deliveries of one principal at once per worker process; the rest wait, so one slow receiver cannot fill every slot. */
+    QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: int(1, 1000).default(8),
+    /** Consecutive timeouts, connection failures, 5xx or 429 of one receiver origin that open its circuit (0: never). */
+    QUERN_WEBHOOK_BREAKER_FAILURES: int(0, 1000).default(5),
+    /** How long an open circuit holds that origin's deliveries back; doubles with each failed probe, up to 16×. */
+    QUERN_WEBHOOK_BREAKER_OPEN_MS: int(100, 3_600_000).default(30_000),
 
     // Job control
     QUERN_JOB_TIMEOUT_DEFAULT_MS: int(1, 7 * 24 * 3600 * 1000).default(600_000),

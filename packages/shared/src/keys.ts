@@ -45,6 +45,11 @@ export class KeySpace {
     return `${this.prefix}:webhook:${jobId}`;
   }
 
+  /** Circuit breaker of one webhook receiver origin (`https://host:port`), shared by every worker. */
+  webhookBreaker(origin: string): string {
+    return `${this.prefix}:whbreaker:${origin}`;
+  }
+
   /** Record of a job canceled before it ran (BullMQ no longer has it). */
   canceledJob(jobId: string): string {
     return `${this.prefix}:canceled:${jobId}`;

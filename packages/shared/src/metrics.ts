@@ -26,6 +26,8 @@ export const MetricNames = {
   poolThreads: 'quern_inference_pool_threads',
   webhookDeliveries: 'quern_webhook_deliveries_total',
   webhookDeliveryDuration: 'quern_webhook_delivery_duration_seconds',
+  webhookDeferred: 'quern_webhook_deliveries_deferred_total',
+  webhookCircuitOpened: 'quern_webhook_circuit_opened_total',
 } as const;
 
 /** Histogram buckets for batch sizes: powers of two up to the largest batch a model allows. */

@@ -77,6 +77,33 @@ export async function writeDeliveryState(
     .exec();
 }
 
+/**
+ * Moves a delivery's `next_attempt_at` when the worker holds it back without an attempt (its
+ * receiver's circuit is open), so the job resource says when it will be tried.
+ */
+export async function rescheduleDeliveryState(
+  redis: Redis,
+  keys: KeySpace,
+  jobId: string,
+  event: WebhookEvent,
+  nextAttemptAt: Date,
+): Promise<void> {
+  const raw = await redis.hget(keys.webhookState(jobId), event);
+  if (raw === null) return;
+  let state: DeliveryState;
+  try {
+    state = JSON.parse(raw) as DeliveryState;
+  } catch {
+    return;
+  }
+  if (state.status !== 'pending' && state.status !== 'retrying') return;
+  await redis.hset(
+    keys.webhookState(jobId),
+    event,
+    JSON.stringify({ ...state, next_attempt_at: nextAttemptAt.toISOString() }),
+  );
+}
+
 export async function readDeliveryStates(redis: Redis, keys: KeySpace, jobId: string): Promise<DeliveryState[]> {
   const hash = await redis.hgetall(keys.webhookState(jobId));
   return Object.values(hash)
