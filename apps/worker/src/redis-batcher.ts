@@ -14,14 +14,15 @@ interface Write {
 }
 
 /**
- * Reads and writes of many jobs, one round trip per event-loop turn: the reads of every job
+ * Reads and writes of many jobs, one round trip per burst: the reads of every job
  * started in a turn go out as one MGET, their cache writes as one pipeline. A worker fetching
  * hundreds of jobs a second would otherwise make a round trip (and a syscall) for each.
  */
 export class RedisBatcher {
   private reads: Read[] = [];
   private writes: Write[] = [];
-  private scheduled = false;
+  private readsScheduled = false;
+  private writesScheduled = false;
 
   constructor(
     private readonly redis: RedisClient,
@@ -50,14 +51,27 @@ export class RedisBatcher {
     });
   }
 
+  /**
+   * Reads wait for the end of the event-loop turn: jobs start one I/O callback at a time, and a
+   * turn gathers the starts of many. Writes go after every continuation already queued has run
+   * (a batch's jobs finish together), without waiting for another turn: a reply is on the
+   * critical path of a waiting caller.
+   */
   private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.flushReads();
-      this.flushWrites();
-    });
+    if (this.reads.length > 0 && !this.readsScheduled) {
+      this.readsScheduled = true;
+      setImmediate(() => {
+        this.readsScheduled = false;
+        this.flushReads();
+      });
+    }
+    if (this.writes.length > 0 && !this.writesScheduled) {
+      this.writesScheduled = true;
+      process.nextTick(() => {
+        this.writesScheduled = false;
+        this.flushWrites();
+      });
+    }
   }
 
   private flushReads(): void {

@@ -2,7 +2,6 @@ import { QuernError } from '@quern/shared';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
-import { authAttemptsOf } from '../services/auth-attempts';
 import type { Scope } from '../services/principal';
 import { clientAddress } from './client-address';
 
@@ -62,7 +61,7 @@ export function requireAuth(
       throw new QuernError('unauthorized', detail, { headers: { 'www-authenticate': challenge } });
     }
     const address = clientAddress(c, config.QUERN_TRUST_PROXY_HOPS);
-    const result = await authAttemptsOf(c.get('services')).authenticate(address, credential);
+    const result = await c.get('services').authAttempts.authenticate(address, credential);
     if (!result.ok && result.reason === 'blocked') {
       metrics.rateLimited.labels('auth_failures').inc();
       throw new QuernError('rate_limited', 'too many failed authentication attempts from this address', {

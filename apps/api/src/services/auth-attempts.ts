@@ -114,28 +114,3 @@ export class AuthAttempts {
     return Math.max(1, Math.ceil(Number(ttl?.[1] ?? 1000) / 1000));
   }
 }
-
-const bySetup = new WeakMap<object, AuthAttempts>();
-
-/**
- * The `AuthAttempts` of one set of services, built on first use from its authenticator, Redis
- * and config (one per `createServices`, like its other services).
- */
-export function authAttemptsOf(services: {
-  auth: RecallingAuthenticator;
-  redis: RedisClient;
-  keys: KeySpace;
-  config: { QUERN_AUTH_FAILURES_PER_MINUTE: number };
-}): AuthAttempts {
-  let attempts = bySetup.get(services);
-  if (!attempts) {
-    attempts = new AuthAttempts(
-      services.auth,
-      services.redis,
-      services.keys,
-      services.config.QUERN_AUTH_FAILURES_PER_MINUTE,
-    );
-    bySetup.set(services, attempts);
-  }
-  return attempts;
-}

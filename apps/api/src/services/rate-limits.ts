@@ -16,17 +16,13 @@ export interface RateDecision {
 }
 
 /**
- * Per-principal budgets per tier (a minute and an hour window), and a limit on failed
- * authentications per client address. Counters live in Redis (rate-limiter-flexible's atomic
- * Lua), so every API process shares them. If Redis cannot be reached the calls throw and the
+ * Per-principal budgets per tier (a minute and an hour window); the limit on failed
+ * authentications per client address is `AuthAttempts`'s. Counters live in Redis
+ * (rate-limiter-flexible's atomic Lua), so every API process shares them. If Redis cannot be reached the calls throw and the
  * request is refused with 503: traffic is never let through unlimited.
  */
 export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
-  private readonly authFailures: RateLimiterRedis;
-  private readonly redis: RedisClient;
-  /** Addresses seen not blocked, and when: rechecked in Redis after a second (bounded size). */
-  private readonly clear = new Map<string, number>();
 
   constructor(redis: RedisClient, keys: KeySpace, config: Config) {
     const make = (name: string, points: number, seconds: number) =>
@@ -45,8 +41,6 @@ export class RateLimits {
       free: tier('free', config.QUERN_RATE_FREE_PER_MINUTE, config.QUERN_RATE_FREE_PER_HOUR),
       premium: tier('premium', config.QUERN_RATE_PREMIUM_PER_MINUTE, config.QUERN_RATE_PREMIUM_PER_HOUR),
     };
-    this.authFailures = make('authfail', config.QUERN_AUTH_FAILURES_PER_MINUTE, 60);
-    this.redis = redis;
   }
 
   /** Counts one request against each of the principal's budgets. */
@@ -86,33 +80,5 @@ export class RateLimits {
     const retryAfter =
       refused.length > 0 ? Math.max(1, ...refused.map((r) => Math.ceil(r.msBeforeNext / 1000))) : undefined;
     return { headers: { 'ratelimit-policy': policy.join(', '), ratelimit: state.join(', ') }, retryAfter };
-  }
-
-  /** Seconds until `address` may try to authenticate again, or 0 when it may now. */
-  async authBlockedFor(address: string): Promise<number> {
-    // A client that just passed this check is not asked again for a second: the check guards
-    // against guessing, and one second of a single process's traffic is not a guessing attack.
-    const seen = this.clear.get(address);
-    if (seen !== undefined && Date.now() - seen < 1_000) return 0;
-    // Two plain reads, not the library's MULTI: reads still work when Redis is full (maxmemory),
-    // so a full Redis answers 503 at the write that needs room, not at every request.
-    const key = this.authFailures.getKey(address);
-    const [count, ttl] = (await this.redis.pipeline().get(key).pttl(key).exec()) ?? [];
-    if (count?.[0] || ttl?.[0]) throw count?.[0] ?? ttl?.[0];
-    if (Number(count?.[1] ?? 0) < this.authFailures.points) {
-      if (this.clear.size > 10_000) this.clear.clear();
-      this.clear.set(address, Date.now());
-      return 0;
-    }
-    return Math.max(1, Math.ceil(Number(ttl?.[1] ?? 1000) / 1000));
-  }
-
-  async recordAuthFailure(address: string): Promise<void> {
-    this.clear.delete(address);
-    try {
-      await this.authFailures.consume(address, 1);
-    } catch (err) {
-      if (!(err instanceof RateLimiterRes)) throw err;
-    }
   }
 }

@@ -15,6 +15,7 @@ import {
 } from '@quern/shared';
 import { Queue, QueueEvents } from 'bullmq';
 import { type ApiMetrics, createApiMetrics } from './api-metrics';
+import { AuthAttempts } from './auth-attempts';
 import { CredentialAuthenticator } from './credential-authenticator';
 import { DrainMeter } from './drain-meter';
 import { Idempotency } from './idempotency';
@@ -43,6 +44,8 @@ export interface Services {
   apiKeys: KeyStore;
   tokens: TokenService;
   rateLimits: RateLimits;
+  /** Authentication under the per-address limit on failed attempts. */
+  authAttempts: AuthAttempts;
   idempotency: Idempotency;
   /** The synchronous path (`/v1/predict`, `/v1/batch-predict`): enqueue, wait, answer. */
   sync: SyncPath;
@@ -110,6 +113,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
 
   const apiKeys = new KeyStore(redis, keys);
   const tokens = new TokenService(config, logger);
+  const auth = new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS);
 
   const jobs = new JobService(
     queues,
@@ -142,7 +146,8 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     ),
     waiter,
     cache: new ResultCache(redis, keys, config.QUERN_CACHE_TTL_SECONDS),
-    auth: new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS),
+    auth,
+    authAttempts: new AuthAttempts(auth, redis, keys, config.QUERN_AUTH_FAILURES_PER_MINUTE),
     apiKeys,
     tokens,
     rateLimits: new RateLimits(redis, keys, config),

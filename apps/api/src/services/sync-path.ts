@@ -100,12 +100,11 @@ const DEADLINE_MARGIN_MS = 25;
  * Sync predictions of one principal, model, priority and deadline that arrive while that group
  * already has `maxInFlight` jobs running are gathered into one job with many rows, instead of a
  * job (and a dozen Redis commands) each. At idle nothing waits: a call whose group has room is
- * sent at the end of the event-loop turn it was parsed in, in one `addBulk` with every other job
- * of that turn. Each job carries this process's reply channel: the worker pushes the answer there
- * in the write that stores its cache entries, and the `ResultWaiter` hands it over; QueueEvents and
- * a state poll answer a caller whose reply was lost. Each caller keeps its own wait (`Prefer`); a
- * caller that leaves is dropped, and a job whose callers all left is canceled if no batch has
- * taken it. Calls with an Idempotency-Key, and batch calls, get a job of their own.
+ * sent at once, in one `addBulk` with every other job sent in the same burst. Each job carries
+ * this process's reply channel: the worker pushes the answer there in the write that stores its
+ * cache entries, and the `ResultWaiter` hands it over; QueueEvents and a state poll answer a
+ * caller whose reply was lost. Each caller keeps its own wait (`Prefer`); a caller that leaves is
+ * dropped, and a job whose callers all left is canceled if no batch has taken it. Calls with an Idempotency-Key, and batch calls, get a job of their own.
  */
 export class SyncPath {
   private readonly groups = new Map<string, Group>();
@@ -189,12 +188,16 @@ export class SyncPath {
     member.resolve(outcome);
   }
 
-  /** Sends what has gathered at the end of this turn, after the other calls parsed in it have joined. */
+  /**
+   * Sends what has gathered once every continuation already queued has run: calls whose cache
+   * reads came back in one Redis reply resume together and join one job, and a lone call waits
+   * for no other turn of the event loop.
+   */
   private schedule(group: Group): void {
     this.dirty.add(group);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => {
+    process.nextTick(() => {
       this.flushScheduled = false;
       const groups = [...this.dirty];
       this.dirty.clear();
@@ -265,9 +268,10 @@ export class SyncPath {
           this.logger.warn({ err: err.message, job_id: jobId }, 'idempotency record not confirmed'),
         );
       // Callers that asked not to wait hear of the job as queued, whatever happens to it next.
-      const queued = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, first.model);
       for (const m of members) {
-        if (m.call.waitMs <= 0) this.settle(m, { kind: 'pending', jobId, row: m.row, view: queued });
+        if (m.call.waitMs > 0) continue;
+        const view = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, first.model);
+        this.settle(m, { kind: 'pending', jobId, row: m.row, view });
       }
       job.added = true;
       // Callers that left while the job was being added: cancel it now if they all did.
