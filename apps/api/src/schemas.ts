@@ -109,7 +109,15 @@ export const JobSchema = z
     model: z.string().openapi({ example: 'cars-mpg' }),
     model_version: z.string().openapi({ example: '1.0.0' }),
     created_at: z.string().openapi({ format: 'date-time' }),
-    started_at: z.string().nullable().openapi({ format: 'date-time' }),
+    started_at: z
+      .string()
+      .nullable()
+      .openapi({
+        format: 'date-time',
+        description:
+          'When a worker took the job (it is `running` from then on); the same in every view once set. Its batch ' +
+          'began computing at `created_at` + `timings.queue_ms`. Null until then, and for a job that never ran.',
+      }),
     completed_at: z.string().nullable().openapi({ format: 'date-time' }),
     output: z
       .union([z.object({ prediction: PredictionSchema }), z.object({ predictions: z.array(PredictionSchema) })])

@@ -141,7 +141,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     if (missing.length === 0 && webhooks.wants(data, 'started')) {
       // Answered from the cache: no batch starts, but the job did; receivers still see `started` first.
       await webhooks
-        .enqueue({ ...base, state: 'active', processedOn: startedAt }, entry, 'started')
+        .enqueue({ ...base, state: 'active' }, entry, 'started')
         .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'));
     }
     if (missing.length > 0) {
@@ -153,9 +153,9 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
           shouldDrop: () =>
             cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
           onStart: webhooks.wants(data, 'started')
-            ? (at) =>
+            ? () =>
                 void webhooks
-                  .enqueue({ ...base, state: 'active', processedOn: at }, entry, 'started')
+                  .enqueue({ ...base, state: 'active' }, entry, 'started')
                   .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'))
             : undefined,
         });

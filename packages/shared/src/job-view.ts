@@ -95,12 +95,14 @@ export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now
       }
   }
   const shaped = done?.outputs.map((o) => presentPrediction(model, o));
-  // An expired or canceled job never ran: no start time, even once a worker has dropped it; an
-  // expired one ended at its deadline, whenever a worker got to it.
+  // `started_at` has one meaning in every view (running, final, GET, SSE, webhooks): when a worker
+  // took the job (BullMQ's processedOn), which is also when it turns `running`; so the running and
+  // final views agree. When its batch began computing is `created_at + timings.queue_ms`. An expired or
+  // canceled job never ran: no start time, even once a worker has dropped it; an expired one ended
+  // at its deadline, whenever a worker got to it.
   const ran = status !== 'expired' && status !== 'canceled';
-  const startedAt = ran
-    ? (done?.started_at ?? (state === 'active' || state === 'failed' ? snapshot.processedOn : undefined))
-    : undefined;
+  const taken = state === 'active' || state === 'completed' || state === 'failed';
+  const startedAt = ran && taken ? (snapshot.processedOn ?? done?.started_at) : undefined;
   const completedAt =
     status === 'expired'
       ? data.deadline_at

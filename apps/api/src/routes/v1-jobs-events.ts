@@ -13,7 +13,8 @@ export const jobEventsRoute = createRoute({
   tags: ['Jobs'],
   summary: 'Stream a job’s state changes (server-sent events)',
   description:
-    'A `text/event-stream` with one event per state the job passes through: `queued`, `running`, then the ' +
+    'A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker ' +
+    'has taken the job; `started_at` is that moment, unchanged in later events), then the ' +
     'final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the ' +
     'stream closes after the final event. A job that already finished gives its final event at once. ' +
     'Comment lines (`: keep-alive`) keep idle connections open.',
