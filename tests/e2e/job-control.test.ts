@@ -168,6 +168,18 @@ describe('callers that leave, and callers that do not wait', () => {
     }
   });
 
+  it('a job read right after its sync answer shows it finished, with the same output', async () => {
+    // The worker's reply reaches the API before BullMQ records the job as finished.
+    for (let i = 0; i < 30; i++) {
+      const res = await stack.post('/v1/predict', { model: 'cars-mpg', features: features('cars-mpg') });
+      expect(res.status).toBe(200);
+      const answer = (await res.json()) as { prediction: number; job_id: string };
+      const view = await job(answer.job_id);
+      expect(view.status).toBe('succeeded');
+      expect(view.output).toEqual({ prediction: answer.prediction });
+    }
+  });
+
   it('Prefer: respond-async always answers 202 with a job, also for a cached input and a batch', async () => {
     const timeouts = async () =>
       Number(

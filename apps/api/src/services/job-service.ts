@@ -1,9 +1,11 @@
 import {
   type Config,
+  encodeJobError,
   INFERENCE_JOB_NAME,
   InferenceJobData,
   inferenceJobOptions,
   type JobErrorCode,
+  type JobReply,
   type JobSnapshot,
   type JobView,
   jobView,
@@ -65,6 +67,25 @@ export interface SubmitArgs {
 /** A job's state as a waiting caller hears it: an outcome, or `pending` with the job's view. */
 export type JobOutcome = Exclude<WaitOutcome, { kind: 'timeout' }> | { kind: 'pending'; view: JobView };
 
+export interface JobServiceDeps {
+  /** The queue of each model, by model name. */
+  queues: ReadonlyMap<string, Queue>;
+  models: ModelRegistry;
+  config: Config;
+  redis: RedisClient;
+  keys: KeySpace;
+  /** Recent completions per second of a model's queue (a full queue's Retry-After). */
+  drainRate: (model: string) => number;
+  webhooks: WebhookDispatcher;
+  logger: Logger;
+  /**
+   * A worker's reply this process heard for a job a moment ago. The reply is published before
+   * BullMQ records the job as finished: a job read in between shows the reply's outcome, so a
+   * caller that got its 200 and reads the job from this process sees it finished.
+   */
+  recentReply?: (jobId: string) => JobReply | undefined;
+}
+
 export type CancelOutcome =
   | { kind: 'canceled'; view: JobView }
   | { kind: 'requested'; view: JobView }
@@ -79,16 +100,27 @@ export class JobService {
   private readonly depthCache = new Map<string, { depth: number; at: number }>();
   private readonly adders = new Map<string, AddBatcher>();
 
-  constructor(
-    private readonly queues: ReadonlyMap<string, Queue>,
-    private readonly models: ModelRegistry,
-    private readonly config: Config,
-    private readonly redis: RedisClient,
-    private readonly keys: KeySpace,
-    private readonly drainRate: (model: string) => number,
-    private readonly webhooks: WebhookDispatcher,
-    private readonly logger: Logger,
-  ) {}
+  private readonly queues: ReadonlyMap<string, Queue>;
+  private readonly models: ModelRegistry;
+  private readonly config: Config;
+  private readonly redis: RedisClient;
+  private readonly keys: KeySpace;
+  private readonly drainRate: (model: string) => number;
+  private readonly webhooks: WebhookDispatcher;
+  private readonly logger: Logger;
+  private readonly recentReply: (jobId: string) => JobReply | undefined;
+
+  constructor(deps: JobServiceDeps) {
+    this.queues = deps.queues;
+    this.models = deps.models;
+    this.config = deps.config;
+    this.redis = deps.redis;
+    this.keys = deps.keys;
+    this.drainRate = deps.drainRate;
+    this.webhooks = deps.webhooks;
+    this.logger = deps.logger;
+    this.recentReply = deps.recentReply ?? (() => undefined);
+  }
 
   queueOf(model: string): Queue {
     const queue = this.queues.get(model);
@@ -248,7 +280,7 @@ export class JobService {
         }
       }
     }
-    return {
+    const snapshot: JobSnapshot = {
       id: job.id as string,
       data: found.data,
       state,
@@ -259,6 +291,19 @@ export class JobService {
       finishedOn: job.finishedOn,
       deliveries,
     };
+    const reply = state === 'active' ? this.recentReply(snapshot.id) : undefined;
+    if (reply?.kind === 'completed') {
+      return { ...snapshot, state: 'completed', returnvalue: reply.result, finishedOn: reply.result.finished_at };
+    }
+    if (reply?.kind === 'failed') {
+      return {
+        ...snapshot,
+        state: 'failed',
+        failedReason: encodeJobError(reply.code, reply.message),
+        finishedOn: Date.now(),
+      };
+    }
+    return snapshot;
   }
 
   private idOf(found: FoundJob): string {

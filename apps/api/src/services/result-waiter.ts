@@ -1,4 +1,9 @@
-import { decodeJobError, InferenceResult, type JobErrorCode, type Logger } from '@quern/shared';
+import { decodeJobError, InferenceResult, type JobErrorCode, type JobReply, type Logger } from '@quern/shared';
+
+/** How long a worker's reply is kept for reads of its job (BullMQ records the finish within it). */
+const RECENT_MS = 5_000;
+const RECENT_MAX = 10_000;
+
 import type { Queue, QueueEvents } from 'bullmq';
 
 export type WaitOutcome =
@@ -42,6 +47,7 @@ interface Waiter {
 export class ResultWaiter {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly waiters = new Set<Waiter>();
+  private readonly recent = new Map<string, { reply: JobReply; at: number }>();
   private poller: NodeJS.Timeout | undefined;
   private polling = false;
   private isDraining = false;
@@ -114,9 +120,33 @@ export class ResultWaiter {
     };
   }
 
-  /** A job's outcome heard from elsewhere than QueueEvents (a worker's direct reply). */
-  deliver(jobId: string, event: Exclude<JobEvent, { kind: 'active' }>): void {
-    this.emit(jobId, event, 'reply');
+  /**
+   * A worker's direct reply. It is kept a few seconds (`recentReply`): it arrives before BullMQ
+   * records the job as finished, and a caller that reads its job right after its answer must see
+   * the job finished.
+   */
+  deliver(reply: JobReply): void {
+    this.recent.set(reply.job_id, { reply, at: Date.now() });
+    if (this.recent.size > RECENT_MAX) {
+      // Oldest first (insertion order): drop what is past its time, and at least the oldest.
+      for (const [id, entry] of this.recent) {
+        if (this.recent.size <= RECENT_MAX && Date.now() - entry.at < RECENT_MS) break;
+        this.recent.delete(id);
+      }
+    }
+    this.emit(
+      reply.job_id,
+      reply.kind === 'completed'
+        ? { kind: 'completed', result: reply.result }
+        : { kind: 'failed', code: reply.code, message: reply.message },
+      'reply',
+    );
+  }
+
+  /** The reply heard for `jobId` in the last few seconds, if any. */
+  recentReply(jobId: string): JobReply | undefined {
+    const entry = this.recent.get(jobId);
+    return entry && Date.now() - entry.at < RECENT_MS ? entry.reply : undefined;
   }
 
   private emit(jobId: string, event: JobEvent, source: AnswerSource): void {

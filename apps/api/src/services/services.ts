@@ -101,30 +101,26 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   const instance = newId('api');
   const replies = createRedis(config, 'consumer', { name: 'api-replies', logger });
   eventConnections.push(replies);
-  const listening = listenForReplies(replies, keys, instance, (reply) =>
-    waiter.deliver(
-      reply.job_id,
-      reply.kind === 'completed'
-        ? { kind: 'completed', result: reply.result }
-        : { kind: 'failed', code: reply.code, message: reply.message },
-    ),
-  ).catch((err: Error) => logger.warn({ err: err.message }, 'reply channel not subscribed'));
+  const listening = listenForReplies(replies, keys, instance, (reply) => waiter.deliver(reply)).catch((err: Error) =>
+    logger.warn({ err: err.message }, 'reply channel not subscribed'),
+  );
   const drain = new DrainMeter(events);
 
   const apiKeys = new KeyStore(redis, keys);
   const tokens = new TokenService(config, logger);
   const auth = new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS);
 
-  const jobs = new JobService(
+  const jobs = new JobService({
     queues,
     models,
     config,
     redis,
     keys,
-    (model) => drain.perSecond(model),
-    new WebhookDispatcher(webhookQueue, redis, keys, config),
+    drainRate: (model) => drain.perSecond(model),
+    webhooks: new WebhookDispatcher(webhookQueue, redis, keys, config),
     logger,
-  );
+    recentReply: (id) => waiter.recentReply(id),
+  });
 
   return {
     config,
