@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { randomRows, TEST_API_KEY } from '@quern/devkit';
-import { inputHash, type JobView } from '@quern/shared';
+import { decodeFailure, inputHash, type JobView } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sseReader } from '../support/sse';
 import { type Stack, startStack } from '../support/stack';
@@ -303,7 +303,7 @@ describe('deadlines, priority and backpressure', () => {
       const batches = await batchesRun('cars-mpg');
       await queue.resume();
       await expect.poll(() => queue.getJobState(id), { timeout: 5_000, interval: 20 }).toBe('failed');
-      expect((await queue.getJob(id))?.failedReason).toMatch(/^deadline_exceeded: /);
+      expect(decodeFailure((await queue.getJob(id))?.failedReason).code).toBe('deadline_exceeded');
       expect(await batchesRun('cars-mpg')).toBe(batches);
       const cached = await stack.services.redis.get(
         `${stack.config.QUERN_REDIS_PREFIX}:cache:cars-mpg:1.0.0:${inputHash(row)}`,

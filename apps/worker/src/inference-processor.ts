@@ -1,17 +1,17 @@
 import {
   type Config,
-  encodeJobError,
+  encodeFailure,
   encodeReply,
   InferenceJobData,
   type InferenceResult,
   inputHash,
-  type JobErrorCode,
+  type JobFailure,
   type JobReply,
   type JobSnapshot,
   jobMatrix,
   type KeySpace,
   type Logger,
-  overflowMessage,
+  overflowFailure,
   type WebhookDispatcher,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
@@ -60,7 +60,9 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     await turns.pass();
     const parsed = InferenceJobData.safeParse(job.data);
     if (!parsed.success) {
-      throw new UnrecoverableError(encodeJobError('invalid_input', 'job data does not match the job contract'));
+      throw new UnrecoverableError(
+        encodeFailure({ code: 'invalid_input', message: 'job data does not match the job contract' }),
+      );
     }
     const data = parsed.data;
     const id = job.id as string;
@@ -77,15 +79,15 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       data.reply_to ? { channel: keys.replyChannel(data.reply_to), message: encodeReply(reply) } : undefined;
 
     /** Ends the job without a result: the webhook event first, then the failure BullMQ records. */
-    const end = async (code: JobErrorCode, message: string, event: 'failed' | 'canceled'): Promise<never> => {
-      const failedReason = encodeJobError(code, message);
+    const end = async (failure: JobFailure, event: 'failed' | 'canceled'): Promise<never> => {
+      const failedReason = encodeFailure(failure);
       const snapshot: JobSnapshot = { ...base, state: 'failed', failedReason, finishedOn: Date.now() };
       await Promise.all([
         webhooks
           .enqueue(snapshot, entry, event)
           .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed')),
         reads
-          .setEx([], replyOf({ kind: 'failed', job_id: id, code, message }))
+          .setEx([], replyOf({ kind: 'failed', job_id: id, failure }))
           .catch((err: Error) => log().warn({ err: err.message }, 'reply not published')),
       ]);
       throw new UnrecoverableError(failedReason);
@@ -93,17 +95,17 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
 
     if (data.model !== entry.name) {
       throw new UnrecoverableError(
-        encodeJobError('invalid_input', `job for model ${data.model} on queue of ${entry.name}`),
+        encodeFailure({ code: 'invalid_input', message: `job for model ${data.model} on queue of ${entry.name}` }),
       );
     }
     const width = entry.input.features;
     const matrix = jobMatrix(data);
-    if (typeof matrix === 'string') return end('invalid_input', matrix, 'failed');
+    if (typeof matrix === 'string') return end({ code: 'invalid_input', message: matrix }, 'failed');
     if (matrix.width !== width) {
-      return end('invalid_input', `row 0 has ${matrix.width} features, expected ${width}`, 'failed');
+      return end({ code: 'invalid_input', message: `row 0 has ${matrix.width} features, expected ${width}` }, 'failed');
     }
     const inputRows = matrix.rows();
-    if (Date.now() > data.deadline_at) return end('deadline_exceeded', DEADLINE_REASON, 'failed');
+    if (Date.now() > data.deadline_at) return end({ code: 'deadline_exceeded', message: DEADLINE_REASON }, 'failed');
 
     // One round trip: a cancel request this worker may not have heard, and the cached rows.
     const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
@@ -118,7 +120,8 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       if (cancelRequested !== null) cancels.remember(id);
       hits = cachedRows;
     }
-    if (cancels.isCanceled(id)) return end('canceled', 'canceled by its owner before its batch started', 'canceled');
+    if (cancels.isCanceled(id))
+      return end({ code: 'canceled', message: 'canceled by its owner before its batch started' }, 'canceled');
 
     const outputs: number[][] = new Array(matrix.count);
     const cached: boolean[] = new Array(matrix.count).fill(false);
@@ -162,11 +165,11 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       } catch (err) {
         if (err instanceof DroppedError) {
           return err.reason === DEADLINE_REASON
-            ? end('deadline_exceeded', DEADLINE_REASON, 'failed')
-            : end('canceled', 'canceled by its owner before its batch started', 'canceled');
+            ? end({ code: 'deadline_exceeded', message: DEADLINE_REASON }, 'failed')
+            : end({ code: 'canceled', message: 'canceled by its owner before its batch started' }, 'canceled');
         }
         log().error({ err: (err as Error).message }, 'inference failed');
-        const message = encodeJobError('inference_failed', 'the model failed to run on this input');
+        const message = encodeFailure({ code: 'inference_failed', message: 'the model failed to run on this input' });
         if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
           await webhooks
             .enqueue({ ...base, state: 'failed', failedReason: message, finishedOn: Date.now() }, entry, 'failed')
@@ -189,7 +192,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       // A finite input can still overflow float32 inside the model (3e38 × a weight): JSON has no
       // infinity, so such a row would read as null. The input is what cannot be computed: say which.
       if (overflowRow >= 0) {
-        return end('invalid_input', overflowMessage(overflowRow), 'failed');
+        return end(overflowFailure(overflowRow), 'failed');
       }
       cacheWrites = writes;
     }

@@ -2,7 +2,7 @@ import { DirectOrt, maxAbsDiff, randomRows, startTestRedis, type TestRedis, test
 import {
   type Config,
   createLogger,
-  decodeJobError,
+  decodeFailure,
   INFERENCE_JOB_NAME,
   type InferenceJobData,
   type InferenceResult,
@@ -145,7 +145,7 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       );
       await expect(late.waitUntilFinished(events, 10_000)).rejects.toThrow(/deadline_exceeded/);
       await expect.poll(() => replies.length).toBe(2);
-      expect(replies[1]).toMatchObject({ kind: 'failed', job_id: late.id, code: 'deadline_exceeded' });
+      expect(replies[1]).toMatchObject({ kind: 'failed', job_id: late.id, failure: { code: 'deadline_exceeded' } });
       // A job that names no reply channel publishes nothing.
       const plain = await queue.add(INFERENCE_JOB_NAME, jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 73]]), {
         jobId: newId('job'),
@@ -174,7 +174,11 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
         jobId: newId('job'),
         attempts: 3,
       });
-      await expect(job.waitUntilFinished(events, 10_000)).rejects.toThrow(/^invalid_input: row 0 has 3 features/);
+      const reason = await job.waitUntilFinished(events, 10_000).then(
+        () => 'succeeded',
+        (err: Error) => err.message,
+      );
+      expect(decodeFailure(reason)).toEqual({ code: 'invalid_input', message: 'row 0 has 3 features, expected 6' });
       const failed = await queue.getJob(job.id as string);
       expect(failed?.attemptsMade).toBe(1);
 
@@ -192,9 +196,14 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
           attempts: 3,
         },
       );
-      await expect(packed.waitUntilFinished(events, 10_000)).rejects.toThrow(
-        /^invalid_input: row 1 holds a NaN or an infinity/,
+      const packedReason = await packed.waitUntilFinished(events, 10_000).then(
+        () => 'succeeded',
+        (err: Error) => err.message,
       );
+      expect(decodeFailure(packedReason)).toMatchObject({
+        code: 'invalid_input',
+        message: expect.stringMatching(/^row 1 holds a NaN or an infinity/),
+      });
 
       // A finite float32 input that overflows inside the model: the job fails naming the row, it
       // does not succeed with a null prediction, and nothing is cached for it.
@@ -204,9 +213,12 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
         jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 1971], huge]),
         { jobId: newId('job'), attempts: 3 },
       );
-      await expect(overflow.waitUntilFinished(events, 10_000)).rejects.toThrow(
-        /^invalid_input: the model's output for row 1 is not a finite number/,
+      const overflowReason = await overflow.waitUntilFinished(events, 10_000).then(
+        () => 'succeeded',
+        (err: Error) => err.message,
       );
+      // The row travels as a field, not inside the wording.
+      expect(decodeFailure(overflowReason)).toMatchObject({ code: 'invalid_input', row: 1 });
       expect((await queue.getJob(overflow.id as string))?.attemptsMade).toBe(1);
       expect(await client.get(keys.cache('cars-mpg', '1.0.0', inputHash(Float32Array.from(huge))))).toBeNull();
     } finally {
@@ -260,7 +272,7 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       runtime.current = await WorkerRuntime.start({ config: stallConfig, manifest, logger });
       await expect.poll(() => queue.getJobState(job.id as string), { timeout: 15_000, interval: 100 }).toBe('failed');
       const failed = await queue.getJob(job.id as string);
-      expect(decodeJobError(failed?.failedReason).code).toBe('worker_lost');
+      expect(decodeFailure(failed?.failedReason).code).toBe('worker_lost');
       await expect
         .poll(async () => (await webhooks.getJob(`${job.id}.failed`))?.data.event, { timeout: 5_000 })
         .toBe('failed');

@@ -1,7 +1,8 @@
 import {
   type Config,
   createRedis,
-  decodeJobError,
+  decodeFailure,
+  FAILURE_KINDS,
   InferenceJobData,
   inferenceJobOptions,
   KeySpace,
@@ -154,14 +155,8 @@ export class WorkerRuntime {
       consumer.on('failed', (job, err) => {
         if (!job) return;
         const final = job.attemptsMade >= (job.opts.attempts ?? 1) || err.name === 'UnrecoverableError';
-        const { code } = decodeJobError(err.message);
-        const outcome = !final
-          ? 'retried'
-          : code === 'canceled'
-            ? 'canceled'
-            : code === 'deadline_exceeded'
-              ? 'expired'
-              : 'failed';
+        const { code } = decodeFailure(err.message);
+        const outcome = final ? FAILURE_KINDS[code].status : 'retried';
         this.metrics.jobsFinished.labels(name, outcome).inc();
         // BullMQ fails a job that stalled too often without running our processor: its `failed`
         // webhook is sent from here.

@@ -76,41 +76,4 @@ export const JobErrorCodes = [
   'worker_lost',
   'internal_error',
 ] as const;
-
-/** The reason BullMQ records when a job stalled more often than `maxStalledCount` allows. */
-const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
 export type JobErrorCode = (typeof JobErrorCodes)[number];
-
-/**
- * The message of a job failed because the model's output for one of its rows is not finite. A
- * coalesced job carries several callers' rows; the API reads the row back (`overflowRowOf`) to
- * answer only that caller.
- */
-export function overflowMessage(row: number): string {
-  return `the model's output for row ${row} is not a finite number: its input is outside what the model can compute`;
-}
-
-export function overflowRowOf(code: string, message: string): number | undefined {
-  const match = /^the model's output for row (\d+) is not a finite number/.exec(message);
-  return code === 'invalid_input' && match ? Number(match[1]) : undefined;
-}
-
-export function encodeJobError(code: JobErrorCode, message: string): string {
-  return `${code}: ${message}`;
-}
-
-export function decodeJobError(reason: string | undefined): { code: JobErrorCode; message: string } {
-  const match = /^([a-z_]+): ([\s\S]*)$/.exec(reason ?? '');
-  const code = match?.[1] as JobErrorCode | undefined;
-  if (match && code && (JobErrorCodes as readonly string[]).includes(code)) {
-    return { code, message: match[2] ?? '' };
-  }
-  if (reason === STALL_LIMIT_REASON) {
-    return {
-      code: 'worker_lost',
-      message: 'the workers running this job stopped (crashed or were killed) more often than allowed; submit it again',
-    };
-  }
-  // Anything else is an unexpected error text (a stack, a driver message): never shown to clients.
-  return { code: 'internal_error', message: 'the job failed because of an internal error' };
-}

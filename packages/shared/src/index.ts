@@ -2,6 +2,7 @@ export * from './config';
 export * from './dev-state';
 export * from './errors';
 export * from './ids';
+export * from './job-failure';
 export * from './job-view';
 export * from './jobs';
 export * from './keys';

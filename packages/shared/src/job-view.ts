@@ -1,4 +1,4 @@
-import { decodeJobError } from './errors';
+import { decodeFailure, FAILURE_KINDS } from './job-failure';
 import { type InferenceJobData, InferenceResult, jobRowCount } from './jobs';
 import { type ModelEntry, outputSize } from './model-manifest';
 import type { DeliveryState } from './webhooks';
@@ -82,9 +82,9 @@ export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now
       error = { code: 'canceled', message: 'the job was canceled by its owner before it ran' };
       break;
     case 'failed': {
-      const failure = decodeJobError(snapshot.failedReason);
-      status = failure.code === 'canceled' ? 'canceled' : failure.code === 'deadline_exceeded' ? 'expired' : 'failed';
-      error = failure;
+      const { code, message } = decodeFailure(snapshot.failedReason);
+      status = FAILURE_KINDS[code].status;
+      error = { code, message };
       break;
     }
     default:

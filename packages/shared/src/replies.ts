@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { JobErrorCodes } from './errors';
+import { JobFailure } from './job-failure';
 import { InferenceResult } from './jobs';
 import type { KeySpace } from './keys';
 import type { RedisClient } from './redis';
@@ -13,12 +13,7 @@ import type { RedisClient } from './redis';
  */
 export const JobReply = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('completed'), job_id: z.string(), result: InferenceResult }),
-  z.object({
-    kind: z.literal('failed'),
-    job_id: z.string(),
-    code: z.enum(JobErrorCodes),
-    message: z.string(),
-  }),
+  z.object({ kind: z.literal('failed'), job_id: z.string(), failure: JobFailure }),
 ]);
 export type JobReply = z.infer<typeof JobReply>;
 

@@ -1,21 +1,21 @@
-import { type JobErrorCode, type ModelEntry, QuernError, type RowMatrix } from '@quern/shared';
+import { FAILURE_KINDS, type JobFailure, type ModelEntry, QuernError, type RowMatrix } from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import type { SyncOutcome } from '../services/sync-path';
 import { waitPreference } from './inference-input';
 import { claimJob } from './submission';
 
-/** The problem a sync call answers when its job did not succeed. */
-export function failure(jobId: string, code: JobErrorCode | 'gone', message: string): QuernError {
+/** The problem a sync call answers when its job did not succeed (`undefined`: the job is gone). */
+export function failure(jobId: string, failed: JobFailure | undefined): QuernError {
   const extra = { job_id: jobId };
-  switch (code) {
-    case 'invalid_input':
-      return new QuernError('validation_failed', message, { extra });
-    case 'canceled':
-    case 'gone':
-      return new QuernError('job_canceled', 'the job was canceled before it ran', { extra });
-    case 'deadline_exceeded':
-      return new QuernError('job_expired', 'the job was still queued at its deadline (timeout_ms)', { extra });
+  const problem = failed ? FAILURE_KINDS[failed.code].problem : 'job_canceled';
+  switch (problem) {
+    case 'validation_failed':
+      return new QuernError(problem, failed?.message ?? '', { extra });
+    case 'job_canceled':
+      return new QuernError(problem, 'the job was canceled before it ran', { extra });
+    case 'job_expired':
+      return new QuernError(problem, 'the job was still queued at its deadline (timeout_ms)', { extra });
     default:
       return new QuernError('inference_failed', 'the job failed; GET /v1/jobs/{id} shows why', { extra });
   }
@@ -51,7 +51,7 @@ export async function runSync(
     timeoutMs: number | undefined;
     priority: number | undefined;
   },
-): Promise<Exclude<SyncOutcome, { kind: 'failed' }>> {
+): Promise<Extract<SyncOutcome, { kind: 'completed' | 'pending' }>> {
   const { sync, waiter, metrics } = c.get('services');
   const claim = await claimJob(c, args.route, args.body, args.model);
   const outcome = await sync.run({
@@ -67,7 +67,8 @@ export async function runSync(
     cacheChecked: args.cacheChecked,
     claim: c.req.header('idempotency-key') === undefined ? undefined : claim,
   });
-  if (outcome.kind === 'failed') throw failure(outcome.jobId, outcome.code, outcome.message);
+  if (outcome.kind === 'failed') throw failure(outcome.jobId, outcome.failure);
+  if (outcome.kind === 'gone') throw failure(outcome.jobId, undefined);
   // A 202 because the wait ran out: operators read it as a backlog signal. Not when the caller
   // asked not to wait, nor a shutdown's early answers.
   if (outcome.kind === 'pending' && args.waitMs > 0 && !waiter.draining) {

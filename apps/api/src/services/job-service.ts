@@ -1,10 +1,10 @@
 import {
   type Config,
-  encodeJobError,
+  decodeFailure,
+  encodeFailure,
   INFERENCE_JOB_NAME,
   InferenceJobData,
   inferenceJobOptions,
-  type JobErrorCode,
   type JobReply,
   type JobSnapshot,
   type JobView,
@@ -211,8 +211,14 @@ export class JobService {
       case 'canceled':
         return {
           kind: 'failed',
-          code: (view.error?.code as JobErrorCode | undefined) ?? 'internal_error',
-          message: view.error?.message ?? '',
+          // A worker's failure is in the job; a canceled record and an expiry the view derives are not.
+          failure:
+            snapshot.state === 'failed'
+              ? decodeFailure(snapshot.failedReason)
+              : {
+                  code: view.status === 'canceled' ? 'canceled' : 'deadline_exceeded',
+                  message: view.error?.message ?? '',
+                },
         };
       default:
         return { kind: 'pending', view };
@@ -299,7 +305,7 @@ export class JobService {
       return {
         ...snapshot,
         state: 'failed',
-        failedReason: encodeJobError(reply.code, reply.message),
+        failedReason: encodeFailure(reply.failure),
         finishedOn: Date.now(),
       };
     }

@@ -1,4 +1,4 @@
-import { decodeJobError, InferenceResult, type JobErrorCode, type JobReply, type Logger } from '@quern/shared';
+import { decodeFailure, InferenceResult, type JobFailure, type JobReply, type Logger } from '@quern/shared';
 
 /** How long a worker's reply is kept for reads of its job (BullMQ records the finish within it). */
 const RECENT_MS = 5_000;
@@ -8,7 +8,7 @@ import type { Queue, QueueEvents } from 'bullmq';
 
 export type WaitOutcome =
   | { kind: 'completed'; result: InferenceResult }
-  | { kind: 'failed'; code: JobErrorCode; message: string }
+  | { kind: 'failed'; failure: JobFailure }
   /** The job was removed (canceled while queued) before it finished. */
   | { kind: 'gone' }
   | { kind: 'timeout' };
@@ -68,7 +68,7 @@ export class ResultWaiter {
         if (this.listeners.has(jobId)) this.emit(jobId, completedEvent(returnvalue), 'events');
       });
       events.on('failed', ({ jobId, failedReason }) =>
-        this.emit(jobId, { kind: 'failed', ...decodeJobError(failedReason) }, 'events'),
+        this.emit(jobId, { kind: 'failed', failure: decodeFailure(failedReason) }, 'events'),
       );
       events.on('removed', ({ jobId }) => this.emit(jobId, { kind: 'gone' }, 'events'));
       events.on('error', (err) => this.logger.warn({ err: (err as Error).message }, 'queue events error'));
@@ -138,7 +138,7 @@ export class ResultWaiter {
       reply.job_id,
       reply.kind === 'completed'
         ? { kind: 'completed', result: reply.result }
-        : { kind: 'failed', code: reply.code, message: reply.message },
+        : { kind: 'failed', failure: reply.failure },
       'reply',
     );
   }
@@ -226,7 +226,7 @@ export class ResultWaiter {
             w.settle(
               state === 'completed'
                 ? completedEvent(job.returnvalue)
-                : { kind: 'failed', ...decodeJobError(job.failedReason) },
+                : { kind: 'failed', failure: decodeFailure(job.failedReason) },
             );
           } else if (state === 'unknown' && w.settle) {
             this.onAnswer('poll');
@@ -256,5 +256,5 @@ export function completedEvent(returnvalue: unknown): Extract<WaitOutcome, { kin
   const parsed = InferenceResult.safeParse(raw);
   return parsed.success
     ? { kind: 'completed', result: parsed.data }
-    : { kind: 'failed', code: 'internal_error', message: 'the worker returned a malformed result' };
+    : { kind: 'failed', failure: { code: 'internal_error', message: 'the worker returned a malformed result' } };
 }

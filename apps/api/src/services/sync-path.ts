@@ -1,12 +1,11 @@
 import {
   type InferenceResult,
-  type JobErrorCode,
+  type JobFailure,
   type JobView,
   jobView,
   type Logger,
   type ModelEntry,
   newId,
-  overflowRowOf,
   RowMatrix,
 } from '@quern/shared';
 import { findClaimedJob, type IdempotencyClaim } from './idempotency';
@@ -47,8 +46,9 @@ export type SyncOutcome =
   | { kind: 'completed'; jobId: string; row: number; result: InferenceResult }
   /** The wait ran out (or the caller asked not to wait): the job goes on; 202 with its view. */
   | { kind: 'pending'; jobId: string; row: number; view: JobView }
-  /** `gone`: the job was removed (canceled while queued) before it finished. */
-  | { kind: 'failed'; jobId: string; code: JobErrorCode | 'gone'; message: string };
+  | { kind: 'failed'; jobId: string; failure: JobFailure }
+  /** The job was removed (canceled while queued) before it finished. */
+  | { kind: 'gone'; jobId: string };
 
 export interface SyncPathOptions {
   /** Most rows one shared job carries. */
@@ -89,6 +89,9 @@ interface Group {
   open: Member[];
   inFlight: number;
 }
+
+/** What a caller that went away is told (nobody hears it: its connection is gone). */
+const CLIENT_LEFT: JobFailure = { code: 'canceled', message: 'the client went away' };
 
 /** A little past the deadline, so that a job still queued then surely reads `expired`. */
 const DEADLINE_MARGIN_MS = 25;
@@ -164,12 +167,7 @@ export class SyncPath {
     member.left = true;
     const at = group.open.indexOf(member);
     if (at >= 0) group.open.splice(at, 1);
-    this.settle(member, {
-      kind: 'failed',
-      jobId: member.job?.id ?? '',
-      code: 'canceled',
-      message: 'the client went away',
-    });
+    this.settle(member, { kind: 'failed', jobId: member.job?.id ?? '', failure: CLIENT_LEFT });
     const job = member.job;
     if (job?.added && job.members.every((m) => m.left)) this.abandon(job, member.call);
   }
@@ -348,7 +346,7 @@ export class SyncPath {
           () => {
             member.left = true;
             job.stopWaiting();
-            this.settle(member, { kind: 'failed', jobId, code: 'canceled', message: 'the client went away' });
+            this.settle(member, { kind: 'failed', jobId, failure: CLIENT_LEFT });
           },
           { once: true },
         );
@@ -440,15 +438,18 @@ export class SyncPath {
     } finally {
       for (const t of timers) clearTimeout(t);
     }
-    const overflow = outcome.kind === 'failed' ? overflowRowOf(outcome.code, outcome.message) : undefined;
+    const overflow = outcome.kind === 'failed' ? outcome.failure.row : undefined;
     if (overflow !== undefined && members.length > 1 && group) {
       const bad = members.find((m) => overflow >= m.row && overflow < m.row + m.call.input.count);
       if (bad) {
         this.settle(bad, {
           kind: 'failed',
           jobId,
-          code: 'invalid_input',
-          message: "the model's output for this input is not a finite number: it is outside what the model can compute",
+          failure: {
+            code: 'invalid_input',
+            message:
+              "the model's output for this input is not a finite number: it is outside what the model can compute",
+          },
         });
       }
       group.open.unshift(...members.filter((m) => !m.done && !m.left));
@@ -464,9 +465,9 @@ function toSyncOutcome(jobId: string, row: number, outcome: JobOutcome): SyncOut
     case 'completed':
       return { kind: 'completed', jobId, row, result: outcome.result };
     case 'failed':
-      return { kind: 'failed', jobId, code: outcome.code, message: outcome.message };
+      return { kind: 'failed', jobId, failure: outcome.failure };
     case 'gone':
-      return { kind: 'failed', jobId, code: 'gone', message: 'the job was removed before it finished' };
+      return { kind: 'gone', jobId };
     case 'pending':
       return { kind: 'pending', jobId, row, view: outcome.view };
   }
