@@ -1,7 +1,15 @@
-import { type Config, createRedis, type KeySpace, type Logger, type RedisClient } from '@quern/shared';
+import {
+  CANCEL_REMEMBER_SECONDS,
+  type Config,
+  createRedis,
+  type KeySpace,
+  type Logger,
+  type RedisClient,
+} from '@quern/shared';
 import type { BatchScheduler } from './batcher';
 
-const REMEMBER_MS = 3_600_000;
+/** As long as the API keeps the cancel record (one number for both: shared contracts). */
+const REMEMBER_MS = CANCEL_REMEMBER_SECONDS * 1000;
 
 /**
  * Hears cancel requests for jobs a worker may hold (the API publishes them), drops a held job at

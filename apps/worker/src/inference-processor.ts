@@ -1,5 +1,7 @@
 import {
   type Config,
+  decodeCachedRow,
+  encodeCachedRow,
   encodeFailure,
   encodeReply,
   InferenceJobData,
@@ -128,7 +130,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     const missing: number[] = [];
     for (let i = 0; i < matrix.count; i++) {
       const hit = hits[i];
-      const value = hit ? parseCached(hit, outSize) : undefined;
+      const value = decodeCachedRow(hit ?? null, outSize);
       if (value) {
         outputs[i] = value;
         cached[i] = true;
@@ -187,7 +189,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
         if (overflowRow < 0 && !values.every(Number.isFinite)) overflowRow = rowIndex;
         outputs[rowIndex] = values;
-        if (useCache) writes.push([cacheKeys[rowIndex] as string, JSON.stringify(values)]);
+        if (useCache) writes.push([cacheKeys[rowIndex] as string, encodeCachedRow(values)]);
       });
       // A finite input can still overflow float32 inside the model (3e38 × a weight): JSON has no
       // infinity, so such a row would read as null. The input is what cannot be computed: say which.
@@ -224,16 +226,4 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     }
     return output;
   };
-}
-
-function parseCached(raw: string, size: number): number[] | undefined {
-  try {
-    const value: unknown = JSON.parse(raw);
-    if (Array.isArray(value) && value.length === size && value.every((v) => typeof v === 'number')) {
-      return value as number[];
-    }
-  } catch {
-    // A corrupt entry is a miss; the fresh result overwrites it.
-  }
-  return undefined;
 }

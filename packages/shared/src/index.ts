@@ -1,4 +1,5 @@
 export * from './config';
+export * from './contracts';
 export * from './dev-state';
 export * from './errors';
 export * from './ids';

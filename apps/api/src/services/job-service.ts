@@ -1,10 +1,13 @@
 import {
+  type CanceledRecord,
   type Config,
+  decodeCanceledRecord,
   decodeFailure,
   encodeFailure,
   INFERENCE_JOB_NAME,
   InferenceJobData,
   inferenceJobOptions,
+  isId,
   type JobReply,
   type JobSnapshot,
   type JobView,
@@ -17,9 +20,11 @@ import {
   type RedisClient,
   type RowMatrix,
   readDeliveryStates,
+  requestCancel,
   type SubmitMode,
   type WebhookDispatcher,
   type WebhookSpec,
+  writeCanceledRecord,
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
 import { AddBatcher } from './add-batcher';
@@ -29,21 +34,10 @@ import { completedEvent, type WaitOutcome } from './result-waiter';
 
 export type { JobView } from '@quern/shared';
 
-export interface FoundJob {
-  /** Absent for a job canceled while queued (only its cancel record is left). */
-  job: Job | undefined;
-  data: InferenceJobData;
-  model: ModelEntry;
-  canceledRecord?: CanceledRecord;
-}
-
-/** What is kept of a job removed from the queue by its owner. */
-interface CanceledRecord {
-  id: string;
-  data: InferenceJobData;
-  timestamp: number;
-  canceled_at: number;
-}
+/** A job found for its owner: in its queue, or only the record left of it after a cancel. */
+export type FoundJob =
+  | { kind: 'job'; id: string; job: Job; data: InferenceJobData; model: ModelEntry }
+  | { kind: 'canceled'; id: string; record: CanceledRecord; data: InferenceJobData; model: ModelEntry };
 
 export interface SubmitArgs {
   model: ModelEntry;
@@ -233,7 +227,7 @@ export class JobService {
 
   /** The job if it exists and belongs to `owner`; null otherwise (the caller answers 404 either way). */
   async find(id: string, owner: string): Promise<FoundJob | null> {
-    if (!/^job_[0-9A-Za-z]{22}$/.test(id)) return null;
+    if (!isId('job', id)) return null;
     const [tombstone, ...jobs] = await Promise.all([
       this.redis.get(this.keys.canceledJob(id)),
       ...[...this.queues.values()].map((queue) => queue.getJob(id)),
@@ -241,16 +235,17 @@ export class JobService {
     const job = jobs.find((j): j is Job => j !== undefined && j !== null);
     if (!job) {
       if (!tombstone) return null;
-      const record = JSON.parse(tombstone) as CanceledRecord;
+      const record = decodeCanceledRecord(tombstone);
+      if (!record) return null;
       const model = this.models.find(record.data.model);
       if (record.data.owner !== owner || !model) return null;
-      return { job: undefined, data: record.data, model, canceledRecord: record };
+      return { kind: 'canceled', id, record, data: record.data, model };
     }
     const parsed = InferenceJobData.safeParse(job.data);
     if (!parsed.success || parsed.data.owner !== owner) return null;
     const model = this.models.find(parsed.data.model);
     if (!model) return null;
-    return { job, data: parsed.data, model };
+    return { kind: 'job', id, job, data: parsed.data, model };
   }
 
   /**
@@ -260,9 +255,9 @@ export class JobService {
    * between is read again.
    */
   async snapshot(found: FoundJob): Promise<JobSnapshot> {
-    const deliveries = found.data.webhook ? await readDeliveryStates(this.redis, this.keys, this.idOf(found)) : [];
-    if (!found.job) {
-      const r = found.canceledRecord as CanceledRecord;
+    const deliveries = found.data.webhook ? await readDeliveryStates(this.redis, this.keys, found.id) : [];
+    if (found.kind === 'canceled') {
+      const r = found.record;
       return {
         id: r.id,
         data: r.data,
@@ -279,7 +274,7 @@ export class JobService {
     else {
       state = await job.getState();
       if (state === 'completed' || state === 'failed') {
-        const fresh = await this.queueOf(found.data.model).getJob(job.id as string);
+        const fresh = await this.queueOf(found.data.model).getJob(found.id);
         if (fresh?.finishedOn) {
           job = fresh;
           state = finished(fresh);
@@ -287,7 +282,7 @@ export class JobService {
       }
     }
     const snapshot: JobSnapshot = {
-      id: job.id as string,
+      id: found.id,
       data: found.data,
       state,
       returnvalue: job.returnvalue,
@@ -312,10 +307,6 @@ export class JobService {
     return snapshot;
   }
 
-  private idOf(found: FoundJob): string {
-    return (found.job?.id as string | undefined) ?? (found.canceledRecord?.id as string);
-  }
-
   async view(found: FoundJob): Promise<JobView> {
     return jobView(await this.snapshot(found), found.model);
   }
@@ -327,22 +318,18 @@ export class JobService {
    */
   async cancel(found: FoundJob): Promise<CancelOutcome> {
     const before = await this.view(found);
-    if (before.status !== 'queued' && before.status !== 'running') return { kind: 'finished', view: before };
-    const job = found.job as Job;
-    const id = job.id as string;
+    if (found.kind === 'canceled' || (before.status !== 'queued' && before.status !== 'running')) {
+      return { kind: 'finished', view: before };
+    }
+    const { job, id } = found;
     if (before.status === 'queued') {
       const removed = await this.queueOf(found.data.model)
         .remove(id)
         .catch(() => 0);
       if (removed === 1) {
         const record: CanceledRecord = { id, data: found.data, timestamp: job.timestamp, canceled_at: Date.now() };
-        await this.redis.set(
-          this.keys.canceledJob(id),
-          JSON.stringify(record),
-          'EX',
-          this.config.QUERN_RETAIN_FAILED_SECONDS,
-        );
-        const snapshot = await this.snapshot({ ...found, job: undefined, canceledRecord: record });
+        await writeCanceledRecord(this.redis, this.keys, record, this.config.QUERN_RETAIN_FAILED_SECONDS);
+        const snapshot = await this.snapshot({ kind: 'canceled', id, record, data: found.data, model: found.model });
         // The worker never sees this job: the `canceled` event is sent from here.
         // The cancel has happened; a webhook that cannot be queued now must not make it look failed.
         await this.webhooks
@@ -352,11 +339,7 @@ export class JobService {
       }
       // A worker took it in the meantime: ask the worker, as for a running job.
     }
-    await this.redis
-      .multi()
-      .set(this.keys.cancelRequest(id), String(Date.now()), 'EX', 3600)
-      .publish(this.keys.cancelChannel(), id)
-      .exec();
+    await requestCancel(this.redis, this.keys, id);
     return { kind: 'requested', view: await this.view(found) };
   }
 }

@@ -1,4 +1,12 @@
-import { inputHash, type KeySpace, type ModelEntry, outputSize, type RedisClient, type Row } from '@quern/shared';
+import {
+  decodeCachedRow,
+  inputHash,
+  type KeySpace,
+  type ModelEntry,
+  outputSize,
+  type RedisClient,
+  type Row,
+} from '@quern/shared';
 
 /**
  * Read side of the result cache the workers fill. Keys hold model name, version and the hash of
@@ -20,16 +28,6 @@ export class ResultCache {
     if (!this.enabled) return rows.map(() => null);
     const size = outputSize(model);
     const raw = await this.redis.mget(...rows.map((row) => this.keys.cache(model.name, model.version, inputHash(row))));
-    return raw.map((value) => {
-      if (value === null) return null;
-      try {
-        const parsed: unknown = JSON.parse(value);
-        return Array.isArray(parsed) && parsed.length === size && parsed.every((v) => typeof v === 'number')
-          ? (parsed as number[])
-          : null;
-      } catch {
-        return null;
-      }
-    });
+    return raw.map((value) => decodeCachedRow(value, size));
   }
 }
