@@ -6,7 +6,7 @@ import {
   type Logger,
   type RedisClient,
 } from '@quern/shared';
-import type { BatchScheduler } from './batcher';
+import type { BatchScheduler } from './batch-scheduler';
 
 /** As long as the API keeps the cancel record (one number for both: shared contracts). */
 const REMEMBER_MS = CANCEL_REMEMBER_SECONDS * 1000;

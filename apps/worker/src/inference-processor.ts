@@ -17,11 +17,11 @@ import {
   type WebhookDispatcher,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
-import { type BatchScheduler, DroppedError } from './batcher';
+import { type BatchScheduler, DroppedError } from './batch-scheduler';
 import type { CancelListener } from './cancel-listener';
 import type { WorkerMetrics } from './metrics';
 import type { ServedModel } from './models';
-import type { RedisBatcher } from './redis-batcher';
+import type { RedisPipeline } from './redis-pipeline';
 import type { TurnLimiter } from './turn-limiter';
 
 /** float32 has 9 significant digits; printing more only shows noise of the widening to float64. */
@@ -34,8 +34,8 @@ const DEADLINE_REASON = 'the job was still queued at its deadline';
 export interface ProcessorDeps {
   config: Config;
   keys: KeySpace;
-  /** Cache and cancel reads, cache writes: batched per event-loop turn. */
-  reads: RedisBatcher;
+  /** Cancel and cache reads, cache writes and replies: one round trip per burst of jobs. */
+  io: RedisPipeline;
   scheduler: BatchScheduler;
   cancels: CancelListener;
   webhooks: WebhookDispatcher;
@@ -55,7 +55,7 @@ export interface ProcessorDeps {
  */
 export function createInferenceProcessor(served: ServedModel, deps: ProcessorDeps) {
   const { entry } = served;
-  const { config, keys, scheduler, metrics, cancels, webhooks, turns, reads } = deps;
+  const { config, keys, scheduler, metrics, cancels, webhooks, turns, io } = deps;
   const outSize = served.pool.outputSize;
 
   return async function processInferenceJob(job: Job): Promise<InferenceResult> {
@@ -88,7 +88,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         webhooks
           .enqueue(snapshot, entry, event)
           .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed')),
-        reads
+        io
           .setEx([], replyOf({ kind: 'failed', job_id: id, failure }))
           .catch((err: Error) => log().warn({ err: err.message }, 'reply not published')),
       ]);
@@ -117,8 +117,8 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     const lookup = !data.cache_checked;
     let hits: (string | null)[] = [];
     if (lookup) {
-      // One MGET for every job this worker starts in this turn (RedisBatcher).
-      const [cancelRequested, ...cachedRows] = await reads.mget([keys.cancelRequest(id), ...cacheKeys]);
+      // One MGET for every job this worker starts in this turn (RedisPipeline).
+      const [cancelRequested, ...cachedRows] = await io.mget([keys.cancelRequest(id), ...cacheKeys]);
       if (cancelRequested !== null) cancels.remember(id);
       hits = cachedRows;
     }
@@ -210,7 +210,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       timings: { queue_ms: queueMs, inference_ms: Math.round(inferenceMs * 1000) / 1000, batch_size: batchSize },
     };
     // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
-    await reads.setEx(cacheWrites, replyOf({ kind: 'completed', job_id: id, result: output }));
+    await io.setEx(cacheWrites, replyOf({ kind: 'completed', job_id: id, result: output }));
     if (webhooks.wants(data, 'completed')) {
       await webhooks.enqueue(
         { ...base, state: 'completed', returnvalue: output, finishedOn: finishedAt },

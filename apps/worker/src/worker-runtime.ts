@@ -14,14 +14,14 @@ import {
   WebhookDispatcher,
 } from '@quern/shared';
 import { Queue, Worker } from 'bullmq';
-import { BatchScheduler } from './batcher';
+import { BatchScheduler } from './batch-scheduler';
 import { CancelListener } from './cancel-listener';
 import { Heartbeat } from './heartbeat';
 import { InferencePool } from './inference-pool';
 import { createInferenceProcessor } from './inference-processor';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
-import { RedisBatcher } from './redis-batcher';
+import { RedisPipeline } from './redis-pipeline';
 import { TurnLimiter } from './turn-limiter';
 
 import { createWebhookSender } from './webhook-sender';
@@ -118,7 +118,7 @@ export class WorkerRuntime {
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, Queue>();
     const turns = new TurnLimiter(64);
-    const reads = new RedisBatcher(this.redis, config.QUERN_CACHE_TTL_SECONDS);
+    const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS);
     for (const model of this.served) {
       const name = model.entry.name;
       const concurrency =
@@ -128,7 +128,7 @@ export class WorkerRuntime {
       const processor = createInferenceProcessor(model, {
         config,
         keys,
-        reads,
+        io,
         scheduler: this.scheduler,
         cancels,
         webhooks,

@@ -15,5 +15,6 @@ export * from './replies';
 export * from './row-matrix';
 export * from './secret-box';
 export * from './ssrf-guard';
+export * from './turn-buffer';
 export * from './webhook-dispatcher';
 export * from './webhooks';

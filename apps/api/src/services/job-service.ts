@@ -27,7 +27,7 @@ import {
   writeCanceledRecord,
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
-import { AddBatcher } from './add-batcher';
+import { BulkAdder } from './bulk-adder';
 import type { ModelRegistry } from './model-registry';
 import type { Principal } from './principal';
 import { completedEvent, type WaitOutcome } from './result-waiter';
@@ -92,7 +92,7 @@ export type CancelOutcome =
  */
 export class JobService {
   private readonly depthCache = new Map<string, { depth: number; at: number }>();
-  private readonly adders = new Map<string, AddBatcher>();
+  private readonly adders = new Map<string, BulkAdder>();
 
   private readonly queues: ReadonlyMap<string, Queue>;
   private readonly models: ModelRegistry;
@@ -176,7 +176,7 @@ export class JobService {
     };
     let adder = this.adders.get(args.model.name);
     if (!adder) {
-      adder = new AddBatcher(this.queueOf(args.model.name));
+      adder = new BulkAdder(this.queueOf(args.model.name));
       this.adders.set(args.model.name, adder);
     }
     await adder.add(INFERENCE_JOB_NAME, data, {

@@ -7,6 +7,7 @@ import {
   type ModelEntry,
   newId,
   RowMatrix,
+  TurnBuffer,
 } from '@quern/shared';
 import { findClaimedJob, type IdempotencyClaim } from './idempotency';
 import type { JobOutcome, JobService } from './job-service';
@@ -88,6 +89,8 @@ interface Group {
   key: string;
   open: Member[];
   inFlight: number;
+  /** Waiting in `dirty` for the next flush. */
+  scheduled: boolean;
 }
 
 /** What a caller that went away is told (nobody hears it: its connection is gone). */
@@ -111,8 +114,7 @@ const DEADLINE_MARGIN_MS = 25;
  */
 export class SyncPath {
   private readonly groups = new Map<string, Group>();
-  private readonly dirty = new Set<Group>();
-  private flushScheduled = false;
+  private readonly dirty = new TurnBuffer<Group>((groups) => this.flush(groups), 'tick');
   private solo = 0;
 
   constructor(
@@ -137,7 +139,7 @@ export class SyncPath {
       : `solo:${++this.solo}`;
     let group = this.groups.get(key);
     if (!group) {
-      group = { key, open: [], inFlight: 0 };
+      group = { key, open: [], inFlight: 0, scheduled: false };
       this.groups.set(key, group);
     }
     const g = group;
@@ -192,22 +194,21 @@ export class SyncPath {
    * for no other turn of the event loop.
    */
   private schedule(group: Group): void {
-    this.dirty.add(group);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    process.nextTick(() => {
-      this.flushScheduled = false;
-      const groups = [...this.dirty];
-      this.dirty.clear();
-      for (const g of groups) {
-        while (g.open.length > 0 && (g.inFlight < this.options.maxInFlight || g.inFlight === 0)) {
-          void this.send(g, this.take(g));
-        }
-        if (g.open.length === 0 && g.inFlight === 0) this.groups.delete(g.key);
+    if (group.scheduled) return;
+    group.scheduled = true;
+    this.dirty.push(group);
+  }
+
+  private flush(groups: Group[]): void {
+    for (const g of groups) {
+      g.scheduled = false;
+      while (g.open.length > 0 && (g.inFlight < this.options.maxInFlight || g.inFlight === 0)) {
+        void this.send(g, this.take(g));
       }
-      // Every job of this turn goes out as one addBulk now, not a turn later.
-      this.jobs.flushAdds();
-    });
+      if (g.open.length === 0 && g.inFlight === 0) this.groups.delete(g.key);
+    }
+    // Every job of this burst goes out as one addBulk now, not a turn later.
+    this.jobs.flushAdds();
   }
 
   /** The members of the next job: as many calls as fit in one batch of the model (at least one). */

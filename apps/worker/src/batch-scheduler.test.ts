@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { type BatchModel, type BatchRunner, BatchScheduler, DroppedError } from './batcher';
+import { type BatchModel, type BatchRunner, BatchScheduler, DroppedError } from './batch-scheduler';
 import type { BatchOutput } from './inference-pool';
 
 /**

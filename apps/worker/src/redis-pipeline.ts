@@ -1,0 +1,75 @@
+import { type RedisClient, TurnBuffer } from '@quern/shared';
+
+interface Read {
+  keys: string[];
+  resolve: (values: (string | null)[]) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Write {
+  entries: [key: string, value: string][];
+  reply: { channel: string; message: string } | undefined;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * The worker's own Redis reads and writes for many jobs, one round trip per burst: the reads of
+ * every job started in a turn (cancel records, cached rows) go out as one MGET; the cache entries
+ * and replies of every job finished together as one pipeline. A worker starting and finishing
+ * hundreds of jobs a second would otherwise make a round trip (and a syscall) for each. Reads wait
+ * for the end of the turn (jobs start one I/O callback at a time); writes go as soon as the
+ * continuations already queued have run (a reply is on a waiting caller's critical path).
+ */
+export class RedisPipeline {
+  private readonly reads: TurnBuffer<Read>;
+  private readonly writes: TurnBuffer<Write>;
+
+  constructor(redis: RedisClient, ttlSeconds: number) {
+    this.reads = new TurnBuffer<Read>((reads) => {
+      redis.mget(...reads.flatMap((r) => r.keys)).then(
+        (values) => {
+          let at = 0;
+          for (const r of reads) {
+            r.resolve(values.slice(at, at + r.keys.length));
+            at += r.keys.length;
+          }
+        },
+        (err: unknown) => {
+          for (const r of reads) r.reject(err);
+        },
+      );
+    }, 'turn');
+    this.writes = new TurnBuffer<Write>((writes) => {
+      const pipeline = redis.pipeline();
+      for (const w of writes) {
+        for (const [key, value] of w.entries) pipeline.set(key, value, 'EX', ttlSeconds);
+        if (w.reply) pipeline.publish(w.reply.channel, w.reply.message);
+      }
+      pipeline.exec().then(
+        () => {
+          for (const w of writes) w.resolve();
+        },
+        (err: unknown) => {
+          for (const w of writes) w.reject(err);
+        },
+      );
+    }, 'tick');
+  }
+
+  /** Values of `keys` (null where missing), read together with everyone else's this turn. */
+  mget(keys: string[]): Promise<(string | null)[]> {
+    if (keys.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => this.reads.push({ keys, resolve, reject }));
+  }
+
+  /**
+   * Stores each value with the cache TTL and publishes `reply` (a sync job's answer to the API
+   * process waiting on it), together with everyone else's writes: one pipeline, one write to the
+   * socket, whatever the number of jobs that finished.
+   */
+  setEx(entries: [key: string, value: string][], reply?: { channel: string; message: string }): Promise<void> {
+    if (entries.length === 0 && !reply) return Promise.resolve();
+    return new Promise((resolve, reject) => this.writes.push({ entries, reply, resolve, reject }));
+  }
+}
