@@ -1,9 +1,11 @@
 import {
   type Config,
   decodeCachedRow,
+  decodeFailure,
   encodeCachedRow,
   encodeFailure,
   encodeReply,
+  FAILURE_KINDS,
   InferenceJobData,
   type InferenceResult,
   inputHash,
@@ -13,6 +15,7 @@ import {
   jobMatrix,
   type KeySpace,
   type Logger,
+  type ModelEntry,
   overflowFailure,
   type WebhookDispatcher,
 } from '@quern/shared';
@@ -45,185 +48,261 @@ export interface ProcessorDeps {
   logger: Logger;
 }
 
+const CANCELED: JobFailure = { code: 'canceled', message: 'canceled by its owner before its batch started' };
+const EXPIRED: JobFailure = { code: 'deadline_exceeded', message: DEADLINE_REASON };
+
+/** One job on its way through the processor: its checked input and what is known of its rows. */
+interface Run {
+  job: Job;
+  id: string;
+  data: InferenceJobData;
+  rows: Float32Array[];
+  /** The job as a webhook snapshot sees it (state and times are added per event). */
+  base: { id: string; data: InferenceJobData; timestamp: number; processedOn: number };
+  cacheKeys: string[];
+  outputs: number[][];
+  cached: boolean[];
+  /** Rows the cache did not answer: they go to a batch. */
+  missing: number[];
+  cacheWrites: [string, string][];
+  startedAt: number;
+  inferenceMs: number;
+  batchSize: number;
+  log: () => Logger;
+}
+
 /**
- * The BullMQ processor of one model's queue. It validates the job again (the contract is checked
- * on both sides); drops it without computing if it is past its deadline (`expired`) or canceled;
- * answers rows from the result cache; hands the rest to the batch scheduler, which drops it too if
- * it is canceled or expires while it waits for a thread; and returns every row's output. Input
- * that can never succeed fails with UnrecoverableError, so it is not retried. Webhook events
- * (`started`, `completed`, `failed`, `canceled`) are enqueued as the job passes through them.
+ * The BullMQ processor of one model's queue, step by step: `intake` checks the job again (the
+ * contract is checked on both sides) and ends it if it is past its deadline; `lookup` reads a
+ * cancel request this worker may not have heard and the cached rows (one round trip per burst of
+ * jobs); `compute` hands the rest to the batch scheduler, which drops the job if it is canceled or
+ * expires while it waits for a thread; `complete` stores the cache entries and pushes a sync job's
+ * reply in one write, sends webhooks and counts. Input that can never succeed fails with
+ * UnrecoverableError (`end`), so it is not retried; an inference error is retried by BullMQ.
  */
 export function createInferenceProcessor(served: ServedModel, deps: ProcessorDeps) {
   const { entry } = served;
   const { config, keys, scheduler, metrics, cancels, webhooks, turns, io } = deps;
   const outSize = served.pool.outputSize;
+  const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
 
-  return async function processInferenceJob(job: Job): Promise<InferenceResult> {
-    await turns.pass();
+  /** Webhook events are best-effort from here: a queue that cannot take one does not fail the job. */
+  const sendWebhook = (run: Run, snapshot: JobSnapshot, event: 'started' | 'completed' | 'failed' | 'canceled') =>
+    webhooks
+      .enqueue(snapshot, entry, event)
+      .catch((err: Error) => run.log().warn({ err: err.message }, 'webhook enqueue failed'));
+
+  /** A sync job's answer goes straight to the API process waiting on it (see replies.ts). */
+  const replyOf = (run: Run, reply: JobReply) =>
+    run.data.reply_to ? { channel: keys.replyChannel(run.data.reply_to), message: encodeReply(reply) } : undefined;
+
+  /** Ends the job without a result: its webhook event and reply first, then the failure BullMQ records. */
+  async function end(run: Run, failure: JobFailure, event: 'failed' | 'canceled'): Promise<never> {
+    const failedReason = encodeFailure(failure);
+    await Promise.all([
+      sendWebhook(run, { ...run.base, state: 'failed', failedReason, finishedOn: Date.now() }, event),
+      io
+        .setEx([], replyOf(run, { kind: 'failed', job_id: run.id, failure }))
+        .catch((err: Error) => run.log().warn({ err: err.message }, 'reply not published')),
+    ]);
+    throw new UnrecoverableError(failedReason);
+  }
+
+  /** The job's data and rows, checked; a job that can never run ends here. */
+  async function intake(job: Job): Promise<Run> {
     const parsed = InferenceJobData.safeParse(job.data);
-    if (!parsed.success) {
-      throw new UnrecoverableError(
-        encodeFailure({ code: 'invalid_input', message: 'job data does not match the job contract' }),
-      );
-    }
+    const refuse = (message: string) => new UnrecoverableError(encodeFailure({ code: 'invalid_input', message }));
+    if (!parsed.success) throw refuse('job data does not match the job contract');
     const data = parsed.data;
+    if (data.model !== entry.name) throw refuse(`job for model ${data.model} on queue of ${entry.name}`);
     const id = job.id as string;
     // A child logger costs a little; most jobs never log, so make it only when needed.
     let child: Logger | undefined;
-    const log = () => {
-      child ??= deps.logger.child({ request_id: data.request_id, job_id: id, model: entry.name });
-      return child;
+    const run: Run = {
+      job,
+      id,
+      data,
+      rows: [],
+      base: { id, data, timestamp: job.timestamp, processedOn: job.processedOn ?? Date.now() },
+      cacheKeys: [],
+      outputs: [],
+      cached: [],
+      missing: [],
+      cacheWrites: [],
+      startedAt: Date.now(),
+      inferenceMs: 0,
+      batchSize: 0,
+      log: () => {
+        child ??= deps.logger.child({ request_id: data.request_id, job_id: id, model: entry.name });
+        return child;
+      },
     };
-    const base = { id, data, timestamp: job.timestamp, processedOn: job.processedOn ?? Date.now() };
-    // A sync job's answer goes straight to the API process waiting on it, in the write that
-    // stores its cache entries, before BullMQ records the job as finished (see replies.ts).
-    const replyOf = (reply: JobReply) =>
-      data.reply_to ? { channel: keys.replyChannel(data.reply_to), message: encodeReply(reply) } : undefined;
-
-    /** Ends the job without a result: the webhook event first, then the failure BullMQ records. */
-    const end = async (failure: JobFailure, event: 'failed' | 'canceled'): Promise<never> => {
-      const failedReason = encodeFailure(failure);
-      const snapshot: JobSnapshot = { ...base, state: 'failed', failedReason, finishedOn: Date.now() };
-      await Promise.all([
-        webhooks
-          .enqueue(snapshot, entry, event)
-          .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed')),
-        io
-          .setEx([], replyOf({ kind: 'failed', job_id: id, failure }))
-          .catch((err: Error) => log().warn({ err: err.message }, 'reply not published')),
-      ]);
-      throw new UnrecoverableError(failedReason);
-    };
-
-    if (data.model !== entry.name) {
-      throw new UnrecoverableError(
-        encodeFailure({ code: 'invalid_input', message: `job for model ${data.model} on queue of ${entry.name}` }),
+    const matrix = jobMatrix(data);
+    if (typeof matrix === 'string') return end(run, { code: 'invalid_input', message: matrix }, 'failed');
+    const width = entry.input.features;
+    if (matrix.width !== width) {
+      return end(
+        run,
+        { code: 'invalid_input', message: `row 0 has ${matrix.width} features, expected ${width}` },
+        'failed',
       );
     }
-    const width = entry.input.features;
-    const matrix = jobMatrix(data);
-    if (typeof matrix === 'string') return end({ code: 'invalid_input', message: matrix }, 'failed');
-    if (matrix.width !== width) {
-      return end({ code: 'invalid_input', message: `row 0 has ${matrix.width} features, expected ${width}` }, 'failed');
-    }
-    const inputRows = matrix.rows();
-    if (Date.now() > data.deadline_at) return end({ code: 'deadline_exceeded', message: DEADLINE_REASON }, 'failed');
+    if (Date.now() > data.deadline_at) return end(run, EXPIRED, 'failed');
+    run.rows = matrix.rows();
+    run.outputs = new Array(matrix.count);
+    run.cached = new Array(matrix.count).fill(false);
+    run.cacheKeys = useCache ? run.rows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
+    return run;
+  }
 
-    // One round trip: a cancel request this worker may not have heard, and the cached rows.
-    const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
-    const cacheKeys = useCache ? inputRows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
-    // A sync call's rows were looked up by the API a moment ago (and its caller cancels through
-    // the channel this worker listens on): skip the round trip for those.
-    const lookup = !data.cache_checked;
+  /**
+   * A cancel request this worker may not have heard, and the cached rows, in one round trip. A
+   * sync call's rows were looked up by the API a moment ago (and its caller cancels through the
+   * channel this worker listens on): those skip the round trip.
+   */
+  async function lookup(run: Run): Promise<void> {
     let hits: (string | null)[] = [];
-    if (lookup) {
-      // One MGET for every job this worker starts in this turn (RedisPipeline).
-      const [cancelRequested, ...cachedRows] = await io.mget([keys.cancelRequest(id), ...cacheKeys]);
-      if (cancelRequested !== null) cancels.remember(id);
+    if (!run.data.cache_checked) {
+      const [cancelRequested, ...cachedRows] = await io.mget([keys.cancelRequest(run.id), ...run.cacheKeys]);
+      if (cancelRequested !== null) cancels.remember(run.id);
       hits = cachedRows;
     }
-    if (cancels.isCanceled(id))
-      return end({ code: 'canceled', message: 'canceled by its owner before its batch started' }, 'canceled');
-
-    const outputs: number[][] = new Array(matrix.count);
-    const cached: boolean[] = new Array(matrix.count).fill(false);
-    const missing: number[] = [];
-    for (let i = 0; i < matrix.count; i++) {
-      const hit = hits[i];
-      const value = decodeCachedRow(hit ?? null, outSize);
+    if (cancels.isCanceled(run.id)) await end(run, CANCELED, 'canceled');
+    for (let i = 0; i < run.rows.length; i++) {
+      const value = decodeCachedRow(hits[i] ?? null, outSize);
       if (value) {
-        outputs[i] = value;
-        cached[i] = true;
+        run.outputs[i] = value;
+        run.cached[i] = true;
       } else {
-        missing.push(i);
+        run.missing.push(i);
       }
     }
+  }
 
-    let cacheWrites: [string, string][] = [];
-    let startedAt = Date.now();
-    let inferenceMs = 0;
-    let batchSize = 0;
-    if (missing.length === 0 && webhooks.wants(data, 'started')) {
-      // Answered from the cache: no batch starts, but the job did; receivers still see `started` first.
-      await webhooks
-        .enqueue({ ...base, state: 'active' }, entry, 'started')
-        .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'));
-    }
-    if (missing.length > 0) {
-      const rows = missing.length === matrix.count ? inputRows : missing.map((i) => inputRows[i] as Float32Array);
-      let result: Awaited<ReturnType<BatchScheduler['submit']>>;
-      try {
-        result = await scheduler.submit(entry.name, rows, {
-          id,
-          shouldDrop: () =>
-            cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
-          onStart: webhooks.wants(data, 'started')
-            ? () =>
-                void webhooks
-                  .enqueue({ ...base, state: 'active' }, entry, 'started')
-                  .catch((err: Error) => log().warn({ err: err.message }, 'webhook enqueue failed'))
-            : undefined,
-        });
-      } catch (err) {
-        if (err instanceof DroppedError) {
-          return err.reason === DEADLINE_REASON
-            ? end({ code: 'deadline_exceeded', message: DEADLINE_REASON }, 'failed')
-            : end({ code: 'canceled', message: 'canceled by its owner before its batch started' }, 'canceled');
-        }
-        log().error({ err: (err as Error).message }, 'inference failed');
-        const message = encodeFailure({ code: 'inference_failed', message: 'the model failed to run on this input' });
-        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
-          await webhooks
-            .enqueue({ ...base, state: 'failed', failedReason: message, finishedOn: Date.now() }, entry, 'failed')
-            .catch((e: Error) => log().warn({ err: e.message }, 'webhook enqueue failed'));
-        }
-        // Transient (a thread died, ONNX Runtime error): BullMQ retries with backoff.
-        throw new Error(message);
-      }
-      // A big batch finishes many jobs at once: finish them a group per event-loop turn.
-      await turns.pass();
-      ({ startedAt, inferenceMs, batchSize } = result);
-      const writes: [string, string][] = [];
-      let overflowRow = -1;
-      missing.forEach((rowIndex, k) => {
-        const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
-        if (overflowRow < 0 && !values.every(Number.isFinite)) overflowRow = rowIndex;
-        outputs[rowIndex] = values;
-        if (useCache) writes.push([cacheKeys[rowIndex] as string, encodeCachedRow(values)]);
+  /** The rows the cache did not answer, computed in batches with other jobs' rows. */
+  async function compute(run: Run): Promise<void> {
+    const { id, data, missing } = run;
+    const rows = missing.length === run.rows.length ? run.rows : missing.map((i) => run.rows[i] as Float32Array);
+    let result: Awaited<ReturnType<BatchScheduler['submit']>>;
+    try {
+      result = await scheduler.submit(entry.name, rows, {
+        id,
+        shouldDrop: () =>
+          cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
+        onStart: webhooks.wants(data, 'started')
+          ? () => void sendWebhook(run, { ...run.base, state: 'active' }, 'started')
+          : undefined,
       });
-      // A finite input can still overflow float32 inside the model (3e38 × a weight): JSON has no
-      // infinity, so such a row would read as null. The input is what cannot be computed: say which.
-      if (overflowRow >= 0) {
-        return end(overflowFailure(overflowRow), 'failed');
+    } catch (err) {
+      if (err instanceof DroppedError)
+        return end(
+          run,
+          err.reason === DEADLINE_REASON ? EXPIRED : CANCELED,
+          err.reason === DEADLINE_REASON ? 'failed' : 'canceled',
+        );
+      run.log().error({ err: (err as Error).message }, 'inference failed');
+      const failedReason = encodeFailure({
+        code: 'inference_failed',
+        message: 'the model failed to run on this input',
+      });
+      if (run.job.attemptsMade + 1 >= (run.job.opts.attempts ?? 1)) {
+        await sendWebhook(run, { ...run.base, state: 'failed', failedReason, finishedOn: Date.now() }, 'failed');
       }
-      cacheWrites = writes;
+      // Transient (a thread died, ONNX Runtime error): BullMQ retries with backoff.
+      throw new Error(failedReason);
     }
+    // A big batch finishes many jobs at once: finish them a group per event-loop turn.
+    await turns.pass();
+    run.startedAt = result.startedAt;
+    run.inferenceMs = result.inferenceMs;
+    run.batchSize = result.batchSize;
+    let overflowRow = -1;
+    missing.forEach((rowIndex, k) => {
+      const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
+      if (overflowRow < 0 && !values.every(Number.isFinite)) overflowRow = rowIndex;
+      run.outputs[rowIndex] = values;
+      if (useCache) run.cacheWrites.push([run.cacheKeys[rowIndex] as string, encodeCachedRow(values)]);
+    });
+    // A finite input can still overflow float32 inside the model (3e38 × a weight): JSON has no
+    // infinity, so such a row would read as null. The input is what cannot be computed: say which.
+    if (overflowRow >= 0) await end(run, overflowFailure(overflowRow), 'failed');
+  }
 
+  /** The result: cache entries and the reply in one write, then webhooks and metrics. */
+  async function complete(run: Run): Promise<InferenceResult> {
     const finishedAt = Date.now();
-    const queueMs = Math.max(0, startedAt - job.timestamp);
+    const queueMs = Math.max(0, run.startedAt - run.job.timestamp);
     const output: InferenceResult = {
-      outputs,
-      cached,
+      outputs: run.outputs,
+      cached: run.cached,
       model_version: entry.version,
-      started_at: startedAt,
+      started_at: run.startedAt,
       finished_at: finishedAt,
-      timings: { queue_ms: queueMs, inference_ms: Math.round(inferenceMs * 1000) / 1000, batch_size: batchSize },
+      timings: {
+        queue_ms: queueMs,
+        inference_ms: Math.round(run.inferenceMs * 1000) / 1000,
+        batch_size: run.batchSize,
+      },
     };
     // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
-    await io.setEx(cacheWrites, replyOf({ kind: 'completed', job_id: id, result: output }));
-    if (webhooks.wants(data, 'completed')) {
+    await io.setEx(run.cacheWrites, replyOf(run, { kind: 'completed', job_id: run.id, result: output }));
+    if (webhooks.wants(run.data, 'completed')) {
       await webhooks.enqueue(
-        { ...base, state: 'completed', returnvalue: output, finishedOn: finishedAt },
+        { ...run.base, state: 'completed', returnvalue: output, finishedOn: finishedAt },
         entry,
         'completed',
       );
     }
     metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
-    metrics.jobDuration.labels(entry.name).observe(Math.max(0, finishedAt - job.timestamp) / 1000);
+    metrics.jobDuration.labels(entry.name).observe(Math.max(0, finishedAt - run.job.timestamp) / 1000);
     metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
     if (deps.logger.isLevelEnabled('debug')) {
-      log().debug({ batch_size: batchSize, queue_ms: queueMs, inference_ms: inferenceMs }, 'job done');
+      run.log().debug({ batch_size: run.batchSize, queue_ms: queueMs, inference_ms: run.inferenceMs }, 'job done');
     }
     return output;
+  }
+
+  return async function processInferenceJob(job: Job): Promise<InferenceResult> {
+    await turns.pass();
+    const run = await intake(job);
+    await lookup(run);
+    if (run.missing.length > 0) await compute(run);
+    else if (webhooks.wants(run.data, 'started')) {
+      // Answered from the cache: no batch starts, but the job did; receivers still see `started` first.
+      await sendWebhook(run, { ...run.base, state: 'active' }, 'started');
+    }
+    return complete(run);
+  };
+}
+
+/**
+ * What happens after BullMQ fails a job (the `failed` event of the model's consumer): the
+ * outcome is counted (`retried` while attempts remain), and a job BullMQ failed for stalling too
+ * often, without running our processor, gets its `failed` webhook from here.
+ */
+export function createFailedListener(
+  entry: ModelEntry,
+  deps: { metrics: WorkerMetrics; webhooks: WebhookDispatcher; logger: Logger },
+) {
+  return (job: Job | undefined, err: Error): void => {
+    if (!job) return;
+    const final = job.attemptsMade >= (job.opts.attempts ?? 1) || err.name === 'UnrecoverableError';
+    const { code } = decodeFailure(err.message);
+    deps.metrics.jobsFinished.labels(entry.name, final ? FAILURE_KINDS[code].status : 'retried').inc();
+    if (code !== 'worker_lost') return;
+    const data = InferenceJobData.safeParse(job.data);
+    if (!data.success) return;
+    const snapshot: JobSnapshot = {
+      id: job.id as string,
+      data: data.data,
+      state: 'failed',
+      timestamp: job.timestamp,
+      processedOn: job.processedOn,
+      failedReason: err.message,
+      finishedOn: job.finishedOn ?? Date.now(),
+    };
+    deps.webhooks
+      .enqueue(snapshot, entry, 'failed')
+      .catch((e: Error) => deps.logger.warn({ job_id: job.id, err: e.message }, 'webhook enqueue failed'));
   };
 }

@@ -1,9 +1,6 @@
 import {
   type Config,
   createRedis,
-  decodeFailure,
-  FAILURE_KINDS,
-  InferenceJobData,
   inferenceJobOptions,
   KeySpace,
   type Logger,
@@ -18,7 +15,7 @@ import { BatchScheduler } from './batch-scheduler';
 import { CancelListener } from './cancel-listener';
 import { Heartbeat } from './heartbeat';
 import { InferencePool } from './inference-pool';
-import { createInferenceProcessor } from './inference-processor';
+import { createFailedListener, createInferenceProcessor } from './inference-processor';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
 import { RedisPipeline } from './redis-pipeline';
@@ -152,31 +149,7 @@ export class WorkerRuntime {
         removeOnComplete: retention.removeOnComplete,
         removeOnFail: retention.removeOnFail,
       });
-      consumer.on('failed', (job, err) => {
-        if (!job) return;
-        const final = job.attemptsMade >= (job.opts.attempts ?? 1) || err.name === 'UnrecoverableError';
-        const { code } = decodeFailure(err.message);
-        const outcome = final ? FAILURE_KINDS[code].status : 'retried';
-        this.metrics.jobsFinished.labels(name, outcome).inc();
-        // BullMQ fails a job that stalled too often without running our processor: its `failed`
-        // webhook is sent from here.
-        if (code === 'worker_lost') {
-          const data = InferenceJobData.safeParse(job.data);
-          if (!data.success) return;
-          const snapshot = {
-            id: job.id as string,
-            data: data.data,
-            state: 'failed' as const,
-            timestamp: job.timestamp,
-            processedOn: job.processedOn,
-            failedReason: err.message,
-            finishedOn: job.finishedOn ?? Date.now(),
-          };
-          webhooks
-            .enqueue(snapshot, model.entry, 'failed')
-            .catch((e: Error) => logger.warn({ job_id: job.id, err: e.message }, 'webhook enqueue failed'));
-        }
-      });
+      consumer.on('failed', createFailedListener(model.entry, { metrics: this.metrics, webhooks, logger }));
       consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
       this.consumers.push(consumer);
     }
