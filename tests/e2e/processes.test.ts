@@ -1,9 +1,10 @@
-import { KeyStore, seedTestKeys } from '@quern/api';
+import { KeyStore, SCOPES } from '@quern/api';
 import {
   APP_ENTRY,
   freePort,
   randomRows,
   ServiceProcess,
+  seedTestKeys,
   startTestRedis,
   TEST_API_KEY,
   TEST_JWT_KEYS,
@@ -37,7 +38,7 @@ async function startWorker(name: string): Promise<ServiceProcess> {
 beforeAll(async () => {
   redis = await startTestRedis();
   const client = new Redis(redis.url);
-  await seedTestKeys(new KeyStore(client, new KeySpace(redis.prefix)));
+  await seedTestKeys(new KeyStore(client, new KeySpace(redis.prefix)), SCOPES);
   client.disconnect();
   const port = await freePort();
   env = {

@@ -1,8 +1,9 @@
-import { KeyStore, seedTestKeys } from '@quern/api';
+import { KeyStore, SCOPES } from '@quern/api';
 import {
   APP_ENTRY,
   freePort,
   ServiceProcess,
+  seedTestKeys,
   startTestRedis,
   TEST_API_KEY,
   TEST_JWT_KEYS,
@@ -55,7 +56,7 @@ export async function startProcessStack(options: ProcessStackOptions = {}): Prom
   try {
     const client = new Redis(redis.url);
     const keys = new KeyStore(client, new KeySpace(redis.prefix));
-    await seedTestKeys(keys);
+    await seedTestKeys(keys, SCOPES);
     const { key: freeKey } = await keys.create({ name: 'ops-free', tier: 'free', scopes: ['jobs:read'] });
     client.disconnect();
 

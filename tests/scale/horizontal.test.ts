@@ -1,5 +1,5 @@
-import { KeyStore, seedTestKeys } from '@quern/api';
-import { startTestRedis, type TestRedis, uniquePrefix } from '@quern/devkit';
+import { KeyStore, SCOPES } from '@quern/api';
+import { seedTestKeys, startTestRedis, type TestRedis, uniquePrefix } from '@quern/devkit';
 import { KeySpace } from '@quern/shared';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,7 +30,7 @@ async function usedMemory(): Promise<number> {
 async function runThrough(workers: number, label: string) {
   // Each run on its own key prefix: no result cache or queue state carries over between runs.
   const prefix = uniquePrefix(label);
-  await seedTestKeys(new KeyStore(client, new KeySpace(prefix)));
+  await seedTestKeys(new KeyStore(client, new KeySpace(prefix)), SCOPES);
   const fleet = new Fleet(fleetEnv({ REDIS_URL: redis.url, QUERN_REDIS_PREFIX: prefix }));
   fleets.push(fleet);
   const api = await fleet.startApi();

@@ -1,4 +1,5 @@
-import { KeyStore, seedTestKeys } from '@quern/api';
+import { KeyStore, SCOPES } from '@quern/api';
+import { seedTestKeys } from '@quern/devkit';
 import { createRedis, KeySpace, loadConfig, type RedisClient, waitForRedis } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_HEADERS, Fleet, fleetEnv, mapLimit, pollUntil, submitJobs } from './support/fleet';
@@ -23,7 +24,7 @@ beforeAll(async () => {
   const topology = loadConfig({ REDIS_CLUSTER_NODES: cluster.nodes, QUERN_REDIS_PREFIX: PREFIX });
   seedClient = createRedis(topology, 'consumer', { name: 'seed' });
   await waitForRedis(seedClient, 10_000);
-  await seedTestKeys(new KeyStore(seedClient, new KeySpace(PREFIX)));
+  await seedTestKeys(new KeyStore(seedClient, new KeySpace(PREFIX)), SCOPES);
   // REDIS_URL unset (a value from the environment would be ignored anyway: the cluster wins).
   fleet = new Fleet(fleetEnv({ REDIS_URL: undefined, REDIS_CLUSTER_NODES: cluster.nodes, QUERN_REDIS_PREFIX: PREFIX }));
   baseUrl = (await fleet.startApi()).baseUrl;

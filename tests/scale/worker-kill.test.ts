@@ -1,5 +1,5 @@
-import { KeyStore, seedTestKeys } from '@quern/api';
-import { startTestRedis, type TestRedis, uniquePrefix } from '@quern/devkit';
+import { KeyStore, SCOPES } from '@quern/api';
+import { seedTestKeys, startTestRedis, type TestRedis, uniquePrefix } from '@quern/devkit';
 import { KeySpace } from '@quern/shared';
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -39,7 +39,7 @@ describe('a worker killed mid-run', () => {
   it('loses no job: its jobs are recovered as stalled and every job completes once with the right output', async () => {
     const workload = await makeWorkload(COUNTS, 7);
     const prefix = uniquePrefix('kill');
-    await seedTestKeys(new KeyStore(client, new KeySpace(prefix)));
+    await seedTestKeys(new KeyStore(client, new KeySpace(prefix)), SCOPES);
     fleet = new Fleet(
       fleetEnv({
         REDIS_URL: redis.url,

@@ -1,5 +1,5 @@
-import { createApp, createServices, type Services, seedTestKeys } from '@quern/api';
-import { startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { createApp, createServices, SCOPES, type Services } from '@quern/api';
+import { seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { type Config, createLogger, loadManifest, type ModelManifest } from '@quern/shared';
 import { WorkerRuntime } from '@quern/worker';
 
@@ -26,7 +26,7 @@ export async function startStack(overrides: Record<string, string> = {}): Promis
   const logger = createLogger('api', 'silent');
   const services = createServices(config, manifest, logger);
   await services.connected(10_000);
-  await seedTestKeys(services.apiKeys);
+  await seedTestKeys(services.apiKeys, SCOPES);
   const app = createApp(services, logger);
   const worker = await WorkerRuntime.start({ config, manifest, logger: createLogger('worker', 'silent') });
   return {

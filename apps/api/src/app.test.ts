@@ -1,11 +1,11 @@
-import { OTHER_API_KEY, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { OTHER_API_KEY, seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { createLogger, inputHash, loadManifest } from '@quern/shared';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
+import { SCOPES } from './services/principal';
 import { createServices, type Services } from './services/services';
-import { seedTestKeys } from './testing';
 
 let redis: TestRedis;
 let services: Services;
@@ -45,7 +45,7 @@ beforeAll(async () => {
   app = createApp(services, createLogger('api', 'silent'));
   client = new Redis(redis.url);
   await services.connected(10_000);
-  await seedTestKeys(services.apiKeys);
+  await seedTestKeys(services.apiKeys, SCOPES);
 });
 
 afterAll(async () => {

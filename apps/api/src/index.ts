@@ -4,4 +4,3 @@ export type { AppEnv } from './env';
 export { type ApiKeyRecord, KeyStore } from './services/key-store';
 export { type Principal, SCOPES, type Scope } from './services/principal';
 export { createServices, type Services } from './services/services';
-export { seedTestKeys } from './testing';

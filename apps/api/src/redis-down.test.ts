@@ -1,9 +1,9 @@
-import { startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { createLogger, loadManifest } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
+import { SCOPES } from './services/principal';
 import { createServices, type Services } from './services/services';
-import { seedTestKeys } from './testing';
 
 let redis: TestRedis;
 let services: Services;
@@ -24,7 +24,7 @@ beforeAll(async () => {
   services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
   app = createApp(services, logger);
   await services.connected(10_000);
-  await seedTestKeys(services.apiKeys);
+  await seedTestKeys(services.apiKeys, SCOPES);
 });
 
 afterAll(async () => {

@@ -1,6 +1,6 @@
 import { Agent, request as httpRequest, type Server } from 'node:http';
 import { serve } from '@hono/node-server';
-import { freePort, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { freePort, seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { createLogger, loadManifest } from '@quern/shared';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +8,6 @@ import { createApp } from './app';
 import { runCli } from './cli';
 import { SCOPES } from './services/principal';
 import { createServices, type Services } from './services/services';
-import { seedTestKeys } from './testing';
 
 interface Harness {
   services: Services;
@@ -26,7 +25,7 @@ async function harness(overrides: Record<string, string> = {}, prefix = redis.pr
   const logger = createLogger('api', 'info', { write: (line: string) => void lines.push(line) });
   const services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
   await services.connected(10_000);
-  await seedTestKeys(services.apiKeys);
+  await seedTestKeys(services.apiKeys, SCOPES);
   const h = { services, app: createApp(services, logger), lines };
   harnesses.push(h);
   return h;

@@ -1,12 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { OTHER_API_KEY, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { OTHER_API_KEY, seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { createLogger, loadManifest } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from './app';
 import { JWT_TEST_KEYS, mintToken, PROTECTED_ROUTES, type ProtectedRoute, unsignedToken } from './security-matrix';
 import { SCOPES, type Scope } from './services/principal';
 import { createServices, type Services } from './services/services';
-import { seedTestKeys } from './testing';
 
 let redis: TestRedis;
 let services: Services;
@@ -34,7 +33,7 @@ beforeAll(async () => {
   services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
   app = createApp(services, logger);
   await services.connected(10_000);
-  await seedTestKeys(services.apiKeys);
+  await seedTestKeys(services.apiKeys, SCOPES);
   keyId = (await services.apiKeys.findByKey(TEST_API_KEY))?.id as string;
   const created = await app.request('/v1/jobs', {
     method: 'POST',

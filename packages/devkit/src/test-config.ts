@@ -27,3 +27,14 @@ export function testConfig(redis: Pick<TestRedis, 'url' | 'prefix'>, overrides: 
     ...overrides,
   });
 }
+
+/** What `seedTestKeys` needs of the API's key store. */
+export interface KnownKeyStore<S extends string> {
+  upsertKnownKey(key: string, spec: { name: string; tier: 'premium'; scopes: S[] }): Promise<unknown>;
+}
+
+/** Stores the two fixed test keys (premium, every scope given) so tests can use them by value. */
+export async function seedTestKeys<S extends string>(store: KnownKeyStore<S>, scopes: readonly S[]): Promise<void> {
+  await store.upsertKnownKey(TEST_API_KEY, { name: 'test', tier: 'premium', scopes: [...scopes] });
+  await store.upsertKnownKey(OTHER_API_KEY, { name: 'other', tier: 'premium', scopes: [...scopes] });
+}

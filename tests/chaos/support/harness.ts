@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KeyStore, seedTestKeys } from '@quern/api';
+import { KeyStore, SCOPES } from '@quern/api';
 import {
   APP_ENTRY,
   freePort,
@@ -8,6 +8,7 @@ import {
   RedisServer,
   type RedisServerOptions,
   ServiceProcess,
+  seedTestKeys,
   TEST_API_KEY,
   TEST_JWT_KEYS,
   uniquePrefix,
@@ -48,7 +49,7 @@ export class Harness {
     const redis = await RedisServer.start({ appendonly: true, appendfsync: 'everysec', ...options.redis });
     const harness = new Harness(redis, uniquePrefix('c'), options);
     const client = harness.client();
-    await seedTestKeys(new KeyStore(client, new KeySpace(harness.prefix)));
+    await seedTestKeys(new KeyStore(client, new KeySpace(harness.prefix)), SCOPES);
     for (let i = 0; i < (options.apis ?? 1); i++) await harness.startApi();
     for (let i = 0; i < (options.workers ?? 1); i++) await harness.startWorker();
     if ((options.workers ?? 1) > 0) await waitForHttp(`${harness.url}/ready`, 30_000);
