@@ -26,7 +26,7 @@ type Json = Record<string, unknown>;
 type Container = Json & {
   name: string;
   image: string;
-  env?: { name: string; value?: string }[];
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
   envFrom?: Json[];
   resources: { requests: Record<string, string>; limits: Record<string, string> };
   securityContext: Json & { capabilities?: { drop?: string[] } };
@@ -110,7 +110,12 @@ function containerEnv(objects: readonly K8sObject[], container: Container, secre
     if (cm) Object.assign(env, find<{ data: Record<string, string> }>(objects, 'ConfigMap', String(cm)).data);
     if (sec) Object.assign(env, secret);
   }
-  for (const e of container.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
+  for (const e of container.env ?? []) {
+    if (e.value !== undefined) env[e.name] = e.value;
+    const ref = e.valueFrom?.secretKeyRef;
+    const value = ref ? (secret as Record<string, string | undefined>)[ref.key] : undefined;
+    if (value !== undefined) env[e.name] = value;
+  }
   return env;
 }
 
@@ -229,7 +234,9 @@ describe.each(Object.entries(BUILDS))('kustomize build %s', (label, dir) => {
       const container = podSpec(find(objects, 'Deployment', name)).containers[0] as Container;
       const env = containerEnv(objects, container, REAL_SECRET);
       expect(Object.keys(env).filter((k) => !configKeys.has(k))).toEqual([]);
-      const config = loadConfig(env);
+      // Token-signing keys go to the API alone.
+      expect('QUERN_JWT_KEYS' in env).toBe(name === 'quern-api');
+      const config = loadConfig(env, name === 'quern-api' ? 'api' : 'worker');
       expect(config.NODE_ENV).toBe('production');
       expect(config.HOST).toBe('0.0.0.0');
       if (name === 'quern-api') expect(config.PORT).toBe(8000);

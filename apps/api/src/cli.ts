@@ -68,20 +68,23 @@ function describe(config: Config): string {
  */
 export function redisTarget(env: NodeJS.ProcessEnv, cwd = process.cwd()): RedisTarget {
   if (env.REDIS_URL || env.REDIS_SENTINELS || env.REDIS_CLUSTER_NODES) {
-    const config = loadConfig(env);
+    const config = loadConfig(env, 'cli');
     return { config, described: describe(config), from: 'environment' };
   }
   const dataDir = devDataDir(env, cwd);
   const state = dataDir ? readDevState(dataDir) : undefined;
   if (dataDir && state) {
-    const config = loadConfig({
-      ...env,
-      REDIS_URL: state.redis_url,
-      QUERN_REDIS_PREFIX: env.QUERN_REDIS_PREFIX ?? state.redis_prefix,
-    });
+    const config = loadConfig(
+      {
+        ...env,
+        REDIS_URL: state.redis_url,
+        QUERN_REDIS_PREFIX: env.QUERN_REDIS_PREFIX ?? state.redis_prefix,
+      },
+      'cli',
+    );
     return { config, described: describe(config), from: 'pnpm start', stateFile: devStatePath(dataDir) };
   }
-  const config = loadConfig(env);
+  const config = loadConfig(env, 'cli');
   return { config, described: describe(config), from: 'default' };
 }
 

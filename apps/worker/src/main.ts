@@ -6,7 +6,7 @@ import { WorkerRuntime } from './worker-runtime';
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
-    config = loadConfig();
+    config = loadConfig(process.env, 'worker');
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`quern worker: ${err.message}\n`);

@@ -42,6 +42,21 @@ describe('loadConfig', () => {
     expect(config.LOG_LEVEL).toBe('info');
   });
 
+  it('asks the API, not the worker or the CLI, for token keys and listed CORS origins in production', () => {
+    const production = {
+      NODE_ENV: 'production',
+      QUERN_SECRETS_KEY: 'x'.repeat(40),
+      QUERN_CORS_ORIGINS: '*',
+    };
+    expect(() => loadConfig(production, 'api')).toThrow(
+      /QUERN_JWT_KEYS[\s\S]*QUERN_CORS_ORIGINS|QUERN_CORS_ORIGINS[\s\S]*QUERN_JWT_KEYS/,
+    );
+    expect(loadConfig(production, 'worker').NODE_ENV).toBe('production');
+    expect(loadConfig(production, 'cli').NODE_ENV).toBe('production');
+    // Everything else binds every process alike.
+    expect(() => loadConfig({ NODE_ENV: 'production' }, 'worker')).toThrow(/QUERN_SECRETS_KEY/);
+  });
+
   it('binds to all interfaces by default only in production', () => {
     const production = {
       NODE_ENV: 'production',

@@ -18,233 +18,252 @@ const list = z.string().transform((v) =>
  * Every setting of API and worker, read from the environment. The keys are the variable
  * names, so a validation error names the variable to fix.
  */
-export const ConfigSchema = z
-  .object({
-    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
-    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+/**
+ * Which process reads the configuration. Every process parses the same variables (one schema:
+ * defaults and ranges agree everywhere), but only the API signs tokens and answers browsers, so
+ * the production requirements on JWT keys and CORS origins bind the API alone: a worker is not
+ * handed token-signing keys it never uses.
+ */
+export type ConfigRole = 'api' | 'worker' | 'cli';
 
-    // Redis
-    REDIS_URL: z
-      .string()
-      .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
-      .default('redis://127.0.0.1:6379'),
-    REDIS_SENTINELS: list.default([]),
-    REDIS_SENTINEL_MASTER: z.string().min(1).default('mymaster'),
-    REDIS_CLUSTER_NODES: list.default([]),
-    REDIS_USERNAME: z.string().min(1).optional(),
-    REDIS_PASSWORD: z.string().min(1).optional(),
-    REDIS_TLS: z
-      .enum(['true', 'false'])
-      .default('false')
-      .transform((v) => v === 'true'),
-    QUERN_REDIS_PREFIX: z
-      .string()
-      .regex(/^[A-Za-z0-9{}_-]{1,32}$/, 'letters, digits, _ - { } only (use {quern} for Redis Cluster)')
-      .default('quern'),
+const baseSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
-    // HTTP (API)
-    HOST: z.string().min(1).optional(),
-    PORT: int(0, 65_535).default(8000),
-    QUERN_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+  // Redis
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .default('redis://127.0.0.1:6379'),
+  REDIS_SENTINELS: list.default([]),
+  REDIS_SENTINEL_MASTER: z.string().min(1).default('mymaster'),
+  REDIS_CLUSTER_NODES: list.default([]),
+  REDIS_USERNAME: z.string().min(1).optional(),
+  REDIS_PASSWORD: z.string().min(1).optional(),
+  REDIS_TLS: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((v) => v === 'true'),
+  QUERN_REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9{}_-]{1,32}$/, 'letters, digits, _ - { } only (use {quern} for Redis Cluster)')
+    .default('quern'),
 
-    // Authentication
-    QUERN_DEV_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
-    QUERN_KEY_CACHE_TTL_MS: int(0, 60_000).default(5_000),
-    /** `kid:secret` pairs; the first signs, all verify (rotation overlap). Secrets of 32+ characters. */
-    QUERN_JWT_KEYS: list.default([]),
-    QUERN_JWT_ISSUER: z.string().min(1).default('quern'),
-    QUERN_JWT_AUDIENCE: z.string().min(1).default('quern-api'),
-    QUERN_JWT_TTL_SECONDS: int(60, 24 * 3600).default(900),
-    QUERN_JWT_CLOCK_TOLERANCE_SECONDS: int(0, 300).default(5),
-    QUERN_OIDC_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
-    QUERN_OIDC_ISSUER: z.string().min(1).optional(),
-    QUERN_OIDC_AUDIENCE: z.string().min(1).optional(),
-    QUERN_OIDC_ALGORITHMS: list.default(['RS256', 'ES256']),
-    QUERN_OIDC_SCOPE_CLAIM: z.string().min(1).default('scope'),
-    QUERN_OIDC_TIER_CLAIM: z.string().min(1).default('quern_tier'),
+  // HTTP (API)
+  HOST: z.string().min(1).optional(),
+  PORT: int(0, 65_535).default(8000),
+  QUERN_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
 
-    // Rate limits (0 = no limit on that budget)
-    QUERN_RATE_FREE_PER_MINUTE: int(0, 10_000_000).default(60),
-    QUERN_RATE_FREE_PER_HOUR: int(0, 100_000_000).default(1_000),
-    QUERN_RATE_PREMIUM_PER_MINUTE: int(0, 10_000_000).default(1_200),
-    QUERN_RATE_PREMIUM_PER_HOUR: int(0, 100_000_000).default(50_000),
-    QUERN_AUTH_FAILURES_PER_MINUTE: int(1, 100_000).default(20),
-    /** Proxies in front of the API whose X-Forwarded-For entries are trusted (0: use the socket address). */
-    QUERN_TRUST_PROXY_HOPS: int(0, 10).default(0),
-    QUERN_CORS_ORIGINS: list.default([]),
+  // Authentication
+  QUERN_DEV_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+  QUERN_KEY_CACHE_TTL_MS: int(0, 60_000).default(5_000),
+  /** `kid:secret` pairs; the first signs, all verify (rotation overlap). Secrets of 32+ characters. */
+  QUERN_JWT_KEYS: list.default([]),
+  QUERN_JWT_ISSUER: z.string().min(1).default('quern'),
+  QUERN_JWT_AUDIENCE: z.string().min(1).default('quern-api'),
+  QUERN_JWT_TTL_SECONDS: int(60, 24 * 3600).default(900),
+  QUERN_JWT_CLOCK_TOLERANCE_SECONDS: int(0, 300).default(5),
+  QUERN_OIDC_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  QUERN_OIDC_ISSUER: z.string().min(1).optional(),
+  QUERN_OIDC_AUDIENCE: z.string().min(1).optional(),
+  QUERN_OIDC_ALGORITHMS: list.default(['RS256', 'ES256']),
+  QUERN_OIDC_SCOPE_CLAIM: z.string().min(1).default('scope'),
+  QUERN_OIDC_TIER_CLAIM: z.string().min(1).default('quern_tier'),
 
-    // Secrets at rest (webhook signing secrets are stored encrypted with this key)
-    QUERN_SECRETS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+  // Rate limits (0 = no limit on that budget)
+  QUERN_RATE_FREE_PER_MINUTE: int(0, 10_000_000).default(60),
+  QUERN_RATE_FREE_PER_HOUR: int(0, 100_000_000).default(1_000),
+  QUERN_RATE_PREMIUM_PER_MINUTE: int(0, 10_000_000).default(1_200),
+  QUERN_RATE_PREMIUM_PER_HOUR: int(0, 100_000_000).default(50_000),
+  QUERN_AUTH_FAILURES_PER_MINUTE: int(1, 100_000).default(20),
+  /** Proxies in front of the API whose X-Forwarded-For entries are trusted (0: use the socket address). */
+  QUERN_TRUST_PROXY_HOPS: int(0, 10).default(0),
+  QUERN_CORS_ORIGINS: list.default([]),
 
-    // Webhooks
-    /** Hosts (or host:port) webhooks may reach even when they are private addresses. */
-    QUERN_WEBHOOK_ALLOW_HOSTS: list.default([]),
-    QUERN_WEBHOOK_TIMEOUT_MS: int(100, 60_000).default(10_000),
-    /** Delays before each retry; the default spans about a day. Jitter of ±20% is added. */
-    QUERN_WEBHOOK_RETRY_SCHEDULE_MS: list
-      .transform((items) => items.map(Number))
-      .pipe(
-        z
-          .array(
-            z
-              .number()
-              .int()
-              .min(0)
-              .max(7 * 24 * 3600 * 1000),
-          )
-          .max(50),
-      )
-      .default([5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000, 28_800_000, 28_800_000]),
-    QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS: int(0, 30 * 24 * 3600).default(24 * 3600),
-    QUERN_WEBHOOK_CONCURRENCY: int(1, 1000).default(32),
-    /** Deliveries of one principal at once per worker process; the rest wait, so one slow receiver cannot fill every slot. */
-    QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: int(1, 1000).default(8),
-    /** Consecutive timeouts, connection failures, 5xx or 429 of one receiver origin that open its circuit (0: never). */
-    QUERN_WEBHOOK_BREAKER_FAILURES: int(0, 1000).default(5),
-    /** How long an open circuit holds that origin's deliveries back; doubles with each failed probe, up to 16×. */
-    QUERN_WEBHOOK_BREAKER_OPEN_MS: int(100, 3_600_000).default(30_000),
+  // Secrets at rest (webhook signing secrets are stored encrypted with this key)
+  QUERN_SECRETS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
 
-    // Job control
-    QUERN_JOB_TIMEOUT_DEFAULT_MS: int(1, 7 * 24 * 3600 * 1000).default(600_000),
-    QUERN_JOB_TIMEOUT_MAX_MS: int(1, 7 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
-    QUERN_QUEUE_MAX_DEPTH: int(1, 100_000_000).default(100_000),
-    /**
-     * How the API writes input rows into jobs: `packed` (float32, base64; what this version's
-     * workers and APIs read) or `json` (numbers; what versions before it read). Set `json` while
-     * upgrading from such a version, then `packed` once every API and worker runs this one.
-     */
-    QUERN_JOB_INPUT_FORMAT: z.enum(['packed', 'json']).default('packed'),
-    QUERN_QUEUE_DEPTH_CACHE_MS: int(0, 10_000).default(250),
-    QUERN_PRIORITY_PREMIUM: int(1, 100).default(1),
-    QUERN_PRIORITY_FREE: int(1, 100).default(5),
-    QUERN_IDEMPOTENCY_TTL_SECONDS: int(60, 30 * 24 * 3600).default(24 * 3600),
-    QUERN_SSE_KEEPALIVE_MS: int(100, 300_000).default(15_000),
-    QUERN_CANCEL_WAIT_MS: int(0, 60_000).default(2_000),
+  // Webhooks
+  /** Hosts (or host:port) webhooks may reach even when they are private addresses. */
+  QUERN_WEBHOOK_ALLOW_HOSTS: list.default([]),
+  QUERN_WEBHOOK_TIMEOUT_MS: int(100, 60_000).default(10_000),
+  /** Delays before each retry; the default spans about a day. Jitter of ±20% is added. */
+  QUERN_WEBHOOK_RETRY_SCHEDULE_MS: list
+    .transform((items) => items.map(Number))
+    .pipe(
+      z
+        .array(
+          z
+            .number()
+            .int()
+            .min(0)
+            .max(7 * 24 * 3600 * 1000),
+        )
+        .max(50),
+    )
+    .default([5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000, 28_800_000, 28_800_000]),
+  QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS: int(0, 30 * 24 * 3600).default(24 * 3600),
+  QUERN_WEBHOOK_CONCURRENCY: int(1, 1000).default(32),
+  /** Deliveries of one principal at once per worker process; the rest wait, so one slow receiver cannot fill every slot. */
+  QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: int(1, 1000).default(8),
+  /** Consecutive timeouts, connection failures, 5xx or 429 of one receiver origin that open its circuit (0: never). */
+  QUERN_WEBHOOK_BREAKER_FAILURES: int(0, 1000).default(5),
+  /** How long an open circuit holds that origin's deliveries back; doubles with each failed probe, up to 16×. */
+  QUERN_WEBHOOK_BREAKER_OPEN_MS: int(100, 3_600_000).default(30_000),
 
-    // Models
-    QUERN_MODELS_DIR: z.string().min(1).default(REPO_MODELS_DIR),
+  // Job control
+  QUERN_JOB_TIMEOUT_DEFAULT_MS: int(1, 7 * 24 * 3600 * 1000).default(600_000),
+  QUERN_JOB_TIMEOUT_MAX_MS: int(1, 7 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
+  QUERN_QUEUE_MAX_DEPTH: int(1, 100_000_000).default(100_000),
+  /**
+   * How the API writes input rows into jobs: `packed` (float32, base64; what this version's
+   * workers and APIs read) or `json` (numbers; what versions before it read). Set `json` while
+   * upgrading from such a version, then `packed` once every API and worker runs this one.
+   */
+  QUERN_JOB_INPUT_FORMAT: z.enum(['packed', 'json']).default('packed'),
+  QUERN_QUEUE_DEPTH_CACHE_MS: int(0, 10_000).default(250),
+  QUERN_PRIORITY_PREMIUM: int(1, 100).default(1),
+  QUERN_PRIORITY_FREE: int(1, 100).default(5),
+  QUERN_IDEMPOTENCY_TTL_SECONDS: int(60, 30 * 24 * 3600).default(24 * 3600),
+  QUERN_SSE_KEEPALIVE_MS: int(100, 300_000).default(15_000),
+  QUERN_CANCEL_WAIT_MS: int(0, 60_000).default(2_000),
 
-    // Sync waits (/v1/predict)
-    QUERN_SYNC_WAIT_DEFAULT_MS: int(0, 600_000).default(30_000),
-    QUERN_SYNC_WAIT_MAX_MS: int(0, 600_000).default(60_000),
-    QUERN_WAIT_POLL_INTERVAL_MS: int(50, 60_000).default(1_000),
-    /** Jobs of one principal and model that sync calls may have running before new calls gather into one job (0: never coalesce). */
-    QUERN_SYNC_COALESCE_IN_FLIGHT: int(0, 1_000).default(2),
-    QUERN_SYNC_COALESCE_MAX_ROWS: int(1, 4_096).default(64),
+  // Models
+  QUERN_MODELS_DIR: z.string().min(1).default(REPO_MODELS_DIR),
 
-    // Result cache
-    QUERN_CACHE_TTL_SECONDS: int(0, 30 * 24 * 3600).default(3600),
+  // Sync waits (/v1/predict)
+  QUERN_SYNC_WAIT_DEFAULT_MS: int(0, 600_000).default(30_000),
+  QUERN_SYNC_WAIT_MAX_MS: int(0, 600_000).default(60_000),
+  QUERN_WAIT_POLL_INTERVAL_MS: int(50, 60_000).default(1_000),
+  /** Jobs of one principal and model that sync calls may have running before new calls gather into one job (0: never coalesce). */
+  QUERN_SYNC_COALESCE_IN_FLIGHT: int(0, 1_000).default(2),
+  QUERN_SYNC_COALESCE_MAX_ROWS: int(1, 4_096).default(64),
 
-    // Jobs
-    QUERN_JOB_ATTEMPTS: int(1, 100).default(3),
-    QUERN_JOB_BACKOFF_MS: int(0, 3_600_000).default(1_000),
-    QUERN_RETAIN_COMPLETED_SECONDS: int(1, 365 * 24 * 3600).default(24 * 3600),
-    QUERN_RETAIN_COMPLETED_COUNT: int(1, 10_000_000).default(10_000),
-    QUERN_RETAIN_FAILED_SECONDS: int(1, 365 * 24 * 3600).default(7 * 24 * 3600),
+  // Result cache
+  QUERN_CACHE_TTL_SECONDS: int(0, 30 * 24 * 3600).default(3600),
 
-    // Worker
-    QUERN_WORKER_MODELS: list.default([]),
-    QUERN_WORKER_THREADS: int(1, 256).default(availableParallelism()),
-    QUERN_WORKER_PREFETCH: int(0, 100_000).default(0),
-    /** Batches of at most this many rows run on the worker's main thread (0: always a thread). */
-    QUERN_WORKER_INLINE_MAX_ROWS: int(0, 1_024).default(8),
-    /** ...for models whose batch of that size runs within this many milliseconds. */
-    QUERN_WORKER_INLINE_MAX_MS: z.coerce.number().min(0).max(50).default(1),
-    QUERN_WORKER_PORT: int(0, 65_535).default(9100),
-    QUERN_LOCK_DURATION_MS: int(1_000, 3_600_000).default(30_000),
-    QUERN_STALLED_INTERVAL_MS: int(1_000, 3_600_000).default(30_000),
-    QUERN_MAX_STALLED_COUNT: int(0, 1000).default(2),
-    QUERN_SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
-    QUERN_API_SHUTDOWN_GRACE_MS: int(0, 600_000).default(5_000),
-    QUERN_HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(5_000),
-    QUERN_HEARTBEAT_TTL_MS: int(300, 3_600_000).default(15_000),
-  })
-  .superRefine((c, ctx) => {
-    if (c.REDIS_CLUSTER_NODES.length > 0 && !/\{[^{}]+\}/.test(c.QUERN_REDIS_PREFIX)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_REDIS_PREFIX'],
-        message: 'must carry a hash tag such as {quern} with REDIS_CLUSTER_NODES, so each queue stays in one slot',
-      });
-    }
-    if (c.REDIS_CLUSTER_NODES.length > 0 && c.REDIS_SENTINELS.length > 0) {
-      ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINELS'], message: 'cannot be used with REDIS_CLUSTER_NODES' });
-    }
-    if (c.QUERN_SYNC_WAIT_DEFAULT_MS > c.QUERN_SYNC_WAIT_MAX_MS) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_SYNC_WAIT_DEFAULT_MS'],
-        message: `must not exceed QUERN_SYNC_WAIT_MAX_MS (${c.QUERN_SYNC_WAIT_MAX_MS})`,
-      });
-    }
-    if (c.QUERN_HEARTBEAT_TTL_MS <= c.QUERN_HEARTBEAT_INTERVAL_MS) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_HEARTBEAT_TTL_MS'],
-        message: 'must be longer than QUERN_HEARTBEAT_INTERVAL_MS',
-      });
-    }
-    for (const [i, entry] of c.QUERN_JWT_KEYS.entries()) {
-      const colon = entry.indexOf(':');
-      if (colon < 1 || entry.length - colon - 1 < 32) {
+  // Jobs
+  QUERN_JOB_ATTEMPTS: int(1, 100).default(3),
+  QUERN_JOB_BACKOFF_MS: int(0, 3_600_000).default(1_000),
+  QUERN_RETAIN_COMPLETED_SECONDS: int(1, 365 * 24 * 3600).default(24 * 3600),
+  QUERN_RETAIN_COMPLETED_COUNT: int(1, 10_000_000).default(10_000),
+  QUERN_RETAIN_FAILED_SECONDS: int(1, 365 * 24 * 3600).default(7 * 24 * 3600),
+
+  // Worker
+  QUERN_WORKER_MODELS: list.default([]),
+  QUERN_WORKER_THREADS: int(1, 256).default(availableParallelism()),
+  QUERN_WORKER_PREFETCH: int(0, 100_000).default(0),
+  /** Batches of at most this many rows run on the worker's main thread (0: always a thread). */
+  QUERN_WORKER_INLINE_MAX_ROWS: int(0, 1_024).default(8),
+  /** ...for models whose batch of that size runs within this many milliseconds. */
+  QUERN_WORKER_INLINE_MAX_MS: z.coerce.number().min(0).max(50).default(1),
+  QUERN_WORKER_PORT: int(0, 65_535).default(9100),
+  QUERN_LOCK_DURATION_MS: int(1_000, 3_600_000).default(30_000),
+  QUERN_STALLED_INTERVAL_MS: int(1_000, 3_600_000).default(30_000),
+  QUERN_MAX_STALLED_COUNT: int(0, 1000).default(2),
+  QUERN_SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  QUERN_API_SHUTDOWN_GRACE_MS: int(0, 600_000).default(5_000),
+  QUERN_HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(5_000),
+  QUERN_HEARTBEAT_TTL_MS: int(300, 3_600_000).default(15_000),
+});
+
+/** The schema as `role` reads it: see `ConfigRole`. */
+export function configSchema(role: ConfigRole) {
+  return baseSchema
+    .superRefine((c, ctx) => {
+      if (c.REDIS_CLUSTER_NODES.length > 0 && !/\{[^{}]+\}/.test(c.QUERN_REDIS_PREFIX)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_REDIS_PREFIX'],
+          message: 'must carry a hash tag such as {quern} with REDIS_CLUSTER_NODES, so each queue stays in one slot',
+        });
+      }
+      if (c.REDIS_CLUSTER_NODES.length > 0 && c.REDIS_SENTINELS.length > 0) {
+        ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINELS'], message: 'cannot be used with REDIS_CLUSTER_NODES' });
+      }
+      if (c.QUERN_SYNC_WAIT_DEFAULT_MS > c.QUERN_SYNC_WAIT_MAX_MS) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_SYNC_WAIT_DEFAULT_MS'],
+          message: `must not exceed QUERN_SYNC_WAIT_MAX_MS (${c.QUERN_SYNC_WAIT_MAX_MS})`,
+        });
+      }
+      if (c.QUERN_HEARTBEAT_TTL_MS <= c.QUERN_HEARTBEAT_INTERVAL_MS) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_HEARTBEAT_TTL_MS'],
+          message: 'must be longer than QUERN_HEARTBEAT_INTERVAL_MS',
+        });
+      }
+      for (const [i, entry] of c.QUERN_JWT_KEYS.entries()) {
+        const colon = entry.indexOf(':');
+        if (colon < 1 || entry.length - colon - 1 < 32) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['QUERN_JWT_KEYS'],
+            message: `entry ${i + 1} must be kid:secret with a secret of at least 32 characters`,
+          });
+        }
+      }
+      if (role === 'api' && c.NODE_ENV === 'production' && c.QUERN_JWT_KEYS.length === 0) {
         ctx.addIssue({
           code: 'custom',
           path: ['QUERN_JWT_KEYS'],
-          message: `entry ${i + 1} must be kid:secret with a secret of at least 32 characters`,
+          message: 'is required when NODE_ENV=production (kid:secret, secret of 32+ random characters)',
         });
       }
-    }
-    if (c.NODE_ENV === 'production' && c.QUERN_JWT_KEYS.length === 0) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_JWT_KEYS'],
-        message: 'is required when NODE_ENV=production (kid:secret, secret of 32+ random characters)',
-      });
-    }
-    if (c.QUERN_OIDC_JWKS_URL && (!c.QUERN_OIDC_ISSUER || !c.QUERN_OIDC_AUDIENCE)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_OIDC_ISSUER'],
-        message: 'QUERN_OIDC_ISSUER and QUERN_OIDC_AUDIENCE are required with QUERN_OIDC_JWKS_URL',
-      });
-    }
-    if (c.NODE_ENV === 'production' && c.QUERN_SECRETS_KEY === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_SECRETS_KEY'],
-        message: 'is required when NODE_ENV=production (32+ random characters; encrypts webhook secrets at rest)',
-      });
-    }
-    if (c.QUERN_JOB_TIMEOUT_DEFAULT_MS > c.QUERN_JOB_TIMEOUT_MAX_MS) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_JOB_TIMEOUT_DEFAULT_MS'],
-        message: 'must not exceed QUERN_JOB_TIMEOUT_MAX_MS',
-      });
-    }
-    if (c.QUERN_PRIORITY_PREMIUM > c.QUERN_PRIORITY_FREE) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_PRIORITY_PREMIUM'],
-        message: 'must not be a lower priority (a larger number) than QUERN_PRIORITY_FREE',
-      });
-    }
-    if (c.NODE_ENV === 'production' && c.QUERN_CORS_ORIGINS.includes('*')) {
-      ctx.addIssue({ code: 'custom', path: ['QUERN_CORS_ORIGINS'], message: 'must list origins in production, not *' });
-    }
-    if (c.NODE_ENV === 'production' && c.QUERN_DEV_API_KEY !== undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['QUERN_DEV_API_KEY'],
-        message: 'is refused when NODE_ENV=production; create a real key instead',
-      });
-    }
-  })
-  .transform((c) => ({
-    ...c,
-    // Bind to loopback unless told otherwise, except in production (containers).
-    HOST: c.HOST ?? (c.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),
-  }));
+      if (c.QUERN_OIDC_JWKS_URL && (!c.QUERN_OIDC_ISSUER || !c.QUERN_OIDC_AUDIENCE)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_OIDC_ISSUER'],
+          message: 'QUERN_OIDC_ISSUER and QUERN_OIDC_AUDIENCE are required with QUERN_OIDC_JWKS_URL',
+        });
+      }
+      if (c.NODE_ENV === 'production' && c.QUERN_SECRETS_KEY === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_SECRETS_KEY'],
+          message: 'is required when NODE_ENV=production (32+ random characters; encrypts webhook secrets at rest)',
+        });
+      }
+      if (c.QUERN_JOB_TIMEOUT_DEFAULT_MS > c.QUERN_JOB_TIMEOUT_MAX_MS) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_JOB_TIMEOUT_DEFAULT_MS'],
+          message: 'must not exceed QUERN_JOB_TIMEOUT_MAX_MS',
+        });
+      }
+      if (c.QUERN_PRIORITY_PREMIUM > c.QUERN_PRIORITY_FREE) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_PRIORITY_PREMIUM'],
+          message: 'must not be a lower priority (a larger number) than QUERN_PRIORITY_FREE',
+        });
+      }
+      if (role === 'api' && c.NODE_ENV === 'production' && c.QUERN_CORS_ORIGINS.includes('*')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_CORS_ORIGINS'],
+          message: 'must list origins in production, not *',
+        });
+      }
+      if (c.NODE_ENV === 'production' && c.QUERN_DEV_API_KEY !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['QUERN_DEV_API_KEY'],
+          message: 'is refused when NODE_ENV=production; create a real key instead',
+        });
+      }
+    })
+    .transform((c) => ({
+      ...c,
+      // Bind to loopback unless told otherwise, except in production (containers).
+      HOST: c.HOST ?? (c.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),
+    }));
+}
+
+/** The API's schema (the strictest); `configSchema(role)` for another process. */
+export const ConfigSchema = configSchema('api');
 
 export type Config = z.output<typeof ConfigSchema>;
 
@@ -259,12 +278,12 @@ export class ConfigError extends Error {
  * Parses the configuration once, at start-up. Empty strings count as unset, so
  * `FOO=` in a compose file falls back to the default instead of failing.
  */
-export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
+export function loadConfig(source: Record<string, string | undefined> = process.env, role: ConfigRole = 'api'): Config {
   const cleaned: Record<string, string> = {};
   for (const [key, value] of Object.entries(source)) {
     if (value !== undefined && value !== '') cleaned[key] = value;
   }
-  const parsed = ConfigSchema.safeParse(cleaned);
+  const parsed = configSchema(role).safeParse(cleaned);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((issue) => {

@@ -61,12 +61,14 @@ function merge(base: unknown, patch: unknown, strategic: boolean, field = ''): u
     const key = MERGE_KEYS[field];
     if (!strategic || !key || !Array.isArray(base)) return structuredClone(patch);
     const out = (base as Json[]).map((item) => structuredClone(item));
+    // As kubectl does: items the base lacks come first, in the patch's order.
+    const added: Json[] = [];
     for (const item of patch as Json[]) {
       const at = out.findIndex((b) => b[key] === item[key]);
       if (at >= 0) out[at] = merge(out[at], item, strategic) as Json;
-      else out.push(structuredClone(item));
+      else added.push(structuredClone(item));
     }
-    return out;
+    return [...added, ...out];
   }
   if (patch === null || typeof patch !== 'object') return patch;
   const out: Json = base !== null && typeof base === 'object' && !Array.isArray(base) ? { ...(base as Json) } : {};
