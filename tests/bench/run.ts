@@ -371,7 +371,7 @@ async function main(): Promise<void> {
       outputFd: logFd,
       env: { ...env, QUERN_MODELS_DIR: modelsDir, QUERN_WORKER_PORT: String(port) },
     });
-    await waitForHttp(`http://127.0.0.1:${port}/readyz`, 60_000);
+    await waitForHttp(`http://127.0.0.1:${port}/ready`, 60_000);
     return { worker, port };
   };
   const stopWorker = async (w: { worker: ServiceProcess }) => {

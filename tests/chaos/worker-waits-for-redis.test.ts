@@ -25,14 +25,17 @@ describe('fault 9: a worker started while Redis is unreachable', () => {
       env: { ...harness.env, QUERN_WORKER_PORT: String(port) },
     });
     // It is alive and says so, but not ready, while Redis is away.
-    await waitForHttp(`http://127.0.0.1:${port}/healthz`, 60_000);
-    const notReady = await fetch(`http://127.0.0.1:${port}/readyz`);
+    await waitForHttp(`http://127.0.0.1:${port}/health`, 60_000);
+    const notReady = await fetch(`http://127.0.0.1:${port}/ready`);
     expect(notReady.status).toBe(503);
+    // The names of earlier versions answer alike, so probes already configured keep working.
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(503);
     expect(late.running).toBe(true);
 
     const back = Date.now();
     await harness.redis.restart();
-    await waitForHttp(`http://127.0.0.1:${port}/readyz`, 30_000);
+    await waitForHttp(`http://127.0.0.1:${port}/ready`, 30_000);
     const readyMs = Date.now() - back;
     // The API reconnects on its own backoff; once it is ready again the late worker serves its jobs.
     await waitForHttp(`${harness.url}/ready`, 30_000);

@@ -87,7 +87,7 @@ export async function startProcessStack(options: ProcessStackOptions = {}): Prom
     started.push(api);
     const apiUrl = `http://127.0.0.1:${apiPort}`;
     const workerUrl = `http://127.0.0.1:${workerPort}`;
-    await Promise.all([waitForHttp(`${workerUrl}/readyz`, 30_000), waitForHttp(`${apiUrl}/ready`, 30_000)]);
+    await Promise.all([waitForHttp(`${workerUrl}/ready`, 30_000), waitForHttp(`${apiUrl}/ready`, 30_000)]);
     return { redis, api, worker, apiPort, workerPort, apiUrl, workerUrl, freeKey, stop };
   } catch (err) {
     for (const p of started) process.stderr.write(`--- ${p.options.name}\n${p.lines.slice(-20).join('\n')}\n`);

@@ -97,7 +97,7 @@ describe('docker-compose.yml', () => {
   it('health-checks every service; API and workers on their real endpoints', () => {
     for (const name of Object.keys(services)) expect(service(name).healthcheck, name).toBeDefined();
     expect(healthcheckText('api')).toContain("fetch('http://127.0.0.1:8000/health')");
-    expect(healthcheckText('worker')).toContain("fetch('http://127.0.0.1:9100/healthz')");
+    expect(healthcheckText('worker')).toContain("fetch('http://127.0.0.1:9100/health')");
     expect(healthcheckText('prometheus')).toContain('http://127.0.0.1:9090/-/ready');
     expect(healthcheckText('grafana')).toContain('http://127.0.0.1:3000/api/health');
     for (const name of ['api', 'worker']) {

@@ -24,7 +24,7 @@ const contextFiles = ignore.files();
 
 const TARGETS = {
   api: { port: '8000', health: '/health', portEnv: 'PORT' },
-  worker: { port: '9100', health: '/healthz', portEnv: 'QUERN_WORKER_PORT' },
+  worker: { port: '9100', health: '/health', portEnv: 'QUERN_WORKER_PORT' },
 } as const;
 
 function instructions(chain: readonly Stage[], keyword: string) {

@@ -158,7 +158,7 @@ describe.each(Object.entries(BUILDS))('kustomize build %s', (label, dir) => {
     expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
   });
 
-  it('probes the API on /ready and /health, the worker on /readyz and /healthz at 9100', () => {
+  it('probes the API on /ready and /health, the worker on /ready and /health at 9100', () => {
     const probes = (name: string) => {
       const c = podSpec(find(objects, 'Deployment', name)).containers[0] as Container;
       const port = (probe: string) => {
@@ -170,9 +170,9 @@ describe.each(Object.entries(BUILDS))('kustomize build %s', (label, dir) => {
     };
     expect(probes('quern-api')).toEqual({ ready: '/ready@8000', live: '/health@8000', startup: '/health@8000' });
     expect(probes('quern-worker')).toEqual({
-      ready: '/readyz@9100',
-      live: '/healthz@9100',
-      startup: '/healthz@9100',
+      ready: '/ready@9100',
+      live: '/health@9100',
+      startup: '/health@9100',
     });
   });
 

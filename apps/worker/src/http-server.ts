@@ -3,13 +3,17 @@ import { Hono } from 'hono';
 import type { Registry } from 'prom-client';
 
 /**
- * The worker's own small HTTP port: `/metrics` for Prometheus, `/healthz` (the process is alive)
- * and `/readyz` (consumers running, Redis connected) for orchestrators.
+ * The worker's own small HTTP port: `/metrics` for Prometheus, `/health` (the process is alive)
+ * and `/ready` (consumers running, Redis connected) for orchestrators: the same names as the
+ * API's. `/healthz` and `/readyz`, the names of earlier versions, answer too, so probes already
+ * configured keep working.
  */
 export function createWorkerHttpApp(deps: { registry: () => Registry | undefined; isReady: () => boolean }): Hono {
   const app = new Hono();
-  app.get('/healthz', (c) => c.json({ status: 'ok' }));
-  app.get('/readyz', (c) => (deps.isReady() ? c.json({ status: 'ready' }) : c.json({ status: 'not_ready' }, 503)));
+  for (const path of ['/health', '/healthz']) app.get(path, (c) => c.json({ status: 'ok' }));
+  for (const path of ['/ready', '/readyz']) {
+    app.get(path, (c) => (deps.isReady() ? c.json({ status: 'ready' }) : c.json({ status: 'not_ready' }, 503)));
+  }
   app.get('/metrics', async (c) => {
     // Until the models are loaded and the runtime exists there is nothing to report.
     const registry = deps.registry();

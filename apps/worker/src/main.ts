@@ -20,7 +20,7 @@ async function main(): Promise<void> {
     // Development only: production refuses to start without it.
     logger.warn('QUERN_SECRETS_KEY is not set: webhook secrets are sealed with the built-in development key');
   }
-  // The health port comes first: a worker waiting for Redis is alive (healthz) but not ready (readyz).
+  // The health port comes first: a worker waiting for Redis is alive (health) but not ready (ready).
   let runtime: WorkerRuntime | undefined;
   const server = serveWorkerHttp(
     createWorkerHttpApp({ registry: () => runtime?.metrics.registry, isReady: () => runtime?.isReady() === true }),

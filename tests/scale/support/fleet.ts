@@ -68,7 +68,7 @@ export class Fleet {
     this.workers.push(handle);
     const started = await proc.waitForLog((l) => l.msg === 'worker started', 30_000);
     handle.id = String(started.worker_id);
-    await waitForHttp(`http://127.0.0.1:${port}/readyz`, 30_000);
+    await waitForHttp(`http://127.0.0.1:${port}/ready`, 30_000);
     return handle;
   }
 
