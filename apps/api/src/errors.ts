@@ -4,7 +4,8 @@ import { HTTPException } from 'hono/http-exception';
 import type { ZodError } from 'zod';
 import type { AppEnv } from './env';
 
-const TITLES: Record<ErrorCode, string> = {
+/** The `title` of each code's problem+json (also listed in docs/api.md). */
+export const PROBLEM_TITLES: Record<ErrorCode, string> = {
   malformed_request: 'Malformed request',
   unauthorized: 'Authentication required',
   forbidden: 'Forbidden',
@@ -34,7 +35,7 @@ export const problemType = (code: ErrorCode): string => `urn:quern:problem:${cod
 export function problem(c: Context<AppEnv>, err: QuernError): Response {
   const body: Record<string, unknown> = {
     type: problemType(err.code),
-    title: TITLES[err.code],
+    title: PROBLEM_TITLES[err.code],
     status: err.status,
     detail: err.message,
     code: err.code,

@@ -24,6 +24,14 @@ export function credentialOf(header: (name: string) => string | undefined): stri
   return colon >= 0 && colon < decoded.length - 1 ? decoded.slice(colon + 1) : undefined;
 }
 
+/** The scope each middleware made by `requireAuth` asks for: the reference docs read it from the app. */
+const requiredScopes = new WeakMap<object, Scope | null>();
+
+/** The scope `handler` asks for if `requireAuth` made it (null: any valid credential), else undefined. */
+export function requiredScopeOf(handler: object): Scope | null | undefined {
+  return requiredScopes.get(handler);
+}
+
 /**
  * Authenticates the caller, applies its rate limits and checks that its credential carries
  * `scope` (null: any valid credential):
@@ -52,7 +60,7 @@ export function requireAuth(
   const challenge = basic ? 'Basic realm="Quern admin", charset="UTF-8"' : CHALLENGE;
   /** What a person who cancelled the browser's sign-in dialog reads: what to enter there. */
   const basicHint = 'sign in with HTTP Basic: any user name, and an API key with the admin scope as the password';
-  return createMiddleware<AppEnv>(async (c, next) => {
+  const middleware = createMiddleware<AppEnv>(async (c, next) => {
     const { rateLimits, metrics, config } = c.get('services');
     const credential = credentialOf((name) => c.req.header(name));
     if (!credential) {
@@ -119,6 +127,8 @@ export function requireAuth(
     // A handler that answered without asking (a validation error): the budget decides first.
     await enforce();
   });
+  requiredScopes.set(middleware, scope);
+  return middleware;
 }
 
 /**
