@@ -93,6 +93,16 @@ interface Group {
   scheduled: boolean;
 }
 
+/** A caller waiting on its rows' outcome, from now until `waitMs` has passed. */
+function newMember(
+  call: SyncCall,
+  row: number,
+  resolve: (outcome: SyncOutcome) => void,
+  reject: (err: unknown) => void,
+): Member {
+  return { call, row, waitUntil: Date.now() + call.waitMs, done: false, left: false, job: undefined, resolve, reject };
+}
+
 /** What a caller that went away is told (nobody hears it: its connection is gone). */
 const CLIENT_LEFT: JobFailure = { code: 'canceled', message: 'the client went away' };
 
@@ -144,16 +154,7 @@ export class SyncPath {
     }
     const g = group;
     return new Promise<SyncOutcome>((resolve, reject) => {
-      const member: Member = {
-        call,
-        row: -1,
-        waitUntil: Date.now() + call.waitMs,
-        done: false,
-        left: false,
-        job: undefined,
-        resolve,
-        reject,
-      };
+      const member = newMember(call, -1, resolve, reject);
       g.open.push(member);
       call.signal.addEventListener('abort', () => this.leave(g, member), { once: true });
       this.schedule(g);
@@ -331,16 +332,7 @@ export class SyncPath {
       // A replayed call never cancels the job: the first caller (or the key's owner) owns it.
       return await new Promise<SyncOutcome>((resolve, reject) => {
         let current = handle;
-        const member: Member = {
-          call,
-          row: 0,
-          waitUntil: Date.now() + call.waitMs,
-          done: false,
-          left: false,
-          job: undefined,
-          resolve,
-          reject,
-        };
+        const member = newMember(call, 0, resolve, reject);
         const job: SentJob = { id: jobId, members: [member], added: true, stopWaiting: () => current.cancel() };
         call.signal.addEventListener(
           'abort',
