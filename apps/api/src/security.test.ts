@@ -15,8 +15,8 @@ let keyId: string;
 let revokedKey: string;
 const keysWithout = new Map<Scope, string>();
 
-async function call(route: ProtectedRoute, headers: Record<string, string>) {
-  const res = await app.request(route.path({ jobId, keyId }), {
+async function call(route: ProtectedRoute, headers: Record<string, string>, job = jobId) {
+  const res = await app.request(route.path({ jobId: job, keyId }), {
     method: route.method,
     headers: { 'content-type': 'application/json', prefer: 'respond-async', ...headers },
     body: route.body === undefined ? undefined : JSON.stringify(route.body),
@@ -25,6 +25,38 @@ async function call(route: ProtectedRoute, headers: Record<string, string>) {
   if (res.headers.get('content-type')?.startsWith('text/event-stream')) await res.body?.cancel();
   return res;
 }
+
+/** A queued job of the main test key. */
+async function queuedJob(): Promise<string> {
+  const created = await app.request('/v1/jobs', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY },
+    body: JSON.stringify({ features: [4, 140, 90, 2264, 15.5, 1971] }),
+  });
+  expect(created.status).toBe(202);
+  return ((await created.json()) as { id: string }).id;
+}
+
+/**
+ * What each route answers a valid credential (the requests ask `Prefer: respond-async`, and no
+ * worker runs): the exact status, so a 500 cannot pass for "authenticated".
+ */
+const CONTROL_STATUS: Record<string, number> = {
+  'POST /v1/jobs': 202,
+  'GET /v1/jobs/{id}': 200,
+  'POST /v1/predict': 202,
+  'POST /predict': 202,
+  'POST /v1/batch-predict': 202,
+  'POST /batch-predict': 202,
+  'POST /v1/auth/token': 200,
+  'GET /v1/admin/keys': 200,
+  'POST /v1/admin/keys': 201,
+  'GET /v1/admin/keys/{id}': 200,
+  'GET /v1/jobs/{id}/events': 200,
+  'GET /v1/webhooks/secret': 200,
+  'POST /v1/webhooks/secret/rotate': 200,
+  'DELETE /v1/jobs/{id}': 200,
+};
 
 beforeAll(async () => {
   redis = await startTestRedis();
@@ -35,12 +67,7 @@ beforeAll(async () => {
   await services.connected(10_000);
   await seedTestKeys(services.apiKeys, SCOPES);
   keyId = (await services.apiKeys.findByKey(TEST_API_KEY))?.id as string;
-  const created = await app.request('/v1/jobs', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY },
-    body: JSON.stringify({ features: [4, 140, 90, 2264, 15.5, 1971] }),
-  });
-  jobId = ((await created.json()) as { id: string }).id;
+  jobId = await queuedJob();
   const revoked = await services.apiKeys.create({ name: 'revoked', tier: 'premium', scopes: [...SCOPES] });
   await services.apiKeys.revoke(revoked.record.id);
   revokedKey = revoked.key;
@@ -152,11 +179,20 @@ describe.each(PROTECTED_ROUTES)('$method $template', (route) => {
         authorization: `Bearer ${await mintToken({ sub: keyId, kid: JWT_TEST_KEYS.second.kid, secret: JWT_TEST_KEYS.second.secret })}`,
       },
     ];
+    const expected = CONTROL_STATUS[`${route.method} ${route.template}`];
+    expect(expected, 'CONTROL_STATUS lists every route').toBeDefined();
     for (const headers of controls) {
-      const res = await call(route, headers);
+      // A cancel consumes its job: each control cancels a queued job of its own.
+      const res = await call(route, headers, route.method === 'DELETE' ? await queuedJob() : jobId);
+      // (An event stream's body is closed unread by `call`.)
+      const answer = res.bodyUsed ? '' : await res.text();
       // The token exchange takes API keys only: a token there is refused by design.
-      if (route.template === '/v1/auth/token' && 'authorization' in headers) expect(res.status).toBe(403);
-      else expect([401, 403]).not.toContain(res.status);
+      if (route.template === '/v1/auth/token' && 'authorization' in headers) {
+        expect(res.status, answer).toBe(403);
+        expect((JSON.parse(answer) as { code: string }).code).toBe('forbidden');
+      } else {
+        expect(res.status, answer).toBe(expected);
+      }
     }
   });
 });
