@@ -1,4 +1,12 @@
-import { OTHER_API_KEY, seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import {
+  OTHER_API_KEY,
+  seedTestKeys,
+  startTestRedis,
+  TEST_API_KEY,
+  type TestRedis,
+  testConfig,
+  uniquePrefix,
+} from '@quern/devkit';
 import { createLogger, inputHash, loadManifest } from '@quern/shared';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -216,31 +224,53 @@ describe('/v1/predict without a worker', () => {
   });
 
   it('a job a worker took before its deadline is waited for past it: timeout_ms bounds the queueing, not the run', async () => {
-    // A stand-in worker whose inference outlasts the job's 200 ms deadline.
+    // A queue of its own (its own key prefix): no job another test left is taken, and nothing
+    // another test reads is answered by the stand-in worker below.
+    const own = testConfig({ url: redis.url, prefix: uniquePrefix() }, { QUERN_SYNC_WAIT_DEFAULT_MS: '300' });
+    const ownServices = createServices(own, loadManifest(own.QUERN_MODELS_DIR), createLogger('api', 'silent'));
+    const ownApp = createApp(ownServices, createLogger('api', 'silent'));
+    // A stand-in worker whose inference outlasts each job's deadline, however long taking it took.
     const worker = new Worker(
       'infer-cars-mpg',
       async (job) => {
-        await new Promise((resolve) => setTimeout(resolve, 600)); // a slow batch, not a synchronisation
+        const deadline = Number(job.data.deadline_at ?? 0);
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now()) + 300));
         const rows = Number(job.data.input?.count ?? job.data.rows?.length ?? 1);
         const now = Date.now();
         return {
           outputs: Array.from({ length: rows }, () => [33.5]),
           cached: Array.from({ length: rows }, () => false),
           model_version: '1.0.0',
-          started_at: now - 600,
+          started_at: now - 300,
           finished_at: now,
-          timings: { queue_ms: 1, inference_ms: 600, batch_size: rows },
+          timings: { queue_ms: 1, inference_ms: 300, batch_size: rows },
         };
       },
-      // Jobs earlier tests left queued are taken too, at once.
-      { connection: new Redis(redis.url, { maxRetriesPerRequest: null }), prefix: redis.prefix, concurrency: 100 },
+      {
+        connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+        prefix: own.QUERN_REDIS_PREFIX,
+        concurrency: 10,
+      },
     );
     try {
-      const body = (i: number) => ({ features: [6, 250, 100, 3300, 15, 1960 + i], timeout_ms: 200 });
-      const wait = { prefer: 'wait=10' };
+      await ownServices.connected(10_000);
+      await seedTestKeys(ownServices.apiKeys, SCOPES);
+      // The worker takes jobs before any deadline starts: a job of its own has gone through it.
+      const queue = ownServices.jobs.queueOf('cars-mpg');
+      const probe = await queue.add('infer', {});
+      await expect
+        .poll(() => queue.getJobState(probe.id as string), { timeout: 10_000, interval: 20 })
+        .toBe('completed');
+      const body = (i: number) => ({ features: [6, 250, 100, 3300, 15, 1960 + i], timeout_ms: 1_000 });
+      const send = (i: number, headers: Record<string, string>) =>
+        ownApp.request('/v1/predict', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, prefer: 'wait=10', ...headers },
+          body: JSON.stringify(body(i)),
+        });
       const [coalesced, single] = await Promise.all([
-        post('/v1/predict', body(1), wait),
-        post('/v1/predict', body(2), { ...wait, 'idempotency-key': 'deadline-running-1' }),
+        send(1, {}),
+        send(2, { 'idempotency-key': 'deadline-running-1' }),
       ]);
       for (const res of [coalesced, single]) {
         expect(res.status).toBe(200);
@@ -249,6 +279,9 @@ describe('/v1/predict without a worker', () => {
     } finally {
       await worker.close();
       (worker.opts.connection as Redis).disconnect();
+      await ownServices.close();
+      const left = await client.keys(`${own.QUERN_REDIS_PREFIX}:*`);
+      if (left.length > 0) await client.del(...left);
     }
   });
 
