@@ -14,34 +14,31 @@ import {
 import { INFERENCE_JOB_NAME, KeySpace, newId } from '@quern/shared';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 
-/** API and workers as separate processes on one Redis, the way they are deployed. */
-let redis: TestRedis;
-let api: ServiceProcess;
-let baseUrl: string;
-const workers: ServiceProcess[] = [];
-let env: Record<string, string>;
-
-async function startWorker(name: string): Promise<ServiceProcess> {
-  const worker = new ServiceProcess({
-    name,
-    entry: APP_ENTRY.worker,
-    // Per-job lines are debug-level (kept off the hot path in production).
-    env: { ...env, QUERN_WORKER_PORT: String(await freePort()), LOG_LEVEL: 'debug' },
-  });
-  workers.push(worker);
-  await worker.waitForLog((l) => l.msg === 'worker started', 30_000);
-  return worker;
+/**
+ * API and workers as separate processes on one Redis, the way they are deployed. Each test starts
+ * the processes it needs on a Redis of its own (two of them stop processes on purpose), so any
+ * test runs alone and in any order.
+ */
+interface Processes {
+  redis: TestRedis;
+  env: Record<string, string>;
+  api: ServiceProcess | undefined;
+  baseUrl: string;
+  workers: ServiceProcess[];
+  startWorker(name: string): Promise<ServiceProcess>;
 }
 
-beforeAll(async () => {
-  redis = await startTestRedis();
+const started: Processes[] = [];
+
+async function startProcesses(options: { api: boolean }): Promise<Processes> {
+  const redis = await startTestRedis();
   const client = new Redis(redis.url);
   await seedTestKeys(new KeyStore(client, new KeySpace(redis.prefix)), SCOPES);
   client.disconnect();
   const port = await freePort();
-  env = {
+  const env = {
     NODE_ENV: 'test',
     LOG_LEVEL: 'info',
     REDIS_URL: redis.url,
@@ -54,21 +51,44 @@ beforeAll(async () => {
     QUERN_API_SHUTDOWN_GRACE_MS: '1000',
     PORT: String(port),
   };
-  api = new ServiceProcess({ name: 'api', entry: APP_ENTRY.api, env });
-  baseUrl = `http://127.0.0.1:${port}`;
-  await startWorker('worker-1');
-  await waitForHttp(`${baseUrl}/ready`, 30_000);
-});
+  const procs: Processes = {
+    redis,
+    env,
+    api: undefined,
+    baseUrl: `http://127.0.0.1:${port}`,
+    workers: [],
+    async startWorker(name) {
+      const worker = new ServiceProcess({
+        name,
+        entry: APP_ENTRY.worker,
+        // Per-job lines are debug-level (kept off the hot path in production).
+        env: { ...env, QUERN_WORKER_PORT: String(await freePort()), LOG_LEVEL: 'debug' },
+      });
+      procs.workers.push(worker);
+      await worker.waitForLog((l) => l.msg === 'worker started', 30_000);
+      return worker;
+    },
+  };
+  started.push(procs);
+  if (options.api) procs.api = new ServiceProcess({ name: 'api', entry: APP_ENTRY.api, env });
+  await procs.startWorker('worker-1');
+  if (options.api) await waitForHttp(`${procs.baseUrl}/ready`, 30_000);
+  return procs;
+}
 
-afterAll(async () => {
-  await Promise.all([api?.stop(), ...workers.map((w) => w.stop())]);
-  await redis?.close();
+afterEach(async () => {
+  for (const procs of started.splice(0)) {
+    await Promise.all([procs.api?.stop(), ...procs.workers.map((w) => w.stop())]);
+    await procs.redis.close();
+  }
 });
 
 const headers = { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY };
 
 describe('separate API and worker processes', () => {
   it('run a job through; the request id joins the API’s request line and the worker’s job lines; no key is logged', async () => {
+    const { api, baseUrl, workers } = await startProcesses({ api: true });
+    if (!api) throw new Error('no API');
     const requestId = 'req_cross_process_test_0001';
     const res = await fetch(`${baseUrl}/v1/predict`, {
       method: 'POST',
@@ -93,6 +113,7 @@ describe('separate API and worker processes', () => {
   });
 
   it('a worker receiving SIGTERM with jobs in hand finishes them; none is left active or lost', async () => {
+    const { redis, workers, startWorker } = await startProcesses({ api: false });
     const queue = new Queue('infer-mlp-large', { connection: new Redis(redis.url), prefix: redis.prefix });
     try {
       // A backlog far larger than what the worker holds, added in one round trip, so the worker is
@@ -139,8 +160,9 @@ describe('separate API and worker processes', () => {
     }
   });
 
-  // Last: it stops the API.
   it('an API receiving SIGTERM answers its waiting sync callers 202 with the job, ends its event streams, and exits cleanly', async () => {
+    const { api, baseUrl, redis } = await startProcesses({ api: true });
+    if (!api) throw new Error('no API');
     const queue = new Queue('infer-cars-mpg', { connection: new Redis(redis.url), prefix: redis.prefix });
     try {
       await queue.pause(); // the job stays queued: the caller would wait its full minute
