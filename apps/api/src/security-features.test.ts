@@ -196,6 +196,34 @@ describe('access tokens', () => {
 });
 
 describe('rate limits', () => {
+  it('on the sync routes the budget is checked with the cache read, and still decides first', async () => {
+    const { services, app } = await harness(
+      { QUERN_RATE_FREE_PER_MINUTE: '2', QUERN_RATE_FREE_PER_HOUR: '100' },
+      `${redis.prefix}rls`,
+    );
+    const { key } = await services.apiKeys.create({ name: 'free-sync', tier: 'free', scopes: ['predict'] });
+    const headers = { 'x-api-key': key, prefer: 'respond-async' };
+    // Within budget: a bad body is a 422, and carries the rate-limit fields like any limited answer.
+    const bad = await app.request('/v1/predict', json({ model: 'cars-mpg', features: [1, 2] }, headers));
+    expect(bad.status).toBe(422);
+    expect(bad.headers.get('ratelimit')).toMatch(/^"minute";r=1;/);
+    const ok = await app.request('/v1/predict', json({ model: 'cars-mpg', features: CAR }, headers));
+    expect(ok.status).toBe(202);
+    // Over budget: 429 whatever else is wrong with the request, and no job is created.
+    const before = await services.jobs.queueOf('cars-mpg').count();
+    for (const body of [{ model: 'cars-mpg', features: CAR }, { model: 'cars-mpg', features: [1, 2] }, { nope: 1 }]) {
+      const refused = await app.request('/v1/predict', json(body, headers));
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get('retry-after')).not.toBeNull();
+    }
+    const batch = await app.request(
+      '/v1/batch-predict',
+      json({ model: 'cars-mpg', requests: [{ features: CAR }] }, headers),
+    );
+    expect(batch.status).toBe(429);
+    expect(await services.jobs.queueOf('cars-mpg').count()).toBe(before);
+  });
+
   it('counts requests per principal per tier and answers 429 with Retry-After and the IETF fields', async () => {
     const { services, app } = await harness(
       { QUERN_RATE_FREE_PER_MINUTE: '3', QUERN_RATE_FREE_PER_HOUR: '100' },

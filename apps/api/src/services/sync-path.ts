@@ -445,7 +445,9 @@ export class SyncPath {
           },
         });
       }
-      group.open.unshift(...members.filter((m) => !m.done && !m.left));
+      const again = members.filter((m) => !m.done && !m.left);
+      for (const m of again) m.job = undefined;
+      group.open.unshift(...again);
       return;
     }
     for (const m of members) this.settle(m, toSyncOutcome(jobId, m.row, outcome));
