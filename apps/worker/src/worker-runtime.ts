@@ -42,16 +42,34 @@ export class WorkerRuntime {
   /** Connections this runtime opened; BullMQ does not close connections it was handed. */
   private readonly connections: RedisClient[] = [];
 
-  private constructor(
-    readonly id: string,
-    private readonly options: WorkerRuntimeOptions,
-    readonly served: ServedModel[],
-    readonly pool: InferencePool,
-    readonly scheduler: BatchScheduler,
-    readonly metrics: WorkerMetrics,
-    private readonly redis: RedisClient,
-    private readonly heartbeat: Heartbeat,
-  ) {}
+  readonly id: string;
+  readonly served: ServedModel[];
+  readonly pool: InferencePool;
+  readonly scheduler: BatchScheduler;
+  readonly metrics: WorkerMetrics;
+  private readonly options: WorkerRuntimeOptions;
+  private readonly redis: RedisClient;
+  private readonly heartbeat: Heartbeat;
+
+  private constructor(parts: {
+    id: string;
+    options: WorkerRuntimeOptions;
+    served: ServedModel[];
+    pool: InferencePool;
+    scheduler: BatchScheduler;
+    metrics: WorkerMetrics;
+    redis: RedisClient;
+    heartbeat: Heartbeat;
+  }) {
+    this.id = parts.id;
+    this.options = parts.options;
+    this.served = parts.served;
+    this.pool = parts.pool;
+    this.scheduler = parts.scheduler;
+    this.metrics = parts.metrics;
+    this.redis = parts.redis;
+    this.heartbeat = parts.heartbeat;
+  }
 
   static async start(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
     const { config, manifest, logger } = options;
@@ -85,7 +103,7 @@ export class WorkerRuntime {
     const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
     const redis = createRedis(config, 'consumer', { name: 'worker', logger });
     const id = newId('wrk');
-    const runtime = new WorkerRuntime(
+    const runtime = new WorkerRuntime({
       id,
       options,
       served,
@@ -93,8 +111,15 @@ export class WorkerRuntime {
       scheduler,
       metrics,
       redis,
-      new Heartbeat(redis, keys, id, config.QUERN_HEARTBEAT_INTERVAL_MS, config.QUERN_HEARTBEAT_TTL_MS, logger),
-    );
+      heartbeat: new Heartbeat(
+        redis,
+        keys,
+        id,
+        config.QUERN_HEARTBEAT_INTERVAL_MS,
+        config.QUERN_HEARTBEAT_TTL_MS,
+        logger,
+      ),
+    });
     await runtime.startConsumers(keys);
     return runtime;
   }
