@@ -17,10 +17,15 @@ export interface Stack {
 
 /**
  * API and one worker runtime in this process, on a Redis of the test's own: the whole request
- * path with real Redis, BullMQ and ONNX Runtime, driven through `app.request`.
+ * path with real Redis, BullMQ and ONNX Runtime, driven through `app.request`. With `redis`, the
+ * stack uses that Redis and prefix instead (one stack after another on the same data, as in an
+ * upgrade) and leaves it open when it closes.
  */
-export async function startStack(overrides: Record<string, string> = {}): Promise<Stack> {
-  const redis = await startTestRedis();
+export async function startStack(
+  overrides: Record<string, string> = {},
+  options: { redis?: TestRedis } = {},
+): Promise<Stack> {
+  const redis = options.redis ?? (await startTestRedis());
   const config = testConfig(redis, overrides);
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
   const logger = createLogger('api', 'silent');
@@ -46,7 +51,7 @@ export async function startStack(overrides: Record<string, string> = {}): Promis
     async close() {
       await worker.close(10_000);
       await services.close();
-      await redis.close();
+      if (!options.redis) await redis.close();
     },
   };
 }
