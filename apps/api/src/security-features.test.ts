@@ -252,6 +252,25 @@ describe('rate limits', () => {
     expect(other.status).toBe(404);
   });
 
+  it('a refusal by the hour budget gives the minute its point back', async () => {
+    const { services, app } = await harness(
+      { QUERN_RATE_FREE_PER_MINUTE: '5', QUERN_RATE_FREE_PER_HOUR: '3' },
+      `${redis.prefix}rlh`,
+    );
+    const { key } = await services.apiKeys.create({ name: 'free-hour', tier: 'free', scopes: ['jobs:read'] });
+    const get = () => app.request('/v1/jobs/job_0000000000000000000000', { headers: { 'x-api-key': key } });
+    for (let i = 0; i < 3; i++) expect((await get()).status).toBe(404);
+    // The hour is spent, the minute is not: refused, and told to come back when the hour allows.
+    const refused = await get();
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { code: string }).code).toBe('rate_limited');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(60);
+    expect(refused.headers.get('ratelimit')).toMatch(/^"minute";r=2;t=\d+, "hour";r=0;t=\d+$/);
+    // Refused requests are served by no one: 20 more leave the minute at the 3 served, not 5 spent.
+    for (let i = 0; i < 20; i++) expect((await get()).status).toBe(429);
+    expect((await get()).headers.get('ratelimit')).toMatch(/^"minute";r=2;t=\d+, "hour";r=0;t=\d+$/);
+  });
+
   it('limits failed authentication per client address', async () => {
     const { app } = await harness({ QUERN_AUTH_FAILURES_PER_MINUTE: '3' }, `${redis.prefix}af`);
     const bad = () =>
