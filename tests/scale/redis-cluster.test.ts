@@ -1,6 +1,8 @@
 import { KeyStore, SCOPES } from '@quern/api';
 import { seedTestKeys } from '@quern/devkit';
 import { createRedis, KeySpace, loadConfig, type RedisClient, waitForRedis } from '@quern/shared';
+import { Queue } from 'bullmq';
+import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_HEADERS, Fleet, fleetEnv, mapLimit, pollUntil, submitJobs } from './support/fleet';
 import { LocalRedisCluster } from './support/redis-cluster';
@@ -80,6 +82,34 @@ describe('on a three-master Redis Cluster', () => {
     predictions.forEach((p, i) => {
       expect(maxDiff(asRow(p), reference[i] as number[])).toBeLessThanOrEqual(1e-4);
     });
+  });
+
+  it('needs the hash tag: without one a queue cannot take a job on this cluster (why the config refuses it)', async () => {
+    const client = new Cluster(
+      cluster.ports.map((port) => ({ host: '127.0.0.1', port })),
+      { redisOptions: { maxRetriesPerRequest: null } },
+    );
+    client.on('error', () => undefined);
+    const untagged = new Queue('infer-tag-check', { connection: client, prefix: 'quern' });
+    // The same tag as the service's keys: the check leaves nothing on another master.
+    const tagged = new Queue('infer-tag-check', { connection: client, prefix: PREFIX });
+    try {
+      await expect(untagged.add('infer', {})).rejects.toThrow(/CROSSSLOT/);
+      const job = await tagged.add('infer', {});
+      expect(await tagged.getJobState(job.id as string)).toBe('waiting');
+    } finally {
+      await untagged.close();
+      await tagged.close();
+      // What either queue wrote (single-key commands such as its meta key do not need one slot).
+      for (const node of client.nodes('master')) {
+        const keys = [
+          ...(await node.keys('quern:infer-tag-check:*')),
+          ...(await node.keys(`${PREFIX}:infer-tag-check:*`)),
+        ];
+        for (const key of keys) await node.del(key);
+      }
+      client.disconnect();
+    }
   });
 
   it('completes asynchronous jobs, polled through the API; every Quern key sits on one master', async () => {

@@ -88,6 +88,29 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ QUERN_OIDC_JWKS_URL: 'https://idp.example/jwks' })).toThrow(/QUERN_OIDC_ISSUER/);
   });
 
+  it('asks Redis Cluster for a prefix with a hash tag, so every key of a queue hashes to one slot', () => {
+    const cluster = { REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2:7000' };
+    const refusal = /QUERN_REDIS_PREFIX: must carry a hash tag such as \{quern\} with REDIS_CLUSTER_NODES/;
+    // The default prefix, a plain one, an empty tag (Redis hashes the whole key then) and braces
+    // the wrong way round are refused, by every process.
+    for (const prefix of [undefined, 'quern', 'q{}', '}quern{']) {
+      const env = prefix === undefined ? cluster : { ...cluster, QUERN_REDIS_PREFIX: prefix };
+      for (const role of ['api', 'worker', 'cli'] as const) {
+        expect(() => loadConfig(env, role), `${prefix} (${role})`).toThrow(refusal);
+      }
+    }
+    for (const prefix of ['{quern}', 'app{q1}', '{quern}-eu']) {
+      const config = loadConfig({ ...cluster, QUERN_REDIS_PREFIX: prefix });
+      expect(config.QUERN_REDIS_PREFIX).toBe(prefix);
+      expect(config.REDIS_CLUSTER_NODES).toEqual(['10.0.0.1:7000', '10.0.0.2:7000']);
+    }
+    // Without Cluster a plain prefix is fine; Cluster and Sentinel together are not.
+    expect(loadConfig({ QUERN_REDIS_PREFIX: 'quern' }).QUERN_REDIS_PREFIX).toBe('quern');
+    expect(() => loadConfig({ ...cluster, QUERN_REDIS_PREFIX: '{quern}', REDIS_SENTINELS: 's1:26379' })).toThrow(
+      /REDIS_SENTINELS: cannot be used with REDIS_CLUSTER_NODES/,
+    );
+  });
+
   it('never echoes a secret’s value in an error', () => {
     try {
       loadConfig({ QUERN_DEV_API_KEY: 'short' });
