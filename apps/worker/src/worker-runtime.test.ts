@@ -28,7 +28,15 @@ let manifest: ModelManifest;
 let client: Redis;
 const logger = createLogger('worker', 'silent');
 
+/** Job data as the API writes it: the rows packed as float32 (`input`). */
 function jobData(model: string, rows: number[][], version = '1.0.0'): InferenceJobData {
+  const { rows: _json, ...rest } = legacyJobData(model, rows, version);
+  const matrix = RowMatrix.fromRows(rows);
+  return { ...rest, input: { count: matrix.count, width: matrix.width, f32: matrix.toBase64() } };
+}
+
+/** Job data as older APIs wrote it: the rows as JSON numbers (`rows`), still read by workers. */
+function legacyJobData(model: string, rows: number[][], version = '1.0.0'): InferenceJobData {
   return {
     v: 1,
     model,
@@ -112,6 +120,40 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
     }
   });
 
+  it('still completes a job in the legacy `rows` format (JSON numbers, from older APIs)', async () => {
+    const runtime = await WorkerRuntime.start({ config, manifest, logger });
+    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const queue = new Queue(keys.inferenceQueue('cars-mpg'), { connection: client, prefix: config.QUERN_REDIS_PREFIX });
+    const events = new QueueEvents(keys.inferenceQueue('cars-mpg'), {
+      connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+      prefix: config.QUERN_REDIS_PREFIX,
+    });
+    await events.waitUntilReady();
+    const model = manifest.models.find((m) => m.name === 'cars-mpg');
+    if (!model) throw new Error('cars-mpg missing from the manifest');
+    const direct = await DirectOrt.load(config.QUERN_MODELS_DIR, model);
+    try {
+      const rows = [
+        [4, 141, 90, 2264, 15.5, 1971],
+        [8, 350, 165, 3693, 11.5, 1970],
+      ];
+      const data = legacyJobData('cars-mpg', rows);
+      expect(data.input).toBeUndefined();
+      const job = await queue.add(INFERENCE_JOB_NAME, data, { jobId: newId('job') });
+      const result = (await job.waitUntilFinished(events, 10_000)) as InferenceResult;
+      expect(maxAbsDiff(result.outputs, await direct.run(rows))).toBeLessThan(1e-4);
+      expect(result.cached).toEqual([false, false]);
+      // Cached under the same key as the packed form of the row: the float32 values the model read.
+      const cached = await client.get(keys.cache('cars-mpg', model.version, inputHash(rows[1] as number[])));
+      expect(JSON.parse(cached ?? 'null')).toEqual(result.outputs[1]);
+    } finally {
+      await direct.release();
+      await events.close();
+      await queue.close();
+      await runtime.close();
+    }
+  });
+
   it('pushes a sync job’s answer to the reply channel it names, success and failure', async () => {
     const runtime = await WorkerRuntime.start({ config, manifest, logger });
     const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
@@ -183,14 +225,12 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       expect(failed?.attemptsMade).toBe(1);
 
       // Packed input is checked as closely as JSON rows: a NaN the API would have refused.
-      const { rows: _rows, ...rest } = jobData('cars-mpg', [[1, 2, 3, 4, 5, 6]]);
-      const f32 = RowMatrix.fromRows([
-        [1, 2, 3, 4, 5, 6],
-        [1, 2, Number.NaN, 4, 5, 6],
-      ]).toBase64();
       const packed = await queue.add(
         INFERENCE_JOB_NAME,
-        { ...rest, input: { count: 2, width: 6, f32 } },
+        jobData('cars-mpg', [
+          [1, 2, 3, 4, 5, 6],
+          [1, 2, Number.NaN, 4, 5, 6],
+        ]),
         {
           jobId: newId('job'),
           attempts: 3,
