@@ -90,7 +90,7 @@ describe('fault 6: a batch that takes longer than the lock duration', () => {
     const prober = (async () => {
       while (probing) {
         const sent = Date.now();
-        const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+        const res = await fetch(`http://127.0.0.1:${port}/health`);
         await res.text();
         expect(res.status).toBe(200);
         probes.push({ sent, answered: Date.now() });
