@@ -92,11 +92,11 @@ describe('fault 5: the QueueEvents connection (and the reply channel) killed whi
   });
 
   it('and with the callers coalesced into shared jobs (the default)', async () => {
-    // Two jobs in flight per principal and model: the rest of the callers join jobs sent after
-    // those finish, while the event connections keep dying.
+    // One job in flight per principal and model (the default): the rest of the callers join jobs
+    // sent after it finishes, while the event connections keep dying.
     const harness = await Harness.start({ workers: 1, env: { QUERN_WAIT_POLL_INTERVAL_MS: '500' } });
     try {
-      await scenario(harness, 'fault-5-queue-events-killed-coalesced', () => 2);
+      await scenario(harness, 'fault-5-queue-events-killed-coalesced', () => 1);
     } finally {
       await harness.close();
     }
@@ -110,7 +110,7 @@ describe('fault 5: the QueueEvents connection (and the reply channel) killed whi
       await scenario(
         harness,
         'fault-5-replies-and-events-killed',
-        () => 2,
+        () => 1,
         new RegExp(`${REPLIES.source}|${EVENTS.source}`),
       );
       const metrics = await (await harness.fetch('/metrics')).text();
@@ -124,7 +124,7 @@ describe('fault 5: the QueueEvents connection (and the reply channel) killed whi
   it('and with only the replies lost: the callers still get their answers', async () => {
     const harness = await Harness.start({ workers: 1, env: { QUERN_WAIT_POLL_INTERVAL_MS: '500' } });
     try {
-      await scenario(harness, 'fault-5-replies-killed', () => 2, REPLIES);
+      await scenario(harness, 'fault-5-replies-killed', () => 1, REPLIES);
     } finally {
       await harness.close();
     }

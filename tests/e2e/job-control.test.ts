@@ -180,7 +180,7 @@ describe('callers that leave, and callers that do not wait', () => {
     const queue = stack.services.jobs.queueOf('idle-shared');
     const before = new Set((await queue.getJobs(['prioritized', 'waiting'])).map((j) => j.id));
     const abort = new AbortController();
-    // Twelve calls of one principal parsed together: they share jobs (at most two in flight).
+    // Twelve calls of one principal parsed together: they share jobs (one in flight at a time).
     const pending = Array.from({ length: 12 }, () =>
       Promise.resolve(
         stack.app.request('/v1/predict', {

@@ -47,6 +47,9 @@ export interface InferencePoolOptions {
 
 const THREAD_URL = new URL('./inference-thread.mjs', import.meta.url);
 
+/** How long small batches of a model that ran slow inline go to the threads before inline is tried again. */
+const INLINE_PAUSE_MS = 10_000;
+
 type OrtModule = typeof import('onnxruntime-node');
 type OrtSession = Awaited<ReturnType<OrtModule['InferenceSession']['create']>>;
 
@@ -54,9 +57,12 @@ type OrtSession = Awaited<ReturnType<OrtModule['InferenceSession']['create']>>;
 interface InlineModel {
   model: PoolModel;
   session: OrtSession;
-  /** Moving average of a small batch's run, in ms; inline stops for the model once it passes the bound. */
+  /** Moving average of a small batch's run, in ms; past the bound, inline pauses for the model. */
   averageMs: number;
+  /** The model measured within the bound at start (never inline otherwise). */
   enabled: boolean;
+  /** While the average is past the bound: batches go to the threads until then (epoch ms). */
+  pausedUntil: number;
 }
 
 /**
@@ -102,7 +108,7 @@ export class InferencePool {
         executionMode: 'sequential',
         graphOptimizationLevel: 'all',
       });
-      const entry: InlineModel = { model, session, averageMs: 0, enabled: true };
+      const entry: InlineModel = { model, session, averageMs: 0, enabled: true, pausedUntil: 0 };
       let worst = 0;
       for (let i = 0; i < 5; i++) {
         const { inferenceMs } = await this.runInline(
@@ -240,14 +246,18 @@ export class InferencePool {
   run(model: string, rows: number, input: Float32Array): Promise<BatchOutput> {
     const inline = this.inline.get(model);
     const bound = this.options.inline;
-    if (inline?.enabled && bound && rows <= bound.maxRows) {
+    if (inline?.enabled && bound && rows <= bound.maxRows && inline.pausedUntil <= Date.now()) {
       this.inlineBatches++;
       const started = performance.now();
       return this.runInline(inline, rows, input).then((out) => {
         this.busyMsTotal += performance.now() - started;
-        inline.averageMs = inline.averageMs * 0.9 + out.inferenceMs * 0.1;
-        // A model that turned slow (a bigger machine's neighbour, a cold cache) goes back to the threads.
-        if (inline.averageMs > bound.maxMs) inline.enabled = false;
+        inline.averageMs = inline.averageMs * 0.95 + out.inferenceMs * 0.05;
+        // A model that turned slow (a busy neighbour, a cold cache) goes back to the threads for a
+        // while, then is tried again: one slow run (a GC pause) moves the average only a little.
+        if (inline.averageMs > bound.maxMs) {
+          inline.pausedUntil = Date.now() + INLINE_PAUSE_MS;
+          inline.averageMs = bound.maxMs / 2;
+        }
         return out;
       });
     }

@@ -136,7 +136,7 @@ const baseSchema = z.object({
   QUERN_SYNC_WAIT_MAX_MS: int(0, 600_000).default(60_000),
   QUERN_WAIT_POLL_INTERVAL_MS: int(50, 60_000).default(1_000),
   /** Jobs of one principal and model that sync calls may have running before new calls gather into one job (0: never coalesce). */
-  QUERN_SYNC_COALESCE_IN_FLIGHT: int(0, 1_000).default(2),
+  QUERN_SYNC_COALESCE_IN_FLIGHT: int(0, 1_000).default(1),
   QUERN_SYNC_COALESCE_MAX_ROWS: int(1, 4_096).default(64),
 
   // Result cache
