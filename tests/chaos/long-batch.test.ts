@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { DirectOrt, randomRows } from '@quern/devkit';
-import { INFERENCE_JOB_NAME, type InferenceResult, type ModelEntry, newId, RowMatrix } from '@quern/shared';
+import { INFERENCE_JOB_NAME, type InferenceResult, KeySpace, type ModelEntry, newId, RowMatrix } from '@quern/shared';
 import { QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeSlowModel } from '../support/slow-model';
@@ -79,7 +79,10 @@ afterAll(async () => {
 describe('fault 6: a batch that takes longer than the lock duration', () => {
   it('does not stall and does not run twice: locks are renewed while the batch computes off the main thread', async () => {
     const queue = harness.queue('mlp-wide');
-    const events = new QueueEvents('infer-mlp-wide', { connection: harness.client(), prefix: harness.prefix });
+    const events = new QueueEvents(new KeySpace(harness.prefix).inferenceQueue('mlp-wide'), {
+      connection: harness.client(),
+      prefix: harness.prefix,
+    });
     await events.waitUntilReady();
     let stalled = 0;
     events.on('stalled', () => stalled++);

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { DirectOrt, maxAbsDiff, REPO_ROOT, randomRows } from '@quern/devkit';
-import { type InferenceResult, loadManifest } from '@quern/shared';
+import { type InferenceResult, KeySpace, loadManifest } from '@quern/shared';
 import { QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, pool, report } from './support/harness';
@@ -34,7 +34,10 @@ describe('fault 1: a worker killed with SIGKILL every 2 s while 5 000 jobs are s
     const model = loadManifest(join(REPO_ROOT, 'models')).models.find((m) => m.name === 'mlp-large');
     if (!model) throw new Error('mlp-large missing');
     const queue = harness.queue('mlp-large');
-    const events = new QueueEvents('infer-mlp-large', { connection: harness.client(), prefix: harness.prefix });
+    const events = new QueueEvents(new KeySpace(harness.prefix).inferenceQueue('mlp-large'), {
+      connection: harness.client(),
+      prefix: harness.prefix,
+    });
     await events.waitUntilReady();
     const completions = new Map<string, number>();
     events.on('completed', ({ jobId }) => completions.set(jobId, (completions.get(jobId) ?? 0) + 1));

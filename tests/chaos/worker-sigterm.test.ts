@@ -1,5 +1,5 @@
 import { randomRows } from '@quern/devkit';
-import { INFERENCE_JOB_NAME, newId } from '@quern/shared';
+import { INFERENCE_JOB_NAME, KeySpace, newId } from '@quern/shared';
 import { QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Harness, report } from './support/harness';
@@ -18,7 +18,10 @@ afterAll(async () => {
 describe('fault 2: SIGTERM to a worker holding a full batch', () => {
   it('finishes the batch, stalls nothing, fetches nothing after the signal, exits before its deadline', async () => {
     const queue = harness.queue('mlp-large');
-    const events = new QueueEvents('infer-mlp-large', { connection: harness.client(), prefix: harness.prefix });
+    const events = new QueueEvents(new KeySpace(harness.prefix).inferenceQueue('mlp-large'), {
+      connection: harness.client(),
+      prefix: harness.prefix,
+    });
     await events.waitUntilReady();
     let stalled = 0;
     events.on('stalled', () => stalled++);

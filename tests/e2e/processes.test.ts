@@ -114,7 +114,10 @@ describe('separate API and worker processes', () => {
 
   it('a worker receiving SIGTERM with jobs in hand finishes them; none is left active or lost', async () => {
     const { redis, workers, startWorker } = await startProcesses({ api: false });
-    const queue = new Queue('infer-mlp-large', { connection: new Redis(redis.url), prefix: redis.prefix });
+    const queue = new Queue(new KeySpace(redis.prefix).inferenceQueue('mlp-large'), {
+      connection: new Redis(redis.url),
+      prefix: redis.prefix,
+    });
     try {
       // A backlog far larger than what the worker holds, added in one round trip, so the worker is
       // certainly busy with jobs in hand when the signal comes.
@@ -163,7 +166,10 @@ describe('separate API and worker processes', () => {
   it('an API receiving SIGTERM answers its waiting sync callers 202 with the job, ends its event streams, and exits cleanly', async () => {
     const { api, baseUrl, redis } = await startProcesses({ api: true });
     if (!api) throw new Error('no API');
-    const queue = new Queue('infer-cars-mpg', { connection: new Redis(redis.url), prefix: redis.prefix });
+    const queue = new Queue(new KeySpace(redis.prefix).inferenceQueue('cars-mpg'), {
+      connection: new Redis(redis.url),
+      prefix: redis.prefix,
+    });
     try {
       await queue.pause(); // the job stays queued: the caller would wait its full minute
       const predict = fetch(`${baseUrl}/v1/predict`, {

@@ -90,7 +90,7 @@ describe('signed webhooks', () => {
   });
 
   it('sends canceled for a job canceled while queued (the API removes it; no worker sees it)', async () => {
-    const queue = stack.services.queues.find((q) => q.name === 'infer-cars-mpg') as Queue;
+    const queue = stack.services.jobs.queueOf('cars-mpg');
     await queue.pause();
     try {
       const before = ok.requests.length;

@@ -7,7 +7,7 @@ import {
   testConfig,
   uniquePrefix,
 } from '@quern/devkit';
-import { createLogger, inputHash, loadManifest } from '@quern/shared';
+import { createLogger, encodeCachedRow, inputHash, loadManifest } from '@quern/shared';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -195,7 +195,7 @@ describe('jobs', () => {
 
   it('never writes the API key into job data', async () => {
     const job = (await (await post('/v1/jobs', { features: CAR })).json()) as { id: string };
-    const hash = await client.hgetall(`${redis.prefix}:infer-cars-mpg:${job.id}`);
+    const hash = await client.hgetall(services.jobs.queueOf('cars-mpg').toKey(job.id));
     expect(hash.data).toBeDefined();
     expect(JSON.stringify(hash)).not.toContain(TEST_API_KEY);
     expect(JSON.parse(hash.data as string)).toMatchObject({ owner: expect.stringMatching(/^key_/), mode: 'async' });
@@ -205,7 +205,7 @@ describe('jobs', () => {
 describe('/v1/predict without a worker', () => {
   it('answers a cached input at once (cached: true) without enqueueing a job', async () => {
     const features = [6, 200, 100, 3000, 14, 1975];
-    await client.set(`${redis.prefix}:cache:cars-mpg:1.0.0:${inputHash(features)}`, JSON.stringify([21.5]));
+    await client.set(services.keys.cache('cars-mpg', '1.0.0', inputHash(features)), encodeCachedRow([21.5]));
     const before = await services.jobs.queueOf('cars-mpg').count();
     const res = await post('/v1/predict', { features });
     expect(res.status).toBe(200);
