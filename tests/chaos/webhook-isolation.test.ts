@@ -98,8 +98,9 @@ describe('fault 12: one principal’s webhook receiver hangs', () => {
     await fast.waitFor(B_JOBS, 30_000);
     const bMs = Math.round(performance.now() - started);
     const tarpitInFlight = tarpit.requests.length;
-    // Before the fix, B waited for A's hanging deliveries to time out, wave after wave (≥ 2 timeouts).
-    expect(bMs).toBeLessThan(TIMEOUT_MS / 2);
+    // Before the fix, B waited for A's hanging deliveries to time out, wave after wave (≥ 2 timeouts,
+    // 8.1 s). Within one timeout holds with room on a slow machine (0.3–1.6 s measured).
+    expect(bMs).toBeLessThan(TIMEOUT_MS);
     // A held at most its share of each worker's slots.
     expect(tarpitInFlight).toBeLessThanOrEqual(PER_OWNER * WORKERS);
     expect(await counter('quern_webhook_deliveries_deferred_total', 'reason="owner_busy"')).toBeGreaterThan(0);
@@ -109,15 +110,18 @@ describe('fault 12: one principal’s webhook receiver hangs', () => {
       harness.workers.map((w) => w.waitForLog((l) => l.msg === 'webhook receiver circuit opened', 30_000)),
     );
     expect(opened.origin).toBe(`http://127.0.0.1:${tarpit.port}`);
-    const hungRequests = tarpit.requests.length;
-    // The receiver comes back: after the open period one delivery probes it, and the rest follow.
-    tarpitHangs = false;
+    // While the circuit is open, A's deliveries are held back without being attempted. Checked while
+    // the receiver still hangs: once it answers, a probe can close the circuit before any delivery
+    // comes due, and the check would depend on timing.
     await expect
       .poll(async () => (await counter('quern_webhook_deliveries_deferred_total', 'reason="endpoint_open"')) > 0, {
         timeout: 15_000,
         interval: 100,
       })
       .toBe(true);
+    const hungRequests = tarpit.requests.length;
+    // The receiver comes back: after the open period one delivery probes it, and the rest follow.
+    tarpitHangs = false;
     await expect
       .poll(
         async () => {
