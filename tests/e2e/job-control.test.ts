@@ -20,7 +20,7 @@ const BATCH_DELAY_MS = 4_000;
  * own: no test sees another's jobs, and any one runs alone (`-t`). Models no worker serves keep
  * their jobs queued.
  */
-const IDLE = ['idle-cancel', 'idle-disconnect', 'idle-shared', 'idle-sse', 'idle-idem', 'idle-full'];
+const IDLE = ['idle-cancel', 'idle-disconnect', 'idle-shared', 'idle-sse', 'idle-idem', 'idle-full', 'idle-waits'];
 const SERVED = [
   'cars-mpg',
   'mlp-large',
@@ -216,6 +216,28 @@ describe('callers that leave, and callers that do not wait', () => {
       expect(view.status).toBe('succeeded');
       expect(view.output).toEqual({ prediction: answer.prediction });
     }
+  });
+
+  it('a caller is not held past its wait while its group has a job in flight, nor a respond-async caller', async () => {
+    const model = 'idle-waits';
+    const post = (prefer: string) =>
+      Promise.resolve(stack.post('/v1/predict', { model, features: features('cars-mpg') }, { prefer }));
+    // The first call's job takes the group's slot and, with no worker for this model, keeps it.
+    const first = post('wait=20');
+    const queue = stack.services.jobs.queueOf(model);
+    await expect.poll(() => queue.count(), { timeout: 5_000, interval: 10 }).toBe(1);
+    const started = performance.now();
+    const [short, async] = await Promise.all([post('wait=1'), post('respond-async')]);
+    const ms = performance.now() - started;
+    expect(short.status).toBe(202);
+    expect(async.status).toBe(202);
+    // Each got a job of its own (the slot was taken), at its own wait, not at the first call's end.
+    expect(ms).toBeLessThan(10_000);
+    const ids = new Set([((await short.json()) as JobView).id, ((await async.json()) as JobView).id]);
+    expect(ids.size).toBe(2);
+    expect(await queue.count()).toBe(3);
+    // The first call is still waiting; its job stays queued.
+    expect(await Promise.race([first.then(() => 'answered'), Promise.resolve('waiting')])).toBe('waiting');
   });
 
   it('Prefer: respond-async always answers 202 with a job, also for a cached input and a batch', async () => {

@@ -110,16 +110,22 @@ export class InferencePool {
       });
       const entry: InlineModel = { model, session, averageMs: 0, enabled: true, pausedUntil: 0 };
       let worst = 0;
-      for (let i = 0; i < 5; i++) {
-        const { inferenceMs } = await this.runInline(
-          entry,
-          inline.maxRows,
-          new Float32Array(inline.maxRows * model.features),
-        );
-        if (i > 0) worst = Math.max(worst, inferenceMs);
+      try {
+        for (let i = 0; i < 5; i++) {
+          const { inferenceMs } = await this.runInline(
+            entry,
+            inline.maxRows,
+            new Float32Array(inline.maxRows * model.features),
+          );
+          if (i > 0) worst = Math.max(worst, inferenceMs);
+        }
+        entry.averageMs = worst;
+        entry.enabled = worst <= inline.maxMs;
+      } catch {
+        // A model that cannot take a batch of the inline size (a fixed batch dimension) runs on
+        // the threads only, as before inline existed.
+        entry.enabled = false;
       }
-      entry.averageMs = worst;
-      entry.enabled = worst <= inline.maxMs;
       this.inline.set(model.name, entry);
     }
   }
@@ -244,6 +250,7 @@ export class InferencePool {
    * must not be used afterwards.
    */
   run(model: string, rows: number, input: Float32Array): Promise<BatchOutput> {
+    if (this.closing) return Promise.reject(new Error('the inference pool is closed'));
     const inline = this.inline.get(model);
     const bound = this.options.inline;
     if (inline?.enabled && bound && rows <= bound.maxRows && inline.pausedUntil <= Date.now()) {

@@ -84,10 +84,9 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
       const found = await findClaimedJob(jobs, principal.id, claim.claim, submit);
       return c.json(await jobs.view(found), 202, { location: `/v1/jobs/${claim.jobId}` });
     }
-    const { id, data } = await submit().catch(async (err: unknown) => {
-      await claim.release().catch(() => undefined);
-      throw err;
-    });
+    // A failed add is not released: a timeout does not say the job was not added; the claim
+    // expires in 60 s, and a retry takes it over (same job id) 2 s after it was made.
+    const { id, data } = await submit();
     await claim
       .confirm()
       .catch((err: Error) => c.get('logger').warn({ err: err.message }, 'idempotency record not confirmed'));

@@ -35,6 +35,19 @@ export const CLAIM_TTL_SECONDS = 60;
 /** How long a retry waits for the first request's job before it creates the job itself. */
 export const CLAIM_GRACE_MS = 2_000;
 
+/** Confirms the claim of ARGV[1]'s job (or records it again if it expired and nobody took the key). */
+const CONFIRM = `
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current).job_id ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1`;
+
+/** Removes the claim only if it is still ARGV[1]'s job's. */
+const RELEASE = `
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current).job_id == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
 interface IdempotencyRecord {
   fingerprint: string;
   job_id: string;
@@ -70,8 +83,10 @@ export class Idempotency {
       .update(`${route}\n${canonical(body)}`)
       .digest('base64url');
     const record: IdempotencyRecord = { fingerprint, job_id: newId('job'), at: Date.now() };
+    // Both only touch the record of this claim's job: a claim that outlived its 60 s (a long stall)
+    // may have been taken by another request since.
     const confirm = (r: IdempotencyRecord) => async () => {
-      await this.redis.set(key, JSON.stringify({ ...r, confirmed: true }), 'EX', this.ttlSeconds);
+      await this.redis.eval(CONFIRM, 1, key, r.job_id, JSON.stringify({ ...r, confirmed: true }), this.ttlSeconds);
     };
     const claimed = await this.redis.set(key, JSON.stringify(record), 'EX', CLAIM_TTL_SECONDS, 'NX');
     if (claimed === 'OK') {
@@ -79,7 +94,7 @@ export class Idempotency {
         kind: 'new',
         jobId: record.job_id,
         confirm: confirm(record),
-        release: async () => void (await this.redis.del(key)),
+        release: async () => void (await this.redis.eval(RELEASE, 1, key, record.job_id)),
       };
     }
     const existing = await this.redis.get(key);

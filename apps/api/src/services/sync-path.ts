@@ -71,6 +71,8 @@ interface Member {
   left: boolean;
   /** The job the member's rows went into, once sent. */
   job: SentJob | undefined;
+  /** Sends the member's rows alone if its wait runs out while it still gathers. */
+  gatherTimer: NodeJS.Timeout | undefined;
   resolve: (outcome: SyncOutcome) => void;
   reject: (err: unknown) => void;
 }
@@ -100,7 +102,17 @@ function newMember(
   resolve: (outcome: SyncOutcome) => void,
   reject: (err: unknown) => void,
 ): Member {
-  return { call, row, waitUntil: Date.now() + call.waitMs, done: false, left: false, job: undefined, resolve, reject };
+  return {
+    call,
+    row,
+    waitUntil: Date.now() + call.waitMs,
+    done: false,
+    left: false,
+    job: undefined,
+    gatherTimer: undefined,
+    resolve,
+    reject,
+  };
 }
 
 /** What a caller that went away is told (nobody hears it: its connection is gone). */
@@ -136,9 +148,13 @@ export class SyncPath {
   ) {}
 
   run(call: SyncCall): Promise<SyncOutcome> {
+    // A client that left before its call got here (during the rate-limit and cache round trip).
+    if (call.signal.aborted) return Promise.resolve({ kind: 'failed', jobId: '', failure: CLIENT_LEFT });
     const claim = call.claim;
     if (claim?.replayed) return this.replay(call, claim);
-    const shared = !claim && call.mode === 'sync' && this.options.maxInFlight > 0;
+    // A caller that does not wait (`respond-async`) is answered as soon as its job is queued: it
+    // never waits in a group for a slot.
+    const shared = !claim && call.mode === 'sync' && call.waitMs > 0 && this.options.maxInFlight > 0;
     const key = shared
       ? [
           call.principal.id,
@@ -157,6 +173,15 @@ export class SyncPath {
       const member = newMember(call, -1, resolve, reject);
       g.open.push(member);
       call.signal.addEventListener('abort', () => this.leave(g, member), { once: true });
+      // A caller whose wait runs out while its group's jobs are still in flight is not kept past
+      // it: its rows go out then, in a job of their own, and it hears of that job (202).
+      member.gatherTimer = setTimeout(() => {
+        const at = g.open.indexOf(member);
+        if (at < 0 || member.done) return;
+        g.open.splice(at, 1);
+        void this.send(g, [member]);
+      }, call.waitMs);
+      member.gatherTimer.unref();
       this.schedule(g);
     });
   }
@@ -168,6 +193,7 @@ export class SyncPath {
    */
   private leave(group: Group, member: Member): void {
     member.left = true;
+    clearTimeout(member.gatherTimer);
     const at = group.open.indexOf(member);
     if (at >= 0) group.open.splice(at, 1);
     this.settle(member, { kind: 'failed', jobId: member.job?.id ?? '', failure: CLIENT_LEFT });
@@ -222,6 +248,7 @@ export class SyncPath {
       const next = group.open[0] as Member;
       if (members.length > 0 && rows + next.call.input.count > limit) break;
       group.open.shift();
+      clearTimeout(next.gatherTimer);
       members.push(next);
       rows += next.call.input.count;
     }
@@ -258,7 +285,8 @@ export class SyncPath {
           replyTo: this.options.replyTo,
         }));
       } catch (err) {
-        await claim?.release().catch(() => undefined);
+        // Not released: a timeout does not say the job was not added. The claim expires in 60 s,
+        // and a retry takes it over (under the same job id) 2 s after it was made.
         throw err;
       }
       this.onJob(first.model.name, first.mode);
@@ -334,6 +362,11 @@ export class SyncPath {
         let current = handle;
         const member = newMember(call, 0, resolve, reject);
         const job: SentJob = { id: jobId, members: [member], added: true, stopWaiting: () => current.cancel() };
+        if (call.signal.aborted) {
+          current.cancel();
+          resolve({ kind: 'failed', jobId, failure: CLIENT_LEFT });
+          return;
+        }
         call.signal.addEventListener(
           'abort',
           () => {
