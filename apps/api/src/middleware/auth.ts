@@ -118,13 +118,9 @@ export function requireAuth(
       return;
     }
     c.set('rateLimit', enforce);
-    try {
-      await next();
-    } catch (err) {
-      await enforce();
-      throw err;
-    }
-    // A handler that answered without asking (a validation error): the budget decides first.
+    // Hono turns a handler's error into its response inside `next()`. A request that was answered
+    // without asking (a validation error, a 404) still hears 429 first if it was over budget.
+    await next();
     await enforce();
   });
   requiredScopes.set(middleware, scope);

@@ -1,10 +1,9 @@
 import { decodeFailure, InferenceResult, type JobFailure, type JobReply, type Logger } from '@quern/shared';
+import type { Queue, QueueEvents } from 'bullmq';
 
 /** How long a worker's reply is kept for reads of its job (BullMQ records the finish within it). */
 const RECENT_MS = 5_000;
 const RECENT_MAX = 10_000;
-
-import type { Queue, QueueEvents } from 'bullmq';
 
 export type WaitOutcome =
   | { kind: 'completed'; result: InferenceResult }

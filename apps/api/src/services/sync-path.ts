@@ -35,7 +35,7 @@ export interface SyncCall {
    * this call follows instead of creating one.
    */
   claim?:
-    | { replayed: false; jobId: string; confirm: () => Promise<void>; release: () => Promise<void> }
+    | { replayed: false; jobId: string; confirm: () => Promise<void> }
     | { replayed: true; jobId: string; claim: Extract<IdempotencyClaim, { kind: 'replay' }> };
 }
 
@@ -83,8 +83,8 @@ interface SentJob {
   members: Member[];
   /** The job is in the queue (a cancel can find it). */
   added: boolean;
-  /** Ends the wait in progress (every caller left). */
-  stopWaiting: () => void;
+  /** The wait on the job's outcome in progress; canceling it ends the wait (every caller left). */
+  handle: WaitHandle;
 }
 
 interface Group {
@@ -132,7 +132,8 @@ const DEADLINE_MARGIN_MS = 25;
  * this process's reply channel: the worker pushes the answer there in the write that stores its
  * cache entries, and the `ResultWaiter` hands it over; QueueEvents and a state poll answer a
  * caller whose reply was lost. Each caller keeps its own wait (`Prefer`); a caller that leaves is
- * dropped, and a job whose callers all left is canceled if no batch has taken it. Calls with an Idempotency-Key, and batch calls, get a job of their own.
+ * dropped, and a job whose callers all left is canceled if no batch has taken it. Calls with an
+ * Idempotency-Key, and batch calls, get a job of their own; so does a caller that does not wait.
  */
 export class SyncPath {
   private readonly groups = new Map<string, Group>();
@@ -173,15 +174,17 @@ export class SyncPath {
       const member = newMember(call, -1, resolve, reject);
       g.open.push(member);
       call.signal.addEventListener('abort', () => this.leave(g, member), { once: true });
-      // A caller whose wait runs out while its group's jobs are still in flight is not kept past
-      // it: its rows go out then, in a job of their own, and it hears of that job (202).
-      member.gatherTimer = setTimeout(() => {
-        const at = g.open.indexOf(member);
-        if (at < 0 || member.done) return;
-        g.open.splice(at, 1);
-        void this.send(g, [member]);
-      }, call.waitMs);
-      member.gatherTimer.unref();
+      if (shared) {
+        // A caller whose wait runs out while its group's jobs are still in flight is not kept past
+        // it: its rows go out then, in a job of their own, and it hears of that job (202).
+        member.gatherTimer = setTimeout(() => {
+          const at = g.open.indexOf(member);
+          if (at < 0 || member.done) return;
+          g.open.splice(at, 1);
+          void this.send(g, [member]);
+        }, call.waitMs);
+        member.gatherTimer.unref();
+      }
       this.schedule(g);
     });
   }
@@ -202,7 +205,7 @@ export class SyncPath {
   }
 
   private abandon(job: SentJob, call: SyncCall): void {
-    job.stopWaiting();
+    job.handle.cancel();
     void this.jobs
       .find(job.id, call.principal.id)
       .then((found) => (found ? this.jobs.cancel(found) : undefined))
@@ -260,8 +263,7 @@ export class SyncPath {
     const first = (members[0] as Member).call;
     const claim = first.claim?.replayed === false ? first.claim : undefined;
     const jobId = claim?.jobId ?? newId('job');
-    let handle = this.waiter.register(jobId, first.model.name);
-    const job: SentJob = { id: jobId, members, added: false, stopWaiting: () => handle.cancel() };
+    const job: SentJob = { id: jobId, members, added: false, handle: this.waiter.register(jobId, first.model.name) };
     let at = 0;
     for (const m of members) {
       m.row = at;
@@ -270,25 +272,20 @@ export class SyncPath {
     }
     try {
       const input = members.length === 1 ? first.input : RowMatrix.concat(members.map((m) => m.call.input));
-      let data: Awaited<ReturnType<JobService['submit']>>['data'];
-      try {
-        ({ data } = await this.jobs.submit({
-          model: first.model,
-          input,
-          mode: first.mode,
-          principal: first.principal,
-          requestId: first.requestId,
-          jobId,
-          timeoutMs: first.timeoutMs,
-          priority: first.priority,
-          cacheChecked: members.every((m) => m.call.cacheChecked),
-          replyTo: this.options.replyTo,
-        }));
-      } catch (err) {
-        // Not released: a timeout does not say the job was not added. The claim expires in 60 s,
-        // and a retry takes it over (under the same job id) 2 s after it was made.
-        throw err;
-      }
+      // A failed add does not release an idempotency claim: a timeout does not say the job was not
+      // added. The claim expires in 60 s, and a retry takes it over (same job id) 2 s after it was made.
+      const { data } = await this.jobs.submit({
+        model: first.model,
+        input,
+        mode: first.mode,
+        principal: first.principal,
+        requestId: first.requestId,
+        jobId,
+        timeoutMs: first.timeoutMs,
+        priority: first.priority,
+        cacheChecked: members.every((m) => m.call.cacheChecked),
+        replyTo: this.options.replyTo,
+      });
       this.onJob(first.model.name, first.mode);
       await claim
         ?.confirm()
@@ -304,17 +301,9 @@ export class SyncPath {
       job.added = true;
       // Callers that left while the job was being added: cancel it now if they all did.
       if (members.every((m) => m.left)) this.abandon(job, first);
-      await this.follow(
-        group,
-        job,
-        (h) => {
-          handle = h;
-        },
-        handle,
-        data.deadline_at,
-      );
+      await this.follow(group, job, data.deadline_at);
     } catch (err) {
-      handle.cancel();
+      job.handle.cancel();
       for (const m of members) {
         if (!m.done) {
           m.done = true;
@@ -359,11 +348,10 @@ export class SyncPath {
       }
       // A replayed call never cancels the job: the first caller (or the key's owner) owns it.
       return await new Promise<SyncOutcome>((resolve, reject) => {
-        let current = handle;
         const member = newMember(call, 0, resolve, reject);
-        const job: SentJob = { id: jobId, members: [member], added: true, stopWaiting: () => current.cancel() };
+        const job: SentJob = { id: jobId, members: [member], added: true, handle };
         if (call.signal.aborted) {
-          current.cancel();
+          handle.cancel();
           resolve({ kind: 'failed', jobId, failure: CLIENT_LEFT });
           return;
         }
@@ -371,20 +359,12 @@ export class SyncPath {
           'abort',
           () => {
             member.left = true;
-            job.stopWaiting();
+            job.handle.cancel();
             this.settle(member, { kind: 'failed', jobId, failure: CLIENT_LEFT });
           },
           { once: true },
         );
-        this.follow(
-          undefined,
-          job,
-          (h) => {
-            current = h;
-          },
-          handle,
-          found.data.deadline_at,
-        ).catch(reject);
+        this.follow(undefined, job, found.data.deadline_at).catch(reject);
       });
     } catch (err) {
       handle.cancel();
@@ -400,13 +380,7 @@ export class SyncPath {
    * the rest do. A job that failed on one caller's row (its input overflows the model) fails
    * that caller only: the others' rows are sent again.
    */
-  private async follow(
-    group: Group | undefined,
-    job: SentJob,
-    onHandle: (handle: WaitHandle) => void,
-    first: WaitHandle,
-    deadlineAt: number,
-  ): Promise<void> {
+  private async follow(group: Group | undefined, job: SentJob, deadlineAt: number): Promise<void> {
     const { id: jobId, members } = job;
     const { model, principal } = (members[0] as Member).call;
     const owner = principal.id;
@@ -427,19 +401,18 @@ export class SyncPath {
         Math.max(0, m.waitUntil - Date.now()),
       ),
     );
-    let handle = first;
     let untilDeadline = Math.max(0, deadlineAt - Date.now()) + DEADLINE_MARGIN_MS;
     let outcome: JobOutcome | undefined;
     try {
       for (;;) {
         const open = waiting();
         if (open.length === 0) {
-          handle.cancel();
+          job.handle.cancel();
           return;
         }
         const endAt = Math.max(...open.map((m) => m.waitUntil));
         // Wake when the last wait ends or the deadline comes, and whenever a caller leaves.
-        const result = await handle.wait(Math.min(Math.max(0, endAt - Date.now()), untilDeadline));
+        const result = await job.handle.wait(Math.min(Math.max(0, endAt - Date.now()), untilDeadline));
         if (result.kind !== 'timeout') {
           outcome = result;
           break;
@@ -452,11 +425,10 @@ export class SyncPath {
         }
         // The deadline passed with time left to wait: register again before reading, so that
         // an event between the read and the wait is not missed.
-        handle = this.waiter.register(jobId, model.name);
-        onHandle(handle);
+        job.handle = this.waiter.register(jobId, model.name);
         const now = await this.jobs.currentOutcome(jobId, owner, model);
         if (now.kind !== 'pending' || now.view.status !== 'running') {
-          handle.cancel();
+          job.handle.cancel();
           outcome = now;
           break;
         }
