@@ -4,3 +4,4 @@ export * from './redis-server';
 export * from './service-process';
 export * from './test-config';
 export * from './test-redis';
+export * from './python-venv';
