@@ -365,7 +365,7 @@ describe('deadlines, priority and backpressure', () => {
       expect(await batchesRun('cars-expire')).toEqual({ batches: 0, rows: 0 });
       const version = stack.manifest.models.find((m) => m.name === 'cars-expire')?.version ?? '';
       const keys = new KeySpace(stack.config.QUERN_REDIS_PREFIX);
-      expect(await stack.services.redis.get(keys.cache('cars-expire', version, inputHash(row)))).toBeNull();
+      expect(await stack.client.get(keys.cache('cars-expire', version, inputHash(row)))).toBeNull();
       // Final from the deadline on: the worker dropping it later changes none of its times.
       expect(await job(id)).toEqual({
         ...atDeadline,

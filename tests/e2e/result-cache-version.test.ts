@@ -110,7 +110,7 @@ describe('result cache across model versions', () => {
     expect(await predict(v1, syncRow)).toMatchObject({ cached: true, model_version: '1.0.0' });
     expect((await asyncJob(v1, asyncRow)).output).toEqual({ prediction: expect.closeTo(v1Async as number, 4) });
     const keys = new KeySpace(v1.config.QUERN_REDIS_PREFIX);
-    expect(await v1.services.redis.get(keys.cache('cars-mpg', '1.0.0', inputHash(asyncRow)))).not.toBeNull();
+    expect(await v1.client.get(keys.cache('cars-mpg', '1.0.0', inputHash(asyncRow)))).not.toBeNull();
 
     // 2.0.0 replaces it on the same Redis: both rows are computed again, by the new model.
     const v2 = await deploy(v2Dir);
@@ -125,7 +125,7 @@ describe('result cache across model versions', () => {
       model_version: '2.0.0',
       prediction: upgraded.prediction,
     });
-    expect(await v2.services.redis.get(keys.cache('cars-mpg', '2.0.0', inputHash(asyncRow)))).not.toBeNull();
+    expect(await v2.client.get(keys.cache('cars-mpg', '2.0.0', inputHash(asyncRow)))).not.toBeNull();
 
     // Rolled back, 1.0.0 still answers from its own entries.
     const back = await deploy(v1Dir);

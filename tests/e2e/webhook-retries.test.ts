@@ -110,7 +110,7 @@ describe('webhook retries', () => {
 
     // BullMQ agrees: each delivery ended failed after its attempts, so no further request can come.
     const deliveries = new Queue(WEBHOOK_QUEUE, {
-      connection: stack.services.redis,
+      connection: stack.client,
       prefix: stack.config.QUERN_REDIS_PREFIX,
     });
     try {

@@ -120,7 +120,7 @@ describe('signed webhooks', () => {
     await gone.waitFor(1);
     await expect.poll(async () => (await job(id)).webhook?.status, { timeout: 5_000 }).toBe('gone');
     const deliveries = new Queue(WEBHOOK_QUEUE, {
-      connection: stack.services.redis,
+      connection: stack.client,
       prefix: stack.config.QUERN_REDIS_PREFIX,
     });
     const delivery = await deliveries.getJob(`${id}.completed`);
@@ -194,7 +194,7 @@ describe('secrets at rest', () => {
   it('keeps the signing secret only sealed in Redis', async () => {
     const plain = await secret();
     const config: Config = stack.config;
-    const stored = await stack.services.redis.hgetall(
+    const stored = await stack.client.hgetall(
       `${config.QUERN_REDIS_PREFIX}:whsec:${(await stack.services.apiKeys.findByKey(TEST_API_KEY))?.id}`,
     );
     expect(stored.current).toMatch(/^v1\./);

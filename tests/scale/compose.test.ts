@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { REPO_ROOT } from '@quern/devkit';
-import { ConfigSchema } from '@quern/shared';
+import { configSchema } from '@quern/shared';
 import { Ajv2019 } from 'ajv/dist/2019';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -128,7 +128,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('runs API and workers in production mode, hardened, with settings the config schema knows', () => {
-    const known = new Set(Object.keys(ConfigSchema.in.shape));
+    const known = new Set(Object.keys(configSchema('all').in.shape));
     for (const name of ['api', 'worker']) {
       const s = service(name);
       const env = s.environment as Record<string, string>;
@@ -166,7 +166,7 @@ describe('docker-compose.yml', () => {
     const required = [...raw.matchAll(/\$\{(\w+):\?/g)].map((m) => m[1] as string);
     for (const name of required) expect(assigned.get(name), name).toBe('');
     const used = new Set([...raw.matchAll(/\$\{(\w+)/g)].map((m) => m[1] as string));
-    const known = new Set(Object.keys(ConfigSchema.in.shape));
+    const known = new Set(Object.keys(configSchema('all').in.shape));
     for (const name of assigned.keys()) {
       expect(used.has(name) || known.has(name), `${name} is used by docker-compose.yml`).toBe(true);
     }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
 import { REPO_ROOT } from '@quern/devkit';
-import { ConfigSchema, loadConfig, MetricNames } from '@quern/shared';
+import { CONFIG_VARIABLES, configSchema, loadConfig, MetricNames } from '@quern/shared';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
@@ -76,7 +76,7 @@ const PROMETHEUS_METADATA = [
   'timeout',
 ];
 
-const configKeys = new Set(Object.keys(ConfigSchema.in.shape));
+const configKeys = new Set(Object.keys(configSchema('all').in.shape));
 
 function find<T = Json>(objects: readonly K8sObject[], kind: string, name: string): K8sObject & T {
   const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
@@ -232,11 +232,13 @@ describe.each(Object.entries(BUILDS))('kustomize build %s', (label, dir) => {
       expect(Object.keys(env).filter((k) => !configKeys.has(k))).toEqual([]);
       // Token-signing keys go to the API alone.
       expect('QUERN_JWT_KEYS' in env).toBe(name === 'quern-api');
-      const config = loadConfig(env, name === 'quern-api' ? 'api' : 'worker');
+      const role = name === 'quern-api' ? 'api' : 'worker';
+      const config = loadConfig(env, role);
       expect(config.NODE_ENV).toBe('production');
       expect(config.HOST).toBe('0.0.0.0');
-      if (name === 'quern-api') expect(config.PORT).toBe(8000);
-      else expect(config.QUERN_WORKER_PORT).toBe(9100);
+      expect('PORT' in config ? config.PORT : config.QUERN_WORKER_PORT).toBe(role === 'api' ? 8000 : 9100);
+      // Each process is handed only variables of its own schema.
+      expect(Object.keys(env).filter((k) => !CONFIG_VARIABLES[role].includes(k))).toEqual([]);
     }
   });
 

@@ -1,10 +1,15 @@
 import { createApp, createServices, SCOPES, type Services } from '@quern/api';
 import { seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
-import { type Config, createLogger, loadManifest, type ModelManifest } from '@quern/shared';
+import { type Config, createLogger, KeySpace, loadManifest, type ModelManifest } from '@quern/shared';
 import { WorkerRuntime } from '@quern/worker';
+import { Redis } from 'ioredis';
 
 export interface Stack {
   redis: TestRedis;
+  /** A Redis connection of the test's own, to look at or plant what the processes keep. */
+  client: Redis;
+  /** The stack's key layout (packages/shared/src/keys.ts). */
+  keys: KeySpace;
   config: Config;
   manifest: ModelManifest;
   services: Services;
@@ -34,8 +39,11 @@ export async function startStack(
   await seedTestKeys(services.apiKeys, SCOPES);
   const app = createApp(services, logger);
   const worker = await WorkerRuntime.start({ config, manifest, logger: createLogger('worker', 'silent') });
+  const client = new Redis(redis.url);
   return {
     redis,
+    client,
+    keys: new KeySpace(config.QUERN_REDIS_PREFIX),
     config,
     manifest,
     services,
@@ -49,6 +57,7 @@ export async function startStack(
       }),
     get: (path, key = TEST_API_KEY) => app.request(path, { headers: { 'x-api-key': key } }),
     async close() {
+      client.disconnect();
       await worker.close(10_000);
       await services.close();
       if (!options.redis) await redis.close();

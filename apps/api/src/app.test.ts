@@ -7,7 +7,7 @@ import {
   testConfig,
   uniquePrefix,
 } from '@quern/devkit';
-import { createLogger, encodeCachedRow, inputHash, loadManifest } from '@quern/shared';
+import { createLogger, encodeCachedRow, inputHash, KeySpace, loadManifest } from '@quern/shared';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -205,7 +205,10 @@ describe('jobs', () => {
 describe('/v1/predict without a worker', () => {
   it('answers a cached input at once (cached: true) without enqueueing a job', async () => {
     const features = [6, 200, 100, 3000, 14, 1975];
-    await client.set(services.keys.cache('cars-mpg', '1.0.0', inputHash(features)), encodeCachedRow([21.5]));
+    await client.set(
+      new KeySpace(redis.prefix).cache('cars-mpg', '1.0.0', inputHash(features)),
+      encodeCachedRow([21.5]),
+    );
     const before = await services.jobs.queueOf('cars-mpg').count();
     const res = await post('/v1/predict', { features });
     expect(res.status).toBe(200);

@@ -80,7 +80,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
 
   app.onError((err, c) => {
     // An unexpected error while Redis is down is an outage (503), not a bug (500).
-    const quernError = toQuernError(err, services.redis.status === 'ready');
+    const quernError = toQuernError(err, services.redisUp());
     if (quernError.status >= 500) {
       // The stack goes to the log, never to the client.
       c.get('logger')?.error({ err, code: quernError.code }, 'request failed');

@@ -14,7 +14,7 @@
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  type Config,
+  type CliConfig,
   ConfigError,
   createRedis,
   devDataDir,
@@ -46,7 +46,7 @@ const CONNECT_TIMEOUT_MS = 5_000;
 
 /** The Redis a command talks to, and how it was chosen. */
 export interface RedisTarget {
-  config: Config;
+  config: CliConfig;
   /** The Redis, fit to print (no password). */
   described: string;
   /** How it was chosen, for the notes and errors. */
@@ -55,7 +55,7 @@ export interface RedisTarget {
   stateFile?: string;
 }
 
-function describe(config: Config): string {
+function describe(config: CliConfig): string {
   if (config.REDIS_CLUSTER_NODES.length > 0) return `the Redis Cluster at ${config.REDIS_CLUSTER_NODES.join(',')}`;
   if (config.REDIS_SENTINELS.length > 0)
     return `the Redis of Sentinels ${config.REDIS_SENTINELS.join(',')} (master ${config.REDIS_SENTINEL_MASTER})`;

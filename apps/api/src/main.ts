@@ -1,11 +1,11 @@
 import { serve } from '@hono/node-server';
-import { asyncStdout, ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
+import { type ApiConfig, asyncStdout, ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
 import { createApp } from './app';
 import { createServices } from './services/services';
 
 /** Entry point of an API process: config, connections, the HTTP server and a clean shutdown. */
 async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: ApiConfig;
   try {
     config = loadConfig();
   } catch (err) {
@@ -27,13 +27,12 @@ async function main(): Promise<void> {
   await services.connected(5_000).catch(() => logger.warn('redis not reachable yet; serving 503 until it is'));
   if (config.QUERN_DEV_API_KEY) {
     // Development only (config refuses the variable in production).
-    const ensure = () =>
-      services.ensureDevKey().then(
-        () => logger.info('development API key ready'),
-        (err: Error) => logger.warn({ err: err.message }, 'could not store the development key yet'),
-      );
-    if (services.redis.status === 'ready') await ensure();
-    else services.redis.once('ready', () => void ensure());
+    // Stored before the first request when Redis is up now, else as soon as it is.
+    const ensured = services.ensureDevKey().then(
+      () => logger.info('development API key ready'),
+      (err: Error) => logger.warn({ err: err.message }, 'could not store the development key'),
+    );
+    if (services.redisUp()) await ensured;
   }
   const server = serve({ fetch: app.fetch, hostname: config.HOST, port: config.PORT });
   server.on('listening', () => {

@@ -1,10 +1,10 @@
 import {
   CANCEL_REMEMBER_SECONDS,
-  type Config,
   createRedis,
   type KeySpace,
   type Logger,
   type RedisClient,
+  type WorkerConfig,
 } from '@quern/shared';
 import type { BatchScheduler } from './batch-scheduler';
 
@@ -20,7 +20,7 @@ export class CancelListener {
   private readonly subscriber: RedisClient;
 
   constructor(
-    config: Config,
+    config: WorkerConfig,
     private readonly keys: KeySpace,
     private readonly scheduler: BatchScheduler,
     logger: Logger,

@@ -1,5 +1,4 @@
 import {
-  type Config,
   decodeCachedRow,
   decodeFailure,
   encodeCachedRow,
@@ -18,6 +17,7 @@ import {
   type ModelEntry,
   overflowFailure,
   type WebhookDispatcher,
+  type WorkerConfig,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
 import { type BatchScheduler, DroppedError } from './batch-scheduler';
@@ -35,7 +35,7 @@ function toJsonNumber(value: number): number {
 const DEADLINE_REASON = 'the job was still queued at its deadline';
 
 export interface ProcessorDeps {
-  config: Config;
+  config: WorkerConfig;
   keys: KeySpace;
   /** Cancel and cache reads, cache writes and replies: one round trip per burst of jobs. */
   io: RedisPipeline;

@@ -1,10 +1,10 @@
-import { asyncStdout, ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
+import { asyncStdout, ConfigError, createLogger, loadConfig, loadManifest, type WorkerConfig } from '@quern/shared';
 import { createWorkerHttpApp, serveWorkerHttp } from './http-server';
 import { WorkerRuntime } from './worker-runtime';
 
 /** Entry point of a worker process: config, models, consumers, the metrics port and signals. */
 async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
+  let config: WorkerConfig;
   try {
     config = loadConfig(process.env, 'worker');
   } catch (err) {

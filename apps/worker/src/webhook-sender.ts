@@ -1,5 +1,4 @@
 import {
-  type Config,
   createRedis,
   type DeliveryState,
   type KeySpace,
@@ -10,6 +9,7 @@ import {
   WEBHOOK_QUEUE,
   WebhookDeliveryData,
   WebhookSecrets,
+  type WorkerConfig,
   webhookRetryDelay,
   writeDeliveryState,
 } from '@quern/shared';
@@ -20,7 +20,7 @@ import { type BreakerVerdict, EndpointBreaker, isEndpointFailure } from './webho
 import { DeliveryError, postWebhook } from './webhook-http';
 
 export interface WebhookSenderDeps {
-  config: Config;
+  config: WorkerConfig;
   keys: KeySpace;
   redis: RedisClient;
   /** Inference queues by model: a `completed` delivery waits until its job shows as completed. */

@@ -1,7 +1,6 @@
 import {
-  type Config,
   createRedis,
-  inferenceJobOptions,
+  jobRetention,
   KeySpace,
   type Logger,
   type ModelManifest,
@@ -9,6 +8,7 @@ import {
   type RedisClient,
   WEBHOOK_QUEUE,
   WebhookDispatcher,
+  type WorkerConfig,
 } from '@quern/shared';
 import { Queue, Worker } from 'bullmq';
 import { BatchScheduler } from './batch-scheduler';
@@ -24,7 +24,7 @@ import { TurnLimiter } from './turn-limiter';
 import { createWebhookSender } from './webhook-sender';
 
 export interface WorkerRuntimeOptions {
-  config: Config;
+  config: WorkerConfig;
   manifest: ModelManifest;
   logger: Logger;
 }
@@ -126,7 +126,7 @@ export class WorkerRuntime {
 
   private async startConsumers(keys: KeySpace): Promise<void> {
     const { config, logger } = this.options;
-    const retention = inferenceJobOptions(config);
+    const retention = jobRetention(config);
     this.connections.push(this.redis);
     // Queue producers (webhook deliveries, state checks) get their own connection: BullMQ defines its
     // Lua scripts on it, which would make every pipeline the processor builds on `redis` costly.

@@ -8,24 +8,28 @@ export const OTHER_API_KEY = 'qk_test_other_zyxwvutsrqponmlkjihg';
 export const TEST_JWT_KEYS = 'test-1:0123456789abcdef0123456789abcdef,test-0:fedcba9876543210fedcba9876543210';
 
 /** Configuration for a test: its own Redis and prefix, quiet logs, small timings. */
+/** Every setting (API and worker run in one test process). */
 export function testConfig(redis: Pick<TestRedis, 'url' | 'prefix'>, overrides: Record<string, string> = {}): Config {
-  return loadConfig({
-    NODE_ENV: 'test',
-    LOG_LEVEL: 'silent',
-    REDIS_URL: redis.url,
-    QUERN_REDIS_PREFIX: redis.prefix,
-    QUERN_JWT_KEYS: TEST_JWT_KEYS,
-    // Tests share one client address; the auth-failure limit gets its own test.
-    QUERN_AUTH_FAILURES_PER_MINUTE: '100000',
-    QUERN_KEY_CACHE_TTL_MS: '200',
-    QUERN_WORKER_THREADS: '2',
-    QUERN_WORKER_PORT: '0',
-    PORT: '0',
-    QUERN_WAIT_POLL_INTERVAL_MS: '250',
-    QUERN_HEARTBEAT_INTERVAL_MS: '500',
-    QUERN_HEARTBEAT_TTL_MS: '3000',
-    ...overrides,
-  });
+  return loadConfig(
+    {
+      NODE_ENV: 'test',
+      LOG_LEVEL: 'silent',
+      REDIS_URL: redis.url,
+      QUERN_REDIS_PREFIX: redis.prefix,
+      QUERN_JWT_KEYS: TEST_JWT_KEYS,
+      // Tests share one client address; the auth-failure limit gets its own test.
+      QUERN_AUTH_FAILURES_PER_MINUTE: '100000',
+      QUERN_KEY_CACHE_TTL_MS: '200',
+      QUERN_WORKER_THREADS: '2',
+      QUERN_WORKER_PORT: '0',
+      PORT: '0',
+      QUERN_WAIT_POLL_INTERVAL_MS: '250',
+      QUERN_HEARTBEAT_INTERVAL_MS: '500',
+      QUERN_HEARTBEAT_TTL_MS: '3000',
+      ...overrides,
+    },
+    'all',
+  );
 }
 
 /** What `seedTestKeys` needs of the API's key store. */

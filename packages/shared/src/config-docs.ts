@@ -40,56 +40,46 @@ export const CONFIG_GROUPS = {
 
 export type ConfigGroup = keyof typeof CONFIG_GROUPS;
 
-/** Which process reads a variable (from the code: `config.X` under apps/api, apps/worker and the shared modules each uses). */
-export type ConfigReader = 'api' | 'worker' | 'both';
-
 export interface VariableDoc {
   description: string;
   group: ConfigGroup;
-  readBy: ConfigReader;
   /** Replaces the default parsed from the schema, where that one depends on the machine. */
   defaultText?: string;
   /** Said after the default parsed from the schema. */
   defaultNote?: string;
 }
 
-/** Every variable of `ConfigSchema`, by name. */
+/** Every variable of the schemas in `config.ts`, by name. */
 export const CONFIG_DOCS: Record<string, VariableDoc> = {
   NODE_ENV: {
     group: 'process',
-    readBy: 'both',
     description:
       '`production` binds `0.0.0.0`, refuses `QUERN_DEV_API_KEY`, requires `QUERN_SECRETS_KEY` (and, in the API, ' +
       '`QUERN_JWT_KEYS`, and origins rather than `*` in `QUERN_CORS_ORIGINS`) and allows only `https` webhook URLs.',
   },
-  LOG_LEVEL: { group: 'process', readBy: 'both', description: 'pino level.' },
+  LOG_LEVEL: { group: 'process', description: 'pino level.' },
 
-  REDIS_URL: { group: 'redis', readBy: 'both', description: 'Redis (the embedded launcher of `pnpm start` sets it).' },
+  REDIS_URL: { group: 'redis', description: 'Redis (the embedded launcher of `pnpm start` sets it).' },
   REDIS_SENTINELS: {
     group: 'redis',
-    readBy: 'both',
     description: 'Sentinel `host:port` list (instead of `REDIS_URL`); not together with `REDIS_CLUSTER_NODES`.',
   },
-  REDIS_SENTINEL_MASTER: { group: 'redis', readBy: 'both', description: 'Sentinel master name.' },
+  REDIS_SENTINEL_MASTER: { group: 'redis', description: 'Sentinel master name.' },
   REDIS_CLUSTER_NODES: {
     group: 'redis',
-    readBy: 'both',
     description: 'Redis Cluster seed `host:port` list (then `QUERN_REDIS_PREFIX={quern}`).',
   },
   REDIS_USERNAME: {
     group: 'redis',
-    readBy: 'both',
     description: 'Redis ACL user name (for `REDIS_URL`, Sentinel and Cluster).',
   },
   REDIS_PASSWORD: {
     group: 'redis',
-    readBy: 'both',
     description: 'Redis ACL password (for `REDIS_URL`, Sentinel and Cluster; the password is also Sentinel’s).',
   },
-  REDIS_TLS: { group: 'redis', readBy: 'both', description: 'TLS to Redis (for `REDIS_URL`, Sentinel and Cluster).' },
+  REDIS_TLS: { group: 'redis', description: 'TLS to Redis (for `REDIS_URL`, Sentinel and Cluster).' },
   QUERN_REDIS_PREFIX: {
     group: 'redis',
-    readBy: 'both',
     description:
       'Prefix of every key; `{quern}` for Redis Cluster (with `REDIS_CLUSTER_NODES` it must carry a hash tag, ' +
       'so each queue stays in one slot).',
@@ -97,103 +87,87 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
 
   HOST: {
     group: 'http',
-    readBy: 'both',
     description: 'Listen address of the API, and of the worker’s metrics port.',
     defaultText: '`127.0.0.1` (`0.0.0.0` when `NODE_ENV=production`)',
   },
-  PORT: { group: 'http', readBy: 'api', description: 'API port.' },
-  QUERN_BODY_LIMIT_BYTES: { group: 'http', readBy: 'api', description: 'Largest request body (`413` above it).' },
+  PORT: { group: 'http', description: 'API port.' },
+  QUERN_BODY_LIMIT_BYTES: { group: 'http', description: 'Largest request body (`413` above it).' },
   QUERN_TRUST_PROXY_HOPS: {
     group: 'http',
-    readBy: 'api',
     description: 'Trusted proxies in front (client address from `X-Forwarded-For`; `0`: the socket address).',
   },
   QUERN_CORS_ORIGINS: {
     group: 'http',
-    readBy: 'api',
     description: 'Allowed browser origins (CORS is off when empty; `*` is refused in production).',
   },
 
   QUERN_DEV_API_KEY: {
     group: 'auth',
-    readBy: 'api',
     description:
       'Development key, stored (or refreshed) at start-up as a premium key with every scope; refused in ' +
       'production. `pnpm start` generates one and keeps it in `.data/dev-api-key`.',
   },
   QUERN_KEY_CACHE_TTL_MS: {
     group: 'auth',
-    readBy: 'api',
     description:
       'How long an API process trusts a key record it read: a revoked key, and every token issued for it, ' +
       'stops working on every API process within that time.',
   },
   QUERN_JWT_KEYS: {
     group: 'auth',
-    readBy: 'api',
     description:
       '`kid:secret` list (secrets of 32+ characters); the first signs, every one verifies. Required in production; ' +
       'in development an ephemeral key is used when it is unset. Workers do not need it.',
     defaultNote: '(required in production)',
   },
-  QUERN_JWT_ISSUER: { group: 'auth', readBy: 'api', description: 'Token `iss`.' },
-  QUERN_JWT_AUDIENCE: { group: 'auth', readBy: 'api', description: 'Token `aud`.' },
-  QUERN_JWT_TTL_SECONDS: { group: 'auth', readBy: 'api', description: 'Token lifetime.' },
-  QUERN_JWT_CLOCK_TOLERANCE_SECONDS: { group: 'auth', readBy: 'api', description: 'Allowed clock skew.' },
+  QUERN_JWT_ISSUER: { group: 'auth', description: 'Token `iss`.' },
+  QUERN_JWT_AUDIENCE: { group: 'auth', description: 'Token `aud`.' },
+  QUERN_JWT_TTL_SECONDS: { group: 'auth', description: 'Token lifetime.' },
+  QUERN_JWT_CLOCK_TOLERANCE_SECONDS: { group: 'auth', description: 'Allowed clock skew.' },
   QUERN_OIDC_JWKS_URL: {
     group: 'auth',
-    readBy: 'api',
     description:
       'External identity provider: its JWKS. Its tokens are accepted when this, `QUERN_OIDC_ISSUER` and ' +
       '`QUERN_OIDC_AUDIENCE` are set.',
   },
-  QUERN_OIDC_ISSUER: { group: 'auth', readBy: 'api', description: 'External identity provider: its issuer.' },
+  QUERN_OIDC_ISSUER: { group: 'auth', description: 'External identity provider: its issuer.' },
   QUERN_OIDC_AUDIENCE: {
     group: 'auth',
-    readBy: 'api',
     description: 'External identity provider: the audience its tokens must name.',
   },
   QUERN_OIDC_ALGORITHMS: {
     group: 'auth',
-    readBy: 'api',
     description: 'How its tokens are read: the signature algorithms accepted.',
   },
   QUERN_OIDC_SCOPE_CLAIM: {
     group: 'auth',
-    readBy: 'api',
     description: 'How its tokens are read: the claim that gives the scopes.',
   },
   QUERN_OIDC_TIER_CLAIM: {
     group: 'auth',
-    readBy: 'api',
     description: 'How its tokens are read: the claim that gives the tier.',
   },
 
   QUERN_RATE_FREE_PER_MINUTE: {
     group: 'limits',
-    readBy: 'api',
     description: 'Free tier budget per minute (`0`: none).',
   },
-  QUERN_RATE_FREE_PER_HOUR: { group: 'limits', readBy: 'api', description: 'Free tier budget per hour (`0`: none).' },
+  QUERN_RATE_FREE_PER_HOUR: { group: 'limits', description: 'Free tier budget per hour (`0`: none).' },
   QUERN_RATE_PREMIUM_PER_MINUTE: {
     group: 'limits',
-    readBy: 'api',
     description: 'Premium tier budget per minute (`0`: none).',
   },
   QUERN_RATE_PREMIUM_PER_HOUR: {
     group: 'limits',
-    readBy: 'api',
     description: 'Premium tier budget per hour (`0`: none).',
   },
   QUERN_AUTH_FAILURES_PER_MINUTE: {
     group: 'limits',
-    readBy: 'api',
     description: 'Failed authentications per client address and minute.',
   },
 
   QUERN_SECRETS_KEY: {
     group: 'webhooks',
-    readBy: 'both',
     description:
       'Key that seals webhook signing secrets at rest (32+ characters). Required in production; in development ' +
       'a built-in development key is used, with a warning.',
@@ -201,124 +175,104 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
   },
   QUERN_WEBHOOK_ALLOW_HOSTS: {
     group: 'webhooks',
-    readBy: 'both',
     description:
       'Webhook receivers allowed on private addresses (`host` or `host:port`); the API checks at submit time, ' +
       'the worker as it connects.',
   },
-  QUERN_WEBHOOK_TIMEOUT_MS: { group: 'webhooks', readBy: 'worker', description: 'One delivery attempt.' },
-  QUERN_WEBHOOK_CONCURRENCY: { group: 'webhooks', readBy: 'worker', description: 'Deliveries at once per worker.' },
+  QUERN_WEBHOOK_TIMEOUT_MS: { group: 'webhooks', description: 'One delivery attempt.' },
+  QUERN_WEBHOOK_CONCURRENCY: { group: 'webhooks', description: 'Deliveries at once per worker.' },
   QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: {
     group: 'webhooks',
-    readBy: 'worker',
     description:
       'Deliveries of one principal at once per worker; the rest wait without spending an attempt, so one slow ' +
       'receiver cannot fill every slot.',
   },
   QUERN_WEBHOOK_BREAKER_FAILURES: {
     group: 'webhooks',
-    readBy: 'worker',
     description:
       'Consecutive failures (timeout, connection failure, 5xx or 429) of a receiver origin that open its circuit ' +
       '(`0`: never).',
   },
   QUERN_WEBHOOK_BREAKER_OPEN_MS: {
     group: 'webhooks',
-    readBy: 'worker',
     description:
       'How long an open circuit holds back that origin’s deliveries before a probe (doubles per failed probe, up to 16×).',
   },
   QUERN_WEBHOOK_RETRY_SCHEDULE_MS: {
     group: 'webhooks',
-    readBy: 'both',
     description:
       'Delays before each retry (±20% jitter); the default spans about a day. The API sets a delivery’s attempts ' +
       'from its length.',
   },
   QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS: {
     group: 'webhooks',
-    readBy: 'both',
     description: 'How long deliveries carry both signatures after a secret rotation.',
   },
 
   QUERN_JOB_TIMEOUT_DEFAULT_MS: {
     group: 'jobs',
-    readBy: 'api',
     description:
       'Job deadline (`timeout_ms`) when the request gives none (not above `QUERN_JOB_TIMEOUT_MAX_MS`): a job ' +
       'still queued then ends `expired`.',
   },
-  QUERN_JOB_TIMEOUT_MAX_MS: { group: 'jobs', readBy: 'api', description: 'Cap of a job’s deadline (`timeout_ms`).' },
+  QUERN_JOB_TIMEOUT_MAX_MS: { group: 'jobs', description: 'Cap of a job’s deadline (`timeout_ms`).' },
   QUERN_PRIORITY_PREMIUM: {
     group: 'jobs',
-    readBy: 'api',
     description: 'BullMQ priority of the premium tier (1 is the highest; not below `QUERN_PRIORITY_FREE`).',
   },
-  QUERN_PRIORITY_FREE: { group: 'jobs', readBy: 'api', description: 'BullMQ priority of the free tier.' },
+  QUERN_PRIORITY_FREE: { group: 'jobs', description: 'BullMQ priority of the free tier.' },
   QUERN_QUEUE_MAX_DEPTH: {
     group: 'jobs',
-    readBy: 'api',
     description: 'Waiting jobs per model before `503 queue_full`.',
   },
   QUERN_QUEUE_DEPTH_CACHE_MS: {
     group: 'jobs',
-    readBy: 'api',
     description: 'How long a queue depth reading is reused.',
   },
   QUERN_JOB_INPUT_FORMAT: {
     group: 'jobs',
-    readBy: 'api',
     description:
       'How jobs carry input rows: `packed` float32, or `json` numbers while upgrading from a version before ' +
       'packed rows ([deployment.md](deployment.md)).',
   },
   QUERN_IDEMPOTENCY_TTL_SECONDS: {
     group: 'jobs',
-    readBy: 'api',
     description: 'How long an `Idempotency-Key` maps to its job.',
   },
   QUERN_CANCEL_WAIT_MS: {
     group: 'jobs',
-    readBy: 'api',
     description: 'How long `DELETE /v1/jobs/{id}` waits for a worker to drop a job it holds.',
   },
-  QUERN_SSE_KEEPALIVE_MS: { group: 'jobs', readBy: 'api', description: 'Keep-alive comments on event streams.' },
+  QUERN_SSE_KEEPALIVE_MS: { group: 'jobs', description: 'Keep-alive comments on event streams.' },
   QUERN_JOB_ATTEMPTS: {
     group: 'jobs',
-    readBy: 'api',
     description: 'Attempts of a job: transient failures are retried, with exponential backoff, up to this many runs.',
   },
   QUERN_JOB_BACKOFF_MS: {
     group: 'jobs',
-    readBy: 'api',
     description: 'Delay before the first retry of a transient failure; it doubles with each retry.',
   },
-  QUERN_RETAIN_COMPLETED_SECONDS: { group: 'jobs', readBy: 'both', description: 'How long finished jobs are kept.' },
+  QUERN_RETAIN_COMPLETED_SECONDS: { group: 'jobs', description: 'How long finished jobs are kept.' },
   QUERN_RETAIN_COMPLETED_COUNT: {
     group: 'jobs',
-    readBy: 'both',
     description: 'How many finished jobs are kept per queue.',
   },
   QUERN_RETAIN_FAILED_SECONDS: {
     group: 'jobs',
-    readBy: 'both',
     description: 'How long failed jobs are kept; also canceled-job records and webhook delivery state.',
   },
 
   QUERN_SYNC_WAIT_DEFAULT_MS: {
     group: 'sync',
-    readBy: 'api',
     description: 'Sync wait without `Prefer: wait=N` (not above `QUERN_SYNC_WAIT_MAX_MS`).',
   },
-  QUERN_SYNC_WAIT_MAX_MS: { group: 'sync', readBy: 'api', description: 'Cap of the sync wait.' },
+  QUERN_SYNC_WAIT_MAX_MS: { group: 'sync', description: 'Cap of the sync wait.' },
   QUERN_WAIT_POLL_INTERVAL_MS: {
     group: 'sync',
-    readBy: 'api',
     description: 'State poll behind the reply channel and events for waiting callers.',
   },
   QUERN_SYNC_COALESCE_IN_FLIGHT: {
     group: 'sync',
-    readBy: 'api',
     description:
       'Sync calls of one principal and model share jobs: jobs in flight per group before new calls gather into ' +
       'one job (`0`: off). 1 measured best on 2 cores at 8 and 32 concurrent callers: every job costs BullMQ ' +
@@ -326,82 +280,69 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
   },
   QUERN_SYNC_COALESCE_MAX_ROWS: {
     group: 'sync',
-    readBy: 'api',
     description: 'Rows per shared job (never above the model’s `max_batch_size`).',
   },
 
   QUERN_CACHE_TTL_SECONDS: {
     group: 'cache',
-    readBy: 'both',
     description: 'Result cache lifetime (`0` disables it).',
   },
 
   QUERN_MODELS_DIR: {
     group: 'models',
-    readBy: 'both',
     description: 'Folder with `manifest.json` and the `.onnx` files.',
     defaultText: 'the repository’s `models/` folder',
   },
 
   QUERN_WORKER_MODELS: {
     group: 'worker',
-    readBy: 'worker',
     description: 'Models this worker serves (comma-separated; empty: all).',
   },
   QUERN_WORKER_THREADS: {
     group: 'worker',
-    readBy: 'worker',
     description: 'Inference threads (one ONNX Runtime session per model each).',
     defaultText: 'the machine’s cores (`os.availableParallelism()`)',
   },
   QUERN_WORKER_PREFETCH: {
     group: 'worker',
-    readBy: 'worker',
     description: 'Jobs a worker holds per model (BullMQ concurrency).',
     defaultNote: '(`0`: `min(1024, max_batch_size × threads × 2)`)',
   },
   QUERN_WORKER_INLINE_MAX_ROWS: {
     group: 'worker',
-    readBy: 'worker',
     description:
       'Batches of at most this many rows run on the worker’s main thread (no thread hop) for models whose such ' +
       'batch measures at most `QUERN_WORKER_INLINE_MAX_MS` (`0` rows: off).',
   },
   QUERN_WORKER_INLINE_MAX_MS: {
     group: 'worker',
-    readBy: 'worker',
     description: 'Longest a small batch may measure at start for its model to run such batches inline.',
   },
   QUERN_WORKER_PORT: {
     group: 'worker',
-    readBy: 'worker',
     description: 'Worker’s `/metrics`, `/healthz`, `/readyz`.',
     defaultNote: '(`pnpm start`: a free port)',
   },
-  QUERN_LOCK_DURATION_MS: { group: 'worker', readBy: 'worker', description: 'BullMQ lock duration of a job.' },
-  QUERN_STALLED_INTERVAL_MS: { group: 'worker', readBy: 'worker', description: 'BullMQ stall check interval.' },
+  QUERN_LOCK_DURATION_MS: { group: 'worker', description: 'BullMQ lock duration of a job.' },
+  QUERN_STALLED_INTERVAL_MS: { group: 'worker', description: 'BullMQ stall check interval.' },
   QUERN_MAX_STALLED_COUNT: {
     group: 'worker',
-    readBy: 'worker',
     description: 'Stalls a job may have before BullMQ fails it (`worker_lost`).',
   },
 
   QUERN_SHUTDOWN_TIMEOUT_MS: {
     group: 'lifecycle',
-    readBy: 'worker',
     description: 'Worker’s drain deadline on SIGTERM; after it, the jobs’ locks expire and another worker takes them.',
   },
   QUERN_API_SHUTDOWN_GRACE_MS: {
     group: 'lifecycle',
-    readBy: 'api',
     description:
       'API on SIGTERM: how long sync callers keep waiting before they get `202` with the job (it goes on in the ' +
       'queue) and event streams close; the API exits at most 5 s later.',
   },
-  QUERN_HEARTBEAT_INTERVAL_MS: { group: 'lifecycle', readBy: 'worker', description: 'Worker heartbeat interval.' },
+  QUERN_HEARTBEAT_INTERVAL_MS: { group: 'lifecycle', description: 'Worker heartbeat interval.' },
   QUERN_HEARTBEAT_TTL_MS: {
     group: 'lifecycle',
-    readBy: 'both',
     description: 'How old a worker heartbeat may be for the API’s `/ready` (longer than the interval).',
   },
 };

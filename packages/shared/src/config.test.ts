@@ -16,19 +16,44 @@ describe('loadConfig', () => {
       QUERN_RETAIN_FAILED_SECONDS: 604_800,
       QUERN_BODY_LIMIT_BYTES: 1_048_576,
     });
-    expect(config.QUERN_WORKER_THREADS).toBeGreaterThanOrEqual(1);
+    expect(loadConfig({}, 'worker').QUERN_WORKER_THREADS).toBeGreaterThanOrEqual(1);
+  });
+
+  it('gives each process a schema of its own, built from shared pieces', () => {
+    const api = loadConfig({}, 'api');
+    const worker = loadConfig({}, 'worker');
+    const cli = loadConfig({}, 'cli');
+    // The worker never parses token keys or rate limits; the API never parses thread or lock settings.
+    expect('QUERN_JWT_KEYS' in worker).toBe(false);
+    expect('QUERN_RATE_FREE_PER_MINUTE' in worker).toBe(false);
+    expect('QUERN_WORKER_THREADS' in api).toBe(false);
+    expect('QUERN_LOCK_DURATION_MS' in api).toBe(false);
+    // The shared pieces agree everywhere.
+    for (const config of [api, worker, cli]) {
+      expect(config.REDIS_URL).toBe('redis://127.0.0.1:6379');
+      expect(config.QUERN_RETAIN_FAILED_SECONDS).toBe(604_800);
+    }
+    expect('PORT' in cli || 'QUERN_WORKER_PORT' in cli).toBe(false);
+    // A variable of another process is not this one's concern, even when it is malformed.
+    expect(() => loadConfig({ QUERN_JWT_KEYS: 'k1:short' }, 'worker')).not.toThrow();
+    expect(() => loadConfig({ QUERN_WORKER_THREADS: 'many' }, 'api')).not.toThrow();
+    expect(() => loadConfig({ QUERN_WORKER_THREADS: 'many' }, 'worker')).toThrow(/QUERN_WORKER_THREADS/);
+    // Cross-field checks run where both of their variables are read.
+    expect(() => loadConfig({ QUERN_HEARTBEAT_TTL_MS: '1000', QUERN_HEARTBEAT_INTERVAL_MS: '2000' }, 'worker')).toThrow(
+      /QUERN_HEARTBEAT_TTL_MS/,
+    );
   });
 
   it('isolates webhook deliveries per principal and per receiver by default; the breaker can be turned off', () => {
-    expect(loadConfig({})).toMatchObject({
+    expect(loadConfig({}, 'worker')).toMatchObject({
       QUERN_WEBHOOK_CONCURRENCY: 32,
       QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: 8,
       QUERN_WEBHOOK_BREAKER_FAILURES: 5,
       QUERN_WEBHOOK_BREAKER_OPEN_MS: 30_000,
     });
-    expect(loadConfig({ QUERN_WEBHOOK_BREAKER_FAILURES: '0' }).QUERN_WEBHOOK_BREAKER_FAILURES).toBe(0);
-    expect(() => loadConfig({ QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: '0' })).toThrow(ConfigError);
-    expect(() => loadConfig({ QUERN_WEBHOOK_BREAKER_OPEN_MS: '10' })).toThrow(ConfigError);
+    expect(loadConfig({ QUERN_WEBHOOK_BREAKER_FAILURES: '0' }, 'worker').QUERN_WEBHOOK_BREAKER_FAILURES).toBe(0);
+    expect(() => loadConfig({ QUERN_WEBHOOK_PER_OWNER_CONCURRENCY: '0' }, 'worker')).toThrow(ConfigError);
+    expect(() => loadConfig({ QUERN_WEBHOOK_BREAKER_OPEN_MS: '10' }, 'worker')).toThrow(ConfigError);
   });
 
   it('coerces numbers and lists, and treats empty strings as unset', () => {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { Config } from './config';
+import type { ApiConfig, CommonConfig } from './config';
 import { type Row, RowMatrix } from './row-matrix';
 import { WebhookSpec } from './webhooks';
 
@@ -103,13 +103,27 @@ export type InferenceResult = z.infer<typeof InferenceResult>;
 /** BullMQ job name of inference jobs. */
 export const INFERENCE_JOB_NAME = 'infer';
 
+/** How long finished inference jobs are kept, from config: the API sets it on each job, the worker on completion. */
+export function jobRetention(
+  config: Pick<
+    CommonConfig,
+    'QUERN_RETAIN_COMPLETED_SECONDS' | 'QUERN_RETAIN_COMPLETED_COUNT' | 'QUERN_RETAIN_FAILED_SECONDS'
+  >,
+) {
+  return {
+    removeOnComplete: { age: config.QUERN_RETAIN_COMPLETED_SECONDS, count: config.QUERN_RETAIN_COMPLETED_COUNT },
+    removeOnFail: { age: config.QUERN_RETAIN_FAILED_SECONDS },
+  };
+}
+
 /** Retry, backoff and retention of inference jobs, from config: one definition for API and tests. */
-export function inferenceJobOptions(config: Config) {
+export function inferenceJobOptions(
+  config: Pick<ApiConfig, 'QUERN_JOB_ATTEMPTS' | 'QUERN_JOB_BACKOFF_MS'> & Parameters<typeof jobRetention>[0],
+) {
   return {
     attempts: config.QUERN_JOB_ATTEMPTS,
     backoff: { type: 'exponential' as const, delay: config.QUERN_JOB_BACKOFF_MS },
-    removeOnComplete: { age: config.QUERN_RETAIN_COMPLETED_SECONDS, count: config.QUERN_RETAIN_COMPLETED_COUNT },
-    removeOnFail: { age: config.QUERN_RETAIN_FAILED_SECONDS },
+    ...jobRetention(config),
   };
 }
 

@@ -1,5 +1,5 @@
 import type { Queue } from 'bullmq';
-import type { Config } from './config';
+import type { CommonConfig } from './config';
 import { newId } from './ids';
 import { type JobSnapshot, jobView } from './job-view';
 import type { InferenceJobData } from './jobs';
@@ -24,7 +24,7 @@ export class WebhookDispatcher {
     private readonly queue: Queue,
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
-    private readonly config: Config,
+    private readonly config: CommonConfig,
   ) {}
 
   wants(data: InferenceJobData, event: WebhookEvent): boolean {

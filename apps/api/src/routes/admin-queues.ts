@@ -112,7 +112,7 @@ export function registerQueueDashboard(app: OpenAPIHono<AppEnv>, services: Servi
       const answer = (await c.res.text()).slice(0, 500);
       c.get('logger').error({ status: c.res.status, path: c.req.path, answer }, 'queue dashboard request failed');
       c.res = undefined;
-      c.res = problem(c, toQuernError(new Error('queue dashboard failed'), services.redis.status === 'ready'));
+      c.res = problem(c, toQuernError(new Error('queue dashboard failed'), services.redisUp()));
     }
   });
   const ownPage = createMiddleware<AppEnv>(async (c, next) => {

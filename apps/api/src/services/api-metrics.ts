@@ -1,4 +1,3 @@
-import type { RedisClient } from '@quern/shared';
 import { LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
 import type { Queue } from 'bullmq';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -6,35 +5,36 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'] as const;
 
 export interface QueueProbe {
-  redis: RedisClient;
   queues: ReadonlyMap<string, Queue>;
   workersAlive: () => Promise<number>;
 }
 
 /** Every priority a job can have (`priority` is 1..100 in requests and config). */
 const PRIORITIES = Array.from({ length: 100 }, (_, i) => i + 1);
-const PRIORITY_SPAN = 0x100000000;
 
 /**
- * Enqueue time of the oldest job still waiting in `queue`, or undefined. BullMQ keeps plain jobs
- * in the `wait` list (oldest at its right end) and prioritized ones in a sorted set scored
- * `priority · 2³² + arrival counter`, so the oldest of each priority is the first of its score
- * range: one read per priority that has jobs.
+ * Enqueue time of the oldest job still waiting in `queue`, or undefined, through BullMQ's public
+ * API only. BullMQ takes prioritized jobs by priority, first in first out within one (its
+ * documented order, which `getJobs(['prioritized'], …, asc)` lists), so the oldest job of each
+ * priority sits at the index where that priority begins: one read per priority that has jobs,
+ * never a walk of the queue. Jobs taken between the reads can shift an index by a few jobs;
+ * the gauge is then off by those jobs' age for one scrape.
  */
-async function oldestWaitingTimestamp(redis: RedisClient, queue: Queue): Promise<number | undefined> {
+async function oldestWaitingTimestamp(queue: Queue): Promise<number | undefined> {
   const perPriority = await queue.getCountsPerPriority(PRIORITIES);
-  const candidates: string[] = [];
-  const [tail] = await redis.lrange(queue.toKey('wait'), -1, -1);
-  if (tail) candidates.push(tail);
-  const levels = PRIORITIES.filter((p) => (perPriority[String(p)] ?? 0) > 0);
-  const firsts = await Promise.all(
-    levels.map((p) =>
-      redis.zrangebyscore(queue.toKey('prioritized'), p * PRIORITY_SPAN, (p + 1) * PRIORITY_SPAN - 1, 'LIMIT', 0, 1),
-    ),
-  );
-  for (const [id] of firsts) if (id) candidates.push(id);
-  const stamps = await Promise.all(candidates.map((id) => redis.hget(queue.toKey(id), 'timestamp')));
-  const values = stamps.map(Number).filter((t) => Number.isFinite(t) && t > 0);
+  const starts: number[] = [];
+  let index = 0;
+  for (const priority of PRIORITIES) {
+    const count = perPriority[String(priority)] ?? 0;
+    if (count > 0) starts.push(index);
+    index += count;
+  }
+  const reads = [
+    queue.getJobs(['wait'], 0, 0, true),
+    ...starts.map((at) => queue.getJobs(['prioritized'], at, at, true)),
+  ];
+  const stamps = (await Promise.all(reads)).flat().map((job) => job?.timestamp);
+  const values = stamps.filter((t): t is number => typeof t === 'number' && t > 0);
   return values.length > 0 ? Math.min(...values) : undefined;
 }
 
@@ -124,7 +124,7 @@ export function createApiMetrics(probe: QueueProbe) {
       [...probe.queues].map(async ([model, queue]) => {
         const counts = await queue.getJobCounts(...QUEUE_STATES);
         for (const state of QUEUE_STATES) queueJobs.labels(model, state).set(counts[state] ?? 0);
-        const oldest = await oldestWaitingTimestamp(probe.redis, queue);
+        const oldest = await oldestWaitingTimestamp(queue);
         oldestAge.labels(model).set(oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000));
       }),
     );

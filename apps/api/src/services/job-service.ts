@@ -1,6 +1,6 @@
 import {
+  type ApiConfig,
   type CanceledRecord,
-  type Config,
   decodeCanceledRecord,
   decodeFailure,
   encodeFailure,
@@ -65,7 +65,7 @@ export interface JobServiceDeps {
   /** The queue of each model, by model name. */
   queues: ReadonlyMap<string, Queue>;
   models: ModelRegistry;
-  config: Config;
+  config: ApiConfig;
   redis: RedisClient;
   keys: KeySpace;
   /** Recent completions per second of a model's queue (a full queue's Retry-After). */
@@ -96,7 +96,7 @@ export class JobService {
 
   private readonly queues: ReadonlyMap<string, Queue>;
   private readonly models: ModelRegistry;
-  private readonly config: Config;
+  private readonly config: ApiConfig;
   private readonly redis: RedisClient;
   private readonly keys: KeySpace;
   private readonly drainRate: (model: string) => number;

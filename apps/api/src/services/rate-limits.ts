@@ -1,4 +1,4 @@
-import type { Config, KeySpace, RedisClient } from '@quern/shared';
+import type { ApiConfig, KeySpace, RedisClient } from '@quern/shared';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Principal, Tier } from './principal';
 
@@ -24,7 +24,7 @@ export interface RateDecision {
 export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
 
-  constructor(redis: RedisClient, keys: KeySpace, config: Config) {
+  constructor(redis: RedisClient, keys: KeySpace, config: ApiConfig) {
     const make = (name: string, points: number, seconds: number) =>
       new RateLimiterRedis({
         storeClient: redis,

@@ -1,5 +1,5 @@
 import {
-  type Config,
+  type ApiConfig,
   createRedis,
   KeySpace,
   type Logger,
@@ -31,9 +31,7 @@ import { TokenService } from './token-service';
 
 /** Collaborators of every route, passed to `createApp` and read with `c.get('services')`. */
 export interface Services {
-  config: Config;
-  keys: KeySpace;
-  redis: RedisClient;
+  config: ApiConfig;
   /** Every BullMQ queue: one per model, and the webhook deliveries. */
   queues: Queue[];
   models: ModelRegistry;
@@ -51,11 +49,16 @@ export interface Services {
   sync: SyncPath;
   webhookSecrets: WebhookSecrets;
   metrics: ApiMetrics;
+  /** The request-path connection is up now (an error while it is not is Redis's, not the caller's). */
+  redisUp(): boolean;
   /** Redis answers and a worker heartbeat was seen within the TTL. */
   readiness(): Promise<{ redis: boolean; workers: number }>;
   /** Resolves when every request-path connection is up (rejects after `timeoutMs`). */
   connected(timeoutMs: number): Promise<void>;
-  /** Creates or refreshes QUERN_DEV_API_KEY as a premium key with every scope (never in production). */
+  /**
+   * Creates or refreshes QUERN_DEV_API_KEY as a premium key with every scope (never in production):
+   * now when Redis is up, else when it next connects.
+   */
   ensureDevKey(): Promise<void>;
   close(): Promise<void>;
 }
@@ -64,7 +67,7 @@ export interface Services {
  * Opens the API's Redis connections and builds its services. Only `main.ts` and tests call
  * this; `createApp` itself opens nothing.
  */
-export function createServices(config: Config, manifest: ModelManifest, logger: Logger): Services {
+export function createServices(config: ApiConfig, manifest: ModelManifest, logger: Logger): Services {
   const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
   // Request path: fail fast (no offline queue) so a request gets 503 instead of hanging.
   const redis = createRedis(config, 'producer', { name: 'api', logger });
@@ -91,7 +94,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
   const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
   webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
   const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
-  const metrics = createApiMetrics({ redis, queues, workersAlive });
+  const metrics = createApiMetrics({ queues, workersAlive });
   const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger, (source) =>
     metrics.syncAnswers.labels(source).inc(),
   );
@@ -124,8 +127,6 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
 
   return {
     config,
-    keys,
-    redis,
     queues: [...queues.values(), webhookQueue],
     models,
     jobs,
@@ -155,6 +156,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
       config.QUERN_WEBHOOK_ROTATION_OVERLAP_SECONDS,
     ),
     metrics,
+    redisUp: () => redis.status === 'ready',
     async connected(timeoutMs: number) {
       await Promise.all([waitForRedis(redis, timeoutMs), waitForRedis(queueRedis, timeoutMs), listening]);
     },
@@ -168,6 +170,7 @@ export function createServices(config: Config, manifest: ModelManifest, logger: 
     },
     async ensureDevKey() {
       if (!config.QUERN_DEV_API_KEY || config.NODE_ENV === 'production') return;
+      if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
       await apiKeys.upsertKnownKey(config.QUERN_DEV_API_KEY, {
         name: 'development',
         tier: 'premium',

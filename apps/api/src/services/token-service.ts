@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Config, Logger } from '@quern/shared';
+import type { ApiConfig, Logger } from '@quern/shared';
 import {
   createRemoteJWKSet,
   decodeJwt,
@@ -46,7 +46,7 @@ export class TokenService {
   private readonly remoteJwks: JWTVerifyGetKey | undefined;
 
   constructor(
-    private readonly config: Config,
+    private readonly config: ApiConfig,
     logger: Logger,
   ) {
     for (const entry of config.QUERN_JWT_KEYS) {
