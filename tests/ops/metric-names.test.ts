@@ -11,6 +11,9 @@ import {
   selectorLabelsIn,
 } from './monitoring-assets';
 import { JSON_HEADERS, type ProcessStack, pollUntil, startProcessStack } from './process-stack';
+import { runTool } from './promtool';
+
+const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
 
 /**
  * The alert rules and the dashboard must use exactly the metric names the running processes
@@ -20,15 +23,18 @@ import { JSON_HEADERS, type ProcessStack, pollUntil, startProcessStack } from '.
 let stack: ProcessStack;
 let api: Exposition;
 let worker: Exposition;
+/** The two /metrics answers as scraped, for promtool. */
+const texts = { api: '', worker: '' };
 
 const FEATURES = [4, 140, 90, 2264, 15.5, 1971];
 /** Nothing listens there: the worker refuses the address before it connects. */
 const WEBHOOK_PORT = 9;
 
-async function scrape(url: string): Promise<Exposition> {
+async function scrape(url: string, service: keyof typeof texts): Promise<Exposition> {
   const res = await fetch(`${url}/metrics`);
   expect(res.status).toBe(200);
-  return parseExposition(await res.text());
+  texts[service] = await res.text();
+  return parseExposition(texts[service]);
 }
 
 function samplesOf(name: string): Record<string, string>[] {
@@ -91,11 +97,43 @@ beforeAll(async () => {
     (job) => job.status === 'succeeded' && job.webhook?.status === 'failed',
     15_000,
   );
-  [api, worker] = await Promise.all([scrape(stack.apiUrl), scrape(stack.workerUrl)]);
+  [api, worker] = await Promise.all([scrape(stack.apiUrl, 'api'), scrape(stack.workerUrl, 'worker')]);
 });
 
 afterAll(async () => {
   await stack?.stop();
+});
+
+describe('the /metrics expositions', () => {
+  // promtool exits 3 on naming warnings (a gauge named `_total`, a missing unit suffix) and 1 on
+  // errors, printing one line per finding; clean means exit 0 and nothing printed.
+  it.each(['api', 'worker'] as const)('promtool check metrics finds nothing to fix in the %s’s', async (service) => {
+    expect(texts[service]).toContain('quern_');
+    const result = await runTool(PROMTOOL, ['check', 'metrics'], undefined, texts[service]);
+    expect(result.output.trim()).toBe('');
+    expect(result.code).toBe(0);
+  });
+
+  it('promtool check metrics would catch a misnamed metric (the check above can fail)', async () => {
+    const bad = `${texts.api}# HELP quern_bad_total A gauge named like a counter.\n# TYPE quern_bad_total gauge\nquern_bad_total 1\n`;
+    const result = await runTool(PROMTOOL, ['check', 'metrics'], undefined, bad);
+    expect(result.output).toContain('quern_bad_total');
+    expect(result.code).not.toBe(0);
+  });
+
+  it('the API reports the webhooks queue: depth by state and the age of its oldest waiting delivery', () => {
+    const depth = api.samples.get(MetricNames.webhookQueueJobs) ?? [];
+    expect(depth.map((s) => s.state).sort()).toEqual(
+      ['active', 'completed', 'delayed', 'failed', 'prioritized', 'waiting'].sort(),
+    );
+    // The refused delivery of the traffic above has finished in the webhooks queue.
+    const finished = [
+      ...texts.api.matchAll(/^quern_webhook_queue_jobs\{[^}]*state="(completed|failed)"[^}]*\} (\S+)$/gm),
+    ];
+    expect(finished.reduce((sum, m) => sum + Number(m[2]), 0)).toBeGreaterThanOrEqual(1);
+    expect(api.types.get(MetricNames.webhookQueueOldestWaitingAge)).toBe('gauge');
+    expect(api.samples.get(MetricNames.webhookQueueOldestWaitingAge)).toHaveLength(1);
+  });
 });
 
 describe('metric names in the alert rules and the dashboard', () => {

@@ -10,9 +10,9 @@ export interface ToolResult {
  * Runs a Prometheus binary (`promtool`, `prometheus`) from PATH. A missing binary is an error
  * naming the package to install, never a skip: CI installs it (.ci/run).
  */
-export function runTool(bin: string, args: string[], cwd = REPO_ROOT): Promise<ToolResult> {
+export function runTool(bin: string, args: string[], cwd = REPO_ROOT, input?: string): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
-    execFile(bin, args, { cwd, timeout: 30_000 }, (error, stdout, stderr) => {
+    const child = execFile(bin, args, { cwd, timeout: 30_000 }, (error, stdout, stderr) => {
       const output = `${stdout}${stderr}`;
       if (error && (error as NodeJS.ErrnoException).code === 'ENOENT') {
         reject(
@@ -26,6 +26,9 @@ export function runTool(bin: string, args: string[], cwd = REPO_ROOT): Promise<T
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
       resolve({ code, output });
     });
+    // `promtool check metrics` reads the exposition from standard input.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input ?? '');
   });
 }
 

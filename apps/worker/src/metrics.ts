@@ -1,11 +1,11 @@
-import { BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { BATCH_SIZE_BUCKETS, collectProcessMetrics, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** The worker's Prometheus metrics, on a registry of its own (no global state between tests). */
 export function createWorkerMetrics(options: { busyMs: () => number; threads: number }) {
   const registry = new Registry();
   registry.setDefaultLabels({ service: 'worker' });
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
 
   const batchSize = new Histogram({
     name: MetricNames.batchSize,

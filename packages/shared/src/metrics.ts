@@ -1,3 +1,5 @@
+import { collectDefaultMetrics, type Registry } from 'prom-client';
+
 /**
  * Names of every Prometheus metric Quern exports. The alert rules, the Grafana dashboard and a
  * test that scrapes the running processes all use these names, so they live in one place.
@@ -16,6 +18,8 @@ export const MetricNames = {
   queueJobs: 'quern_queue_jobs',
   queueOldestWaitingAge: 'quern_queue_oldest_waiting_age_seconds',
   workersAlive: 'quern_workers_alive',
+  webhookQueueJobs: 'quern_webhook_queue_jobs',
+  webhookQueueOldestWaitingAge: 'quern_webhook_queue_oldest_waiting_age_seconds',
   // Worker
   batchSize: 'quern_batch_size',
   inferenceDuration: 'quern_inference_duration_seconds',
@@ -29,6 +33,24 @@ export const MetricNames = {
   webhookDeferred: 'quern_webhook_deliveries_deferred_total',
   webhookCircuitOpened: 'quern_webhook_circuit_opened_total',
 } as const;
+
+/**
+ * prom-client's default process metrics export three gauges whose names end in `_total`
+ * (`nodejs_active_handles_total`, `…_requests_total`, `…_resources_total`), which Prometheus
+ * reserves for counters (`promtool check metrics` warns). Their per-type gauges
+ * (`nodejs_active_handles{type}` …) stay; `sum()` of those is the same number.
+ */
+const NON_COUNTERS_NAMED_TOTAL = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+] as const;
+
+/** prom-client's default process and Node.js metrics on `registry`, without the misnamed ones. */
+export function collectProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of NON_COUNTERS_NAMED_TOTAL) registry.removeSingleMetric(name);
+}
 
 /** Histogram buckets for batch sizes: powers of two up to the largest batch a model allows. */
 export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];

@@ -1,11 +1,13 @@
-import { LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
+import { collectProcessMetrics, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
 import type { Queue } from 'bullmq';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'] as const;
 
 export interface QueueProbe {
   queues: ReadonlyMap<string, Queue>;
+  /** The webhook deliveries' queue. */
+  webhooks?: Queue;
   workersAlive: () => Promise<number>;
 }
 
@@ -45,7 +47,7 @@ async function oldestWaitingTimestamp(queue: Queue): Promise<number | undefined>
 export function createApiMetrics(probe: QueueProbe) {
   const registry = new Registry();
   registry.setDefaultLabels({ service: 'api' });
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
 
   const httpRequests = new Counter({
     name: MetricNames.httpRequests,
@@ -111,6 +113,19 @@ export function createApiMetrics(probe: QueueProbe) {
     labelNames: ['model'],
     registers: [registry],
   });
+  const webhookQueueJobs = new Gauge({
+    name: MetricNames.webhookQueueJobs,
+    help: 'Webhook deliveries in the webhooks queue by BullMQ state (delayed: waiting for a retry), read at scrape time.',
+    labelNames: ['state'],
+    registers: [registry],
+  });
+  const webhookOldestAge = new Gauge({
+    name: MetricNames.webhookQueueOldestWaitingAge,
+    help:
+      'Age in seconds of the oldest webhook delivery waiting to be sent (0 when none waits), counted from ' +
+      'its first attempt: a retry that is due again shows how long its event has been undelivered.',
+    registers: [registry],
+  });
   const workersAlive = new Gauge({
     name: MetricNames.workersAlive,
     help: 'Worker processes whose heartbeat was seen within the heartbeat TTL.',
@@ -120,14 +135,21 @@ export function createApiMetrics(probe: QueueProbe) {
   /** Reads queue depths from Redis; failures leave the previous values (the scrape still works). */
   async function refreshQueueGauges(): Promise<void> {
     const now = Date.now();
-    await Promise.all(
-      [...probe.queues].map(async ([model, queue]) => {
+    const ageOf = (oldest: number | undefined) => (oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000));
+    const { webhooks } = probe;
+    await Promise.all([
+      ...[...probe.queues].map(async ([model, queue]) => {
         const counts = await queue.getJobCounts(...QUEUE_STATES);
         for (const state of QUEUE_STATES) queueJobs.labels(model, state).set(counts[state] ?? 0);
-        const oldest = await oldestWaitingTimestamp(queue);
-        oldestAge.labels(model).set(oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000));
+        oldestAge.labels(model).set(ageOf(await oldestWaitingTimestamp(queue)));
       }),
-    );
+      webhooks &&
+        (async () => {
+          const counts = await webhooks.getJobCounts(...QUEUE_STATES);
+          for (const state of QUEUE_STATES) webhookQueueJobs.labels(state).set(counts[state] ?? 0);
+          webhookOldestAge.set(ageOf(await oldestWaitingTimestamp(webhooks)));
+        })(),
+    ]);
     workersAlive.set(await probe.workersAlive());
   }
 
