@@ -25,7 +25,17 @@ export class RedisPipeline {
   private readonly reads: TurnBuffer<Read>;
   private readonly writes: TurnBuffer<Write>;
 
-  constructor(redis: RedisClient, ttlSeconds: number) {
+  /**
+   * `onWriteErrors` hears the commands of a flush that Redis refused one by one (an OOM under
+   * maxmemory refuses a SET while the connection is fine). The cache is an optimisation and the
+   * reply has QueueEvents behind it, so such errors are reported, not turned into failed jobs:
+   * the job's result is safe in BullMQ either way.
+   */
+  constructor(
+    redis: RedisClient,
+    ttlSeconds: number,
+    onWriteErrors: (errors: Error[], commands: number) => void = () => {},
+  ) {
     this.reads = new TurnBuffer<Read>((reads) => {
       redis.mget(...reads.flatMap((r) => r.keys)).then(
         (values) => {
@@ -47,7 +57,9 @@ export class RedisPipeline {
         if (w.reply) pipeline.publish(w.reply.channel, w.reply.message);
       }
       pipeline.exec().then(
-        () => {
+        (results) => {
+          const errors = (results ?? []).flatMap(([err]) => (err ? [err] : []));
+          if (errors.length > 0) onWriteErrors(errors, results?.length ?? 0);
           for (const w of writes) w.resolve();
         },
         (err: unknown) => {

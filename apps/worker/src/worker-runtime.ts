@@ -140,7 +140,12 @@ export class WorkerRuntime {
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, Queue>();
     const turns = new TurnLimiter(64);
-    const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS);
+    const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS, (errors, commands) =>
+      logger.warn(
+        { refused: errors.length, commands, err: errors[0]?.message },
+        'redis refused result-cache writes or replies (jobs still complete; callers fall back to queue events)',
+      ),
+    );
     for (const model of this.served) {
       const name = model.entry.name;
       const concurrency =
