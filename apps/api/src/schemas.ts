@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { checkFeatureRow, MAX_FEATURES, WEBHOOK_EVENTS } from '@quern/shared';
+import { checkFeatureRow, type ErrorCode, ErrorCodes, MAX_FEATURES, WEBHOOK_EVENTS } from '@quern/shared';
 
 /** OpenAPI schemas shared by several routes. JSON fields are snake_case throughout. */
 
@@ -9,7 +9,10 @@ export const ProblemSchema = z
     title: z.string().openapi({ example: 'Validation failed' }),
     status: z.number().int().openapi({ example: 422 }),
     detail: z.string().openapi({ example: 'features: expected 6 features for model cars-mpg, got 5' }),
-    code: z.string().openapi({ example: 'validation_failed' }),
+    // An enum in the document, so generated clients (packages/client) can switch on it.
+    code: z
+      .enum(Object.keys(ErrorCodes) as [ErrorCode, ...ErrorCode[]])
+      .openapi({ example: 'validation_failed', description: 'Stable: switch on it, never on `detail`.' }),
     request_id: z.string().nullable().openapi({ example: 'req_4CwVw1bq5pRrYd2KX8h0aF' }),
     errors: z
       .array(z.object({ field: z.string(), message: z.string() }))
