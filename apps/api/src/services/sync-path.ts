@@ -101,11 +101,12 @@ function newMember(
   row: number,
   resolve: (outcome: SyncOutcome) => void,
   reject: (err: unknown) => void,
+  waitingSince = Date.now(),
 ): Member {
   return {
     call,
     row,
-    waitUntil: Date.now() + call.waitMs,
+    waitUntil: waitingSince + call.waitMs,
     done: false,
     left: false,
     job: undefined,
@@ -324,6 +325,9 @@ export class SyncPath {
   ): Promise<SyncOutcome> {
     const { jobId } = claim;
     const owner = call.principal.id;
+    // The caller's wait counts from now: looking for the first request's job (up to seconds while
+    // that request is still on its way) is part of it.
+    const waitingSince = Date.now();
     const handle = this.waiter.register(jobId, call.model.name);
     try {
       const found = await findClaimedJob(this.jobs, owner, claim.claim, () =>
@@ -340,7 +344,7 @@ export class SyncPath {
         }),
       );
       const now = this.jobs.outcomeOf(await this.jobs.snapshot(found), call.model);
-      if (now.kind !== 'pending' || call.waitMs <= 0) {
+      if (now.kind !== 'pending' || call.waitMs <= 0 || Date.now() >= waitingSince + call.waitMs) {
         handle.cancel();
         return call.waitMs <= 0 && now.kind !== 'pending'
           ? { kind: 'pending', jobId, row: 0, view: await this.jobs.view(found) }
@@ -348,7 +352,7 @@ export class SyncPath {
       }
       // A replayed call never cancels the job: the first caller (or the key's owner) owns it.
       return await new Promise<SyncOutcome>((resolve, reject) => {
-        const member = newMember(call, 0, resolve, reject);
+        const member = newMember(call, 0, resolve, reject, waitingSince);
         const job: SentJob = { id: jobId, members: [member], added: true, handle };
         if (call.signal.aborted) {
           handle.cancel();
