@@ -7,6 +7,7 @@ import { QuernError } from '@quern/shared';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 import { problem, toQuernError } from '../errors';
+import { audited } from '../middleware/audit';
 import { requireAuth } from '../middleware/auth';
 import type { Services } from '../services/services';
 
@@ -68,6 +69,18 @@ export function registerQueueDashboard(app: OpenAPIHono<AppEnv>, services: Servi
     serverAdapter: adapter,
     options: { uiConfig: { boardTitle: 'Quern queues', hideRedisDetails: false } },
   });
+  // Opening the page and every change made from it leave an audit line, refusals included (the
+  // reads the page polls every few seconds do not).
+  const audit = audited((c) => {
+    const read = c.req.method === 'GET' || c.req.method === 'HEAD';
+    if (read) return c.req.path === QUEUE_DASHBOARD_PATH ? { action: 'queue_dashboard.open' } : undefined;
+    return {
+      action: 'queue_dashboard.change',
+      target: `${c.req.method} ${c.req.path.slice(QUEUE_DASHBOARD_PATH.length)}`,
+    };
+  });
+  // Hono's `/*` matches the page's own path too: one registration, one line.
+  app.use(`${QUEUE_DASHBOARD_PATH}/*`, audit);
   const guard = requireAuth('admin', { challenge: 'basic' });
   app.use(QUEUE_DASHBOARD_PATH, guard);
   app.use(`${QUEUE_DASHBOARD_PATH}/*`, guard);

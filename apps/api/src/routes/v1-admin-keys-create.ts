@@ -1,5 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
+import { audited } from '../middleware/audit';
 import { requireAuth } from '../middleware/auth';
 import { PROTECTED, problems } from '../schemas';
 import { SCOPES, TIERS } from '../services/principal';
@@ -25,7 +26,7 @@ export const createKeyRoute = createRoute({
   summary: 'Create an API key',
   description: 'The answer holds the key itself: it is shown this once and never stored (only its SHA-256 is).',
   security: PROTECTED,
-  middleware: [requireAuth('admin')] as const,
+  middleware: [audited('api_key.create'), requireAuth('admin')] as const,
   request: { body: { required: true, content: { 'application/json': { schema: CreateKeyRequestSchema } } } },
   responses: {
     201: {

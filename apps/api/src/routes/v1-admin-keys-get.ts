@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { QuernError } from '@quern/shared';
 import type { AppEnv } from '../env';
+import { audited } from '../middleware/audit';
 import { requireAuth } from '../middleware/auth';
 import { PROTECTED, problems } from '../schemas';
 import { ApiKeySchema, apiKeyView, KeyIdParamSchema } from './admin-keys-schemas';
@@ -12,7 +13,7 @@ export const getKeyRoute = createRoute({
   tags: ['Admin'],
   summary: 'Get an API key',
   security: PROTECTED,
-  middleware: [requireAuth('admin')] as const,
+  middleware: [audited('api_key.read'), requireAuth('admin')] as const,
   request: { params: KeyIdParamSchema },
   responses: {
     200: { description: 'The key.', content: { 'application/json': { schema: ApiKeySchema } } },

@@ -1,5 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
+import { audited } from '../middleware/audit';
 import { requireAuth } from '../middleware/auth';
 import { PROTECTED, problems } from '../schemas';
 import { ApiKeySchema, apiKeyView } from './admin-keys-schemas';
@@ -12,7 +13,7 @@ export const listKeysRoute = createRoute({
   summary: 'List API keys',
   description: 'Every key, revoked ones included, oldest first. Keys are identified by id and prefix only.',
   security: PROTECTED,
-  middleware: [requireAuth('admin')] as const,
+  middleware: [audited('api_key.list'), requireAuth('admin')] as const,
   responses: {
     200: {
       description: 'The keys.',

@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { QuernError } from '@quern/shared';
 import type { AppEnv } from '../env';
+import { audited } from '../middleware/audit';
 import { requireAuth } from '../middleware/auth';
 import { PROTECTED, problems } from '../schemas';
 import { ApiKeySchema, apiKeyView, KeyIdParamSchema } from './admin-keys-schemas';
@@ -15,7 +16,7 @@ export const revokeKeyRoute = createRoute({
     'The key, and every token issued for it, stops working on every API process within the key cache ' +
     'lifetime (`QUERN_KEY_CACHE_TTL_MS`, 5 s by default). Revoking twice is harmless.',
   security: PROTECTED,
-  middleware: [requireAuth('admin')] as const,
+  middleware: [audited('api_key.revoke'), requireAuth('admin')] as const,
   request: { params: KeyIdParamSchema },
   responses: {
     200: { description: 'The revoked key.', content: { 'application/json': { schema: ApiKeySchema } } },
