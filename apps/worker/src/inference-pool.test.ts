@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { DirectOrt, maxAbsDiff, REPO_ROOT, randomRows } from '@quern/devkit';
 import { loadManifest, type ModelEntry, RowMatrix } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InferencePool } from './inference-pool';
+import { InferencePool, MAX_INLINE_IN_FLIGHT } from './inference-pool';
 import { resolveServedModels, type ServedModel } from './models';
 
 const MODELS_DIR = join(REPO_ROOT, 'models');
@@ -49,6 +49,31 @@ describe('inference pool: small batches on the calling thread', () => {
       const big = carRows(5, 2);
       expect(maxAbsDiff(await run(pool, big), await direct.run(big))).toBeLessThan(1e-4);
       expect(pool.inlineBatchCount).toBe(before + 1);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('queues at most a few small batches on the event loop at once; the rest of a burst go to idle threads', async () => {
+    const pool = new InferencePool({
+      models: served.map((m) => m.pool),
+      threads: 2,
+      inline: { maxRows: 4, maxMs: 1_000 },
+    });
+    await pool.start();
+    try {
+      const before = pool.inlineBatchCount;
+      // Four small batches started in one turn: two inline, two on the two idle threads.
+      const burst = [1, 2, 3, 4].map((seed) => carRows(2, seed));
+      const results = await Promise.all(burst.map((rows) => run(pool, rows)));
+      expect(pool.inlineBatchCount - before).toBe(MAX_INLINE_IN_FLIGHT);
+      for (const [i, rows] of burst.entries()) {
+        expect(maxAbsDiff(results[i] as number[][], await direct.run(rows))).toBeLessThan(1e-4);
+      }
+      // With every thread busy, a small batch still runs inline rather than failing.
+      const more = [5, 6, 7, 8, 9].map((seed) => carRows(2, seed));
+      await Promise.all(more.map((rows) => run(pool, rows)));
+      expect(pool.inlineBatchCount - before).toBe(MAX_INLINE_IN_FLIGHT + 3);
     } finally {
       await pool.close();
     }

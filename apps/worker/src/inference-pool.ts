@@ -47,6 +47,9 @@ export interface InferencePoolOptions {
 
 const THREAD_URL = new URL('./inference-thread.mjs', import.meta.url);
 
+/** Inline batches queued on the event loop at once; more go to idle threads. */
+export const MAX_INLINE_IN_FLIGHT = 2;
+
 /** How long small batches of a model that ran slow inline go to the threads before inline is tried again. */
 const INLINE_PAUSE_MS = 10_000;
 
@@ -79,6 +82,8 @@ export class InferencePool {
   private ort: OrtModule | undefined;
   private readonly inline = new Map<string, InlineModel>();
   private inlineBatches = 0;
+  /** Inline batches started and not yet finished (ONNX Runtime runs each in a later setImmediate). */
+  private inlineInFlight = 0;
 
   constructor(private readonly options: InferencePoolOptions) {}
 
@@ -253,22 +258,38 @@ export class InferencePool {
     if (this.closing) return Promise.reject(new Error('the inference pool is closed'));
     const inline = this.inline.get(model);
     const bound = this.options.inline;
-    if (inline?.enabled && bound && rows <= bound.maxRows && inline.pausedUntil <= Date.now()) {
+    const idle = this.slots.find((s) => s && !s.busy);
+    if (
+      inline?.enabled &&
+      bound &&
+      rows <= bound.maxRows &&
+      inline.pausedUntil <= Date.now() &&
+      // ONNX Runtime runs each inline batch in a setImmediate of its own, so a burst of small
+      // batches (several models, a busy turn) would run back to back on the event loop: at most
+      // MAX_INLINE_IN_FLIGHT are queued there, the rest go to an idle thread. The loop is then
+      // never held (lock renewals, replies) for more than that many small batches in a row.
+      (this.inlineInFlight < MAX_INLINE_IN_FLIGHT || !idle)
+    ) {
       this.inlineBatches++;
+      this.inlineInFlight++;
       const started = performance.now();
-      return this.runInline(inline, rows, input).then((out) => {
-        this.busyMsTotal += performance.now() - started;
-        inline.averageMs = inline.averageMs * 0.95 + out.inferenceMs * 0.05;
-        // A model that turned slow (a busy neighbour, a cold cache) goes back to the threads for a
-        // while, then is tried again: one slow run (a GC pause) moves the average only a little.
-        if (inline.averageMs > bound.maxMs) {
-          inline.pausedUntil = Date.now() + INLINE_PAUSE_MS;
-          inline.averageMs = bound.maxMs / 2;
-        }
-        return out;
-      });
+      return this.runInline(inline, rows, input)
+        .finally(() => {
+          this.inlineInFlight--;
+        })
+        .then((out) => {
+          this.busyMsTotal += performance.now() - started;
+          inline.averageMs = inline.averageMs * 0.95 + out.inferenceMs * 0.05;
+          // A model that turned slow (a busy neighbour, a cold cache) goes back to the threads for a
+          // while, then is tried again: one slow run (a GC pause) moves the average only a little.
+          if (inline.averageMs > bound.maxMs) {
+            inline.pausedUntil = Date.now() + INLINE_PAUSE_MS;
+            inline.averageMs = bound.maxMs / 2;
+          }
+          return out;
+        });
     }
-    const slot = this.slots.find((s) => s && !s.busy);
+    const slot = idle;
     if (!slot) return Promise.reject(new Error('no idle inference thread'));
     const id = this.nextId++;
     slot.busy = true;
