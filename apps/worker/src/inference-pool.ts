@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { openSession, runBatch } from './ort-batch.mjs';
 
 export interface PoolModel {
   name: string;
@@ -107,12 +108,7 @@ export class InferencePool {
     this.ort = await import('onnxruntime-node');
     const ort = this.ort;
     for (const model of this.options.models) {
-      const session = await ort.InferenceSession.create(model.path, {
-        intraOpNumThreads: 1,
-        interOpNumThreads: 1,
-        executionMode: 'sequential',
-        graphOptimizationLevel: 'all',
-      });
+      const session = await openSession(ort, model, 1);
       const entry: InlineModel = { model, session, averageMs: 0, enabled: true, pausedUntil: 0 };
       let worst = 0;
       try {
@@ -146,22 +142,8 @@ export class InferencePool {
   }
 
   private async runInline(entry: InlineModel, rows: number, input: Float32Array): Promise<BatchOutput> {
-    const ort = this.ort as OrtModule;
-    const { model, session } = entry;
-    const tensor = new ort.Tensor('float32', input, [rows, model.features]);
-    const started = performance.now();
-    const result = await session.run({ [model.inputName]: tensor });
-    const inferenceMs = performance.now() - started;
-    const out = result[model.outputName];
-    if (!out) throw new Error(`model ${model.name} produced no output named ${model.outputName}`);
-    const data = out.data as Float32Array;
-    if (data.length !== rows * model.outputSize) {
-      throw new Error(`model ${model.name} returned ${data.length} values for ${rows} rows`);
-    }
-    const output = new Float32Array(data);
-    tensor.dispose?.();
-    out.dispose?.();
-    return { output, inferenceMs };
+    const { output, ms } = await runBatch(this.ort as OrtModule, entry.session, entry.model, rows, input);
+    return { output, inferenceMs: ms };
   }
 
   private spawn(index: number): Promise<void> {

@@ -8,6 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
+import { openSession, runBatch } from './ort-batch.mjs';
 
 /**
  * @typedef {{ name: string, path: string, inputName: string, outputName: string, features: number, outputSize: number }} ThreadModel
@@ -25,12 +26,7 @@ const sessions = new Map();
 
 async function init() {
   for (const model of config.models) {
-    const session = await ort.InferenceSession.create(model.path, {
-      intraOpNumThreads: config.intraOpThreads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-    });
+    const session = await openSession(ort, model, config.intraOpThreads);
     sessions.set(model.name, { session, model });
   }
 }
@@ -39,21 +35,7 @@ async function init() {
 async function run(msg) {
   const entry = sessions.get(msg.model);
   if (!entry) throw new Error(`model ${msg.model} is not loaded in this thread`);
-  const { session, model } = entry;
-  const input = new ort.Tensor('float32', msg.input, [msg.rows, model.features]);
-  const started = performance.now();
-  const result = await session.run({ [model.inputName]: input });
-  const ms = performance.now() - started;
-  const tensor = result[model.outputName];
-  if (!tensor) throw new Error(`model ${msg.model} produced no output named ${model.outputName}`);
-  const data = /** @type {Float32Array} */ (tensor.data);
-  if (data.length !== msg.rows * model.outputSize) {
-    throw new Error(`model ${msg.model} returned ${data.length} values for ${msg.rows} rows`);
-  }
-  // Copy into a buffer this thread owns, then hand it over without another copy.
-  const output = new Float32Array(data);
-  input.dispose?.();
-  tensor.dispose?.();
+  const { output, ms } = await runBatch(ort, entry.session, entry.model, msg.rows, msg.input);
   port.postMessage({ type: 'result', id: msg.id, output, ms }, [output.buffer]);
 }
 

@@ -52,8 +52,11 @@ async function buildApp(app: keyof typeof ENTRIES): Promise<void> {
     process.stdout.write(`built apps/${app}/dist/${entry}.js\n`);
   }
   if (app === 'worker') {
-    // Loaded by URL at run time (a worker_threads entry), so it is copied, not bundled.
-    copyFileSync(join(REPO_ROOT, 'apps/worker/src/inference-thread.mjs'), join(outDir, 'inference-thread.mjs'));
+    // Loaded by URL at run time (a worker_threads entry), so it is copied, not bundled, with the
+    // module it imports.
+    for (const file of ['inference-thread.mjs', 'ort-batch.mjs']) {
+      copyFileSync(join(REPO_ROOT, 'apps/worker/src', file), join(outDir, file));
+    }
   }
 }
 
