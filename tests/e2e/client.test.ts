@@ -1,0 +1,188 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { isProblem, type JobEvent, QuernClient, QuernProblemError, verifyWebhook } from '@quern/client';
+import { DirectOrt, OTHER_API_KEY, TEST_API_KEY } from '@quern/devkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Stack, startStack } from '../support/stack';
+import { WebhookReceiver } from '../support/webhook-receiver';
+
+/**
+ * @quern/client against the whole stack (API, worker, Redis, ONNX Runtime) over real HTTP: the
+ * API served on a loopback port, the client calling it with the global fetch.
+ */
+let stack: Stack;
+let server: Server;
+let baseUrl: string;
+let receiver: WebhookReceiver;
+let cars: DirectOrt;
+let seed = 0;
+
+/** A cars-mpg row no other test of this file sends, so the result cache never answers it. */
+const car = () => [4, 140, 90, 2264, 15.5, 1971 + ++seed / 1000];
+
+/** The statuses of the responses a client saw, by method and path, to follow what it did. */
+function recordingClient(key = TEST_API_KEY) {
+  const seen: { method: string; path: string; status: number }[] = [];
+  const client = new QuernClient({
+    baseUrl,
+    apiKey: key,
+    fetch: async (request) => {
+      const response = await fetch(request);
+      seen.push({ method: request.method, path: new URL(request.url).pathname, status: response.status });
+      return response;
+    },
+  });
+  return { client, seen };
+}
+
+beforeAll(async () => {
+  receiver = await WebhookReceiver.start();
+  stack = await startStack({ QUERN_WEBHOOK_ALLOW_HOSTS: `127.0.0.1:${receiver.port}` });
+  server = serve({ fetch: stack.app.fetch, hostname: '127.0.0.1', port: 0 }) as Server;
+  if (!server.listening) await once(server, 'listening');
+  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const model = stack.manifest.models.find((m) => m.name === 'cars-mpg');
+  if (!model) throw new Error('no cars-mpg in the manifest');
+  cars = await DirectOrt.load(stack.config.QUERN_MODELS_DIR, model);
+});
+
+afterAll(async () => {
+  server?.closeAllConnections();
+  await new Promise((resolve) => server?.close(resolve));
+  await cars?.release();
+  await stack?.close();
+  await receiver?.close();
+});
+
+describe('@quern/client against a running stack', () => {
+  it('predict: the model’s number, then the same from the cache', async () => {
+    const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
+    const features = car();
+    const first = await client.predict({ model: 'cars-mpg', features });
+    expect(first.cached).toBe(false);
+    expect(first.job_id).toMatch(/^job_/);
+    const [expected] = await cars.run([features]);
+    expect(Math.abs((first.prediction as number) - (expected?.[0] as number))).toBeLessThan(1e-4);
+    const again = await client.predict({ model: 'cars-mpg', features });
+    expect(again).toMatchObject({ prediction: first.prediction, cached: true, job_id: null });
+  });
+
+  it('predict follows a 202 (the server’s wait ran out) to the job’s result', async () => {
+    const { client, seen } = recordingClient();
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    const features = car();
+    await queue.pause();
+    let pending: ReturnType<QuernClient['predict']> | undefined;
+    try {
+      pending = client.predict({ features }, { waitSeconds: 1, follow: { initialDelayMs: 20 } });
+      await expect
+        .poll(() => seen.some((s) => s.path === '/v1/predict' && s.status === 202), { timeout: 10_000 })
+        .toBe(true);
+    } finally {
+      await queue.resume();
+    }
+    const answer = await pending;
+    const [expected] = await cars.run([features]);
+    expect(Math.abs((answer?.prediction as number) - (expected?.[0] as number))).toBeLessThan(1e-4);
+    expect(answer).toMatchObject({ job_id: expect.stringMatching(/^job_/), job_row: 0, cached: false });
+    // It got there by polling the job the 202 named.
+    expect(seen.filter((s) => s.path === `/v1/jobs/${answer?.job_id}`).at(-1)?.status).toBe(200);
+  });
+
+  it('submit + wait: queued at once, then the succeeded job with its output', async () => {
+    const { client, seen } = recordingClient();
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    const features = car();
+    await queue.pause();
+    let job: Awaited<ReturnType<QuernClient['submit']>>;
+    try {
+      job = await client.submit({ features, priority: 5 });
+      expect(job).toMatchObject({ status: 'queued', model: 'cars-mpg', output: null });
+    } finally {
+      await queue.resume();
+    }
+    const done = await client.wait(job, { initialDelayMs: 20, timeoutMs: 30_000 });
+    expect(done).toMatchObject({ id: job.id, status: 'succeeded', created_at: job.created_at });
+    const [expected] = await cars.run([features]);
+    const output = done.output as { prediction: number };
+    expect(Math.abs(output.prediction - (expected?.[0] as number))).toBeLessThan(1e-4);
+    expect(seen.filter((s) => s.path === `/v1/jobs/${job.id}`).every((s) => s.status === 200)).toBe(true);
+  });
+
+  it('events: queued, running, succeeded, each with the job, then the iteration ends', async () => {
+    const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    await queue.pause();
+    const events: JobEvent[] = [];
+    let job: Awaited<ReturnType<QuernClient['submit']>> | undefined;
+    try {
+      job = await client.submit({ features: car() });
+      const iterator = client.events(job.id);
+      const first = await iterator.next();
+      expect(first.value).toMatchObject({ event: 'queued', job: { id: job.id, status: 'queued' } });
+      events.push(first.value as JobEvent);
+      await queue.resume();
+      for await (const event of { [Symbol.asyncIterator]: () => iterator }) events.push(event);
+    } finally {
+      await queue.resume();
+    }
+    expect(events.map((e) => e.event)).toEqual(['queued', 'running', 'succeeded']);
+    expect(events.map((e) => e.job.status)).toEqual(['queued', 'running', 'succeeded']);
+    expect(events.at(-1)?.job.output).toEqual({ prediction: expect.any(Number) });
+    expect(events.at(-1)?.job).toEqual(await client.getJob(job?.id ?? ''));
+  });
+
+  it('error answers are QuernProblemError with the problem’s code, fields and request id', async () => {
+    const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
+    const invalid = await client.predict({ features: [1, 2, 3] }).catch((err: unknown) => err);
+    expect(invalid).toBeInstanceOf(QuernProblemError);
+    expect(isProblem(invalid, 'validation_failed')).toBe(true);
+    const problem = invalid as QuernProblemError;
+    expect(problem.status).toBe(422);
+    expect(problem.problem?.errors?.[0]?.field).toBe('features');
+    expect(problem.requestId).toMatch(/^req_/);
+    expect(problem.message).toContain('validation_failed');
+
+    const unknownModel = await client.submit({ model: 'no-such-model', features: car() }).catch((e: unknown) => e);
+    expect(isProblem(unknownModel, 'model_not_found')).toBe(true);
+
+    // A job is its owner's alone: another principal's client sees no such job.
+    const job = await client.submit({ features: car() });
+    const other = new QuernClient({ baseUrl, apiKey: OTHER_API_KEY });
+    const foreign = await other.getJob(job.id).catch((e: unknown) => e);
+    expect(isProblem(foreign, 'job_not_found')).toBe(true);
+    expect((foreign as QuernProblemError).status).toBe(404);
+    await expect(other.wait(job.id)).rejects.toThrow(QuernProblemError);
+
+    const anonymous = new QuernClient({ baseUrl });
+    const refused = await anonymous.getJob(job.id).catch((e: unknown) => e);
+    expect(isProblem(refused, 'unauthorized')).toBe(true);
+    expect((refused as QuernProblemError).status).toBe(401);
+    await expect(anonymous.events(job.id).next()).rejects.toSatisfy((e) => isProblem(e, 'unauthorized'));
+  });
+
+  it('verifyWebhook accepts a delivery the worker sent, and refuses it altered', async () => {
+    const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
+    const before = receiver.requests.length;
+    const job = await client.submit({ features: car(), webhook: { url: receiver.url(), events: ['completed'] } });
+    await receiver.waitFor(before + 1);
+    const delivery = receiver.requests[before];
+    if (!delivery) throw new Error('no delivery');
+    const secret = await client.webhookSecret();
+    const event = verifyWebhook(delivery.body, delivery.headers, secret);
+    expect(event.type).toBe('job.completed');
+    expect(event.data).toMatchObject({ id: job.id, status: 'succeeded', output: { prediction: expect.any(Number) } });
+    // The same checks through Fetch's Headers, as a receiver on a fetch-based server has them.
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(delivery.headers))
+      if (typeof value === 'string') headers.set(name, value);
+    expect(verifyWebhook(delivery.body, headers, secret).data.id).toBe(job.id);
+    const forged = delivery.body.replace('"succeeded"', '"failed"');
+    expect(forged).not.toBe(delivery.body);
+    expect(() => verifyWebhook(forged, delivery.headers, secret)).toThrow();
+    const otherSecret = await new QuernClient({ baseUrl, apiKey: OTHER_API_KEY }).webhookSecret();
+    expect(() => verifyWebhook(delivery.body, delivery.headers, otherSecret)).toThrow();
+  });
+});
