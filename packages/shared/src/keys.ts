@@ -30,7 +30,7 @@ export class KeySpace {
     return `${this.prefix}:apikey:ids`;
   }
 
-  /** Prefix of rate-limiter-flexible's keys for one limiter. */
+  /** Prefix of one rate-limit window's counters (the principal's id follows; rate-limiter-flexible's layout). */
   rateLimit(name: string): string {
     return `${this.prefix}:rl:${name}`;
   }

@@ -1,11 +1,12 @@
 import type { ApiConfig, KeySpace, RedisClient } from '@quern/shared';
-import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Principal, Tier } from './principal';
 
 interface Budget {
   name: 'minute' | 'hour';
   seconds: number;
-  limiter: RateLimiterRedis;
+  points: number;
+  /** The counter's key without the principal (`<prefix>:<tier>:<window>`). */
+  prefix: string;
 }
 
 export interface RateDecision {
@@ -16,69 +17,92 @@ export interface RateDecision {
 }
 
 /**
+ * Every window of one principal in one script: a request is counted in all of them or, when one
+ * has no room, in none (a refused request is served by no one, so a client retrying through a
+ * minute's refusals does not spend its hour). Fixed windows that start at a window's first
+ * request, as rate-limiter-flexible keeps them (same keys and values: a rolling upgrade keeps the
+ * counts). KEYS: a counter per window; ARGV: limit and window length in ms, per window. Returns
+ * count and ms left per window, then 1 when refused.
+ */
+const CONSUME_LUA = `
+local refused = 0
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') + 1 > tonumber(ARGV[2 * i - 1]) then refused = 1 end
+end
+local out = {}
+for i = 1, #KEYS do
+  local count
+  if refused == 1 then count = tonumber(redis.call('GET', KEYS[i]) or '0') else count = redis.call('INCR', KEYS[i]) end
+  local ttl = redis.call('PTTL', KEYS[i])
+  if refused == 0 and ttl < 0 then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
+    ttl = tonumber(ARGV[2 * i])
+  elseif ttl < 0 then
+    ttl = tonumber(ARGV[2 * i])
+  end
+  out[#out + 1] = count
+  out[#out + 1] = ttl
+end
+out[#out + 1] = refused
+return out
+`;
+
+type ConsumeCommand = (...args: (string | number)[]) => Promise<number[]>;
+
+/**
  * Per-principal budgets per tier (a minute and an hour window); the limit on failed
- * authentications per client address is `AuthAttempts`'s. Counters live in Redis
- * (rate-limiter-flexible's atomic Lua), so every API process shares them. If Redis cannot be reached the calls throw and the
+ * authentications per client address is `AuthAttempts`'s. Counters live in Redis, so every API
+ * process shares them, and both windows are checked and counted by one script: one command per
+ * request on the hot path (rate-limiter-flexible, used before, sent one script per window and a
+ * second round trip to give points back). If Redis cannot be reached the call throws and the
  * request is refused with 503: traffic is never let through unlimited.
  */
 export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
+  private readonly consumeScript: ConsumeCommand;
 
   constructor(redis: RedisClient, keys: KeySpace, config: ApiConfig) {
-    const make = (name: string, points: number, seconds: number) =>
-      new RateLimiterRedis({
-        storeClient: redis,
-        keyPrefix: keys.rateLimit(name),
-        points,
-        duration: seconds,
-        rejectIfRedisNotReady: true,
-      });
     const tier = (t: Tier, perMinute: number, perHour: number): Budget[] => [
-      ...(perMinute > 0 ? [{ name: 'minute' as const, seconds: 60, limiter: make(`${t}:minute`, perMinute, 60) }] : []),
-      ...(perHour > 0 ? [{ name: 'hour' as const, seconds: 3600, limiter: make(`${t}:hour`, perHour, 3600) }] : []),
+      ...(perMinute > 0
+        ? [{ name: 'minute' as const, seconds: 60, points: perMinute, prefix: keys.rateLimit(`${t}:minute`) }]
+        : []),
+      ...(perHour > 0
+        ? [{ name: 'hour' as const, seconds: 3600, points: perHour, prefix: keys.rateLimit(`${t}:hour`) }]
+        : []),
     ];
     this.budgets = {
       free: tier('free', config.QUERN_RATE_FREE_PER_MINUTE, config.QUERN_RATE_FREE_PER_HOUR),
       premium: tier('premium', config.QUERN_RATE_PREMIUM_PER_MINUTE, config.QUERN_RATE_PREMIUM_PER_HOUR),
     };
+    if (!('quernRateLimit' in redis)) redis.defineCommand('quernRateLimit', { lua: CONSUME_LUA });
+    const command = (redis as unknown as { quernRateLimit: ConsumeCommand }).quernRateLimit;
+    this.consumeScript = command.bind(redis);
   }
 
-  /** Counts one request against each of the principal's budgets. */
+  /** Counts one request against each of the principal's budgets, or against none when one is spent. */
   async consume(principal: Principal): Promise<RateDecision> {
     const budgets = this.budgets[principal.tier];
     if (budgets.length === 0) return { headers: {}, retryAfter: undefined };
-    const results = await Promise.all(
-      budgets.map(async (b) => {
-        try {
-          const res = await b.limiter.consume(principal.id, 1);
-          return { budget: b, remaining: res.remainingPoints, msBeforeNext: res.msBeforeNext, refused: false };
-        } catch (err) {
-          if (err instanceof RateLimiterRes) {
-            return { budget: b, remaining: err.remainingPoints, msBeforeNext: err.msBeforeNext, refused: true };
-          }
-          throw err; // Redis error: the caller answers 503
-        }
-      }),
+    const reply = await this.consumeScript(
+      budgets.length,
+      ...budgets.map((b) => `${b.prefix}:${principal.id}`),
+      ...budgets.flatMap((b) => [b.points, b.seconds * 1000]),
     );
-    const policy = results.map(({ budget }) => `"${budget.name}";q=${budget.limiter.points};w=${budget.seconds}`);
-    const refused = results.filter((r) => r.refused);
-    if (refused.length > 0) {
-      // A refused request is served by no one: the budgets that had room get their point back, so
-      // a client retrying through a minute's refusals does not also spend its hour.
-      await Promise.all(
-        results
-          .filter((r) => !r.refused)
-          .map(async (r) => {
-            await r.budget.limiter.reward(principal.id, 1);
-            r.remaining += 1;
-          }),
-      );
-    }
-    const state = results.map(
-      ({ budget, remaining, msBeforeNext }) => `"${budget.name}";r=${remaining};t=${Math.ceil(msBeforeNext / 1000)}`,
-    );
-    const retryAfter =
-      refused.length > 0 ? Math.max(1, ...refused.map((r) => Math.ceil(r.msBeforeNext / 1000))) : undefined;
-    return { headers: { 'ratelimit-policy': policy.join(', '), ratelimit: state.join(', ') }, retryAfter };
+    const refused = reply[budgets.length * 2] === 1;
+    const policy = budgets.map((b) => `"${b.name}";q=${b.points};w=${b.seconds}`);
+    const state = budgets.map((b, i) => {
+      const count = Number(reply[i * 2]);
+      const remaining = Math.max(0, b.points - count);
+      return { budget: b, remaining, secondsLeft: Math.ceil(Number(reply[i * 2 + 1]) / 1000), full: count >= b.points };
+    });
+    // Refused: wait until every spent window has room again.
+    const retryAfter = refused ? Math.max(1, ...state.filter((s) => s.full).map((s) => s.secondsLeft)) : undefined;
+    return {
+      headers: {
+        'ratelimit-policy': policy.join(', '),
+        ratelimit: state.map((s) => `"${s.budget.name}";r=${s.remaining};t=${s.secondsLeft}`).join(', '),
+      },
+      retryAfter,
+    };
   }
 }
