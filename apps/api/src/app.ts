@@ -27,8 +27,9 @@ import { registerListModels } from './routes/v1-models-list';
 import { registerPredict } from './routes/v1-predict';
 import { registerWebhookSecret } from './routes/v1-webhooks-secret';
 import type { Services } from './services/services';
+import { API_VERSION } from './version';
 
-export const API_VERSION = '1.0.0';
+export { API_VERSION };
 
 /**
  * Builds the HTTP app with its error handler, validation hook and OpenAPI document. It opens

@@ -31,6 +31,14 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     scope: 'jobs:read',
     ownsJob: true,
   },
+  { method: 'POST', template: '/jobs', path: () => '/jobs', body: { features: CAR }, scope: 'predict' },
+  {
+    method: 'GET',
+    template: '/jobs/{id}',
+    path: ({ jobId }) => `/jobs/${jobId}`,
+    scope: 'jobs:read',
+    ownsJob: true,
+  },
   { method: 'POST', template: '/v1/predict', path: () => '/v1/predict', body: { features: CAR }, scope: 'predict' },
   { method: 'POST', template: '/predict', path: () => '/predict', body: { features: CAR }, scope: 'predict' },
   {
@@ -64,6 +72,13 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     scope: 'jobs:read',
     ownsJob: true,
   },
+  {
+    method: 'GET',
+    template: '/jobs/{id}/events',
+    path: ({ jobId }) => `/jobs/${jobId}/events`,
+    scope: 'jobs:read',
+    ownsJob: true,
+  },
   { method: 'GET', template: '/v1/webhooks/secret', path: () => '/v1/webhooks/secret', scope: 'predict' },
   {
     method: 'POST',
@@ -71,11 +86,18 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     path: () => '/v1/webhooks/secret/rotate',
     scope: 'predict',
   },
-  // Last: its control case cancels the shared job.
+  // Last: their control cases cancel jobs.
   {
     method: 'DELETE',
     template: '/v1/jobs/{id}',
     path: ({ jobId }) => `/v1/jobs/${jobId}`,
+    scope: 'jobs:cancel',
+    ownsJob: true,
+  },
+  {
+    method: 'DELETE',
+    template: '/jobs/{id}',
+    path: ({ jobId }) => `/jobs/${jobId}`,
     scope: 'jobs:cancel',
     ownsJob: true,
   },

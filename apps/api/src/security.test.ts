@@ -56,6 +56,10 @@ const CONTROL_STATUS: Record<string, number> = {
   'GET /v1/webhooks/secret': 200,
   'POST /v1/webhooks/secret/rotate': 200,
   'DELETE /v1/jobs/{id}': 200,
+  'POST /jobs': 202,
+  'GET /jobs/{id}': 200,
+  'GET /jobs/{id}/events': 200,
+  'DELETE /jobs/{id}': 200,
 };
 
 beforeAll(async () => {

@@ -7,7 +7,9 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import lockfile from 'proper-lockfile';
 import { REPO_ROOT } from './service-process';
 
 const FIX_HINT =
@@ -59,9 +61,32 @@ export interface PythonVenv {
 
 /**
  * The virtualenv at `dir` (relative to the repository root) with `requirements` installed,
- * made on first use (pip's progress is passed to `log`, line by line) and reused after.
+ * made on first use (pip's progress is passed to `log`, line by line) and reused after. Test
+ * files run in parallel and share a venv (tests/clients/.venv): one makes it while the others
+ * wait on a lock (outside the repository, so git never sees it), then reuse it.
  */
 export async function ensurePythonVenv(options: {
+  dir: string;
+  requirements: string;
+  label: string;
+  log?: (message: string) => void;
+}): Promise<PythonVenv> {
+  const dir = join(REPO_ROOT, options.dir);
+  const lockPath = join(tmpdir(), `quern-venv-${createHash('sha256').update(dir).digest('hex').slice(0, 16)}.lock`);
+  const release = await lockfile.lock(dir, {
+    realpath: false,
+    lockfilePath: lockPath,
+    // A pip install takes a minute or two: wait up to 10 minutes for another process's.
+    retries: { retries: 600, factor: 1, minTimeout: 1_000, maxTimeout: 1_000 },
+  });
+  try {
+    return await makeVenv(options);
+  } finally {
+    await release();
+  }
+}
+
+async function makeVenv(options: {
   dir: string;
   requirements: string;
   label: string;

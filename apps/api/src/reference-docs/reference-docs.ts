@@ -19,6 +19,11 @@ const OUTSIDE_THE_DOCUMENT = [
     description: 'Swagger UI over the OpenAPI document (its assets served by the app, no CDN).',
   },
   {
+    path: '/redoc',
+    route: 'GET /redoc',
+    description: 'ReDoc over the same document (the `redoc` package’s standalone bundle, served by the app, no CDN).',
+  },
+  {
     path: '/openapi.json',
     route: 'GET /openapi.json',
     description: 'The OpenAPI 3.1 document this page is made from.',

@@ -45,8 +45,34 @@ const PAGE = `<!doctype html>
 const CSP =
   "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; font-src 'self' data:";
 
+/**
+ * ReDoc (FastAPI's second docs page, which the tutorial had at /redoc), from the installed
+ * `redoc` package's standalone bundle: no CDN. The `<redoc>` element starts it, so the page has no
+ * inline script.
+ */
+const REDOC_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Quern API — ReDoc</title>
+  <link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
+</head>
+<body>
+  <redoc spec-url="/openapi.json"></redoc>
+  <script src="/redoc/assets/redoc.standalone.js"></script>
+</body>
+</html>
+`;
+
+/** ReDoc injects its styles (styled-components) and runs its search index in a worker made from a blob. */
+const REDOC_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; font-src 'self' data:; worker-src blob:";
+
 export function registerDocs(app: OpenAPIHono<AppEnv>): void {
-  const distDir = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
+  const require = createRequire(import.meta.url);
+  const distDir = dirname(require.resolve('swagger-ui-dist/package.json'));
+  const redocBundle = join(dirname(require.resolve('redoc/package.json')), 'bundles', 'redoc.standalone.js');
   const cache = new Map<string, Buffer>();
 
   app.get('/docs', (c) => c.html(PAGE, 200, { 'content-security-policy': CSP }));
@@ -63,5 +89,15 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
       cache.set(file, body);
     }
     return c.body(new Uint8Array(body), 200, { 'content-type': type, 'cache-control': 'public, max-age=86400' });
+  });
+
+  app.get('/redoc', (c) => c.html(REDOC_PAGE, 200, { 'content-security-policy': REDOC_CSP }));
+  let redoc: Buffer | undefined;
+  app.get('/redoc/assets/redoc.standalone.js', async (c) => {
+    redoc ??= await readFile(redocBundle);
+    return c.body(new Uint8Array(redoc), 200, {
+      'content-type': 'text/javascript; charset=utf-8',
+      'cache-control': 'public, max-age=86400',
+    });
   });
 }

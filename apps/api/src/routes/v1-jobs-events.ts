@@ -6,99 +6,108 @@ import { requireAuth } from '../middleware/auth';
 import { PROTECTED, problems } from '../schemas';
 import { JobIdParamSchema } from './v1-jobs-get';
 
-export const jobEventsRoute = createRoute({
-  operationId: 'streamJobEvents',
-  method: 'get',
-  path: '/v1/jobs/{id}/events',
-  tags: ['Jobs'],
-  summary: 'Stream a job’s state changes (server-sent events)',
-  description:
-    'A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker ' +
-    'has taken the job; `started_at` is that moment, unchanged in later events), then the ' +
-    'final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the ' +
-    'stream closes after the final event. A job that already finished gives its final event at once. ' +
-    'Comment lines (`: keep-alive`) keep idle connections open.',
-  security: PROTECTED,
-  middleware: [requireAuth('jobs:read')] as const,
-  request: { params: JobIdParamSchema },
-  responses: {
-    200: {
-      description: 'The event stream.',
-      content: {
-        'text/event-stream': {
-          schema: z.string().openapi({ example: 'event: queued\ndata: {"id":"job_…","status":"queued",…}\n\n' }),
+/** `/v1/jobs/{id}/events`, and `/jobs/{id}/events` beside `/jobs/{id}` (not deprecated). */
+const route = (prefix: '/v1' | '') =>
+  createRoute({
+    operationId: prefix ? 'streamJobEvents' : 'streamJobEventsUnversioned',
+    method: 'get',
+    path: `${prefix}/jobs/{id}/events`,
+    tags: ['Jobs'],
+    summary: prefix
+      ? 'Stream a job’s state changes (server-sent events)'
+      : 'Stream a job’s state changes (unversioned path)',
+    description:
+      'A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker ' +
+      'has taken the job; `started_at` is that moment, unchanged in later events), then the ' +
+      'final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the ' +
+      'stream closes after the final event. A job that already finished gives its final event at once. ' +
+      'Comment lines (`: keep-alive`) keep idle connections open.',
+    security: PROTECTED,
+    middleware: [requireAuth('jobs:read')] as const,
+    request: { params: JobIdParamSchema },
+    responses: {
+      200: {
+        description: 'The event stream.',
+        content: {
+          'text/event-stream': {
+            schema: z.string().openapi({ example: 'event: queued\ndata: {"id":"job_…","status":"queued",…}\n\n' }),
+          },
         },
       },
+      ...problems(401, 403, 404, 429, 503),
     },
-    ...problems(401, 403, 404, 429, 503),
-  },
-});
+  });
+
+export const jobEventsRoute = route('/v1');
+export const jobEventsUnversionedRoute = route('');
 
 export function registerJobEvents(app: OpenAPIHono<AppEnv>): void {
-  app.openapi(jobEventsRoute, async (c) => {
-    const { jobs, waiter, config } = c.get('services');
-    const id = c.req.valid('param').id;
-    const owner = c.get('principal').id;
-    const first = await jobs.find(id, owner);
-    if (!first) throw new QuernError('job_not_found', 'no job with this id');
-    c.header('cache-control', 'no-store');
-    c.header('x-accel-buffering', 'no');
+  for (const r of [jobEventsRoute, jobEventsUnversionedRoute]) {
+    app.openapi(r, async (c) => {
+      const { jobs, waiter, config } = c.get('services');
+      const id = c.req.valid('param').id;
+      const owner = c.get('principal').id;
+      const first = await jobs.find(id, owner);
+      if (!first) throw new QuernError('job_not_found', 'no job with this id');
+      c.header('cache-control', 'no-store');
+      c.header('x-accel-buffering', 'no');
 
-    return streamSSE(c, async (stream) => {
-      let last: JobView['status'] | undefined;
-      let seq = 0;
-      let wake: (() => void) | undefined;
-      // Changes are only a cue to read the job again: the events sent are always read state.
-      const unsubscribe = waiter.subscribe(id, () => wake?.());
-      const send = async (): Promise<boolean> => {
-        const found = await jobs.find(id, owner);
-        if (!found) return true;
-        const view = await jobs.view(found);
-        if (view.status !== last) {
-          // A job that ran between two reads still shows every step: queued → running → final.
-          if (last === 'queued' && TERMINAL_STATUSES.includes(view.status) && view.started_at) {
-            const running = {
-              ...view,
-              status: 'running',
-              completed_at: null,
-              output: null,
-              error: null,
-              timings: null,
-            };
-            await stream.writeSSE({ event: 'running', data: JSON.stringify(running), id: String(++seq) });
+      return streamSSE(c, async (stream) => {
+        let last: JobView['status'] | undefined;
+        let seq = 0;
+        let wake: (() => void) | undefined;
+        // Changes are only a cue to read the job again: the events sent are always read state.
+        const unsubscribe = waiter.subscribe(id, () => wake?.());
+        const send = async (): Promise<boolean> => {
+          const found = await jobs.find(id, owner);
+          if (!found) return true;
+          const view = await jobs.view(found);
+          if (view.status !== last) {
+            // A job that ran between two reads still shows every step: queued → running → final.
+            if (last === 'queued' && TERMINAL_STATUSES.includes(view.status) && view.started_at) {
+              const running = {
+                ...view,
+                status: 'running',
+                completed_at: null,
+                output: null,
+                error: null,
+                timings: null,
+              };
+              await stream.writeSSE({ event: 'running', data: JSON.stringify(running), id: String(++seq) });
+            }
+            last = view.status;
+            await stream.writeSSE({ event: view.status, data: JSON.stringify(view), id: String(++seq) });
           }
-          last = view.status;
-          await stream.writeSSE({ event: view.status, data: JSON.stringify(view), id: String(++seq) });
-        }
-        return TERMINAL_STATUSES.includes(view.status);
-      };
-      try {
-        let done = await send();
-        let lastWrite = Date.now();
-        const tick = Math.min(1_000, config.QUERN_SSE_KEEPALIVE_MS);
-        // A stopping API process ends its streams; the client reconnects to another one.
-        while (!done && !stream.aborted && !waiter.draining) {
-          // Wake on a QueueEvents change of this job, or poll after a tick as a safety net.
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, tick);
-            wake = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
-          wake = undefined;
-          if (stream.aborted) break;
-          const before = last;
-          done = await send();
-          if (last !== before) lastWrite = Date.now();
-          else if (!done && Date.now() - lastWrite >= config.QUERN_SSE_KEEPALIVE_MS) {
-            lastWrite = Date.now();
-            await stream.write(': keep-alive\n\n');
+          return TERMINAL_STATUSES.includes(view.status);
+        };
+        try {
+          let done = await send();
+          let lastWrite = Date.now();
+          const tick = Math.min(1_000, config.QUERN_SSE_KEEPALIVE_MS);
+          // A stopping API process ends its streams; the client reconnects to another one.
+          while (!done && !stream.aborted && !waiter.draining) {
+            // Wake on a QueueEvents change of this job, or poll after a tick as a safety net.
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(resolve, tick);
+              wake = () => {
+                clearTimeout(timer);
+                resolve();
+              };
+            });
+            wake = undefined;
+            if (stream.aborted) break;
+            const before = last;
+            done = await send();
+            if (last !== before) lastWrite = Date.now();
+            else if (!done && Date.now() - lastWrite >= config.QUERN_SSE_KEEPALIVE_MS) {
+              lastWrite = Date.now();
+              await stream.write(': keep-alive\n\n');
+            }
           }
+        } finally {
+          unsubscribe();
         }
-      } finally {
-        unsubscribe();
-      }
+      });
     });
-  });
+  }
 }

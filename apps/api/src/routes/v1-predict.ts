@@ -11,6 +11,7 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
+import { deprecatedAlias, deprecationHeaderShape } from './deprecated-alias';
 import { checkRows } from './inference-input';
 import { runSync, syncPreferences } from './sync-call';
 
@@ -40,8 +41,10 @@ export const PredictResponseSchema = z
     },
   });
 
-const route = (path: string, deprecated: boolean) =>
-  createRoute({
+const route = (path: string, deprecated: boolean) => {
+  // The tutorial's path answers as /v1/predict does, with RFC 9745 headers naming its successor.
+  const aliasHeaders = deprecated ? deprecationHeaderShape('/v1/predict') : {};
+  return createRoute({
     method: 'post',
     operationId: deprecated ? 'predictLegacy' : 'predict',
     path,
@@ -53,7 +56,9 @@ const route = (path: string, deprecated: boolean) =>
       'job and its `Location`, so nothing is lost: poll it or stream its events.',
     deprecated,
     security: PROTECTED,
-    middleware: [requireAuth('predict', { deferRateLimit: true })] as const,
+    middleware: deprecated
+      ? ([deprecatedAlias('/v1/predict'), requireAuth('predict', { deferRateLimit: true })] as const)
+      : ([requireAuth('predict', { deferRateLimit: true })] as const),
     request: {
       headers: z.object({
         prefer: z
@@ -65,7 +70,11 @@ const route = (path: string, deprecated: boolean) =>
       body: { required: true, content: { 'application/json': { schema: PredictRequestSchema } } },
     },
     responses: {
-      200: { description: 'The prediction.', content: { 'application/json': { schema: PredictResponseSchema } } },
+      200: {
+        description: 'The prediction.',
+        ...(deprecated ? { headers: z.object(aliasHeaders) } : {}),
+        content: { 'application/json': { schema: PredictResponseSchema } },
+      },
       202: {
         description:
           'The wait ran out; the job goes on. It may be shared with other calls (its output then lists every ' +
@@ -73,12 +82,14 @@ const route = (path: string, deprecated: boolean) =>
         headers: z.object({
           location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }),
           'quern-job-row': z.string().openapi({ example: '0' }),
+          ...aliasHeaders,
         }),
         content: { 'application/json': { schema: JobSchema } },
       },
       ...problems(400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503, 504),
     },
   });
+};
 
 export const predictRoute = route('/v1/predict', false);
 export const predictAliasRoute = route('/predict', true);
