@@ -18,12 +18,15 @@ afterAll(async () => {
 });
 
 /** Starts `pnpm start`'s launcher on a free port and waits for its banner. */
-async function startLauncher(): Promise<{ launcher: ServiceProcess; port: number }> {
+async function startLauncher(
+  extraEnv: Record<string, string> = {},
+): Promise<{ launcher: ServiceProcess; port: number }> {
   const port = await freePort();
   const env: Record<string, string | undefined> = {
     PORT: String(port),
     QUERN_DATA_DIR: dataDir,
     REDIS_URL: undefined,
+    ...extraEnv,
   };
   const started = new ServiceProcess({
     name: 'launcher',
@@ -71,7 +74,8 @@ function listening(port: number): Promise<boolean> {
 
 describe('pnpm start', () => {
   it('starts Redis, API and worker, prints a working key, and stops everything on SIGINT', async () => {
-    const { launcher, port } = await startLauncher();
+    // As at a terminal: the apps' lines readable, one a request.
+    const { launcher, port } = await startLauncher({ LOG_FORMAT: 'pretty' });
     const out = launcher.lines.join('\n');
     expect(out).toContain(`API       http://127.0.0.1:${port}`);
     expect(out).toContain(`Docs      http://127.0.0.1:${port}/docs`);
@@ -85,6 +89,10 @@ describe('pnpm start', () => {
     });
     expect(res.status).toBe(200);
     expect(((await res.json()) as { prediction: number }).prediction).toBeGreaterThan(10);
+    await expect
+      .poll(() => launcher.lines.find((l) => / INFO: \[api\] POST \/v1\/predict 200 [\d.]+ ms /.test(l)))
+      .toBeDefined();
+    expect(launcher.lines.filter((l) => l.startsWith('{"level"'))).toEqual([]);
 
     // The key CLI finds this launcher's Redis (a new port every start) through its state file.
     const redisUrl = /Redis {5}(redis:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];

@@ -1,5 +1,13 @@
 import { serve } from '@hono/node-server';
-import { type ApiConfig, asyncStdout, ConfigError, createLogger, loadConfig, loadManifest } from '@quern/shared';
+import {
+  type ApiConfig,
+  ConfigError,
+  createLogger,
+  listenFailure,
+  loadConfig,
+  loadManifest,
+  logDestination,
+} from '@quern/shared';
 import { createApp } from './app';
 import { createServices } from './services/services';
 
@@ -15,7 +23,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger('api', config.LOG_LEVEL, asyncStdout());
+  const logger = createLogger('api', config.LOG_LEVEL, logDestination(config.LOG_FORMAT));
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
   if (!config.QUERN_SECRETS_KEY) {
     // Development only: production refuses to start without it.
@@ -41,7 +49,8 @@ async function main(): Promise<void> {
     logger.info({ host: config.HOST, port }, 'api listening');
   });
   server.on('error', (err) => {
-    logger.fatal({ err: err.message }, 'cannot listen');
+    logger.fatal(...listenFailure(err, 'PORT', config.PORT));
+    logger.flush();
     process.exit(1);
   });
 

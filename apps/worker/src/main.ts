@@ -1,4 +1,12 @@
-import { asyncStdout, ConfigError, createLogger, loadConfig, loadManifest, type WorkerConfig } from '@quern/shared';
+import {
+  ConfigError,
+  createLogger,
+  listenFailure,
+  loadConfig,
+  loadManifest,
+  logDestination,
+  type WorkerConfig,
+} from '@quern/shared';
 import { createWorkerHttpApp, serveWorkerHttp } from './http-server';
 import { WorkerRuntime } from './worker-runtime';
 
@@ -14,7 +22,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger('worker', config.LOG_LEVEL, asyncStdout());
+  const logger = createLogger('worker', config.LOG_LEVEL, logDestination(config.LOG_FORMAT));
   const manifest = loadManifest(config.QUERN_MODELS_DIR);
   if (!config.QUERN_SECRETS_KEY) {
     // Development only: production refuses to start without it.
@@ -31,6 +39,11 @@ async function main(): Promise<void> {
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : config.QUERN_WORKER_PORT;
     logger.info({ port }, 'worker metrics listening');
+  });
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    logger.fatal(...listenFailure(err, 'QUERN_WORKER_PORT', config.QUERN_WORKER_PORT));
+    logger.flush();
+    process.exit(1);
   });
   runtime = await WorkerRuntime.start({ config, manifest, logger });
   const started = runtime;

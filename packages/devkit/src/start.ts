@@ -3,11 +3,20 @@
  * redis-server (data under .data/redis, AOF on, noeviction) on a free port; then one API and one
  * worker process. Once they are up it records where its Redis is in .data/dev.json, which
  * `pnpm quern` reads (the port changes every start), and removes it on stop. Ctrl-C stops
- * everything it started.
+ * everything it started. At a terminal it prints the apps' JSON log lines as readable ones
+ * (LOG_FORMAT=json keeps them JSON).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { newApiKey, redactRedisUrl, removeDevState, writeDevState } from '@quern/shared';
+import {
+  isPretty,
+  type LogFormat,
+  newApiKey,
+  readableLogLines,
+  redactRedisUrl,
+  removeDevState,
+  writeDevState,
+} from '@quern/shared';
 import { freePort } from './free-port';
 import { findRedisServer, REDIS_INSTALL_HINT, RedisServer } from './redis-server';
 import { APP_ENTRY, REPO_ROOT, ServiceProcess, waitForHttp } from './service-process';
@@ -35,6 +44,11 @@ async function main(): Promise<void> {
     say('pnpm start is the development launcher; in production run pnpm start:api and pnpm start:worker.');
     process.exit(2);
   }
+  const format = (process.env.LOG_FORMAT ?? 'auto') as LogFormat;
+  if (!['auto', 'json', 'pretty'].includes(format)) {
+    say(`LOG_FORMAT must be auto, json or pretty (got ${JSON.stringify(format)})`);
+    process.exit(2);
+  }
   let redis: RedisServer | undefined;
   let redisUrl = process.env.REDIS_URL;
   if (!redisUrl) {
@@ -57,8 +71,13 @@ async function main(): Promise<void> {
     PORT: port,
     QUERN_DEV_API_KEY: key,
     QUERN_WORKER_PORT: process.env.QUERN_WORKER_PORT ?? String(await freePort()),
+    LOG_FORMAT: 'json',
   };
-  const echo = (line: string) => process.stdout.write(`${line}\n`);
+  // The apps write JSON lines into their pipes; a person at a terminal reads them as readable lines.
+  const readable = isPretty(format, process.stdout.isTTY)
+    ? readableLogLines(process.stdout.hasColors?.() ?? false)
+    : undefined;
+  const echo = (line: string) => process.stdout.write(`${readable ? readable(line) : line}\n`);
   const api = new ServiceProcess({ name: 'api', entry: APP_ENTRY.api, env, onLine: echo });
   const worker = new ServiceProcess({ name: 'worker', entry: APP_ENTRY.worker, env, onLine: echo });
 

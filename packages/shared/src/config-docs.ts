@@ -58,6 +58,12 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
       '`QUERN_JWT_KEYS`, and origins rather than `*` in `QUERN_CORS_ORIGINS`) and allows only `https` webhook URLs.',
   },
   LOG_LEVEL: { group: 'process', description: 'pino level.' },
+  LOG_FORMAT: {
+    group: 'process',
+    description:
+      '`json`: one JSON object a line (for log pipelines); `pretty`: one coloured, readable line each; `auto`: ' +
+      'pretty when standard output is a terminal, else JSON. `pnpm start` formats its API and worker the same way.',
+  },
 
   REDIS_URL: { group: 'redis', description: 'Redis (the embedded launcher of `pnpm start` sets it).' },
   REDIS_SENTINELS: {

@@ -26,6 +26,7 @@ export type ConfigRole = 'api' | 'worker' | 'cli';
 const processSettings = {
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
 };
 
 /** The address the HTTP server of the API (its routes) or of a worker (probes, metrics) binds. */

@@ -7,6 +7,7 @@ export * from './job-failure';
 export * from './job-view';
 export * from './jobs';
 export * from './keys';
+export * from './log-format';
 export * from './logger';
 export * from './metrics';
 export * from './model-manifest';

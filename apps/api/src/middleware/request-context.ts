@@ -5,6 +5,9 @@ import type { Services } from '../services/services';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
 
+/** Routes that orchestrators and Prometheus call every few seconds. */
+const PROBES = new Set(['/health', '/ready', '/metrics']);
+
 /**
  * The request's logger, made on first use: a pino child (with the redaction rules) costs more
  * than most requests spend logging, and most requests log only their one line, written by this
@@ -24,7 +27,8 @@ function lazyChild(logger: Logger, requestId: string): Logger {
 /**
  * First middleware of every request: sets the request id (a caller's `X-Request-Id` if it is
  * safe to log, else a new `req_…`), the services and a child logger, then writes one log line
- * (after the response is sent) and the HTTP metrics when the response is done.
+ * (after the response is sent; at debug level for probes) and the HTTP metrics when the response
+ * is done.
  */
 export function requestContext(services: Services, logger: Logger) {
   const access = accessLogger(logger);
@@ -46,7 +50,9 @@ export function requestContext(services: Services, logger: Logger) {
       const status = c.res.status;
       services.metrics.httpRequests.labels(c.req.method, route, String(status)).inc();
       services.metrics.httpDuration.labels(c.req.method, route).observe(seconds);
-      if (route !== '/metrics' && route !== '/health') {
+      // Probes and scrapes come every few seconds: their lines are debug ones.
+      const probe = PROBES.has(route);
+      if (!probe || logger.isLevelEnabled('debug')) {
         const principal = c.get('principal');
         const line = {
           request_id: requestId,
@@ -58,7 +64,7 @@ export function requestContext(services: Services, logger: Logger) {
           key_prefix: principal?.keyPrefix,
         };
         // Written after the response has gone out: the line is for the operator, not the caller.
-        setImmediate(() => access.info(line, 'request'));
+        setImmediate(() => (probe ? access.debug(line, 'request') : access.info(line, 'request')));
       }
     }
   });
