@@ -26,6 +26,13 @@ import { registerGetModel } from './routes/v1-models-get';
 import { registerListModels } from './routes/v1-models-list';
 import { registerPredict } from './routes/v1-predict';
 import { registerWebhookSecret } from './routes/v1-webhooks-secret';
+import { registerOipLive } from './routes/v2-health-live';
+import { registerOipReady } from './routes/v2-health-ready';
+import { registerOipInfer } from './routes/v2-infer';
+import { registerOipModelConfig } from './routes/v2-model-config';
+import { registerOipModelMetadata } from './routes/v2-model-metadata';
+import { registerOipModelReady } from './routes/v2-model-ready';
+import { registerOipServerMetadata } from './routes/v2-server-metadata';
 import type { Services } from './services/services';
 import { API_VERSION } from './version';
 
@@ -62,6 +69,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
           'Prefer',
           'X-Request-Id',
           'Last-Event-ID',
+          'Inference-Header-Content-Length',
         ],
         exposeHeaders: [
           'Location',
@@ -72,6 +80,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
           'Preference-Applied',
           'Idempotent-Replayed',
           'Quern-Job-Row',
+          'Inference-Header-Content-Length',
         ],
         maxAge: 600,
       }),
@@ -123,6 +132,14 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerListKeys(app);
   registerGetKey(app);
   registerRevokeKey(app);
+  // The Open Inference Protocol v2 (KServe / Triton REST) over the same queue.
+  registerOipServerMetadata(app);
+  registerOipLive(app);
+  registerOipReady(app);
+  registerOipModelMetadata(app);
+  registerOipModelReady(app);
+  registerOipModelConfig(app);
+  registerOipInfer(app);
   registerQueueDashboard(app, services);
 
   app.doc31('/openapi.json', {
@@ -144,6 +161,11 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
       { name: 'Webhooks', description: 'Signing secrets of webhook deliveries (Standard Webhooks).' },
       { name: 'Auth', description: 'Access tokens for API keys.' },
       { name: 'Admin', description: 'API key management (needs the admin scope).' },
+      {
+        name: 'Open Inference Protocol',
+        description:
+          'KServe / Triton REST (Open Inference Protocol v2) over the same queue, keys and limits; errors carry `error`.',
+      },
       { name: 'Operations', description: 'Health, readiness and metrics.' },
     ],
   });

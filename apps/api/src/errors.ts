@@ -31,12 +31,22 @@ export const PROBLEM_TITLES: Record<ErrorCode, string> = {
 /** The `type` URI of a problem: stable per code (RFC 9457 §3.1.1), not meant to be dereferenced. */
 export const problemType = (code: ErrorCode): string => `urn:quern:problem:${code}`;
 
-/** Renders an error as RFC 9457 problem+json with the stable code and the request id. */
+/** The Open Inference Protocol's routes (`/v2`, KServe / Triton REST). */
+export const isOipPath = (path: string): boolean => path === '/v2' || path.startsWith('/v2/');
+
+/**
+ * Renders an error as RFC 9457 problem+json with the stable code and the request id. Under
+ * `/v2` it also carries the Open Inference Protocol's `error` member (the field tritonclient and
+ * KServe clients read), and an input the model cannot take is OIP's 400, not `/v1`'s 422.
+ */
 export function problem(c: Context<AppEnv>, err: QuernError): Response {
+  const oip = isOipPath(c.req.path);
+  const status = oip && err.status === 422 ? 400 : err.status;
   const body: Record<string, unknown> = {
+    ...(oip ? { error: err.message } : {}),
     type: problemType(err.code),
     title: PROBLEM_TITLES[err.code],
-    status: err.status,
+    status,
     detail: err.message,
     code: err.code,
     request_id: c.get('requestId') ?? null,
@@ -44,7 +54,7 @@ export function problem(c: Context<AppEnv>, err: QuernError): Response {
     ...(err.extra ?? {}),
   };
   // c.body keeps headers already set on the context (request id, rate-limit fields).
-  return c.body(JSON.stringify(body), err.status as 400, {
+  return c.body(JSON.stringify(body), status as 400, {
     ...(err.headers ?? {}),
     'content-type': 'application/problem+json',
   });

@@ -105,6 +105,39 @@ export const JobStatusSchema = z
   .enum(['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'])
   .openapi('JobStatus');
 
+const OipParameterValue = z.union([z.string(), z.number(), z.boolean()]);
+export const OipParametersSchema = z
+  .record(z.string(), OipParameterValue)
+  .openapi('OipParameters', { description: 'Extra parameters: string, number or boolean values.' });
+
+/** The Open Inference Protocol's inference response (`/v2/.../infer`, and the output of a job made there). */
+export const OipResponseOutputSchema = z
+  .object({
+    name: z.string(),
+    datatype: z.string(),
+    shape: z.array(z.number().int()),
+    parameters: OipParametersSchema.optional(),
+    data: z.array(z.number()).optional().openapi({ description: 'Absent when the output is sent as bytes.' }),
+  })
+  .openapi('OipResponseOutput');
+
+export const OipInferenceResponseSchema = z
+  .object({
+    model_name: z.string(),
+    model_version: z.string(),
+    id: z.string().optional(),
+    parameters: OipParametersSchema.optional(),
+    outputs: z.array(OipResponseOutputSchema),
+  })
+  .openapi('OipInferenceResponse', {
+    example: {
+      model_name: 'cars-mpg',
+      model_version: '1.0.0',
+      id: 'req-42',
+      outputs: [{ name: 'mpg', datatype: 'FP32', shape: [1, 1], data: [24.8987865] }],
+    },
+  });
+
 export const JobSchema = z
   .object({
     id: z.string().openapi({ example: 'job_8Zt0gkqNqk3v1sPzJmUoQa' }),
@@ -123,8 +156,13 @@ export const JobSchema = z
       }),
     completed_at: z.string().nullable().openapi({ format: 'date-time' }),
     output: z
-      .union([z.object({ prediction: PredictionSchema }), z.object({ predictions: z.array(PredictionSchema) })])
-      .nullable(),
+      .union([
+        z.object({ prediction: PredictionSchema }),
+        z.object({ predictions: z.array(PredictionSchema) }),
+        OipInferenceResponseSchema,
+      ])
+      .nullable()
+      .openapi({ description: 'A job made through `/v2/.../infer` holds an OIP inference response.' }),
     error: z.object({ code: z.string(), message: z.string() }).nullable(),
     timings: TimingsSchema.nullable(),
     expires_at: z

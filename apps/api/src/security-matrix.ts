@@ -21,6 +21,8 @@ export interface ProtectedRoute {
 }
 
 const CAR = [4, 140, 90, 2264, 15.5, 1971];
+/** An Open Inference Protocol request for one car. */
+const OIP_BODY = { inputs: [{ name: 'features', shape: [1, 6], datatype: 'FP32', data: CAR }] };
 
 export const PROTECTED_ROUTES: ProtectedRoute[] = [
   { method: 'POST', template: '/v1/jobs', path: () => '/v1/jobs', body: { features: CAR }, scope: 'predict' },
@@ -84,6 +86,20 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     method: 'POST',
     template: '/v1/webhooks/secret/rotate',
     path: () => '/v1/webhooks/secret/rotate',
+    scope: 'predict',
+  },
+  {
+    method: 'POST',
+    template: '/v2/models/{name}/infer',
+    path: () => '/v2/models/cars-mpg/infer',
+    body: OIP_BODY,
+    scope: 'predict',
+  },
+  {
+    method: 'POST',
+    template: '/v2/models/{name}/versions/{version}/infer',
+    path: () => '/v2/models/cars-mpg/versions/1.0.0/infer',
+    body: OIP_BODY,
     scope: 'predict',
   },
   // Last: their control cases cancel jobs.

@@ -60,6 +60,8 @@ const CONTROL_STATUS: Record<string, number> = {
   'GET /jobs/{id}': 200,
   'GET /jobs/{id}/events': 200,
   'DELETE /jobs/{id}': 200,
+  'POST /v2/models/{name}/infer': 202,
+  'POST /v2/models/{name}/versions/{version}/infer': 202,
 };
 
 beforeAll(async () => {

@@ -138,6 +138,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit an inference job (unversioned path)
+         * @description Enqueues one row and answers at once with the job; poll `Location`, stream `/v1/jobs/{id}/events`, or ask for a signed webhook. With `Idempotency-Key`, a retry of the same request within 24 h returns the same job (`Idempotent-Replayed: true`); the same key with another body is a 422.
+         */
+        post: operations["createJobUnversioned"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{id}": {
         parameters: {
             query?: never;
@@ -162,6 +182,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/jobs/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a job (unversioned path)
+         * @description The job resource with its status, output or error, and timings. Only the job’s owner sees it.
+         */
+        get: operations["getJobUnversioned"];
+        put?: never;
+        post?: never;
+        /**
+         * Cancel a job (unversioned path)
+         * @description A queued job is removed at once and becomes `canceled` (200). A job a worker already holds is canceled if its batch has not started (200, `canceled`); if the batch had started it completes, and the answer is 409 `job_already_started`. A finished job gives 409 `job_finished`. If the worker does not answer within a moment the request is accepted (202) and the job resource tells the outcome.
+         */
+        delete: operations["cancelJobUnversioned"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{id}/events": {
         parameters: {
             query?: never;
@@ -174,6 +218,26 @@ export interface paths {
          * @description A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker has taken the job; `started_at` is that moment, unchanged in later events), then the final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the stream closes after the final event. A job that already finished gives its final event at once. Comment lines (`: keep-alive`) keep idle connections open.
          */
         get: operations["streamJobEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/jobs/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream a job’s state changes (unversioned path)
+         * @description A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker has taken the job; `started_at` is that moment, unchanged in later events), then the final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the stream closes after the final event. A job that already finished gives its final event at once. Comment lines (`: keep-alive`) keep idle connections open.
+         */
+        get: operations["streamJobEventsUnversioned"];
         put?: never;
         post?: never;
         delete?: never;
@@ -255,7 +319,7 @@ export interface paths {
         /**
          * Alias of POST /v1/batch-predict
          * @deprecated
-         * @description Up to 100 rows in one job, as JSON numbers (`requests`) or packed float32 (`tensor`); the worker splits them over batches as the model’s `max_batch_size` needs. Waits like `/v1/predict` and answers `202` with the job when the wait runs out.
+         * @description Up to 100 rows in one job, as JSON numbers (`requests`) or packed float32 (`tensor`); the worker splits them over batches as the model’s `max_batch_size` needs. Waits like `/v1/predict` and answers `202` with the job when the wait runs out. The answer keeps the tutorial’s shape: one object per row (`prediction`, `latency_ms`, `cached`, `model_version`) and `total_latency_ms`.
          */
         post: operations["batchPredictLegacy"];
         delete?: never;
@@ -369,10 +433,317 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v2": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Server metadata (OIP v2)
+         * @description The Open Inference Protocol’s server metadata: name, version and the extensions served.
+         */
+        get: operations["oipServerMetadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/health/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Server live (OIP v2)
+         * @description Answers 200 while the process runs, whatever the state of Redis, as `/health` does.
+         */
+        get: operations["oipServerLive"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/health/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Server ready (OIP v2)
+         * @description Ready, as `/ready`, when Redis answers and at least one worker’s heartbeat was seen recently.
+         */
+        get: operations["oipServerReady"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model metadata (OIP v2)
+         * @description The model’s input and output tensors: name, datatype and shape, the batch dimension as -1.
+         */
+        get: operations["oipModelMetadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/versions/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model version metadata (OIP v2)
+         * @description The model’s input and output tensors: name, datatype and shape, the batch dimension as -1.
+         */
+        get: operations["oipModelVersionMetadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model ready (OIP v2)
+         * @description A served model is ready when the server is (`/v2/health/ready`): Redis answers and a worker’s heartbeat was seen recently; every worker serves every model of the manifest.
+         */
+        get: operations["oipModelReady"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/versions/{version}/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model version ready (OIP v2)
+         * @description A served model is ready when the server is (`/v2/health/ready`): Redis answers and a worker’s heartbeat was seen recently; every worker serves every model of the manifest.
+         */
+        get: operations["oipModelVersionReady"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model configuration (Triton)
+         * @description Triton’s model-configuration extension: `max_batch_size`, the tensors’ `dims` without the batch dimension, and `dynamic_batching` (the workers batch every model dynamically).
+         */
+        get: operations["oipModelConfig"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/versions/{version}/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model version configuration (Triton)
+         * @description Triton’s model-configuration extension: `max_batch_size`, the tensors’ `dims` without the batch dimension, and `dynamic_batching` (the workers batch every model dynamically).
+         */
+        get: operations["oipModelVersionConfig"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/infer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Infer (OIP v2)
+         * @description The Open Inference Protocol’s inference request, over Quern’s queue: the rows become a job (sharing jobs and batches with other calls as `/v1/predict` does) and the call waits for it (30 s by default, `Prefer: wait=N`). JSON, or the binary tensor extension (`Inference-Header-Content-Length`; any content type, e.g. `application/octet-stream`); the body limit counts the binary part. Outputs come back as JSON, or as bytes with `binary_data` / `binary_data_output`. `parameters.priority` and `parameters.timeout` (µs) map to Quern’s priority and deadline. With `Prefer: respond-async` (or when the wait runs out) the answer is `202` with the job and its `Location`; the job’s `output` is then an OIP inference response. An input the model cannot take is a 400 with `error`.
+         */
+        post: operations["oipModelInfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/models/{name}/versions/{version}/infer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Infer with a model version (OIP v2)
+         * @description The Open Inference Protocol’s inference request, over Quern’s queue: the rows become a job (sharing jobs and batches with other calls as `/v1/predict` does) and the call waits for it (30 s by default, `Prefer: wait=N`). JSON, or the binary tensor extension (`Inference-Header-Content-Length`; any content type, e.g. `application/octet-stream`); the body limit counts the binary part. Outputs come back as JSON, or as bytes with `binary_data` / `binary_data_output`. `parameters.priority` and `parameters.timeout` (µs) map to Quern’s priority and deadline. With `Prefer: respond-async` (or when the wait runs out) the answer is `202` with the job and its `Location`; the job’s `output` is then an OIP inference response. An input the model cannot take is a 400 with `error`.
+         */
+        post: operations["oipModelVersionInfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @example {
+         *       "id": "req-42",
+         *       "inputs": [
+         *         {
+         *           "name": "features",
+         *           "shape": [
+         *             1,
+         *             6
+         *           ],
+         *           "datatype": "FP32",
+         *           "data": [
+         *             4,
+         *             140,
+         *             90,
+         *             2264,
+         *             15.5,
+         *             1971
+         *           ]
+         *         }
+         *       ]
+         *     }
+         */
+        OipInferenceRequest: {
+            /**
+             * @description Echoed in the response.
+             * @example req-42
+             */
+            id?: string;
+            parameters?: components["schemas"]["OipParameters"];
+            inputs: components["schemas"]["OipRequestInput"][];
+            outputs?: components["schemas"]["OipRequestOutput"][];
+        };
+        /** @description `priority` (0 the default, else 1 the highest to 100) and `timeout` (µs a job may wait in the queue) map to Quern’s priority and deadline; `binary_data_output: true` returns every output as bytes. */
+        OipParameters: {
+            [key: string]: string | number | boolean;
+        };
+        OipRequestInput: {
+            /** @example features */
+            name: string;
+            /**
+             * @description `[rows, features]`.
+             * @example [
+             *       1,
+             *       6
+             *     ]
+             */
+            shape: number[];
+            /**
+             * @description Quern’s models take `FP32`.
+             * @example FP32
+             */
+            datatype: string;
+            parameters?: components["schemas"]["OipParameters"] & unknown;
+            /**
+             * @description The values in row-major order, flat or nested; absent when `binary_data_size` is given.
+             * @example [
+             *       4,
+             *       140,
+             *       90,
+             *       2264,
+             *       15.5,
+             *       1971
+             *     ]
+             */
+            data?: unknown[];
+        };
+        OipRequestOutput: {
+            /** @example mpg */
+            name: string;
+            parameters?: components["schemas"]["OipParameters"] & unknown;
+        };
+        /**
+         * @example {
+         *       "status": "healthy",
+         *       "model_loaded": true,
+         *       "version": "1.0.0"
+         *     }
+         */
+        Health: {
+            /** @enum {string} */
+            status: "healthy";
+            /** @description True when this process holds the model manifest and its default model. The API never loads the .onnx files (the workers do): whether a worker is up is `/ready`. */
+            model_loaded: boolean;
+            /** @description The API’s version (`info.version` of the OpenAPI document). */
+            version: string;
+        };
         Readiness: {
             /** @enum {string} */
             status: "ready" | "not_ready";
@@ -471,11 +842,12 @@ export interface components {
             started_at: string | null;
             /** Format: date-time */
             completed_at: string | null;
+            /** @description A job made through `/v2/.../infer` holds an OIP inference response. */
             output: {
                 prediction: components["schemas"]["Prediction"];
             } | {
                 predictions: components["schemas"]["Prediction"][];
-            } | null;
+            } | components["schemas"]["OipInferenceResponse"] | null;
             error: {
                 code: string;
                 message: string;
@@ -497,6 +869,41 @@ export interface components {
          * @example 24.1
          */
         Prediction: number | number[];
+        /**
+         * @example {
+         *       "model_name": "cars-mpg",
+         *       "model_version": "1.0.0",
+         *       "id": "req-42",
+         *       "outputs": [
+         *         {
+         *           "name": "mpg",
+         *           "datatype": "FP32",
+         *           "shape": [
+         *             1,
+         *             1
+         *           ],
+         *           "data": [
+         *             24.8987865
+         *           ]
+         *         }
+         *       ]
+         *     }
+         */
+        OipInferenceResponse: {
+            model_name: string;
+            model_version: string;
+            id?: string;
+            parameters?: components["schemas"]["OipParameters"] & unknown;
+            outputs: components["schemas"]["OipResponseOutput"][];
+        };
+        OipResponseOutput: {
+            name: string;
+            datatype: string;
+            shape: number[];
+            parameters?: components["schemas"]["OipParameters"] & unknown;
+            /** @description Absent when the output is sent as bytes. */
+            data?: number[];
+        };
         Timings: {
             /** @description From enqueue to the start of the job’s batch. */
             queue_ms: number;
@@ -756,6 +1163,40 @@ export interface components {
             /** @description `rows × features` little-endian float32 values, row after row, in base64 (RFC 4648, with padding). NaN and infinities are refused. */
             data: string;
         };
+        /**
+         * @example {
+         *       "predictions": [
+         *         {
+         *           "prediction": 24.8987865,
+         *           "latency_ms": 4.1,
+         *           "cached": true,
+         *           "model_version": "1.0.0"
+         *         },
+         *         {
+         *           "prediction": 15.3701181,
+         *           "latency_ms": 4.1,
+         *           "cached": false,
+         *           "model_version": "1.0.0"
+         *         }
+         *       ],
+         *       "total_latency_ms": 4.1,
+         *       "job_id": "job_yZ8rjvlKc3hyPghao8kFt9"
+         *     }
+         */
+        LegacyBatchPredictResponse: {
+            /** @description One prediction per row, in request order. */
+            predictions: {
+                prediction: components["schemas"]["Prediction"];
+                /** @description Server-side time from the request to this row’s answer (rows of one job answer together). */
+                latency_ms: number;
+                /** @description True when this row came from the result cache. */
+                cached: boolean;
+                model_version: string;
+            }[];
+            total_latency_ms: number;
+            /** @description The job that computed the rows; null if all were cached. */
+            job_id: string | null;
+        };
         WebhookSecret: {
             /**
              * @description Standard Webhooks signing secret.
@@ -845,6 +1286,139 @@ export interface components {
         ApiKeyList: {
             data: components["schemas"]["ApiKey"][];
         };
+        /**
+         * @example {
+         *       "name": "quern",
+         *       "version": "1.0.0",
+         *       "extensions": [
+         *         "binary_tensor_data",
+         *         "model_configuration",
+         *         "quern_respond_async"
+         *       ]
+         *     }
+         */
+        OipServerMetadata: {
+            name: string;
+            version: string;
+            extensions: string[];
+        };
+        OipLive: {
+            live: boolean;
+        };
+        OipReady: {
+            ready: boolean;
+        };
+        /**
+         * @example {
+         *       "name": "cars-mpg",
+         *       "versions": [
+         *         "1.0.0"
+         *       ],
+         *       "platform": "onnxruntime_onnx",
+         *       "inputs": [
+         *         {
+         *           "name": "features",
+         *           "datatype": "FP32",
+         *           "shape": [
+         *             -1,
+         *             6
+         *           ]
+         *         }
+         *       ],
+         *       "outputs": [
+         *         {
+         *           "name": "mpg",
+         *           "datatype": "FP32",
+         *           "shape": [
+         *             -1,
+         *             1
+         *           ]
+         *         }
+         *       ]
+         *     }
+         */
+        OipModelMetadata: {
+            name: string;
+            versions: string[];
+            platform: string;
+            inputs: components["schemas"]["OipTensorMetadata"][];
+            outputs: components["schemas"]["OipTensorMetadata"][];
+        };
+        OipTensorMetadata: {
+            name: string;
+            /** @example FP32 */
+            datatype: string;
+            /**
+             * @description The batch dimension first, as -1.
+             * @example [
+             *       -1,
+             *       6
+             *     ]
+             */
+            shape: number[];
+        };
+        /** @description RFC 9457 problem details with the Open Inference Protocol’s `error` member. */
+        OipProblem: components["schemas"]["Problem"] & {
+            /** @description The Open Inference Protocol’s error message (what tritonclient reads). */
+            error: string;
+        };
+        OipModelReady: {
+            name: string;
+            ready: boolean;
+        };
+        /**
+         * @example {
+         *       "name": "cars-mpg",
+         *       "platform": "onnxruntime_onnx",
+         *       "backend": "onnxruntime",
+         *       "max_batch_size": 256,
+         *       "input": [
+         *         {
+         *           "name": "features",
+         *           "data_type": "TYPE_FP32",
+         *           "dims": [
+         *             6
+         *           ]
+         *         }
+         *       ],
+         *       "output": [
+         *         {
+         *           "name": "mpg",
+         *           "data_type": "TYPE_FP32",
+         *           "dims": [
+         *             1
+         *           ]
+         *         }
+         *       ],
+         *       "dynamic_batching": {
+         *         "max_queue_delay_microseconds": 0
+         *       }
+         *     }
+         */
+        TritonModelConfig: {
+            name: string;
+            platform: string;
+            backend: string;
+            max_batch_size: number;
+            input: components["schemas"]["TritonTensorConfig"][];
+            output: components["schemas"]["TritonTensorConfig"][];
+            dynamic_batching: {
+                /** @description The model’s `max_delay_ms`, in µs. */
+                max_queue_delay_microseconds: number;
+            };
+        };
+        TritonTensorConfig: {
+            name: string;
+            /** @example TYPE_FP32 */
+            data_type: string;
+            /**
+             * @description Without the batch dimension.
+             * @example [
+             *       6
+             *     ]
+             */
+            dims: number[];
+        };
     };
     responses: never;
     parameters: never;
@@ -894,10 +1468,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {string} */
-                        status: "ok";
-                    };
+                    "application/json": components["schemas"]["Health"];
                 };
             };
         };
@@ -1003,6 +1574,114 @@ export interface operations {
         };
     };
     createJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateJobRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted: the job is queued (or, for a replayed Idempotency-Key, the original job). */
+            202: {
+                headers: {
+                    location: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Malformed request (the body is not valid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is larger than the configured limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as application/json. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createJobUnversioned: {
         parameters: {
             query?: never;
             header?: {
@@ -1262,7 +1941,226 @@ export interface operations {
             };
         };
     };
+    getJobUnversioned: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The job. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancelJobUnversioned: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Canceled. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Cancel requested; the worker decides. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The job is in a state that does not allow this (finished, or its batch already started). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     streamJobEvents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event stream. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    streamJobEventsUnversioned: {
         parameters: {
             query?: never;
             header?: never;
@@ -1496,6 +2394,10 @@ export interface operations {
             /** @description The prediction. */
             200: {
                 headers: {
+                    /** @description RFC 9745: this path is deprecated since this date (`@` and Unix seconds). */
+                    deprecation: string;
+                    /** @description The route that replaces this one (RFC 8288 `successor-version`). */
+                    link: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1507,6 +2409,10 @@ export interface operations {
                 headers: {
                     location: string;
                     "quern-job-row": string;
+                    /** @description RFC 9745: this path is deprecated since this date (`@` and Unix seconds). */
+                    deprecation: string;
+                    /** @description The route that replaces this one (RFC 8288 `successor-version`). */
+                    link: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1787,16 +2693,24 @@ export interface operations {
             /** @description All predictions. */
             200: {
                 headers: {
+                    /** @description RFC 9745: this path is deprecated since this date (`@` and Unix seconds). */
+                    deprecation: string;
+                    /** @description The route that replaces this one (RFC 8288 `successor-version`). */
+                    link: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["BatchPredictResponse"];
+                    "application/json": components["schemas"]["LegacyBatchPredictResponse"];
                 };
             };
             /** @description The wait ran out; the job goes on. */
             202: {
                 headers: {
                     location: string;
+                    /** @description RFC 9745: this path is deprecated since this date (`@` and Unix seconds). */
+                    deprecation: string;
+                    /** @description The route that replaces this one (RFC 8288 `successor-version`). */
+                    link: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2386,6 +3300,629 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    oipServerMetadata: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server metadata. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipServerMetadata"];
+                };
+            };
+        };
+    };
+    oipServerLive: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Live. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipLive"];
+                };
+            };
+        };
+    };
+    oipServerReady: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Ready. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipReady"];
+                };
+            };
+            /** @description Not ready. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipReady"];
+                };
+            };
+        };
+    };
+    oipModelMetadata: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Model metadata. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipModelMetadata"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+        };
+    };
+    oipModelVersionMetadata: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Model metadata. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipModelMetadata"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+        };
+    };
+    oipModelReady: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Ready. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipModelReady"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description Not ready. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipModelReady"];
+                };
+            };
+        };
+    };
+    oipModelVersionReady: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Ready. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipModelReady"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description Not ready. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipModelReady"];
+                };
+            };
+        };
+    };
+    oipModelConfig: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The model configuration. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TritonModelConfig"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+        };
+    };
+    oipModelVersionConfig: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The model configuration. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TritonModelConfig"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+        };
+    };
+    oipModelInfer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Binary tensor extension: length of the JSON header. */
+                "inference-header-content-length"?: string;
+                /** @description RFC 7240: `wait=N` seconds or `respond-async`. */
+                prefer?: string;
+                "idempotency-key"?: string;
+            };
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OipInferenceRequest"];
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description The inference response: JSON, or (with binary outputs) the JSON header of `Inference-Header-Content-Length` bytes followed by the outputs’ bytes. */
+            200: {
+                headers: {
+                    /** @description Present with binary outputs: length of the JSON header. */
+                    "inference-header-content-length"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipInferenceResponse"];
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description Asked with `Prefer: respond-async`, or the wait ran out: the job goes on; poll its `Location`. Its `output`, once it succeeded, is the OIP inference response (JSON). `Quern-Job-Row` is this call’s first row in the job. */
+            202: {
+                headers: {
+                    location: string;
+                    "quern-job-row": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The credential lacks the `predict` scope. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The job was canceled before it ran. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The request body (the binary part included) is larger than the configured limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description A `Content-Encoding` other than identity. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The job failed, or an internal error occurred. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description Redis is unreachable or the queue is full; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The job was still queued at its deadline (`parameters.timeout`). */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+        };
+    };
+    oipModelVersionInfer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Binary tensor extension: length of the JSON header. */
+                "inference-header-content-length"?: string;
+                /** @description RFC 7240: `wait=N` seconds or `respond-async`. */
+                prefer?: string;
+                "idempotency-key"?: string;
+            };
+            path: {
+                name: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OipInferenceRequest"];
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description The inference response: JSON, or (with binary outputs) the JSON header of `Inference-Header-Content-Length` bytes followed by the outputs’ bytes. */
+            200: {
+                headers: {
+                    /** @description Present with binary outputs: length of the JSON header. */
+                    "inference-header-content-length"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OipInferenceResponse"];
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description Asked with `Prefer: respond-async`, or the wait ran out: the job goes on; poll its `Location`. Its `output`, once it succeeded, is the OIP inference response (JSON). `Quern-Job-Row` is this call’s first row in the job. */
+            202: {
+                headers: {
+                    location: string;
+                    "quern-job-row": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description For `infer`: an input the model cannot take (name, datatype, shape, count, values) or a malformed body; elsewhere a path parameter over its length. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The credential lacks the `predict` scope. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description No such model, or no such version of it. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The job was canceled before it ran. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The request body (the binary part included) is larger than the configured limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description A `Content-Encoding` other than identity. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The job failed, or an internal error occurred. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description Redis is unreachable or the queue is full; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
+                };
+            };
+            /** @description The job was still queued at its deadline (`parameters.timeout`). */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["OipProblem"];
                 };
             };
         };

@@ -11,6 +11,7 @@ export * from './log-format';
 export * from './logger';
 export * from './metrics';
 export * from './model-manifest';
+export * from './oip';
 export * from './redis';
 export * from './replies';
 export * from './row-matrix';

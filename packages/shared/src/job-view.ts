@@ -1,6 +1,7 @@
 import { decodeFailure, FAILURE_KINDS } from './job-failure';
 import { type InferenceJobData, InferenceResult, jobRowCount } from './jobs';
 import { type ModelEntry, outputSize } from './model-manifest';
+import { type OipInferenceResponse, oipResponse } from './oip';
 import type { DeliveryState } from './webhooks';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
@@ -29,7 +30,8 @@ export interface JobView {
   completed_at: string | null;
   expires_at: string;
   priority: number;
-  output: { prediction: number | number[] } | { predictions: (number | number[])[] } | null;
+  /** A job created through the OIP (`/v2/.../infer`) shows its output as an OIP inference response. */
+  output: { prediction: number | number[] } | { predictions: (number | number[])[] } | OipInferenceResponse | null;
   error: { code: string; message: string } | null;
   timings: { queue_ms: number; inference_ms: number; batch_size: number } | null;
   webhook: {
@@ -121,9 +123,11 @@ export function jobView(snapshot: JobSnapshot, model: ModelEntry, now = Date.now
     priority: data.priority,
     // A batch job, or sync calls coalesced into one job, list every row's prediction.
     output: shaped
-      ? data.mode === 'batch' || jobRowCount(data) > 1
-        ? { predictions: shaped }
-        : { prediction: shaped[0] as number | number[] }
+      ? data.oip && done
+        ? oipResponse(model, done.model_version, done.outputs, data.oip.id)
+        : data.mode === 'batch' || jobRowCount(data) > 1
+          ? { predictions: shaped }
+          : { prediction: shaped[0] as number | number[] }
       : null,
     error,
     timings: done ? done.timings : null,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { ApiConfig, CommonConfig } from './config';
+import { OipJobFormat } from './oip';
 import { type Row, RowMatrix } from './row-matrix';
 import { WebhookSpec } from './webhooks';
 
@@ -77,6 +78,8 @@ export const InferenceJobData = z
     /** BullMQ priority the job was queued with (1 is the highest). */
     priority: z.number().int().min(1),
     webhook: WebhookSpec.optional(),
+    /** Created through the Open Inference Protocol (`/v2`): the job's output is shown as an OIP response. */
+    oip: OipJobFormat.optional(),
   })
   .refine((d) => (d.input === undefined) !== (d.rows === undefined), {
     message: 'a job holds exactly one of input and rows',

@@ -1,4 +1,11 @@
-import { FAILURE_KINDS, type JobFailure, type ModelEntry, QuernError, type RowMatrix } from '@quern/shared';
+import {
+  FAILURE_KINDS,
+  type JobFailure,
+  type ModelEntry,
+  type OipJobFormat,
+  QuernError,
+  type RowMatrix,
+} from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import type { SyncOutcome } from '../services/sync-path';
@@ -50,6 +57,7 @@ export async function runSync(
     cacheChecked: boolean;
     timeoutMs: number | undefined;
     priority: number | undefined;
+    oip?: OipJobFormat | undefined;
   },
 ): Promise<Extract<SyncOutcome, { kind: 'completed' | 'pending' }>> {
   const { sync, waiter, metrics } = c.get('services');
@@ -65,6 +73,7 @@ export async function runSync(
     waitMs: args.waitMs,
     signal: c.req.raw.signal,
     cacheChecked: args.cacheChecked,
+    oip: args.oip,
     claim: c.req.header('idempotency-key') === undefined ? undefined : claim,
   });
   if (outcome.kind === 'failed') throw failure(outcome.jobId, outcome.failure);

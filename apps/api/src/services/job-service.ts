@@ -16,6 +16,7 @@ import {
   type Logger,
   type ModelEntry,
   newId,
+  type OipJobFormat,
   QuernError,
   type RedisClient,
   type RowMatrix,
@@ -56,6 +57,8 @@ export interface SubmitArgs {
   cacheChecked?: boolean | undefined;
   /** The API process waiting for the answer: the worker pushes it to that process's reply channel. */
   replyTo?: string | undefined;
+  /** Created through the OIP (`/v2`): the job's output is shown as an OIP response. */
+  oip?: OipJobFormat | undefined;
 }
 
 /** A job's state as a waiting caller hears it: an outcome, or `pending` with the job's view. */
@@ -173,6 +176,7 @@ export class JobService {
       ...(args.webhook ? { webhook: args.webhook } : {}),
       ...(args.cacheChecked ? { cache_checked: true } : {}),
       ...(args.replyTo ? { reply_to: args.replyTo } : {}),
+      ...(args.oip ? { oip: args.oip } : {}),
     };
     let adder = this.adders.get(args.model.name);
     if (!adder) {

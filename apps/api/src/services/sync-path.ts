@@ -6,6 +6,7 @@ import {
   type Logger,
   type ModelEntry,
   newId,
+  type OipJobFormat,
   RowMatrix,
   TurnBuffer,
 } from '@quern/shared';
@@ -29,6 +30,8 @@ export interface SyncCall {
   signal: AbortSignal;
   /** Every row was looked up in the result cache just now (the worker need not look again). */
   cacheChecked: boolean;
+  /** A call through the OIP (`/v2`): its job's output is shown as an OIP response; it shares jobs only with such calls. */
+  oip?: OipJobFormat | undefined;
   /**
    * The job's id decided by an Idempotency-Key (`claimJob`): a new id (the call gets a job of its
    * own and confirms the claim once the job is queued), or the id of an earlier call's job, which
@@ -163,6 +166,7 @@ export class SyncPath {
           call.model.name,
           this.jobs.priorityFor(call.principal, call.priority),
           call.timeoutMs ?? '',
+          call.oip ? 'oip' : '',
         ].join('|')
       : `solo:${++this.solo}`;
     let group = this.groups.get(key);
@@ -286,6 +290,7 @@ export class SyncPath {
         priority: first.priority,
         cacheChecked: members.every((m) => m.call.cacheChecked),
         replyTo: this.options.replyTo,
+        oip: first.oip,
       });
       this.onJob(first.model.name, first.mode);
       await claim
@@ -341,6 +346,7 @@ export class SyncPath {
           timeoutMs: call.timeoutMs,
           priority: call.priority,
           replyTo: this.options.replyTo,
+          oip: call.oip,
         }),
       );
       const now = this.jobs.outcomeOf(await this.jobs.snapshot(found), call.model);
