@@ -1,8 +1,13 @@
+import { type BatchPredictRequest, isProblem, type QuernClient, type QuernProblemError } from '@quern/client';
 import { DirectOrt, maxAbsDiff, OTHER_API_KEY, randomRows } from '@quern/devkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stackClient } from '../support/quern-client';
 import { type Stack, startStack } from '../support/stack';
 
 let stack: Stack;
+/** The test key's client, and another principal's. */
+let quern: QuernClient;
+let other: QuernClient;
 let cars: DirectOrt;
 let mlp: DirectOrt;
 
@@ -14,6 +19,8 @@ const model = (name: string) => {
 
 beforeAll(async () => {
   stack = await startStack();
+  quern = stackClient(stack);
+  other = stackClient(stack, OTHER_API_KEY);
   cars = await DirectOrt.load(stack.config.QUERN_MODELS_DIR, model('cars-mpg'));
   mlp = await DirectOrt.load(stack.config.QUERN_MODELS_DIR, model('mlp-large'));
 });
@@ -24,56 +31,35 @@ afterAll(async () => {
   await stack?.close();
 });
 
-interface JobBody {
-  id: string;
-  status: string;
-  output: { prediction: number | number[] } | null;
-  timings: { queue_ms: number; inference_ms: number; batch_size: number } | null;
-  created_at: string;
-  expires_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-}
-
 describe('end to end through API, queue, batcher and ONNX Runtime', () => {
   it('async: submit, poll until succeeded, output equal to a direct ONNX Runtime call', async () => {
     const features = [6, 250, 100, 3300, 15, 1976];
-    const created = await stack.post('/v1/jobs', { features });
-    expect(created.status).toBe(202);
-    const accepted = (await created.json()) as JobBody;
-    const { id } = accepted;
-    let job: JobBody | undefined;
-    await expect
-      .poll(
-        async () => {
-          job = (await (await stack.get(`/v1/jobs/${id}`)).json()) as JobBody;
-          return job.status;
-        },
-        { timeout: 10_000, interval: 20 },
-      )
-      .toBe('succeeded');
+    const accepted = await quern.submit({ features });
+    expect(accepted.id).toMatch(/^job_/);
+    const job = await quern.wait(accepted, { initialDelayMs: 20, maxDelayMs: 20, timeoutMs: 10_000 });
+    expect(job.status).toBe('succeeded');
     const [expected] = await cars.run([features]);
-    expect(Math.abs((job?.output?.prediction as number) - (expected?.[0] as number))).toBeLessThan(1e-4);
-    expect(job?.timings?.batch_size).toBe(1);
-    expect(job?.started_at).not.toBeNull();
-    expect(Date.parse(job?.completed_at ?? '')).toBeGreaterThanOrEqual(Date.parse(job?.started_at ?? ''));
+    const output = job.output as { prediction: number };
+    expect(Math.abs(output.prediction - (expected?.[0] as number))).toBeLessThan(1e-4);
+    expect(job.timings?.batch_size).toBe(1);
+    expect(job.started_at).not.toBeNull();
+    expect(Date.parse(job.completed_at ?? '')).toBeGreaterThanOrEqual(Date.parse(job.started_at ?? ''));
     // The times the 202 showed are the job's own, not a second clock reading taken by the queue.
-    expect(job?.created_at).toBe(accepted.created_at);
-    expect(job?.expires_at).toBe(accepted.expires_at);
-    expect(Date.parse(job?.started_at ?? '')).toBeGreaterThanOrEqual(Date.parse(accepted.created_at));
+    expect(job.created_at).toBe(accepted.created_at);
+    expect(job.expires_at).toBe(accepted.expires_at);
+    expect(Date.parse(job.started_at ?? '')).toBeGreaterThanOrEqual(Date.parse(accepted.created_at));
   });
 
   it('/v1/predict and /predict give the same numbers; a repeat is cached', async () => {
     const features = [4, 97, 88, 2130, 14.5, 1971];
-    const a = await stack.post('/v1/predict', { features });
-    expect(a.status).toBe(200);
-    const first = (await a.json()) as { prediction: number; cached: boolean; job_id: string; model_version: string };
+    const first = await quern.predict({ features });
     expect(first.cached).toBe(false);
     expect(first.job_id).toMatch(/^job_/);
     expect(first.model_version).toBe('1.0.0');
     const [expected] = await cars.run([features]);
-    expect(Math.abs(first.prediction - (expected?.[0] as number))).toBeLessThan(1e-4);
+    expect(Math.abs((first.prediction as number) - (expected?.[0] as number))).toBeLessThan(1e-4);
 
+    // The alias, as a caller of the unversioned path sends it.
     const b = (await (await stack.post('/predict', { features })).json()) as { prediction: number; cached: boolean };
     expect(b.prediction).toBe(first.prediction);
     expect(b.cached).toBe(true);
@@ -81,14 +67,9 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
 
   it('batch-predict returns one prediction per row, in order', async () => {
     const rows = randomRows(37, 256, 3);
-    const res = await stack.post('/v1/batch-predict', {
-      model: 'mlp-large',
-      requests: rows.map((features) => ({ features })),
-    });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { predictions: number[][]; job_id: string };
+    const body = await quern.batchPredict({ model: 'mlp-large', requests: rows.map((features) => ({ features })) });
     expect(body.predictions).toHaveLength(37);
-    expect(maxAbsDiff(body.predictions, await mlp.run(rows))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(body.predictions as number[][], await mlp.run(rows))).toBeLessThan(1e-4);
 
     // The alias answers the same rows the same way (from the cache now).
     const alias = (await (
@@ -102,25 +83,19 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     const rows = randomRows(20, 256, 31);
     const packed = (values: number[][]) => Buffer.from(Float32Array.from(values.flat()).buffer).toString('base64');
     const queue = stack.services.jobs.queueOf('mlp-large');
-    const res = await stack.post('/v1/batch-predict', {
+    const body = await quern.batchPredict({
       model: 'mlp-large',
       tensor: { dtype: 'float32', shape: [20, 256], data: packed(rows) },
     });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { predictions: number[][]; job_id: string; cached: boolean };
     expect(body.cached).toBe(false);
-    expect(maxAbsDiff(body.predictions, await mlp.run(rows))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(body.predictions as number[][], await mlp.run(rows))).toBeLessThan(1e-4);
     // The job holds the rows packed (no JSON numbers), exactly the bytes the model read.
-    const job = await queue.getJob(body.job_id);
+    const job = await queue.getJob(body.job_id ?? '');
     expect(job?.data.rows).toBeUndefined();
     expect(job?.data.input).toEqual({ count: 20, width: 256, f32: packed(rows) });
 
     // The same rows as JSON numbers are the same cache entries.
-    const json = await stack.post('/v1/batch-predict', {
-      model: 'mlp-large',
-      requests: rows.map((features) => ({ features })),
-    });
-    const again = (await json.json()) as { predictions: number[][]; cached: boolean };
+    const again = await quern.batchPredict({ model: 'mlp-large', requests: rows.map((features) => ({ features })) });
     expect(again.cached).toBe(true);
     expect(again.predictions).toEqual(body.predictions);
   });
@@ -150,12 +125,18 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
         /row 1 holds a NaN/,
       ],
     ];
+    // Bodies the types refuse, sent as they are: the server must refuse them too.
+    const refusal = (body: unknown) =>
+      quern.batchPredict(body as BatchPredictRequest).then(
+        () => undefined,
+        (err: unknown) => err as QuernProblemError,
+      );
     for (const [tensor, field, message] of cases) {
-      const res = await stack.post('/v1/batch-predict', { model: 'cars-mpg', tensor });
-      expect(res.status, JSON.stringify(tensor).slice(0, 80)).toBe(422);
-      const problem = (await res.json()) as { errors: { field: string; message: string }[] };
-      expect(problem.errors[0]?.field).toBe(field);
-      expect(problem.errors[0]?.message).toMatch(message);
+      const err = await refusal({ model: 'cars-mpg', tensor });
+      expect(isProblem(err, 'validation_failed'), JSON.stringify(tensor).slice(0, 80)).toBe(true);
+      expect(err?.status).toBe(422);
+      expect(err?.problem?.errors?.[0]?.field).toBe(field);
+      expect(err?.problem?.errors?.[0]?.message).toMatch(message);
     }
     // Both forms, or neither: one of them must be given.
     for (const body of [
@@ -166,9 +147,9 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
         tensor: { dtype: 'float32', shape: [2, 6], data: four.toString('base64') },
       },
     ]) {
-      const res = await stack.post('/v1/batch-predict', body);
-      expect(res.status).toBe(422);
-      expect(((await res.json()) as { detail: string }).detail).toMatch(/exactly one of requests and tensor/);
+      const err = await refusal(body);
+      expect(err?.status).toBe(422);
+      expect(err?.problem?.detail).toMatch(/exactly one of requests and tensor/);
     }
     // Counted over every state: a job that got in and already finished would show too.
     expect(await total()).toBe(before);
@@ -178,9 +159,7 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     const queue = stack.services.jobs.queueOf('mlp-large');
     await queue.pause();
     const rows = randomRows(40, 256, 777);
-    const pending = rows.map((features, i) =>
-      stack.post('/v1/predict', { model: 'mlp-large', features }, i % 4 === 3 ? { 'x-api-key': OTHER_API_KEY } : {}),
-    );
+    const pending = rows.map((features, i) => (i % 4 === 3 ? other : quern).predict({ model: 'mlp-large', features }));
     try {
       // The calls went out together: while the queue holds a principal's jobs, at most
       // QUERN_SYNC_COALESCE_IN_FLIGHT (1 by default) of them per principal are queued, not one per call;
@@ -199,14 +178,10 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     } finally {
       await queue.resume();
     }
-    const bodies = (await Promise.all((await Promise.all(pending)).map((r) => r.json()))) as {
-      prediction: number[];
-      job_id: string;
-      job_row: number;
-    }[];
+    const bodies = await Promise.all(pending);
     expect(
       maxAbsDiff(
-        bodies.map((b) => b.prediction),
+        bodies.map((b) => b.prediction as number[]),
         await mlp.run(rows),
       ),
     ).toBeLessThan(1e-4);
@@ -219,14 +194,9 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
       expect(new Set(members.map((m) => m.job_row)).size).toBe(members.length);
     }
     // A lone call at idle gets a job of its own.
-    const alone = (await (
-      await stack.post('/v1/predict', { model: 'mlp-large', features: randomRows(1, 256, 778)[0] })
-    ).json()) as {
-      job_row: number;
-      job_id: string;
-    };
+    const alone = await quern.predict({ model: 'mlp-large', features: randomRows(1, 256, 778)[0] ?? [] });
     expect(alone.job_row).toBe(0);
-    const job = (await (await stack.get(`/v1/jobs/${alone.job_id}`)).json()) as { output: unknown };
+    const job = await quern.getJob(alone.job_id ?? '');
     expect(job.output).toHaveProperty('prediction');
   });
 
@@ -236,6 +206,7 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     await queue.pause();
     const rows = [0, 1, 2, 3, 4, 5].map((i) => [4, 100 + i, 90, 2264, 15.5, 1971]);
     rows[2] = [4, 140, 90, 2264, 15.5, 3e38]; // finite float32, but the model's output overflows
+    // Raw requests, all sent in one tick (as the client's calls are not), so all six rows share one job.
     const pending = rows.map((features) => stack.post('/v1/predict', { features }));
     try {
       await expect.poll(async () => (await queue.count()) - before, { timeout: 5_000, interval: 10 }).toBe(1);
@@ -267,23 +238,23 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
 
   it('1 000 concurrent sync requests on mlp-large all succeed, correctly, in batches larger than one', async () => {
     const rows = randomRows(1000, 256, 2024);
-    const responses = await Promise.all(
-      rows.map((features) => stack.post('/v1/predict', { model: 'mlp-large', features })),
-    );
-    expect(responses.map((r) => r.status).every((s) => s === 200)).toBe(true);
-    const bodies = (await Promise.all(responses.map((r) => r.json()))) as { prediction: number[]; job_id: string }[];
+    // Every answer a 200: none was a 202 that the client then followed to the job.
+    const statuses: number[] = [];
+    const client = stackClient(stack);
+    client.api.use({ onResponse: ({ response }) => void statuses.push(response.status) });
+    const bodies = await Promise.all(rows.map((features) => client.predict({ model: 'mlp-large', features })));
+    expect(statuses).toHaveLength(1000);
+    expect(statuses.every((s) => s === 200)).toBe(true);
     expect(
       maxAbsDiff(
-        bodies.map((b) => b.prediction),
+        bodies.map((b) => b.prediction as number[]),
         await mlp.run(rows),
       ),
     ).toBeLessThan(1e-4);
 
     // Each job records the batch it ran in: under this load, batches grew past one row.
     const sample = bodies.filter((_, i) => i % 50 === 0);
-    const jobs = (await Promise.all(
-      sample.map(async (b) => (await stack.get(`/v1/jobs/${b.job_id}`)).json()),
-    )) as JobBody[];
+    const jobs = await Promise.all(sample.map((b) => quern.getJob(b.job_id ?? '')));
     const sizes = jobs.map((j) => j.timings?.batch_size ?? 0);
     expect(Math.max(...sizes)).toBeGreaterThan(1);
     const histogram = await stack.worker.metrics.batchSize.get();

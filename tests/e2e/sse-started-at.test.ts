@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
-import type { JobView } from '@quern/shared';
+import type { CreateJobRequest, Job, JobEvent, QuernClient } from '@quern/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sseReader } from '../support/sse';
+import { stackClient } from '../support/quern-client';
 import { type Stack, startStack } from '../support/stack';
 import { writeTestModels } from '../support/test-models';
 import { WebhookReceiver } from '../support/webhook-receiver';
@@ -13,6 +13,7 @@ import { WebhookReceiver } from '../support/webhook-receiver';
  */
 const HOLD_MS = 1_500;
 let stack: Stack;
+let quern: QuernClient;
 let modelsDir: string;
 let receiver: WebhookReceiver;
 let seed = 1;
@@ -29,6 +30,7 @@ beforeAll(async () => {
     QUERN_SSE_KEEPALIVE_MS: '200',
     QUERN_WEBHOOK_ALLOW_HOSTS: `127.0.0.1:${receiver.port}`,
   });
+  quern = stackClient(stack);
 });
 
 afterAll(async () => {
@@ -37,34 +39,25 @@ afterAll(async () => {
   rmSync(modelsDir, { recursive: true, force: true });
 });
 
-async function submit(extra: Record<string, unknown> = {}): Promise<string> {
+async function submit(extra: Partial<CreateJobRequest> = {}): Promise<string> {
   const features = [4, 140, 90, 2264, 15.5, 1971 + seed++ / 1000];
-  const res = await stack.post('/v1/jobs', { model: 'cars-held', features, ...extra });
-  expect(res.status).toBe(202);
-  return ((await res.json()) as JobView).id;
-}
-
-async function job(id: string): Promise<JobView> {
-  return (await (await stack.get(`/v1/jobs/${id}`)).json()) as JobView;
+  return (await quern.submit({ model: 'cars-held', features, ...extra })).id;
 }
 
 /** When the job's batch began computing: after the hold, well after the worker took it. */
-const computingAt = (view: JobView) => Date.parse(view.created_at) + (view.timings?.queue_ms ?? 0);
+const computingAt = (view: Job) => Date.parse(view.created_at) + (view.timings?.queue_ms ?? 0);
 
 describe('started_at', () => {
   it('is the same on the running event, the final event and GET, and is when the worker took the job', async () => {
     const id = await submit();
-    const sse = sseReader(await stack.get(`/v1/jobs/${id}/events`));
-    const events: { event: string; view: JobView }[] = [];
-    for (let m = await sse.next(); m; m = await sse.next()) {
-      if (m.event) events.push({ event: m.event, view: JSON.parse(m.data) as JobView });
-    }
-    const running = events.find((e) => e.event === 'running')?.view;
-    const final = events.at(-1)?.view;
+    const events: JobEvent[] = [];
+    for await (const event of quern.events(id)) events.push(event);
+    const running = events.find((e) => e.event === 'running')?.job;
+    const final = events.at(-1)?.job;
     expect(events.map((e) => e.event).slice(-2)).toEqual(['running', 'succeeded']);
     expect(running?.started_at).toEqual(expect.any(String));
     expect(final?.started_at).toBe(running?.started_at);
-    const view = await job(id);
+    const view = await quern.getJob(id);
     expect(view.started_at).toBe(running?.started_at);
     // The job was taken, then held in the batcher, then computed: inference start is in timings.
     expect(computingAt(view) - Date.parse(view.started_at as string)).toBeGreaterThanOrEqual(HOLD_MS - 500);
@@ -77,13 +70,13 @@ describe('started_at', () => {
     await receiver.waitFor(before + 2);
     const bodies = receiver.requests
       .slice(before)
-      .map((r) => JSON.parse(r.body) as { type: string; data: JobView })
+      .map((r) => JSON.parse(r.body) as { type: string; data: Job })
       .filter((b) => b.data.id === id);
     const started = bodies.find((b) => b.type === 'job.started')?.data;
     const completed = bodies.find((b) => b.type === 'job.completed')?.data;
     expect(started?.status).toBe('running');
     expect(started?.started_at).toEqual(expect.any(String));
     expect(completed?.started_at).toBe(started?.started_at);
-    expect((await job(id)).started_at).toBe(started?.started_at);
+    expect((await quern.getJob(id)).started_at).toBe(started?.started_at);
   });
 });

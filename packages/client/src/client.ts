@@ -103,8 +103,7 @@ export class QuernClient {
     if (response.status !== 202) return data as PredictResponse;
     const row = Number(response.headers.get('quern-job-row') ?? 0);
     const job = await this.waitForSuccess((data as Job).id, options);
-    const output = job.output;
-    const prediction = output && 'predictions' in output ? output.predictions[row] : output?.prediction;
+    const prediction = predictionsOf(job)?.[row];
     if (prediction === undefined) throw new JobFailedError(job);
     return {
       prediction,
@@ -130,10 +129,10 @@ export class QuernClient {
     if (error !== undefined || !response.ok) throw new QuernProblemError(response, error);
     if (response.status !== 202) return data as BatchPredictResponse;
     const job = await this.waitForSuccess((data as Job).id, options);
-    const output = job.output;
-    if (!output) throw new JobFailedError(job);
+    const predictions = predictionsOf(job);
+    if (!predictions) throw new JobFailedError(job);
     return {
-      predictions: 'predictions' in output ? output.predictions : [output.prediction],
+      predictions,
       total_latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
       cached: job.timings?.batch_size === 0,
       model_version: job.model_version,
@@ -240,6 +239,14 @@ export class QuernClient {
     if (job.status !== 'succeeded') throw new JobFailedError(job);
     return job;
   }
+}
+
+/** A finished job's predictions, one per row (a job of one row has `prediction`, of several `predictions`). */
+function predictionsOf(job: Job): PredictResponse['prediction'][] | undefined {
+  const output = job.output;
+  if (output && 'predictions' in output) return output.predictions;
+  if (output && 'prediction' in output) return [output.prediction];
+  return undefined;
 }
 
 function syncHeaders(options: SyncOptions): { prefer?: string; 'idempotency-key'?: string } {
