@@ -184,17 +184,19 @@ export const CONFIG_VARIABLES: Record<ConfigRole, readonly string[]> = {
 };
 
 type Issue = { path: string; message: string };
-type Check = (c: Record<string, unknown>) => Issue | undefined;
+/** Parsed settings as a check sees them: only the variables of the schema it runs in are there. */
+type Settings = Partial<z.output<z.ZodObject<typeof SCHEMA_PIECES.all>>>;
+type Check = (c: Settings) => Issue | undefined;
 
 /**
  * Cross-field checks. Each runs only where every variable it names is in the schema, so the
  * API's checks never fail a worker.
  */
-const CHECKS: Array<{ needs: string[]; check: Check }> = [
+const CHECKS: Array<{ needs: (keyof Settings)[]; check: Check }> = [
   {
     needs: ['REDIS_CLUSTER_NODES', 'QUERN_REDIS_PREFIX'],
     check: (c) =>
-      (c.REDIS_CLUSTER_NODES as string[]).length > 0 && !/\{[^{}]+\}/.test(c.QUERN_REDIS_PREFIX as string)
+      (c.REDIS_CLUSTER_NODES ?? []).length > 0 && !/\{[^{}]+\}/.test(c.QUERN_REDIS_PREFIX ?? '')
         ? {
             path: 'QUERN_REDIS_PREFIX',
             message: 'must carry a hash tag such as {quern} with REDIS_CLUSTER_NODES, so each queue stays in one slot',
@@ -204,14 +206,14 @@ const CHECKS: Array<{ needs: string[]; check: Check }> = [
   {
     needs: ['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'],
     check: (c) =>
-      (c.REDIS_CLUSTER_NODES as string[]).length > 0 && (c.REDIS_SENTINELS as string[]).length > 0
+      (c.REDIS_CLUSTER_NODES ?? []).length > 0 && (c.REDIS_SENTINELS ?? []).length > 0
         ? { path: 'REDIS_SENTINELS', message: 'cannot be used with REDIS_CLUSTER_NODES' }
         : undefined,
   },
   {
     needs: ['QUERN_SYNC_WAIT_DEFAULT_MS', 'QUERN_SYNC_WAIT_MAX_MS'],
     check: (c) =>
-      (c.QUERN_SYNC_WAIT_DEFAULT_MS as number) > (c.QUERN_SYNC_WAIT_MAX_MS as number)
+      (c.QUERN_SYNC_WAIT_DEFAULT_MS ?? 0) > (c.QUERN_SYNC_WAIT_MAX_MS ?? 0)
         ? {
             path: 'QUERN_SYNC_WAIT_DEFAULT_MS',
             message: `must not exceed QUERN_SYNC_WAIT_MAX_MS (${c.QUERN_SYNC_WAIT_MAX_MS})`,
@@ -221,14 +223,14 @@ const CHECKS: Array<{ needs: string[]; check: Check }> = [
   {
     needs: ['QUERN_HEARTBEAT_TTL_MS', 'QUERN_HEARTBEAT_INTERVAL_MS'],
     check: (c) =>
-      (c.QUERN_HEARTBEAT_TTL_MS as number) <= (c.QUERN_HEARTBEAT_INTERVAL_MS as number)
+      (c.QUERN_HEARTBEAT_TTL_MS ?? 0) <= (c.QUERN_HEARTBEAT_INTERVAL_MS ?? 0)
         ? { path: 'QUERN_HEARTBEAT_TTL_MS', message: 'must be longer than QUERN_HEARTBEAT_INTERVAL_MS' }
         : undefined,
   },
   {
     needs: ['QUERN_JWT_KEYS'],
     check: (c) => {
-      for (const [i, entry] of (c.QUERN_JWT_KEYS as string[]).entries()) {
+      for (const [i, entry] of (c.QUERN_JWT_KEYS ?? []).entries()) {
         const colon = entry.indexOf(':');
         if (colon < 1 || entry.length - colon - 1 < 32) {
           return {
@@ -243,7 +245,7 @@ const CHECKS: Array<{ needs: string[]; check: Check }> = [
   {
     needs: ['QUERN_JWT_KEYS'],
     check: (c) =>
-      c.NODE_ENV === 'production' && (c.QUERN_JWT_KEYS as string[]).length === 0
+      c.NODE_ENV === 'production' && (c.QUERN_JWT_KEYS ?? []).length === 0
         ? {
             path: 'QUERN_JWT_KEYS',
             message: 'is required when NODE_ENV=production (kid:secret, secret of 32+ random characters)',
@@ -273,14 +275,14 @@ const CHECKS: Array<{ needs: string[]; check: Check }> = [
   {
     needs: ['QUERN_JOB_TIMEOUT_DEFAULT_MS', 'QUERN_JOB_TIMEOUT_MAX_MS'],
     check: (c) =>
-      (c.QUERN_JOB_TIMEOUT_DEFAULT_MS as number) > (c.QUERN_JOB_TIMEOUT_MAX_MS as number)
+      (c.QUERN_JOB_TIMEOUT_DEFAULT_MS ?? 0) > (c.QUERN_JOB_TIMEOUT_MAX_MS ?? 0)
         ? { path: 'QUERN_JOB_TIMEOUT_DEFAULT_MS', message: 'must not exceed QUERN_JOB_TIMEOUT_MAX_MS' }
         : undefined,
   },
   {
     needs: ['QUERN_PRIORITY_PREMIUM', 'QUERN_PRIORITY_FREE'],
     check: (c) =>
-      (c.QUERN_PRIORITY_PREMIUM as number) > (c.QUERN_PRIORITY_FREE as number)
+      (c.QUERN_PRIORITY_PREMIUM ?? 0) > (c.QUERN_PRIORITY_FREE ?? 0)
         ? {
             path: 'QUERN_PRIORITY_PREMIUM',
             message: 'must not be a lower priority (a larger number) than QUERN_PRIORITY_FREE',
@@ -290,7 +292,7 @@ const CHECKS: Array<{ needs: string[]; check: Check }> = [
   {
     needs: ['QUERN_CORS_ORIGINS'],
     check: (c) =>
-      c.NODE_ENV === 'production' && (c.QUERN_CORS_ORIGINS as string[]).includes('*')
+      c.NODE_ENV === 'production' && (c.QUERN_CORS_ORIGINS ?? []).includes('*')
         ? { path: 'QUERN_CORS_ORIGINS', message: 'must list origins in production, not *' }
         : undefined,
   },
@@ -312,16 +314,15 @@ function buildSchema<const S extends z.ZodRawShape>(shape: S) {
     .object(shape)
     .superRefine((c, ctx) => {
       for (const { check } of checks) {
-        const issue = check(c as Record<string, unknown>);
+        const issue = check(c);
         if (issue) ctx.addIssue({ code: 'custom', path: [issue.path], message: issue.message });
       }
     })
     .transform((c) => {
       if (!('HOST' in shape)) return c as WithHost<typeof c>;
-      const settings = c as Record<string, unknown>;
+      const settings: Settings = c;
       // Bind to loopback unless told otherwise, except in production (containers).
-      const host =
-        (settings.HOST as string | undefined) ?? (settings.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1');
+      const host = settings.HOST ?? (settings.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1');
       return { ...c, HOST: host } as WithHost<typeof c>;
     });
 }
