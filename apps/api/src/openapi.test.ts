@@ -11,11 +11,25 @@ import { createServices, type Services } from './services/services';
 
 let redis: TestRedis;
 let services: Services;
+interface Media {
+  schema?: { $ref?: string; example?: unknown };
+  example?: unknown;
+  examples?: unknown;
+}
 let doc: {
   paths: Record<
     string,
-    Record<string, { operationId?: string; responses: Record<string, unknown>; security?: unknown[] }>
+    Record<
+      string,
+      {
+        operationId?: string;
+        responses: Record<string, { content?: Record<string, Media> }>;
+        requestBody?: { content: Record<string, Media> };
+        security?: unknown[];
+      }
+    >
   >;
+  components: { schemas: Record<string, { example?: unknown }> };
 };
 const dir = mkdtempSync(join(tmpdir(), 'quern-openapi-'));
 
@@ -59,5 +73,32 @@ describe('the OpenAPI document', () => {
       }
     }
     expect(ids.size).toBe(Object.values(doc.paths).reduce((n, ops) => n + Object.keys(ops).length, 0));
+  });
+
+  it('gives every operation an example: of its request body, and of each successful answer with a body', () => {
+    const exampleOf = (media: Media): unknown => {
+      if (media.example !== undefined || media.examples !== undefined) return media.example ?? media.examples;
+      const ref = media.schema?.$ref;
+      return ref ? doc.components.schemas[ref.split('/').pop() as string]?.example : media.schema?.example;
+    };
+    const missing: string[] = [];
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(ops)) {
+        const bodies = [
+          ...Object.entries(op.requestBody?.content ?? {}).map(([type, media]) => ({ at: `request ${type}`, media })),
+          ...Object.entries(op.responses)
+            .filter(([status]) => status.startsWith('2'))
+            .flatMap(([status, r]) =>
+              Object.entries(r.content ?? {}).map(([type, media]) => ({ at: `${status} ${type}`, media })),
+            ),
+        ];
+        for (const { at, media } of bodies) {
+          // Raw bytes (the OIP's binary extension) have no example worth writing as JSON text.
+          if (at.endsWith('application/octet-stream')) continue;
+          if (exampleOf(media) === undefined) missing.push(`${method.toUpperCase()} ${path}: ${at}`);
+        }
+      }
+    }
+    expect(missing).toEqual([]);
   });
 });

@@ -2,6 +2,17 @@ import { z } from '@hono/zod-openapi';
 import type { ApiKeyRecord } from '../services/key-store';
 import { SCOPES, TIERS } from '../services/principal';
 
+/** A key as the admin API shows it, for the OpenAPI document's examples. */
+export const API_KEY_EXAMPLE = {
+  id: 'key_3n9Vd0tqZyXbL2m8Qe4RkA',
+  name: 'billing-service',
+  tier: 'premium',
+  scopes: ['predict', 'jobs:read'],
+  prefix: 'qk_4f8Gh2Kq',
+  created_at: '2026-11-30T10:00:00.000Z',
+  revoked_at: null,
+};
+
 export const ApiKeySchema = z
   .object({
     id: z.string().openapi({ example: 'key_3n9Vd0tqZyXbL2m8Qe4RkA' }),
@@ -14,7 +25,7 @@ export const ApiKeySchema = z
     created_at: z.string().openapi({ format: 'date-time' }),
     revoked_at: z.string().nullable().openapi({ format: 'date-time' }),
   })
-  .openapi('ApiKey');
+  .openapi('ApiKey', { example: API_KEY_EXAMPLE });
 
 export const KeyIdParamSchema = z.object({
   id: z

@@ -10,7 +10,19 @@ export const metricsRoute = createRoute({
   summary: 'Prometheus metrics',
   description: 'Prometheus text format. Queue gauges are read from Redis at scrape time.',
   responses: {
-    200: { description: 'Metrics.', content: { 'text/plain': { schema: z.string() } } },
+    200: {
+      description: 'Metrics.',
+      content: {
+        'text/plain': {
+          schema: z.string().openapi({
+            example:
+              '# HELP quern_jobs_submitted_total Inference jobs enqueued, by model and mode (async, sync, batch).\n' +
+              '# TYPE quern_jobs_submitted_total counter\n' +
+              'quern_jobs_submitted_total{model="cars-mpg",mode="sync"} 42\n',
+          }),
+        },
+      },
+    },
   },
 });
 

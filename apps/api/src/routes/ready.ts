@@ -7,7 +7,7 @@ const ReadySchema = z
     redis: z.enum(['ok', 'unreachable']),
     workers: z.number().int().openapi({ description: 'Workers whose heartbeat was seen within the TTL.' }),
   })
-  .openapi('Readiness');
+  .openapi('Readiness', { example: { status: 'ready', redis: 'ok', workers: 2 } });
 
 export const readyRoute = createRoute({
   operationId: 'getReadiness',

@@ -13,7 +13,11 @@ export const rootRoute = createRoute({
       description: 'Where things are.',
       content: {
         'application/json': {
-          schema: z.object({ service: z.string(), docs: z.string(), openapi: z.string(), models: z.string() }),
+          schema: z
+            .object({ service: z.string(), docs: z.string(), openapi: z.string(), models: z.string() })
+            .openapi('ServiceIndex', {
+              example: { service: 'quern', docs: '/docs', openapi: '/openapi.json', models: '/v1/models' },
+            }),
         },
       },
     },

@@ -4,7 +4,7 @@ import { audited } from '../middleware/audit';
 import { requireAuth } from '../middleware/auth';
 import { PROTECTED, problems } from '../schemas';
 import { SCOPES, TIERS } from '../services/principal';
-import { ApiKeySchema, apiKeyView } from './admin-keys-schemas';
+import { API_KEY_EXAMPLE, ApiKeySchema, apiKeyView } from './admin-keys-schemas';
 
 export const CreateKeyRequestSchema = z
   .object({
@@ -16,7 +16,9 @@ export const CreateKeyRequestSchema = z
       .default(['predict', 'jobs:read', 'jobs:cancel'])
       .openapi({ example: ['predict', 'jobs:read'] }),
   })
-  .openapi('CreateKeyRequest');
+  .openapi('CreateKeyRequest', {
+    example: { name: 'billing-service', tier: 'premium', scopes: ['predict', 'jobs:read'] },
+  });
 
 export const createKeyRoute = createRoute({
   operationId: 'createApiKey',
@@ -32,11 +34,21 @@ export const createKeyRoute = createRoute({
     201: {
       description: 'Created.',
       headers: z.object({ location: z.string() }),
+      links: {
+        GetApiKey: { operationId: 'getApiKey', parameters: { id: '$response.body#/id' }, description: 'Read the key.' },
+        RevokeApiKey: {
+          operationId: 'revokeApiKey',
+          parameters: { id: '$response.body#/id' },
+          description: 'Revoke the key.',
+        },
+      },
       content: {
         'application/json': {
           schema: ApiKeySchema.extend({
             key: z.string().openapi({ description: 'The API key. Shown once.', example: 'qk_4f8Gh2Kq…' }),
-          }).openapi('CreatedApiKey'),
+          }).openapi('CreatedApiKey', {
+            example: { ...API_KEY_EXAMPLE, key: 'qk_4f8Gh2KqT0pXw9LmZr3Vb7NcYd5Ha1Se' },
+          }),
         },
       },
     },

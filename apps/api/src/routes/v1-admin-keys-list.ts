@@ -3,7 +3,7 @@ import type { AppEnv } from '../env';
 import { audited } from '../middleware/audit';
 import { requireAuth } from '../middleware/auth';
 import { PROTECTED, problems } from '../schemas';
-import { ApiKeySchema, apiKeyView } from './admin-keys-schemas';
+import { API_KEY_EXAMPLE, ApiKeySchema, apiKeyView } from './admin-keys-schemas';
 
 export const listKeysRoute = createRoute({
   operationId: 'listApiKeys',
@@ -17,7 +17,13 @@ export const listKeysRoute = createRoute({
   responses: {
     200: {
       description: 'The keys.',
-      content: { 'application/json': { schema: z.object({ data: z.array(ApiKeySchema) }).openapi('ApiKeyList') } },
+      content: {
+        'application/json': {
+          schema: z
+            .object({ data: z.array(ApiKeySchema) })
+            .openapi('ApiKeyList', { example: { data: [API_KEY_EXAMPLE] } }),
+        },
+      },
     },
     ...problems(401, 403, 429, 503),
   },

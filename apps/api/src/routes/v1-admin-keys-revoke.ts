@@ -20,7 +20,7 @@ export const revokeKeyRoute = createRoute({
   request: { params: KeyIdParamSchema },
   responses: {
     200: { description: 'The revoked key.', content: { 'application/json': { schema: ApiKeySchema } } },
-    ...problems(401, 403, 404, 429, 503),
+    ...problems(401, 403, 404, 422, 429, 503),
   },
 });
 

@@ -19,7 +19,7 @@ export const TokenRequestSchema = z
       .optional()
       .openapi({ description: 'Shorter lifetime than the default (capped by the server).', example: 300 }),
   })
-  .openapi('TokenRequest');
+  .openapi('TokenRequest', { example: { scopes: ['predict'], ttl_seconds: 300 } });
 
 export const TokenResponseSchema = z
   .object({
@@ -28,7 +28,15 @@ export const TokenResponseSchema = z
     expires_in: z.number().int().openapi({ description: 'Seconds until the token expires.', example: 900 }),
     scope: z.string().openapi({ example: 'predict jobs:read' }),
   })
-  .openapi('TokenResponse');
+  .openapi('TokenResponse', {
+    example: {
+      access_token:
+        'eyJhbGciOiJIUzI1NiIsImtpZCI6InF1ZXJuLTEiLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiJrZXlfM245VmQwdHFaeVhiTDJtOFFlNFJrQSJ9.c2lnbmF0dXJl',
+      token_type: 'Bearer',
+      expires_in: 300,
+      scope: 'predict',
+    },
+  });
 
 export const authTokenRoute = createRoute({
   operationId: 'createAccessToken',

@@ -27,7 +27,7 @@ const route = (prefix: '/v1' | '') =>
         description: 'Cancel requested; the worker decides.',
         content: { 'application/json': { schema: JobSchema } },
       },
-      ...problems(401, 403, 404, 409, 429, 503),
+      ...problems(401, 403, 404, 409, 422, 429, 503),
     },
   });
 

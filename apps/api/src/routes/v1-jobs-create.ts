@@ -31,6 +31,16 @@ export const CreateJobRequestSchema = z
     },
   });
 
+/** The operations on a job, given its id from the answer's body. */
+function jobLinks(suffix: '' | 'Unversioned') {
+  const id = { id: '$response.body#/id' };
+  return {
+    GetJob: { operationId: `getJob${suffix}`, parameters: id, description: 'Poll the job.' },
+    StreamJobEvents: { operationId: `streamJobEvents${suffix}`, parameters: id, description: 'Stream its states.' },
+    CancelJob: { operationId: `cancelJob${suffix}`, parameters: id, description: 'Cancel it.' },
+  };
+}
+
 /** `/v1/jobs`, and `/jobs`: the paths the service was specified with, part of the contract (not deprecated). */
 const route = (prefix: '/v1' | '') =>
   createRoute({
@@ -56,6 +66,8 @@ const route = (prefix: '/v1' | '') =>
         description: 'Accepted: the job is queued (or, for a replayed Idempotency-Key, the original job).',
         headers: z.object({ location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }) }),
         content: { 'application/json': { schema: JobSchema } },
+        // What a client does next with the job, as OpenAPI links (tools such as schemathesis follow them).
+        links: jobLinks(prefix ? '' : 'Unversioned'),
       },
       ...problems(400, 401, 403, 404, 413, 415, 422, 429, 503),
     },

@@ -3,8 +3,46 @@ import { type JobView, QuernError, TERMINAL_STATUSES } from '@quern/shared';
 import { streamSSE } from 'hono/streaming';
 import type { AppEnv } from '../env';
 import { requireAuth } from '../middleware/auth';
-import { PROTECTED, problems } from '../schemas';
+import { JobStatusSchema, PROTECTED, problems } from '../schemas';
 import { JobIdParamSchema } from './v1-jobs-get';
+
+/**
+ * One event of the stream, as OpenAPI 3.1 can say it: the fields of a server-sent event, its
+ * `data` the job resource as JSON (`contentMediaType` and `contentSchema`, JSON Schema 2020-12),
+ * so a client or a fuzzer can check each event, not just the text of the stream.
+ */
+export const JobEventSchema = z
+  .object({
+    event: JobStatusSchema.openapi({ description: 'The state the job reached.' }),
+    data: z.string().openapi({
+      description: 'The job resource at that moment, as JSON.',
+      contentMediaType: 'application/json',
+      contentSchema: { $ref: '#/components/schemas/Job' },
+    } as Record<string, unknown>),
+    id: z.string().openapi({ description: 'The event’s number in this stream, from 1.' }),
+  })
+  .openapi('JobEvent', {
+    description: 'A server-sent event of `GET /v1/jobs/{id}/events` (keep-alive comments aside).',
+    example: {
+      event: 'queued',
+      data: JSON.stringify({
+        id: 'job_8Zt0gkqNqk3v1sPzJmUoQa',
+        status: 'queued',
+        model: 'cars-mpg',
+        model_version: '1.0.0',
+        created_at: '2026-11-30T10:00:00.000Z',
+        started_at: null,
+        completed_at: null,
+        output: null,
+        error: null,
+        timings: null,
+        expires_at: '2026-11-30T10:10:00.000Z',
+        priority: 1,
+        webhook: null,
+      }),
+      id: '1',
+    },
+  });
 
 /** `/v1/jobs/{id}/events`, and `/jobs/{id}/events` beside `/jobs/{id}` (not deprecated). */
 const route = (prefix: '/v1' | '') =>
@@ -29,12 +67,10 @@ const route = (prefix: '/v1' | '') =>
       200: {
         description: 'The event stream.',
         content: {
-          'text/event-stream': {
-            schema: z.string().openapi({ example: 'event: queued\ndata: {"id":"job_…","status":"queued",…}\n\n' }),
-          },
+          'text/event-stream': { schema: JobEventSchema },
         },
       },
-      ...problems(401, 403, 404, 429, 503),
+      ...problems(401, 403, 404, 422, 429, 503),
     },
   });
 

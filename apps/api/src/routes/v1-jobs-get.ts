@@ -25,7 +25,7 @@ const route = (prefix: '/v1' | '') =>
     request: { params: JobIdParamSchema },
     responses: {
       200: { description: 'The job.', content: { 'application/json': { schema: JobSchema } } },
-      ...problems(401, 403, 404, 429, 503),
+      ...problems(401, 403, 404, 422, 429, 503),
     },
   });
 

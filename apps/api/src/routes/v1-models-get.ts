@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 import { ModelSchema, problems } from '../schemas';
-import { modelView } from './v1-models-list';
+import { MODEL_EXAMPLE, modelView } from './v1-models-list';
 
 export const getModelRoute = createRoute({
   operationId: 'getModel',
@@ -19,8 +19,11 @@ export const getModelRoute = createRoute({
     }),
   },
   responses: {
-    200: { description: 'The model.', content: { 'application/json': { schema: ModelSchema } } },
-    ...problems(404),
+    200: {
+      description: 'The model.',
+      content: { 'application/json': { schema: ModelSchema, example: MODEL_EXAMPLE } },
+    },
+    ...problems(404, 422),
   },
 });
 

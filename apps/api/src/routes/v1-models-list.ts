@@ -3,6 +3,21 @@ import type { ModelEntry } from '@quern/shared';
 import type { AppEnv } from '../env';
 import { ModelSchema } from '../schemas';
 
+/** The default model as `GET /v1/models/{name}` shows it, for the OpenAPI document's examples. */
+export const MODEL_EXAMPLE = {
+  name: 'cars-mpg',
+  version: '1.0.0',
+  description: 'Predicts fuel economy (miles per US gallon) of a 1970–1982 car.',
+  input: {
+    name: 'features',
+    features: 6,
+    feature_names: ['cylinders', 'displacement', 'horsepower', 'weight', 'acceleration', 'year'],
+  },
+  output: { name: 'mpg', shape: [1] },
+  batching: { max_batch_size: 256, max_delay_ms: 0 },
+  default: true,
+};
+
 /** A manifest entry as the API shows it (the file path and hash stay internal). */
 export function modelView(model: ModelEntry, defaultName: string) {
   return {
@@ -27,7 +42,11 @@ export const listModelsRoute = createRoute({
   responses: {
     200: {
       description: 'The models.',
-      content: { 'application/json': { schema: z.object({ data: z.array(ModelSchema) }).openapi('ModelList') } },
+      content: {
+        'application/json': {
+          schema: z.object({ data: z.array(ModelSchema) }).openapi('ModelList', { example: { data: [MODEL_EXAMPLE] } }),
+        },
+      },
     },
   },
 });

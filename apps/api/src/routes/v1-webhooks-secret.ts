@@ -14,7 +14,13 @@ export const WebhookSecretSchema = z
       description: 'After a rotation: until when deliveries also carry the old signature.',
     }),
   })
-  .openapi('WebhookSecret');
+  .openapi('WebhookSecret', {
+    example: {
+      secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+      created_at: '2026-11-30T10:00:00.000Z',
+      previous_expires_at: null,
+    },
+  });
 
 export const getWebhookSecretRoute = createRoute({
   operationId: 'getWebhookSecret',

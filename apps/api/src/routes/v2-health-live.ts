@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 import { OIP_TAG } from './oip-common';
 
-export const OipLiveSchema = z.object({ live: z.boolean() }).openapi('OipLive');
+export const OipLiveSchema = z.object({ live: z.boolean() }).openapi('OipLive', { example: { live: true } });
 
 export const oipLiveRoute = createRoute({
   operationId: 'oipServerLive',

@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 import { OIP_TAG } from './oip-common';
 
-export const OipReadySchema = z.object({ ready: z.boolean() }).openapi('OipReady');
+export const OipReadySchema = z.object({ ready: z.boolean() }).openapi('OipReady', { example: { ready: true } });
 
 export const oipReadyRoute = createRoute({
   operationId: 'oipServerReady',

@@ -2,7 +2,9 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../env';
 import { OIP_TAG, OipModelParamsSchema, OipModelVersionParamsSchema, oipErrors, oipModel } from './oip-common';
 
-export const OipModelReadySchema = z.object({ name: z.string(), ready: z.boolean() }).openapi('OipModelReady');
+export const OipModelReadySchema = z
+  .object({ name: z.string(), ready: z.boolean() })
+  .openapi('OipModelReady', { example: { name: 'cars-mpg', ready: true } });
 
 const route = (versioned: boolean) =>
   createRoute({
