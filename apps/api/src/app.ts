@@ -6,6 +6,7 @@ import { problem, toQuernError, validationError } from './errors';
 import { bodyLimit } from './middleware/body-limit';
 import { requestContext } from './middleware/request-context';
 import { securityHeaders } from './middleware/security-headers';
+import { traceRequests } from './middleware/tracing';
 import { registerQueueDashboard } from './routes/admin-queues';
 import { registerDocs } from './routes/docs';
 import { registerHealth } from './routes/health';
@@ -51,6 +52,8 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   });
 
   app.use('*', requestContext(services, logger));
+  // Only with tracing on: otherwise no request pays for a span, a context or a header read.
+  if (services.tracing) app.use('*', traceRequests(services.tracing.tracer));
   app.use('*', securityHeaders());
   const origins = services.config.QUERN_CORS_ORIGINS;
   if (origins.length > 0) {

@@ -1,4 +1,4 @@
-import type { Logger } from '@quern/shared';
+import type { Logger, Span, TraceContext } from '@quern/shared';
 import type { Principal } from './services/principal';
 import type { Services } from './services/services';
 
@@ -15,5 +15,9 @@ export interface AppEnv {
      * request is within its budgets, throws the 429 otherwise. See `admitted`.
      */
     rateLimit: (() => Promise<void>) | undefined;
+    /** The request's server span, its context and trace id: set only when tracing is on. */
+    span: Span | undefined;
+    traceContext: TraceContext | undefined;
+    traceId: string | undefined;
   };
 }

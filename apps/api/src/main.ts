@@ -7,6 +7,7 @@ import {
   loadConfig,
   loadManifest,
   logDestination,
+  startTracing,
 } from '@quern/shared';
 import { createApp } from './app';
 import { createServices } from './services/services';
@@ -29,7 +30,10 @@ async function main(): Promise<void> {
     // Development only: production refuses to start without it.
     logger.warn('QUERN_SECRETS_KEY is not set: webhook secrets are sealed with the built-in development key');
   }
-  const services = createServices(config, manifest, logger);
+  // OpenTelemetry only when the OTEL_* variables ask for it; otherwise nothing of it loads.
+  const tracing = await startTracing('api');
+  if (tracing) logger.info('tracing on (OpenTelemetry, OTLP)');
+  const services = createServices(config, manifest, logger, tracing);
   const app = createApp(services, logger);
   // Serve even if Redis is not there yet: /health answers, other routes answer 503 until it is.
   await services.connected(5_000).catch(() => logger.warn('redis not reachable yet; serving 503 until it is'));
@@ -68,7 +72,11 @@ async function main(): Promise<void> {
     }, grace).unref();
     setTimeout(() => process.exit(1), grace + 5_000).unref();
     server.close(() => {
-      services.close().finally(() => process.exit(0));
+      services
+        .close()
+        .then(() => tracing?.shutdown())
+        .catch((err: Error) => logger.warn({ err: err.message }, 'error while stopping'))
+        .finally(() => process.exit(0));
     });
     if ('closeIdleConnections' in server) server.closeIdleConnections();
   };

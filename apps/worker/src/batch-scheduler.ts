@@ -1,4 +1,4 @@
-import type { Row } from '@quern/shared';
+import type { Row, SpanContext } from '@quern/shared';
 import type { BatchOutput } from './inference-pool';
 
 /** What the scheduler needs of the inference pool; an interface so the scheduler is testable alone. */
@@ -47,11 +47,14 @@ export interface SubmitOptions {
   shouldDrop?: () => string | null;
   /** Called once, when the first of the request's batches starts. */
   onStart?: (startedAt: number) => void;
+  /** The span of the request's job (tracing on): each batch it joins links to it. */
+  trace?: SpanContext | undefined;
 }
 
 interface Request {
   id: string | undefined;
   onStart: ((startedAt: number) => void) | undefined;
+  trace: SpanContext | undefined;
   model: BatchModel;
   rows: readonly Row[];
   enqueuedAt: number;
@@ -117,7 +120,11 @@ export class BatchScheduler {
   constructor(
     private readonly runner: BatchRunner,
     models: BatchModel[],
-    private readonly hooks: { onBatch?: (stats: BatchStats) => void } = {},
+    private readonly hooks: {
+      onBatch?: (stats: BatchStats) => void;
+      /** Tracing on: each batch with the spans of the jobs in it (see JobTracer.batch). */
+      onTracedBatch?: (batch: { model: string; rows: number; startedAt: number; jobs: SpanContext[] }) => void;
+    } = {},
   ) {
     for (const model of models) this.queues.set(model.name, { model, pending: new Fifo(), pendingRows: 0 });
   }
@@ -148,6 +155,7 @@ export class BatchScheduler {
       const req: Request = {
         id: options.id,
         onStart: options.onStart,
+        trace: options.trace,
         model,
         rows,
         enqueuedAt: performance.now(),
@@ -294,6 +302,11 @@ export class BatchScheduler {
       (result) => {
         this.inFlight--;
         this.hooks.onBatch?.({ model: model.name, rows, requests: parts.length, inferenceMs: result.inferenceMs });
+        if (this.hooks.onTracedBatch) {
+          const jobs: SpanContext[] = [];
+          for (const { req } of parts) if (req.trace) jobs.push(req.trace);
+          if (jobs.length > 0) this.hooks.onTracedBatch({ model: model.name, rows, startedAt, jobs });
+        }
         let from = 0;
         for (const { req, offset, count } of parts) {
           const size = count * model.outputSize;

@@ -1,10 +1,12 @@
 import {
+  carrierOf,
   decodeCachedRow,
   decodeFailure,
   encodeCachedRow,
   encodeFailure,
   encodeReply,
   FAILURE_KINDS,
+  failSpan,
   InferenceJobData,
   type InferenceResult,
   inputHash,
@@ -16,12 +18,16 @@ import {
   type Logger,
   type ModelEntry,
   overflowFailure,
+  type Span,
+  traceIdOf,
   type WebhookDispatcher,
   type WorkerConfig,
+  withSpan,
 } from '@quern/shared';
 import { type Job, UnrecoverableError } from 'bullmq';
 import { type BatchScheduler, DroppedError } from './batch-scheduler';
 import type { CancelListener } from './cancel-listener';
+import type { JobTracer } from './job-tracing';
 import type { WorkerMetrics } from './metrics';
 import type { ServedModel } from './models';
 import type { RedisPipeline } from './redis-pipeline';
@@ -46,6 +52,8 @@ export interface ProcessorDeps {
   turns: TurnLimiter;
   metrics: WorkerMetrics;
   logger: Logger;
+  /** Set when tracing is on. */
+  tracer?: JobTracer | undefined;
 }
 
 const CANCELED: JobFailure = { code: 'canceled', message: 'canceled by its owner before its batch started' };
@@ -68,6 +76,8 @@ interface Run {
   startedAt: number;
   inferenceMs: number;
   batchSize: number;
+  /** The job's span, when tracing is on and the job carries a trace context. */
+  span: Span | undefined;
   log: () => Logger;
 }
 
@@ -132,8 +142,14 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       startedAt: Date.now(),
       inferenceMs: 0,
       batchSize: 0,
+      span: undefined,
       log: () => {
-        child ??= deps.logger.child({ request_id: data.request_id, job_id: id, model: entry.name });
+        child ??= deps.logger.child({
+          request_id: data.request_id,
+          job_id: id,
+          model: entry.name,
+          ...(data.trace ? { trace_id: traceIdOf(data.trace) } : {}),
+        });
         return child;
       },
     };
@@ -152,6 +168,13 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     run.outputs = new Array(matrix.count);
     run.cached = new Array(matrix.count).fill(false);
     run.cacheKeys = useCache ? run.rows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
+    if (deps.tracer && data.trace) {
+      const span = deps.tracer.startJob({ ...data, trace: data.trace }, id, job.attemptsMade + 1);
+      run.span = span;
+      // Webhook deliveries of this job join the trace under the job's span.
+      const trace = carrierOf(withSpan(span));
+      if (trace) run.base = { ...run.base, data: { ...data, trace } };
+    }
     return run;
   }
 
@@ -192,6 +215,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         onStart: webhooks.wants(data, 'started')
           ? () => void sendWebhook(run, { ...run.base, state: 'active' }, 'started')
           : undefined,
+        trace: run.span?.spanContext(),
       });
     } catch (err) {
       if (err instanceof DroppedError)
@@ -244,6 +268,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         batch_size: run.batchSize,
       },
     };
+    const reply = run.span && deps.tracer?.startReply(run.span);
     // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
     await io.setEx(run.cacheWrites, replyOf(run, { kind: 'completed', job_id: run.id, result: output }));
     if (webhooks.wants(run.data, 'completed')) {
@@ -253,6 +278,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         'completed',
       );
     }
+    reply?.end();
     metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
     metrics.jobDuration.labels(entry.name).observe(Math.max(0, finishedAt - run.job.timestamp) / 1000);
     metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
@@ -262,9 +288,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     return output;
   }
 
-  return async function processInferenceJob(job: Job): Promise<InferenceResult> {
-    await turns.pass();
-    const run = await intake(job);
+  async function steps(run: Run): Promise<InferenceResult> {
     await lookup(run);
     if (run.missing.length > 0) await compute(run);
     else if (webhooks.wants(run.data, 'started')) {
@@ -272,6 +296,30 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       await sendWebhook(run, { ...run.base, state: 'active' }, 'started');
     }
     return complete(run);
+  }
+
+  /** The steps inside the job's span: its outcome, rows and batch size on it. */
+  async function traced(run: Run, span: Span): Promise<InferenceResult> {
+    try {
+      const result = await steps(run);
+      span.setAttributes({
+        'quern.rows': run.rows.length,
+        'quern.cached_rows': run.rows.length - run.missing.length,
+        'quern.batch_size': run.batchSize,
+      });
+      return result;
+    } catch (err) {
+      failSpan(span, err);
+      throw err;
+    } finally {
+      span.end();
+    }
+  }
+
+  return async function processInferenceJob(job: Job): Promise<InferenceResult> {
+    await turns.pass();
+    const run = await intake(job);
+    return run.span ? traced(run, run.span) : steps(run);
   };
 }
 

@@ -5,6 +5,7 @@ import {
   loadConfig,
   loadManifest,
   logDestination,
+  startTracing,
   type WorkerConfig,
 } from '@quern/shared';
 import { createWorkerHttpApp, serveWorkerHttp } from './http-server';
@@ -45,7 +46,10 @@ async function main(): Promise<void> {
     logger.flush();
     process.exit(1);
   });
-  runtime = await WorkerRuntime.start({ config, manifest, logger });
+  // OpenTelemetry only when the OTEL_* variables ask for it; otherwise nothing of it loads.
+  const tracing = await startTracing('worker');
+  if (tracing) logger.info('tracing on (OpenTelemetry, OTLP)');
+  runtime = await WorkerRuntime.start({ config, manifest, logger, tracing });
   const started = runtime;
 
   let stopping = false;
@@ -63,9 +67,11 @@ async function main(): Promise<void> {
     }, config.QUERN_SHUTDOWN_TIMEOUT_MS + 5_000).unref();
     started
       .close()
-      .then(({ forced }) => {
+      .then(async ({ forced }) => {
         logger.info({ forced }, 'worker stopped');
         server.close();
+        // The last spans go out before the process does.
+        await tracing?.shutdown().catch((err: Error) => logger.warn({ err: err.message }, 'spans not flushed'));
         process.exit(forced ? 1 : 0);
       })
       .catch((err: Error) => {

@@ -1,4 +1,5 @@
 import {
+  contextOf,
   createRedis,
   type DeliveryState,
   type KeySpace,
@@ -6,6 +7,10 @@ import {
   type RedisClient,
   rescheduleDeliveryState,
   SecretBox,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  traceIdOf,
   WEBHOOK_QUEUE,
   WebhookDeliveryData,
   WebhookSecrets,
@@ -27,6 +32,8 @@ export interface WebhookSenderDeps {
   inferenceQueues: ReadonlyMap<string, Queue>;
   metrics: WorkerMetrics;
   logger: Logger;
+  /** Set when tracing is on: each attempt of a traced delivery gets a span in its job's trace. */
+  tracer?: Tracer | undefined;
 }
 
 /** How long a delivery of a principal at its limit waits before it is tried again (±50%). */
@@ -151,6 +158,22 @@ export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; 
       .map((secret) => new Webhook(secret).sign(data.webhook_id, timestamp, data.payload))
       .join(' ');
     const started = performance.now();
+    const span =
+      data.trace &&
+      deps.tracer?.startSpan(
+        `webhook ${data.event}`,
+        {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            'quern.job_id': data.job_id,
+            'quern.webhook_id': data.webhook_id,
+            'quern.webhook_event': data.event,
+            'quern.attempt': attempt,
+            ...(origin ? { 'server.address': origin } : {}),
+          },
+        },
+        contextOf(data.trace),
+      );
     let status = 0;
     let failure: DeliveryError | undefined;
     try {
@@ -168,7 +191,23 @@ export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; 
       failure = err instanceof DeliveryError ? err : new DeliveryError((err as Error).message, false);
     }
     metrics.webhookDuration.observe((performance.now() - started) / 1000);
-    const log = logger.child({ request_id: data.request_id, job_id: data.job_id, event: data.event, attempt });
+    if (span) {
+      if (status > 0) span.setAttribute('http.response.status_code', status);
+      if (failure || status < 200 || status >= 300) {
+        span.setStatus({
+          code: SpanStatusCode.ERROR,
+          message: failure ? failure.message : `receiver answered ${status}`,
+        });
+      }
+      span.end();
+    }
+    const log = logger.child({
+      request_id: data.request_id,
+      job_id: data.job_id,
+      event: data.event,
+      attempt,
+      ...(data.trace ? { trace_id: traceIdOf(data.trace) } : {}),
+    });
     if (origin !== undefined && !failure?.permanent) {
       // The breaker's bookkeeping must not turn an outcome into a different one: errors are logged only.
       try {

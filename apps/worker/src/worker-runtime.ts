@@ -6,6 +6,7 @@ import {
   type ModelManifest,
   newId,
   type RedisClient,
+  type Tracing,
   WEBHOOK_QUEUE,
   WebhookDispatcher,
   type WorkerConfig,
@@ -16,6 +17,7 @@ import { CancelListener } from './cancel-listener';
 import { Heartbeat } from './heartbeat';
 import { InferencePool } from './inference-pool';
 import { createFailedListener, createInferenceProcessor } from './inference-processor';
+import { JobTracer } from './job-tracing';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
 import { RedisPipeline } from './redis-pipeline';
@@ -27,6 +29,8 @@ export interface WorkerRuntimeOptions {
   config: WorkerConfig;
   manifest: ModelManifest;
   logger: Logger;
+  /** The OpenTelemetry SDK, when the OTEL_* variables turn tracing on. */
+  tracing?: Tracing | undefined;
 }
 
 /**
@@ -50,6 +54,7 @@ export class WorkerRuntime {
   private readonly options: WorkerRuntimeOptions;
   private readonly redis: RedisClient;
   private readonly heartbeat: Heartbeat;
+  private readonly tracer: JobTracer | undefined;
 
   private constructor(parts: {
     id: string;
@@ -60,6 +65,7 @@ export class WorkerRuntime {
     metrics: WorkerMetrics;
     redis: RedisClient;
     heartbeat: Heartbeat;
+    tracer: JobTracer | undefined;
   }) {
     this.id = parts.id;
     this.options = parts.options;
@@ -69,6 +75,7 @@ export class WorkerRuntime {
     this.metrics = parts.metrics;
     this.redis = parts.redis;
     this.heartbeat = parts.heartbeat;
+    this.tracer = parts.tracer;
   }
 
   static async start(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
@@ -84,6 +91,8 @@ export class WorkerRuntime {
     });
     await pool.start();
     const metrics = createWorkerMetrics({ busyMs: () => pool.busyMs(), threads: pool.size });
+    const tracer = options.tracing && new JobTracer(options.tracing.tracer);
+    const versions = new Map(served.map((m) => [m.entry.name, m.entry.version]));
     scheduler = new BatchScheduler(
       pool,
       served.map((m) => ({
@@ -98,6 +107,12 @@ export class WorkerRuntime {
           metrics.batchSize.labels(model).observe(rows);
           metrics.inferenceDuration.labels(model).observe(inferenceMs / 1000);
         },
+        ...(tracer
+          ? {
+              onTracedBatch: (batch) =>
+                tracer.batch({ ...batch, version: versions.get(batch.model) ?? '', finishedAt: Date.now() }),
+            }
+          : {}),
       },
     );
     const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
@@ -119,6 +134,7 @@ export class WorkerRuntime {
         config.QUERN_HEARTBEAT_TTL_MS,
         logger,
       ),
+      tracer,
     });
     await runtime.startConsumers(keys);
     return runtime;
@@ -162,6 +178,7 @@ export class WorkerRuntime {
         turns,
         metrics: this.metrics,
         logger,
+        tracer: this.tracer,
       });
       const queue = new Queue(keys.inferenceQueue(name), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
       this.queues.push(queue);
@@ -191,6 +208,7 @@ export class WorkerRuntime {
       inferenceQueues,
       metrics: this.metrics,
       logger,
+      tracer: this.options.tracing?.tracer,
     });
     this.consumers.push(sender.worker);
     this.connections.push(sender.connection);

@@ -17,6 +17,7 @@ export * from './replies';
 export * from './row-matrix';
 export * from './secret-box';
 export * from './ssrf-guard';
+export * from './tracing';
 export * from './turn-buffer';
 export * from './webhook-dispatcher';
 export * from './webhooks';

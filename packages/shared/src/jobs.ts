@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { ApiConfig, CommonConfig } from './config';
 import { OipJobFormat } from './oip';
 import { type Row, RowMatrix } from './row-matrix';
+import { TraceCarrier } from './tracing';
 import { WebhookSpec } from './webhooks';
 
 /** How a job was submitted; used for metrics and to shape the response. */
@@ -78,6 +79,8 @@ export const InferenceJobData = z
     /** BullMQ priority the job was queued with (1 is the highest). */
     priority: z.number().int().min(1),
     webhook: WebhookSpec.optional(),
+    /** The trace the job belongs to (W3C trace context of the API's enqueue span), when tracing is on. */
+    trace: TraceCarrier.optional(),
     /** Created through the Open Inference Protocol (`/v2`): the job's output is shown as an OIP response. */
     oip: OipJobFormat.optional(),
   })

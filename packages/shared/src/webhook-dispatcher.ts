@@ -45,6 +45,7 @@ export class WebhookDispatcher {
       url: data.webhook.url,
       payload: JSON.stringify({ type: `job.${event}`, timestamp: now.toISOString(), data: jobView(snapshot, model) }),
       request_id: data.request_id,
+      ...(data.trace ? { trace: data.trace } : {}),
     };
     const retention = this.config.QUERN_RETAIN_FAILED_SECONDS;
     await this.queue.add(WEBHOOK_JOB_NAME, delivery, {

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { KeySpace } from './keys';
 import type { RedisClient as Redis } from './redis';
 import type { SecretBox } from './secret-box';
+import { TraceCarrier } from './tracing';
 
 /** Events a client can subscribe a webhook to. */
 export const WEBHOOK_EVENTS = ['started', 'completed', 'failed', 'canceled'] as const;
@@ -32,6 +33,8 @@ export const WebhookDeliveryData = z.object({
   /** The JSON body, as sent (Standard Webhooks `{type, timestamp, data}`). */
   payload: z.string(),
   request_id: z.string(),
+  /** The trace of the job's span in the worker, so each attempt's span joins the request's trace. */
+  trace: TraceCarrier.optional(),
 });
 export type WebhookDeliveryData = z.infer<typeof WebhookDeliveryData>;
 

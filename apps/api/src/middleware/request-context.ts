@@ -62,6 +62,7 @@ export function requestContext(services: Services, logger: Logger) {
           duration_ms: Math.round(seconds * 1e6) / 1e3,
           principal_id: principal?.id,
           key_prefix: principal?.keyPrefix,
+          trace_id: c.get('traceId'),
         };
         // Written after the response has gone out: the line is for the operator, not the caller.
         setImmediate(() => (probe ? access.debug(line, 'request') : access.info(line, 'request')));

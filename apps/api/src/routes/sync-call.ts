@@ -8,7 +8,7 @@ import {
 } from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
-import type { SyncOutcome } from '../services/sync-path';
+import type { SyncCall, SyncOutcome } from '../services/sync-path';
 import { waitPreference } from './inference-input';
 import { claimJob } from './submission';
 
@@ -38,6 +38,13 @@ export function syncPreferences(c: Context<AppEnv>): { waitMs: number; useCache:
   const waitMs = waitPreference(c);
   const idempotent = c.req.header('idempotency-key') !== undefined;
   return { waitMs, useCache: waitMs > 0 && !idempotent && c.get('services').cache.enabled };
+}
+
+/** The request's span and context when tracing is on (else undefined, and nothing is built). */
+function traceOf(c: Context<AppEnv>): SyncCall['trace'] {
+  const span = c.get('span');
+  const context = c.get('traceContext');
+  return span && context ? { span, context } : undefined;
 }
 
 /**
@@ -75,6 +82,7 @@ export async function runSync(
     cacheChecked: args.cacheChecked,
     oip: args.oip,
     claim: c.req.header('idempotency-key') === undefined ? undefined : claim,
+    trace: traceOf(c),
   });
   if (outcome.kind === 'failed') throw failure(outcome.jobId, outcome.failure);
   if (outcome.kind === 'gone') throw failure(outcome.jobId, undefined);

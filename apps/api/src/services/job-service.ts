@@ -1,9 +1,13 @@
 import {
+  AdmissionLedger,
   type ApiConfig,
+  activeContext,
   type CanceledRecord,
+  carrierOf,
   decodeCanceledRecord,
   decodeFailure,
   encodeFailure,
+  failSpan,
   INFERENCE_JOB_NAME,
   InferenceJobData,
   inferenceJobOptions,
@@ -22,7 +26,11 @@ import {
   type RowMatrix,
   readDeliveryStates,
   requestCancel,
+  SpanKind,
   type SubmitMode,
+  type TraceContext,
+  type Tracer,
+  trace,
   type WebhookDispatcher,
   type WebhookSpec,
   writeCanceledRecord,
@@ -59,6 +67,8 @@ export interface SubmitArgs {
   replyTo?: string | undefined;
   /** Created through the OIP (`/v2`): the job's output is shown as an OIP response. */
   oip?: OipJobFormat | undefined;
+  /** The trace the job's enqueue span joins (tracing on); the active context when absent. */
+  traceParent?: TraceContext | undefined;
 }
 
 /** A job's state as a waiting caller hears it: an outcome, or `pending` with the job's view. */
@@ -81,6 +91,8 @@ export interface JobServiceDeps {
    * caller that got its 200 and reads the job from this process sees it finished.
    */
   recentReply?: (jobId: string) => JobReply | undefined;
+  /** Set when tracing is on: each job gets an enqueue span, and carries its context to the worker. */
+  tracer?: Tracer | undefined;
 }
 
 export type CancelOutcome =
@@ -96,6 +108,7 @@ export type CancelOutcome =
 export class JobService {
   private readonly depthCache = new Map<string, { depth: number; at: number }>();
   private readonly adders = new Map<string, BulkAdder>();
+  private readonly ledger: AdmissionLedger;
 
   private readonly queues: ReadonlyMap<string, Queue>;
   private readonly models: ModelRegistry;
@@ -106,6 +119,7 @@ export class JobService {
   private readonly webhooks: WebhookDispatcher;
   private readonly logger: Logger;
   private readonly recentReply: (jobId: string) => JobReply | undefined;
+  private readonly tracer: Tracer | undefined;
 
   constructor(deps: JobServiceDeps) {
     this.queues = deps.queues;
@@ -117,6 +131,10 @@ export class JobService {
     this.webhooks = deps.webhooks;
     this.logger = deps.logger;
     this.recentReply = deps.recentReply ?? (() => undefined);
+    this.ledger = new AdmissionLedger(this.redis, this.keys, (err) =>
+      this.logger.warn({ err: err.message }, 'rows of finished jobs not released'),
+    );
+    this.tracer = deps.tracer;
   }
 
   queueOf(model: string): Queue {
@@ -160,6 +178,16 @@ export class JobService {
       args.timeoutMs ?? this.config.QUERN_JOB_TIMEOUT_DEFAULT_MS,
       this.config.QUERN_JOB_TIMEOUT_MAX_MS,
     );
+    // Tracing on: the enqueue span (a child of the request's), whose context the job carries.
+    const enqueue = this.tracer?.startSpan(
+      `enqueue ${args.model.name}`,
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: { 'quern.job_id': id, 'quern.model': args.model.name, 'quern.rows': args.input.count },
+      },
+      args.traceParent ?? activeContext(),
+    );
+    const carrier = enqueue && carrierOf(trace.setSpan(activeContext(), enqueue));
     const data: InferenceJobData = {
       v: 1,
       model: args.model.name,
@@ -177,20 +205,92 @@ export class JobService {
       ...(args.cacheChecked ? { cache_checked: true } : {}),
       ...(args.replyTo ? { reply_to: args.replyTo } : {}),
       ...(args.oip ? { oip: args.oip } : {}),
+      ...(carrier ? { trace: carrier } : {}),
     };
+    await this.admitOrRefuse(args.model, args.principal, id, args.input.count, data.deadline_at).catch(
+      (err: unknown) => {
+        if (enqueue) {
+          failSpan(enqueue, err);
+          enqueue.end();
+        }
+        throw err;
+      },
+    );
     let adder = this.adders.get(args.model.name);
     if (!adder) {
       adder = new BulkAdder(this.queueOf(args.model.name));
       this.adders.set(args.model.name, adder);
     }
-    await adder.add(INFERENCE_JOB_NAME, data, {
+    const added = adder.add(INFERENCE_JOB_NAME, data, {
       jobId: id,
       // The job's own timestamp is the created_at the 202 showed, not a later Date.now() in BullMQ.
       timestamp: now,
       priority: data.priority,
       ...inferenceJobOptions(this.config),
     });
+    if (enqueue) {
+      await added.then(
+        () => enqueue.end(),
+        (err: unknown) => {
+          failSpan(enqueue, err);
+          enqueue.end();
+        },
+      );
+    }
+    await added;
     return { id, data };
+  }
+
+  /** Rows the principal may have queued or running at once: its key's own cap, else its tier's (0: none). */
+  rowCapFor(principal: Principal): number {
+    if (principal.maxRows !== undefined) return principal.maxRows;
+    return principal.tier === 'premium'
+      ? this.config.QUERN_CONCURRENCY_PREMIUM_ROWS
+      : this.config.QUERN_CONCURRENCY_FREE_ROWS;
+  }
+
+  /**
+   * The queue-depth cap and the principal's row cap, checked and counted in one script (see
+   * `AdmissionLedger`), so that concurrent submissions cannot pass them together. Refused:
+   * `503 queue_full` or `429 concurrency_limited`, each with a Retry-After from the drain rate.
+   */
+  private async admitOrRefuse(
+    model: ModelEntry,
+    principal: Principal,
+    jobId: string,
+    rows: number,
+    deadlineAt: number,
+  ): Promise<void> {
+    const queue = this.queueOf(model.name);
+    const maxRows = this.rowCapFor(principal);
+    const decision = await this.ledger.admit({
+      queueKey: `${queue.opts.prefix}:${queue.name}`,
+      model: model.name,
+      owner: principal.id,
+      jobId,
+      rows,
+      maxDepth: this.config.QUERN_QUEUE_MAX_DEPTH,
+      maxRows,
+      deadlineAt,
+    });
+    if (decision.kind === 'admitted') return;
+    const rate = this.drainRate(model.name);
+    const clamp = (seconds: number) => String(Math.min(300, Math.max(1, Math.ceil(seconds))));
+    if (decision.kind === 'queue_full') {
+      const cap = this.config.QUERN_QUEUE_MAX_DEPTH;
+      throw new QuernError(
+        'queue_full',
+        `the ${model.name} queue is full (${decision.depth} jobs waiting); retry later`,
+        { headers: { 'retry-after': clamp(rate > 0 ? (decision.depth - cap * 0.9) / rate : 30) } },
+      );
+    }
+    // Time for the rows above the cap to drain, at about one job's rows per completion.
+    const excess = decision.heldRows + rows - maxRows;
+    throw new QuernError(
+      'concurrency_limited',
+      `this key has ${decision.heldRows} rows queued or running, and may have ${maxRows}; retry when some finish`,
+      { headers: { 'retry-after': clamp(rate > 0 ? excess / rate : 5) }, extra: { held_rows: decision.heldRows, max_rows: maxRows } },
+    );
   }
 
   /** Adds every job submitted so far in this turn now, in one addBulk per model. */
@@ -333,6 +433,7 @@ export class JobService {
       if (removed === 1) {
         const record: CanceledRecord = { id, data: found.data, timestamp: job.timestamp, canceled_at: Date.now() };
         await writeCanceledRecord(this.redis, this.keys, record, this.config.QUERN_RETAIN_FAILED_SECONDS);
+        this.ledger.release(found.data.owner, id);
         const snapshot = await this.snapshot({ kind: 'canceled', id, record, data: found.data, model: found.model });
         // The worker never sees this job: the `canceled` event is sent from here.
         // The cancel has happened; a webhook that cannot be queued now must not make it look failed.

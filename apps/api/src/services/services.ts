@@ -8,6 +8,7 @@ import {
   newId,
   type RedisClient,
   SecretBox,
+  type Tracing,
   WEBHOOK_QUEUE,
   WebhookDispatcher,
   WebhookSecrets,
@@ -49,6 +50,8 @@ export interface Services {
   sync: SyncPath;
   webhookSecrets: WebhookSecrets;
   metrics: ApiMetrics;
+  /** The OpenTelemetry SDK, when the OTEL_* variables turn tracing on. */
+  tracing: Tracing | undefined;
   /** The request-path connection is up now (an error while it is not is Redis's, not the caller's). */
   redisUp(): boolean;
   /** Redis answers and a worker heartbeat was seen within the TTL. */
@@ -67,7 +70,12 @@ export interface Services {
  * Opens the API's Redis connections and builds its services. Only `main.ts` and tests call
  * this; `createApp` itself opens nothing.
  */
-export function createServices(config: ApiConfig, manifest: ModelManifest, logger: Logger): Services {
+export function createServices(
+  config: ApiConfig,
+  manifest: ModelManifest,
+  logger: Logger,
+  tracing?: Tracing,
+): Services {
   const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
   // Request path: fail fast (no offline queue) so a request gets 503 instead of hanging.
   const redis = createRedis(config, 'producer', { name: 'api', logger });
@@ -121,12 +129,14 @@ export function createServices(config: ApiConfig, manifest: ModelManifest, logge
     keys,
     drainRate: (model) => drain.perSecond(model),
     webhooks: new WebhookDispatcher(webhookQueue, redis, keys, config),
+    tracer: tracing?.tracer,
     logger,
     recentReply: (id) => waiter.recentReply(id),
   });
 
   return {
     config,
+    tracing,
     queues: [...queues.values(), webhookQueue],
     models,
     jobs,

@@ -1,4 +1,5 @@
 import {
+  type InferenceJobData,
   type InferenceResult,
   type JobFailure,
   type JobView,
@@ -8,6 +9,9 @@ import {
   newId,
   type OipJobFormat,
   RowMatrix,
+  type Span,
+  spanContextOf,
+  type TraceContext,
   TurnBuffer,
 } from '@quern/shared';
 import { findClaimedJob, type IdempotencyClaim } from './idempotency';
@@ -32,6 +36,8 @@ export interface SyncCall {
   cacheChecked: boolean;
   /** A call through the OIP (`/v2`): its job's output is shown as an OIP response; it shares jobs only with such calls. */
   oip?: OipJobFormat | undefined;
+  /** The caller's request span and its context, when tracing is on. */
+  trace?: { span: Span; context: TraceContext } | undefined;
   /**
    * The job's id decided by an Idempotency-Key (`claimJob`): a new id (the call gets a job of its
    * own and confirms the claim once the job is queued), or the id of an earlier call's job, which
@@ -291,7 +297,9 @@ export class SyncPath {
         cacheChecked: members.every((m) => m.call.cacheChecked),
         replyTo: this.options.replyTo,
         oip: first.oip,
+        traceParent: first.trace?.context,
       });
+      if (data.trace) linkCallers(members, jobId, data.trace);
       this.onJob(first.model.name, first.mode);
       await claim
         ?.confirm()
@@ -467,6 +475,21 @@ export class SyncPath {
     }
     for (const m of members) this.settle(m, toSyncOutcome(jobId, m.row, outcome));
   }
+}
+
+/**
+ * Tracing on: each caller's request span names the job its rows went into, and the callers that
+ * joined another caller's job (whose trace holds the enqueue) link to that job's enqueue span, so
+ * every caller keeps its own trace and still finds the shared job.
+ */
+function linkCallers(members: Member[], jobId: string, carrier: NonNullable<InferenceJobData['trace']>): void {
+  const target = spanContextOf(carrier);
+  members.forEach((m, i) => {
+    const span = m.call.trace?.span;
+    if (!span) return;
+    span.setAttributes({ 'quern.job_id': jobId, 'quern.job_row': m.row, 'quern.coalesced': members.length > 1 });
+    if (i > 0 && target) span.addLink({ context: target, attributes: { 'quern.job_id': jobId } });
+  });
 }
 
 /** A job's state as a sync caller hears it, at `row`. */
