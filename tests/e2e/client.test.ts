@@ -1,9 +1,14 @@
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { serve } from '@hono/node-server';
 import { isProblem, type JobEvent, QuernClient, QuernProblemError, verifyWebhook } from '@quern/client';
-import { DirectOrt, OTHER_API_KEY, TEST_API_KEY } from '@quern/devkit';
+import { DirectOrt, OTHER_API_KEY, REPO_ROOT, TEST_API_KEY } from '@quern/devkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Stack, startStack } from '../support/stack';
 import { WebhookReceiver } from '../support/webhook-receiver';
@@ -184,5 +189,27 @@ describe('@quern/client against a running stack', () => {
     expect(() => verifyWebhook(forged, delivery.headers, secret)).toThrow();
     const otherSecret = await new QuernClient({ baseUrl, apiKey: OTHER_API_KEY }).webhookSecret();
     expect(() => verifyWebhook(delivery.body, delivery.headers, otherSecret)).toThrow();
+  });
+
+  it('runs the README’s TypeScript example as written, against this API', async () => {
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(example).toContain("from '@quern/client'");
+    // The same code, with the package found in this workspace and the API on this test's port.
+    const source = (example ?? '')
+      .replace("'@quern/client'", JSON.stringify(join(REPO_ROOT, 'packages/client/src/index.ts')))
+      .replaceAll('http://127.0.0.1:8000', baseUrl);
+    const dir = mkdtempSync(join(tmpdir(), 'quern-readme-'));
+    try {
+      writeFileSync(join(dir, 'example.mts'), source);
+      const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(dir, 'example.mts')], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, KEY: TEST_API_KEY },
+        timeout: 30_000,
+      });
+      expect(stdout).toMatch(/^succeeded \{ prediction: \d+\.\d+ \} \d+\.\d+\n$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
