@@ -173,12 +173,13 @@ describe('the OIP routes over HTTP', () => {
   const url = (path: string) => `http://${base}${path}`;
   const headers = { 'x-api-key': TEST_API_KEY };
 
-  it('Prefer: respond-async answers 202 with Location; the job’s output is then an OIP response', async () => {
+  it('Prefer: respond-async answers 202 with Location; the job’s output is then an OIP response; priority and timeout map', async () => {
     const res = await fetch(url('/v2/models/cars-mpg/infer'), {
       method: 'POST',
       headers: { ...headers, 'content-type': 'application/json', prefer: 'respond-async' },
       body: JSON.stringify({
         id: 'async-1',
+        parameters: { priority: 50, timeout: 5_000_000 },
         inputs: [{ name: 'features', shape: [2, 6], datatype: 'FP32', data: CARS.slice(0, 2) }],
       }),
     });
@@ -186,7 +187,11 @@ describe('the OIP routes over HTTP', () => {
     expect(res.headers.get('preference-applied')).toBe('respond-async');
     const location = res.headers.get('location') as string;
     expect(location).toMatch(/^\/v1\/jobs\/job_/);
-    let job: { status: string; output: unknown } = (await res.json()) as typeof job;
+    let job: { status: string; output: unknown; priority: number; created_at: string; expires_at: string } =
+      (await res.json()) as typeof job;
+    // parameters.priority is the job's priority; parameters.timeout (µs) its deadline.
+    expect(job.priority).toBe(50);
+    expect(Date.parse(job.expires_at) - Date.parse(job.created_at)).toBe(5000);
     const deadline = Date.now() + 20_000;
     while (job.status !== 'succeeded' && Date.now() < deadline) {
       job = (await (await fetch(url(location), { headers })).json()) as typeof job;
