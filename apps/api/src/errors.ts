@@ -21,6 +21,7 @@ export const PROBLEM_TITLES: Record<ErrorCode, string> = {
   validation_failed: 'Validation failed',
   idempotency_key_reused: 'Idempotency key reused with a different request',
   rate_limited: 'Too many requests',
+  concurrency_limited: 'Too many rows queued or running for this key',
   internal_error: 'Internal error',
   inference_failed: 'Inference failed',
   redis_unavailable: 'Service temporarily unavailable',

@@ -229,11 +229,24 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
   QUERN_PRIORITY_FREE: { group: 'jobs', description: 'BullMQ priority of the free tier.' },
   QUERN_QUEUE_MAX_DEPTH: {
     group: 'jobs',
-    description: 'Waiting jobs per model before `503 queue_full`.',
+    description:
+      'Waiting jobs per model before `503 queue_full`, on every route that enqueues; checked in one script with ' +
+      'the jobs being added, so concurrent submissions cannot pass it together.',
+  },
+  QUERN_CONCURRENCY_FREE_ROWS: {
+    group: 'jobs',
+    description:
+      'Rows a free key may have queued or running at once, over every model; past it `429 concurrency_limited` ' +
+      'with a `Retry-After` (0: no cap). Checked atomically with the queue-depth cap.',
+  },
+  QUERN_CONCURRENCY_PREMIUM_ROWS: {
+    group: 'jobs',
+    description: 'The same for a premium key.',
   },
   QUERN_QUEUE_DEPTH_CACHE_MS: {
     group: 'jobs',
-    description: 'How long a queue depth reading is reused.',
+    description:
+      'How long a queue depth reading is reused for the early refusal before any work (the cap itself is exact).',
   },
   QUERN_JOB_INPUT_FORMAT: {
     group: 'jobs',

@@ -113,6 +113,9 @@ const apiSettings = {
   QUERN_JOB_TIMEOUT_DEFAULT_MS: int(1, 7 * 24 * 3600 * 1000).default(600_000),
   QUERN_JOB_TIMEOUT_MAX_MS: int(1, 7 * 24 * 3600 * 1000).default(24 * 3600 * 1000),
   QUERN_QUEUE_MAX_DEPTH: int(1, 100_000_000).default(100_000),
+  /** Rows a key may have queued or running at once, by tier (0: no cap). */
+  QUERN_CONCURRENCY_FREE_ROWS: int(0, 100_000_000).default(10_000),
+  QUERN_CONCURRENCY_PREMIUM_ROWS: int(0, 100_000_000).default(100_000),
   /**
    * How the API writes input rows into jobs: `packed` (float32, base64; what this version's
    * workers and APIs read) or `json` (numbers; what versions before it read). Set `json` while

@@ -18,6 +18,7 @@ export const ErrorCodes = {
   validation_failed: 422,
   idempotency_key_reused: 422,
   rate_limited: 429,
+  concurrency_limited: 429,
   internal_error: 500,
   inference_failed: 500,
   redis_unavailable: 503,

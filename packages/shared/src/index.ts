@@ -1,3 +1,4 @@
+export * from './admission';
 export * from './config';
 export * from './contracts';
 export * from './dev-state';

@@ -74,6 +74,21 @@ export class KeySpace {
     return `${this.prefix}:idem:${owner}:${keyHash}`;
   }
 
+  /** Admissions to one model's queue whose job is not in the queue yet (job id → admitted at, ms). */
+  queueAdmissions(model: string): string {
+    return `${this.prefix}:admit:${model}`;
+  }
+
+  /** A principal's queued-or-running jobs: job id → rows, and `total` (see admission.ts). */
+  keyRows(owner: string): string {
+    return `${this.prefix}:rows:${owner}`;
+  }
+
+  /** When each of a principal's entries in `keyRows` is given up as leaked (job id → epoch ms). */
+  keyRowsExpiry(owner: string): string {
+    return `${this.prefix}:rowsexp:${owner}`;
+  }
+
   /** Sorted set of worker ids scored by their last heartbeat (ms since epoch). */
   workers(): string {
     return `${this.prefix}:workers`;

@@ -94,6 +94,9 @@ export const ERROR_EXPLANATIONS: Record<ErrorCode, string> = {
     'caller gets `422`); `errors` names each field (`features[2]`, `requests[3].features`, `tensor.data`).',
   idempotency_key_reused: 'An `Idempotency-Key` reused with another body.',
   rate_limited: 'A rate limit, or too many failed authentications from the address (with `Retry-After`).',
+  concurrency_limited:
+    'The key already has its cap of rows queued or running (`QUERN_CONCURRENCY_FREE_ROWS`, ' +
+    '`QUERN_CONCURRENCY_PREMIUM_ROWS`; with `Retry-After`).',
   internal_error: 'An internal error (the detail never contains internal text; quote the request id).',
   inference_failed: 'The job failed; `GET /v1/jobs/{id}` shows why.',
   redis_unavailable: 'Redis is unreachable (with `Retry-After`).',

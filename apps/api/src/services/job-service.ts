@@ -178,6 +178,8 @@ export class JobService {
       args.timeoutMs ?? this.config.QUERN_JOB_TIMEOUT_DEFAULT_MS,
       this.config.QUERN_JOB_TIMEOUT_MAX_MS,
     );
+    // Both caps, checked and counted atomically before anything is written.
+    await this.admitOrRefuse(args.model, args.principal, id, args.input.count, now + timeout);
     // Tracing on: the enqueue span (a child of the request's), whose context the job carries.
     const enqueue = this.tracer?.startSpan(
       `enqueue ${args.model.name}`,
@@ -207,15 +209,6 @@ export class JobService {
       ...(args.oip ? { oip: args.oip } : {}),
       ...(carrier ? { trace: carrier } : {}),
     };
-    await this.admitOrRefuse(args.model, args.principal, id, args.input.count, data.deadline_at).catch(
-      (err: unknown) => {
-        if (enqueue) {
-          failSpan(enqueue, err);
-          enqueue.end();
-        }
-        throw err;
-      },
-    );
     let adder = this.adders.get(args.model.name);
     if (!adder) {
       adder = new BulkAdder(this.queueOf(args.model.name));
@@ -289,7 +282,10 @@ export class JobService {
     throw new QuernError(
       'concurrency_limited',
       `this key has ${decision.heldRows} rows queued or running, and may have ${maxRows}; retry when some finish`,
-      { headers: { 'retry-after': clamp(rate > 0 ? excess / rate : 5) }, extra: { held_rows: decision.heldRows, max_rows: maxRows } },
+      {
+        headers: { 'retry-after': clamp(rate > 0 ? excess / rate : 5) },
+        extra: { held_rows: decision.heldRows, max_rows: maxRows },
+      },
     );
   }
 

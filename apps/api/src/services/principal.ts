@@ -19,6 +19,8 @@ export interface Principal {
   tier: Tier;
   scopes: ReadonlySet<Scope>;
   via: 'api_key' | 'token' | 'external_token';
+  /** The key's own cap on queued-or-running rows, set by an admin; the tier's when absent. */
+  maxRows?: number | undefined;
 }
 
 export type AuthFailure = 'unknown_key' | 'revoked_key' | 'invalid_token' | 'expired_token';

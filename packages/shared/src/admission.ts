@@ -1,0 +1,172 @@
+import type { KeySpace } from './keys';
+import type { RedisClient } from './redis';
+import { TurnBuffer } from './turn-buffer';
+
+/**
+ * Admission of inference jobs: the queue-depth cap of a model and the per-key cap on
+ * queued-or-running rows, decided in one Lua script, so that concurrent submissions (from any
+ * number of API processes) can never together pass either cap.
+ *
+ * The depth is what BullMQ holds waiting (`wait` list and `prioritized` set) plus the jobs
+ * admitted but not added yet: each admission leaves the job's id in `queueAdmissions(model)`
+ * until the script sees the job's hash exist (BullMQ added it; it is counted as waiting from
+ * then on) or 30 s pass (an add that failed). That set only holds adds in flight, so walking it
+ * costs the number of concurrent submissions, never the queue's length.
+ *
+ * A principal's rows are a hash `keyRows(owner)`: one field per job (its row count) and `total`.
+ * The API adds a job's rows when it admits it; whoever ends the job releases them (the worker
+ * for a job that completed or finally failed, expired or was canceled in its hands; the API for
+ * a job canceled while queued). Releasing is idempotent (a field is removed once). A job whose
+ * release is lost (a process died in between) is given up at its deadline plus `LEAK_GRACE_MS`:
+ * each admission repairs a few such entries of its principal, so the count cannot drift for
+ * longer than that.
+ *
+ * Keys of one model's queue and of one principal are used together: in a Redis Cluster they
+ * share the prefix's hash tag (`{quern}`), as every Quern key does.
+ */
+export const ADMIT_LUA = `
+local wait, prio, adm, rows, exp = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local jobPrefix, id = ARGV[1], ARGV[2]
+local n, now, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local rowCap, expiresAt, pendingTtl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local stale = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 16)
+for _, j in ipairs(stale) do
+  local r = redis.call('HGET', rows, j)
+  if r then
+    redis.call('HDEL', rows, j)
+    redis.call('HINCRBY', rows, 'total', -tonumber(r))
+  end
+  redis.call('ZREM', exp, j)
+end
+redis.call('ZREMRANGEBYSCORE', adm, '-inf', now - pendingTtl)
+local pending = 0
+for _, j in ipairs(redis.call('ZRANGE', adm, 0, -1)) do
+  if j ~= id and redis.call('EXISTS', jobPrefix .. j) == 1 then
+    redis.call('ZREM', adm, j)
+  elseif j ~= id then
+    pending = pending + 1
+  end
+end
+local depth = redis.call('LLEN', wait) + redis.call('ZCARD', prio) + pending
+if depth >= cap then return {1, depth} end
+local held = tonumber(redis.call('HGET', rows, 'total') or '0')
+local known = redis.call('HEXISTS', rows, id) == 1
+if not known and rowCap > 0 and held + n > rowCap then return {2, held} end
+redis.call('ZADD', adm, now, id)
+redis.call('PEXPIRE', adm, pendingTtl * 2)
+if not known then
+  redis.call('HSET', rows, id, n)
+  held = redis.call('HINCRBY', rows, 'total', n)
+  redis.call('ZADD', exp, expiresAt, id)
+  local ttl = expiresAt - now
+  if redis.call('PTTL', rows) < ttl then
+    redis.call('PEXPIRE', rows, ttl)
+    redis.call('PEXPIRE', exp, ttl)
+  end
+end
+return {0, held}
+`;
+
+export const RELEASE_LUA = `
+local r = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if not r then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[1], 'total', -tonumber(r)) <= 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 1
+`;
+
+/** How long after its deadline a job's rows count for its principal at most, should no release come. */
+export const LEAK_GRACE_MS = 10 * 60_000;
+/** How long an admission counts towards the depth while its job is not in the queue. */
+export const PENDING_ADMISSION_MS = 30_000;
+
+export interface AdmitRequest {
+  /** BullMQ's key prefix of the model's queue (`prefix:queueName`). */
+  queueKey: string;
+  model: string;
+  owner: string;
+  jobId: string;
+  rows: number;
+  /** The queue's depth cap. */
+  maxDepth: number;
+  /** The principal's cap on queued-or-running rows (0: none). */
+  maxRows: number;
+  deadlineAt: number;
+}
+
+/** Why a job was not admitted, with the number that was over its cap. */
+export type AdmitDecision =
+  | { kind: 'admitted'; heldRows: number }
+  | { kind: 'queue_full'; depth: number }
+  | { kind: 'concurrency_limited'; heldRows: number };
+
+type ScriptCommand = (...args: (string | number)[]) => Promise<unknown>;
+
+function command(redis: RedisClient, name: string, lua: string, keys: number): ScriptCommand {
+  if (!(name in redis)) redis.defineCommand(name, { lua, numberOfKeys: keys });
+  const fn = (redis as unknown as Record<string, ScriptCommand>)[name] as ScriptCommand;
+  return fn.bind(redis);
+}
+
+/**
+ * The per-principal row ledger and the queue-depth cap (see `ADMIT_LUA`): the API admits, the
+ * API and the workers release. Releases of one event-loop turn go out as one pipeline.
+ */
+export class AdmissionLedger {
+  private readonly admitScript: ScriptCommand;
+  private readonly releases: TurnBuffer<{ owner: string; jobId: string }>;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: KeySpace,
+    onReleaseError: (err: Error) => void = () => {},
+  ) {
+    this.admitScript = command(redis, 'quernAdmit', ADMIT_LUA, 5);
+    command(redis, 'quernReleaseRows', RELEASE_LUA, 2);
+    this.releases = new TurnBuffer((items) => {
+      const pipeline = this.redis.pipeline() as unknown as Record<string, ScriptCommand> & {
+        exec: () => Promise<unknown>;
+      };
+      for (const { owner, jobId } of items) {
+        pipeline.quernReleaseRows?.(this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId);
+      }
+      pipeline.exec().catch((err: Error) => onReleaseError(err));
+    }, 'turn');
+  }
+
+  async admit(req: AdmitRequest): Promise<AdmitDecision> {
+    const now = Date.now();
+    const reply = (await this.admitScript(
+      `${req.queueKey}:wait`,
+      `${req.queueKey}:prioritized`,
+      this.keys.queueAdmissions(req.model),
+      this.keys.keyRows(req.owner),
+      this.keys.keyRowsExpiry(req.owner),
+      `${req.queueKey}:`,
+      req.jobId,
+      req.rows,
+      now,
+      req.maxDepth,
+      req.maxRows,
+      Math.max(now, req.deadlineAt) + LEAK_GRACE_MS,
+      PENDING_ADMISSION_MS,
+    )) as [number, number];
+    const [code, value] = reply;
+    if (code === 1) return { kind: 'queue_full', depth: Number(value) };
+    if (code === 2) return { kind: 'concurrency_limited', heldRows: Number(value) };
+    return { kind: 'admitted', heldRows: Number(value) };
+  }
+
+  /** The job ended (or was never added): its rows stop counting for its owner. Idempotent. */
+  release(owner: string, jobId: string): void {
+    this.releases.push({ owner, jobId });
+  }
+
+  /** Rows the principal has queued or running now. */
+  async heldRows(owner: string): Promise<number> {
+    return Number((await this.redis.hget(this.keys.keyRows(owner), 'total')) ?? 0);
+  }
+}

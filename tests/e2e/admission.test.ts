@@ -1,0 +1,189 @@
+import { createApp, createServices, SCOPES, type Services } from '@quern/api';
+import {
+  OTHER_API_KEY,
+  seedTestKeys,
+  startTestRedis,
+  TEST_API_KEY,
+  type TestRedis,
+  testConfig,
+  uniquePrefix,
+} from '@quern/devkit';
+import { createLogger, KeySpace, loadManifest } from '@quern/shared';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack } from '../support/stack';
+
+const CAR = [4, 140, 90, 2264, 15.5, 1971];
+const CONCURRENT = 200;
+
+let redis: TestRedis;
+const opened: Services[] = [];
+
+/** An API with no worker behind it (nothing drains), on its own key prefix. */
+async function api(overrides: Record<string, string>) {
+  const config = testConfig({ url: redis.url, prefix: uniquePrefix() }, overrides);
+  const logger = createLogger('api', 'silent');
+  const services = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
+  opened.push(services);
+  await services.connected(10_000);
+  await seedTestKeys(services.apiKeys, SCOPES);
+  const app = createApp(services, logger);
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    app.request(path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, ...headers },
+      body: JSON.stringify(body),
+    });
+  return { app, post, config, services };
+}
+
+/** Status counts of responses, and each refusal's code and Retry-After. */
+async function tally(responses: Response[]) {
+  const statuses = new Map<number, number>();
+  const refusals: { code: string; retryAfter: string | null }[] = [];
+  for (const res of responses) {
+    statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    if (res.status >= 400) {
+      const body = (await res.json()) as { code: string };
+      refusals.push({ code: body.code, retryAfter: res.headers.get('retry-after') });
+    } else {
+      await res.body?.cancel();
+    }
+  }
+  return { statuses, refusals };
+}
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+});
+
+afterAll(async () => {
+  for (const s of opened) await s.close();
+  await redis.close();
+});
+
+describe('the queue-depth cap holds under concurrency', () => {
+  it(`accepts exactly QUERN_QUEUE_MAX_DEPTH of ${CONCURRENT} concurrent POST /v1/jobs`, async () => {
+    const { post } = await api({ QUERN_QUEUE_MAX_DEPTH: '5' });
+    const responses = await Promise.all(
+      Array.from({ length: CONCURRENT }, () => post('/v1/jobs', { model: 'cars-mpg', features: CAR })),
+    );
+    const { statuses, refusals } = await tally(responses);
+    expect(statuses.get(202)).toBe(5);
+    expect(statuses.get(503)).toBe(CONCURRENT - 5);
+    expect(new Set(refusals.map((r) => r.code))).toEqual(new Set(['queue_full']));
+    for (const r of refusals) expect(Number(r.retryAfter)).toBeGreaterThanOrEqual(1);
+  });
+
+  it('holds on /v1/predict and /v1/batch-predict too, across keys', async () => {
+    const { post } = await api({ QUERN_QUEUE_MAX_DEPTH: '7' });
+    const responses = await Promise.all(
+      Array.from({ length: CONCURRENT }, (_, i) =>
+        i % 2 === 0
+          ? post(
+              '/v1/predict',
+              { model: 'cars-mpg', features: [...CAR.slice(0, 5), 1900 + i] },
+              { prefer: 'respond-async', 'x-api-key': i % 4 === 0 ? TEST_API_KEY : OTHER_API_KEY },
+            )
+          : post(
+              '/v1/batch-predict',
+              { model: 'cars-mpg', requests: [{ features: CAR }, { features: CAR }] },
+              { prefer: 'respond-async', 'x-api-key': i % 4 === 1 ? TEST_API_KEY : OTHER_API_KEY },
+            ),
+      ),
+    );
+    const { statuses, refusals } = await tally(responses);
+    expect(statuses.get(202)).toBe(7);
+    expect(statuses.get(503)).toBe(CONCURRENT - 7);
+    expect(new Set(refusals.map((r) => r.code))).toEqual(new Set(['queue_full']));
+  });
+});
+
+describe('the per-key concurrency cap', () => {
+  it(`admits exactly the key's rows of ${CONCURRENT} concurrent submissions; 429 concurrency_limited after`, async () => {
+    // Test keys are premium: a cap of 9 rows.
+    const { post, app, services, config } = await api({ QUERN_CONCURRENCY_PREMIUM_ROWS: '9' });
+    const responses = await Promise.all(
+      Array.from({ length: CONCURRENT }, (_, i) =>
+        i % 3 === 0
+          ? post(
+              '/v1/batch-predict',
+              { model: 'cars-mpg', requests: [{ features: CAR }, { features: CAR }] },
+              { prefer: 'respond-async' },
+            )
+          : post('/v1/jobs', { model: 'cars-mpg', features: CAR }),
+      ),
+    );
+    const rowsOf = (i: number) => (i % 3 === 0 ? 2 : 1);
+    const acceptedRows = responses.reduce((sum, r, i) => sum + (r.status === 202 ? rowsOf(i) : 0), 0);
+    const firstJob = responses.findIndex((r, i) => r.status === 202 && rowsOf(i) === 1);
+    const first = (await (responses[firstJob] as Response).clone().json()) as { id: string };
+    const { statuses, refusals } = await tally(responses);
+    expect(new Set(refusals.map((r) => r.code))).toEqual(new Set(['concurrency_limited']));
+    for (const r of refusals) expect(Number(r.retryAfter)).toBeGreaterThanOrEqual(1);
+    expect((statuses.get(202) ?? 0) + (statuses.get(429) ?? 0)).toBe(CONCURRENT);
+    // Never over the cap; under it only by less than the smallest refused request (a batch of 2).
+    expect(acceptedRows).toBeLessThanOrEqual(9);
+    expect(acceptedRows).toBeGreaterThanOrEqual(8);
+    const owner = (await services.apiKeys.findByKey(TEST_API_KEY))?.id as string;
+    const client = new Redis(redis.url);
+    try {
+      expect(Number(await client.hget(new KeySpace(config.QUERN_REDIS_PREFIX).keyRows(owner), 'total'))).toBe(
+        acceptedRows,
+      );
+    } finally {
+      client.disconnect();
+    }
+
+    // Another key is not limited by this one.
+    expect((await post('/v1/jobs', { model: 'cars-mpg', features: CAR }, { 'x-api-key': OTHER_API_KEY })).status).toBe(
+      202,
+    );
+    // A canceled queued job gives its rows back.
+    const canceled = await app.request(`/v1/jobs/${first.id}`, {
+      method: 'DELETE',
+      headers: { 'x-api-key': TEST_API_KEY },
+    });
+    expect(canceled.status).toBeLessThan(300);
+    await expect
+      .poll(async () => (await post('/v1/jobs', { model: 'cars-mpg', features: CAR })).status, { timeout: 5_000 })
+      .toBe(202);
+  });
+});
+
+describe('rows are released when jobs finish', () => {
+  it('a key at its cap can submit again once the worker has finished its jobs', async () => {
+    const stack = await startStack({ QUERN_CONCURRENCY_PREMIUM_ROWS: '3' });
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await stack.post('/v1/jobs', { model: 'cars-mpg', features: [...CAR.slice(0, 5), 1950 + i] });
+        expect(res.status).toBe(202);
+        ids.push(((await res.json()) as { id: string }).id);
+      }
+      for (const id of ids) {
+        await expect
+          .poll(async () => ((await (await stack.get(`/v1/jobs/${id}`)).json()) as { status: string }).status, {
+            timeout: 20_000,
+          })
+          .toBe('succeeded');
+      }
+      const owner = (await stack.services.apiKeys.findByKey(TEST_API_KEY))?.id as string;
+      const keys = new KeySpace(stack.config.QUERN_REDIS_PREFIX);
+      const client = new Redis(stack.redis.url);
+      try {
+        await expect.poll(async () => Number((await client.hget(keys.keyRows(owner), 'total')) ?? 0)).toBe(0);
+      } finally {
+        client.disconnect();
+      }
+      const again = await Promise.all(
+        [0, 1, 2, 3].map((i) =>
+          stack.post('/v1/jobs', { model: 'cars-mpg', features: [...CAR.slice(0, 5), 1960 + i] }),
+        ),
+      );
+      expect(again.map((r) => r.status).sort()).toEqual([202, 202, 202, 429]);
+    } finally {
+      await stack.close();
+    }
+  });
+});
