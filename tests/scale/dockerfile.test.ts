@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '@quern/devkit';
 import { describe, expect, it } from 'vitest';
@@ -100,6 +100,26 @@ describe('deployment/docker/Dockerfile', () => {
     for (const out of ['"/out/$' + '{app}"', '/out/models/', '/out/api-models/']) expect(script).toContain(out);
     expect(script).toContain('cp models/manifest.json models/*.onnx /out/models/');
     expect(script).toContain('deploy --prod --legacy --config.node-linker=hoisted');
+  });
+
+  it('copies every workspace package’s package.json before the first install (a frozen install needs all)', () => {
+    // pnpm-workspace.yaml: apps/*, packages/*, models, tests.
+    const workspace = [
+      ...['apps', 'packages'].flatMap((dir) =>
+        readdirSync(join(REPO_ROOT, dir)).map((name) => `${dir}/${name}/package.json`),
+      ),
+      'models/package.json',
+      'tests/package.json',
+    ].filter((path) => existsSync(join(REPO_ROOT, path)));
+    expect(workspace).toContain('packages/client/package.json');
+    const build = stages.find((s) => s.name === 'build')?.instructions ?? [];
+    const install = build.findIndex((i) => i.getKeyword() === 'RUN' && runCommand(i).includes('pnpm install'));
+    expect(install).toBeGreaterThan(0);
+    const copied = build
+      .slice(0, install)
+      .filter((i) => i.getKeyword() === 'COPY')
+      .flatMap((i) => flagsAndArgs(i).args.slice(0, -1));
+    for (const path of workspace) expect(copied, path).toContain(path);
   });
 
   it('every COPY source of the build stage is in the build context .dockerignore leaves', () => {
