@@ -50,8 +50,12 @@ async function startSentinel(monitorPort: number) {
 }
 
 beforeAll(async () => {
-  master = await RedisServer.start({ appendonly: false });
-  replica = await RedisServer.start({ appendonly: false, args: ['--replicaof', '127.0.0.1', String(master.port)] });
+  // No 5 s wait before the first full sync (the default delay of a diskless sync).
+  master = await RedisServer.start({ appendonly: false, args: ['--repl-diskless-sync-delay', '0'] });
+  replica = await RedisServer.start({
+    appendonly: false,
+    args: ['--replicaof', '127.0.0.1', String(master.port), '--repl-diskless-sync-delay', '0'],
+  });
   sentinel = await startSentinel(master.port);
   sentinelClient = new Redis({ port: sentinel.port, host: '127.0.0.1', maxRetriesPerRequest: null });
   sentinelClient.on('error', () => undefined);
@@ -96,6 +100,15 @@ async function predict(cylinders: number) {
   return { status: res.status, body: (await res.json()) as { prediction?: number; cached?: boolean } };
 }
 
+async function replicaInfo(): Promise<string> {
+  const client = new Redis(replica.url);
+  try {
+    return await client.info('replication');
+  } finally {
+    client.disconnect();
+  }
+}
+
 /** Names of the clients connected to a server, less the Sentinel's own. */
 async function named(server: RedisServer): Promise<string[]> {
   const client = new Redis(server.url);
@@ -110,6 +123,41 @@ async function named(server: RedisServer): Promise<string[]> {
 }
 
 describe('behind Redis Sentinel', () => {
+  it('follows a planned failover (SENTINEL FAILOVER): every client moves to the new master', async () => {
+    expect((await predict(3)).status).toBe(200);
+    expect((await named(master)).length).toBeGreaterThan(0);
+    // A planned failover promotes a replica that has the data: wait until the link is up.
+    await pollUntil(
+      async () => (/master_link_status:up/.test(await replicaInfo()) ? true : undefined),
+      30_000,
+      () => 'the replica never synced with the master',
+      100,
+    );
+    await sentinelClient.call('SENTINEL', 'FAILOVER', MASTER_NAME);
+    await pollUntil(
+      async () => ((await masterPort()) === replica.port ? true : undefined),
+      30_000,
+      async () => `the Sentinel still names port ${await masterPort()}`,
+    );
+    // The old master is alive and now a replica: a client left on it would read stale data and
+    // have its writes refused. Every connection (API, worker, queues, blocking reads) leaves it.
+    await pollUntil(
+      async () => ((await named(master)).length === 0 ? true : undefined),
+      30_000,
+      async () => `clients still on the old master: ${(await named(master)).join(', ')}`,
+      250,
+    );
+    expect((await named(replica)).length).toBeGreaterThan(0);
+    await pollUntil(
+      async () => ((await predict(5)).status === 200 ? true : undefined),
+      30_000,
+      () => 'no prediction succeeded after the planned failover',
+      250,
+    );
+    // The roles are swapped: the next test kills the master of now.
+    [master, replica] = [replica, master];
+  });
+
   it('finds the master through the Sentinel and, when the master dies, carries on with the promoted replica', async () => {
     const before = await predict(4);
     expect(before.status).toBe(200);

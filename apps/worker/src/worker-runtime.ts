@@ -1,5 +1,4 @@
 import {
-  AdmissionLedger,
   createRedis,
   jobRetention,
   KeySpace,
@@ -22,7 +21,6 @@ import { JobTracer } from './job-tracing';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
 import { RedisPipeline } from './redis-pipeline';
-import { rowsReleaseListeners } from './rows-release';
 import { TurnLimiter } from './turn-limiter';
 
 import { createWebhookSender } from './webhook-sender';
@@ -155,14 +153,11 @@ export class WorkerRuntime {
     await cancels.start();
     const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
     this.queues.push(webhookQueue);
+    // Every BullMQ object gets an error listener (BullMQ prints errors nobody listens to).
+    webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, Queue>();
     const turns = new TurnLimiter(64);
-    const releases = rowsReleaseListeners(
-      new AdmissionLedger(this.redis, keys, (err) =>
-        logger.warn({ err: err.message }, 'rows of finished jobs not released'),
-      ),
-    );
     const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS, (errors, commands) =>
       logger.warn(
         { refused: errors.length, commands, err: errors[0]?.message },
@@ -189,6 +184,7 @@ export class WorkerRuntime {
       });
       const queue = new Queue(keys.inferenceQueue(name), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
       this.queues.push(queue);
+      queue.on('error', (err) => logger.warn({ model: name, err: err.message }, 'queue error'));
       inferenceQueues.set(name, queue);
       const connection = createRedis(config, 'consumer', { name: `worker-${name}`, logger });
       this.connections.push(connection);
@@ -204,8 +200,6 @@ export class WorkerRuntime {
         removeOnFail: retention.removeOnFail,
       });
       consumer.on('failed', createFailedListener(model.entry, { metrics: this.metrics, webhooks, logger }));
-      consumer.on('completed', releases.completed);
-      consumer.on('failed', releases.failed);
       consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
       this.consumers.push(consumer);
     }

@@ -90,6 +90,9 @@ export function createRedis(
       ...roleOptions,
       sentinels: t.REDIS_SENTINELS.map(hostPort),
       name: t.REDIS_SENTINEL_MASTER,
+      // Subscribe to the Sentinels' +switch-master: on a planned failover the old master stays up
+      // (as a replica), and without this a client stays connected to it, its writes refused.
+      failoverDetector: true,
       ...(t.REDIS_PASSWORD ? { sentinelPassword: t.REDIS_PASSWORD } : {}),
     });
   } else {
