@@ -1,4 +1,5 @@
 import {
+  AdmissionLedger,
   createRedis,
   jobRetention,
   KeySpace,
@@ -21,6 +22,7 @@ import { JobTracer } from './job-tracing';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { resolveServedModels, type ServedModel } from './models';
 import { RedisPipeline } from './redis-pipeline';
+import { rowsReleaseListeners } from './rows-release';
 import { TurnLimiter } from './turn-limiter';
 
 import { createWebhookSender } from './webhook-sender';
@@ -158,6 +160,11 @@ export class WorkerRuntime {
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, Queue>();
     const turns = new TurnLimiter(64);
+    const releases = rowsReleaseListeners(
+      new AdmissionLedger(this.redis, keys, (err) =>
+        logger.warn({ err: err.message }, 'rows of finished jobs not released'),
+      ),
+    );
     const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS, (errors, commands) =>
       logger.warn(
         { refused: errors.length, commands, err: errors[0]?.message },
@@ -200,6 +207,8 @@ export class WorkerRuntime {
         removeOnFail: retention.removeOnFail,
       });
       consumer.on('failed', createFailedListener(model.entry, { metrics: this.metrics, webhooks, logger }));
+      consumer.on('completed', releases.completed);
+      consumer.on('failed', releases.failed);
       consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
       this.consumers.push(consumer);
     }
