@@ -1,4 +1,5 @@
 import { KeyStore, SCOPES } from '@quern/api';
+import { QuernClient } from '@quern/client';
 import {
   APP_ENTRY,
   freePort,
@@ -90,19 +91,12 @@ describe('separate API and worker processes', () => {
     const { api, baseUrl, workers } = await startProcesses({ api: true });
     if (!api) throw new Error('no API');
     const requestId = 'req_cross_process_test_0001';
-    const res = await fetch(`${baseUrl}/v1/predict`, {
-      method: 'POST',
-      headers: { ...headers, 'x-request-id': requestId },
-      body: JSON.stringify({ features: [4, 120, 95, 2400, 16, 1978] }),
-    });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { prediction: number; job_id: string };
+    const quern = new QuernClient({ baseUrl, apiKey: TEST_API_KEY, headers: { 'x-request-id': requestId } });
+    const body = await quern.predict({ features: [4, 120, 95, 2400, 16, 1978] });
     expect(body.prediction).toBeGreaterThan(15);
     expect(body.prediction).toBeLessThan(45);
 
-    const job = (await (await fetch(`${baseUrl}${`/v1/jobs/${body.job_id}`}`, { headers })).json()) as {
-      status: string;
-    };
+    const job = await quern.getJob(body.job_id ?? '');
     expect(job.status).toBe('succeeded');
     const apiLine = await api.waitForLog((l) => l.request_id === requestId && l.route === '/v1/predict');
     expect(apiLine).toMatchObject({ status: 200, principal_id: expect.stringMatching(/^key_/) });
