@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JSON_HEADERS, type ProcessStack, pollUntil, startProcessStack } from '../ops/process-stack';
+import { runTool } from '../ops/promtool';
 import { OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver';
 import { WebhookReceiver } from '../support/webhook-receiver';
 
@@ -12,6 +13,7 @@ import { WebhookReceiver } from '../support/webhook-receiver';
 let stack: ProcessStack;
 let otlp: OtlpReceiver;
 let hooks: WebhookReceiver;
+const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
 
 const SERVER = 2;
 const CLIENT = 3;
@@ -120,6 +122,32 @@ describe('traces across API, queue, worker and ONNX Runtime', () => {
     // The request id and the trace id name each other: the access line carries the trace id.
     const line = await stack.api.waitForLog((l) => l.msg === 'request' && l.request_id === requestId);
     expect(line.trace_id).toBe(traceId);
+
+    // Exemplars: the latency buckets this request and its job fell in carry the trace id.
+    const exemplar = new RegExp(`_bucket\\{[^}]*\\} \\d+ # \\{trace_id="${traceId}"\\} [\\d.e-]+ [\\d.]+$`, 'm');
+    // Prometheus asks for OpenMetrics, the one format with exemplars.
+    const openMetrics = { accept: 'application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5' };
+    const api = await fetch(`${stack.apiUrl}/metrics`, { headers: openMetrics });
+    expect(api.headers.get('content-type')).toMatch(/^application\/openmetrics-text; version=1\.0\.0/);
+    const apiText = await api.text();
+    expect(apiText).toMatch(new RegExp(`^quern_http_request_duration_seconds${exemplar.source}`, 'm'));
+    expect(apiText.trimEnd().endsWith('# EOF')).toBe(true);
+    const workerText = await (await fetch(`${stack.workerUrl}/metrics`, { headers: openMetrics })).text();
+    expect(workerText).toMatch(new RegExp(`^quern_job_duration_seconds${exemplar.source}`, 'm'));
+    expect(workerText).toMatch(new RegExp(`^quern_job_queue_wait_seconds${exemplar.source}`, 'm'));
+  });
+
+  it('with tracing on, a scraper that does not ask for OpenMetrics gets the text format, promtool-clean', async () => {
+    for (const url of [stack.apiUrl, stack.workerUrl]) {
+      const res = await fetch(`${url}/metrics`);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+      const text = await res.text();
+      expect(text).toContain('quern_');
+      expect(text).not.toContain('# {trace_id=');
+      const result = await runTool(PROMTOOL, ['check', 'metrics'], undefined, text);
+      expect(result.output.trim()).toBe('');
+      expect(result.code).toBe(0);
+    }
   });
 
   it('an async job with a webhook: the delivery attempt is a span under the job’s span', async () => {

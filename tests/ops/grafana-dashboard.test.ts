@@ -127,4 +127,23 @@ describe('Grafana provisioning and the Quern dashboard', () => {
     const heatmap = panels.find((p) => p.type === 'heatmap');
     expect(heatmap?.targets?.[0]?.expr).toContain('quern_batch_size_bucket');
   });
+
+  it('shows exemplars on the latency histograms that carry a trace id, and links them to a trace', () => {
+    // The histograms whose buckets keep a trace id as exemplar (tracing on): every graph built on
+    // one of them asks Grafana for exemplars (a stat panel has nowhere to draw them).
+    const traced = ['quern_http_request_duration_seconds_bucket', 'quern_job_duration_seconds_bucket'];
+    const targets = panels
+      .filter((p) => p.type === 'timeseries')
+      .flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, ...t })));
+    const withExemplars = targets.filter((t) => traced.some((m) => t.expr.includes(m)));
+    expect(withExemplars.length).toBeGreaterThanOrEqual(2);
+    for (const t of withExemplars) expect((t as { exemplar?: boolean }).exemplar, `${t.panel}: ${t.expr}`).toBe(true);
+    const doc = parse(readFileSync(join(GRAFANA_DIR, 'provisioning/datasources/prometheus.yml'), 'utf8')) as {
+      datasources: { jsonData: { exemplarTraceIdDestinations?: { name: string; url?: string }[] } }[];
+    };
+    const [destination] = doc.datasources[0]?.jsonData.exemplarTraceIdDestinations ?? [];
+    // The exemplar label the services write (`trace_id`), and Grafana's placeholder for its value.
+    expect(destination?.name).toBe('trace_id');
+    expect(destination?.url).toContain('$${__value.raw}');
+  });
 });

@@ -1,6 +1,6 @@
 import { serve } from '@hono/node-server';
+import { type MetricsRegistry, registryFor } from '@quern/shared';
 import { Hono } from 'hono';
-import type { Registry } from 'prom-client';
 
 /**
  * The worker's own small HTTP port: `/metrics` for Prometheus, `/health` (the process is alive)
@@ -8,7 +8,10 @@ import type { Registry } from 'prom-client';
  * API's. `/healthz` and `/readyz`, the names of earlier versions, answer too, so probes already
  * configured keep working.
  */
-export function createWorkerHttpApp(deps: { registry: () => Registry | undefined; isReady: () => boolean }): Hono {
+export function createWorkerHttpApp(deps: {
+  registry: () => MetricsRegistry | undefined;
+  isReady: () => boolean;
+}): Hono {
   const app = new Hono();
   for (const path of ['/health', '/healthz']) app.get(path, (c) => c.json({ status: 'ok' }));
   for (const path of ['/ready', '/readyz']) {
@@ -16,8 +19,10 @@ export function createWorkerHttpApp(deps: { registry: () => Registry | undefined
   }
   app.get('/metrics', async (c) => {
     // Until the models are loaded and the runtime exists there is nothing to report.
-    const registry = deps.registry();
-    if (!registry) return c.text('starting\n', 503);
+    const primary = deps.registry();
+    if (!primary) return c.text('starting\n', 503);
+    // OpenMetrics with exemplars for a scraper that asks for it (tracing on), else the text format.
+    const registry = registryFor(primary, c.req.header('accept'));
     return c.body(await registry.metrics(), 200, { 'content-type': registry.contentType });
   });
   return app;

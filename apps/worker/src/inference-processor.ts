@@ -279,8 +279,17 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       );
     }
     reply?.end();
-    metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
-    metrics.jobDuration.labels(entry.name).observe(Math.max(0, finishedAt - run.job.timestamp) / 1000);
+    const jobSeconds = Math.max(0, finishedAt - run.job.timestamp) / 1000;
+    if (run.span) {
+      // Tracing on: the buckets keep this job's trace id as their exemplar.
+      const labels = { model: entry.name };
+      const exemplarLabels = { trace_id: run.span.spanContext().traceId };
+      metrics.queueWait.observe({ labels, value: queueMs / 1000, exemplarLabels });
+      metrics.jobDuration.observe({ labels, value: jobSeconds, exemplarLabels });
+    } else {
+      metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
+      metrics.jobDuration.labels(entry.name).observe(jobSeconds);
+    }
     metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
     if (deps.logger.isLevelEnabled('debug')) {
       run.log().debug({ batch_size: run.batchSize, queue_ms: queueMs, inference_ms: run.inferenceMs }, 'job done');

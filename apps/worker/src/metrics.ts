@@ -1,10 +1,17 @@
-import { BATCH_SIZE_BUCKETS, collectProcessMetrics, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  BATCH_SIZE_BUCKETS,
+  collectProcessMetrics,
+  createMetricsRegistry,
+  LATENCY_BUCKETS_SECONDS,
+  MetricNames,
+} from '@quern/shared';
+import { Counter, Gauge, Histogram } from 'prom-client';
 
 /** The worker's Prometheus metrics, on a registry of its own (no global state between tests). */
-export function createWorkerMetrics(options: { busyMs: () => number; threads: number }) {
-  const registry = new Registry();
-  registry.setDefaultLabels({ service: 'worker' });
+export function createWorkerMetrics(options: { busyMs: () => number; threads: number; exemplars?: boolean }) {
+  // Exemplars exist only in the OpenMetrics format: with tracing on, /metrics speaks it.
+  const exemplars = options.exemplars === true;
+  const registry = createMetricsRegistry(exemplars, { service: 'worker' });
   collectProcessMetrics(registry);
 
   const batchSize = new Histogram({
@@ -21,19 +28,22 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     buckets: LATENCY_BUCKETS_SECONDS,
     registers: [registry],
   });
-  const queueWait = new Histogram({
+  // `trace_id` (on both job histograms) is the exemplar's label, never a series label.
+  const queueWait = new Histogram<'model' | 'trace_id'>({
     name: MetricNames.jobQueueWait,
     help: 'Time from enqueue to the start of the job’s batch, in seconds.',
     labelNames: ['model'],
     buckets: LATENCY_BUCKETS_SECONDS,
     registers: [registry],
+    enableExemplars: exemplars,
   });
-  const jobDuration = new Histogram({
+  const jobDuration = new Histogram<'model' | 'trace_id'>({
     name: MetricNames.jobDuration,
     help: 'Time from enqueue to the job’s result being published, in seconds.',
     labelNames: ['model'],
     buckets: LATENCY_BUCKETS_SECONDS,
     registers: [registry],
+    enableExemplars: exemplars,
   });
   const jobsFinished = new Counter({
     name: MetricNames.jobsFinished,

@@ -92,7 +92,11 @@ export class WorkerRuntime {
       onThreadExit: ({ index, code }) => logger.warn({ thread: index, code }, 'inference thread exited'),
     });
     await pool.start();
-    const metrics = createWorkerMetrics({ busyMs: () => pool.busyMs(), threads: pool.size });
+    const metrics = createWorkerMetrics({
+      busyMs: () => pool.busyMs(),
+      threads: pool.size,
+      exemplars: options.tracing !== undefined,
+    });
     const tracer = options.tracing && new JobTracer(options.tracing.tracer);
     const versions = new Map(served.map((m) => [m.entry.name, m.entry.version]));
     scheduler = new BatchScheduler(

@@ -1,4 +1,68 @@
-import { collectDefaultMetrics, type Registry } from 'prom-client';
+import {
+  collectDefaultMetrics,
+  type Metric,
+  type OpenMetricsContentType,
+  type PrometheusContentType,
+  Registry,
+} from 'prom-client';
+
+/** A registry in the classic text format, or in OpenMetrics (the one format that carries exemplars). */
+export type MetricsRegistry = Registry<PrometheusContentType> | Registry<OpenMetricsContentType>;
+
+const labelsOf = new WeakMap<MetricsRegistry, Record<string, string>>();
+const textTwins = new WeakMap<MetricsRegistry, Registry>();
+
+/**
+ * A service's registry, every series labelled `defaultLabels`. With tracing on, `openMetrics`
+ * makes it speak OpenMetrics, so latency buckets can carry a trace id as their exemplar;
+ * otherwise the classic text format, as before.
+ */
+export function createMetricsRegistry(openMetrics: boolean, defaultLabels: Record<string, string>): MetricsRegistry {
+  const registry: MetricsRegistry = openMetrics ? new Registry<OpenMetricsContentType>() : new Registry();
+  if (openMetrics) (registry as Registry<OpenMetricsContentType>).setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  registry.setDefaultLabels(defaultLabels);
+  labelsOf.set(registry, defaultLabels);
+  return registry;
+}
+
+/**
+ * A metric as the text format names it. Rendering OpenMetrics, prom-client renames a counter's
+ * family without its `_total` (and keeps that name on the object); the text format's family is
+ * the sample name, with `_total`. Counters get a view with that name; other metrics are shared.
+ */
+function textView(metric: Metric): Metric {
+  const read = metric as unknown as { type: string; name: string; help: string; get(): Promise<{ name: string }> };
+  if (read.type !== 'counter') return metric;
+  const name = read.name.endsWith('_total') ? read.name : `${read.name}_total`;
+  const view = {
+    name,
+    help: read.help,
+    type: read.type,
+    aggregator: 'sum',
+    get: async () => ({ ...(await read.get()), name }),
+  };
+  return view as unknown as Metric;
+}
+
+/**
+ * The registry to answer a scrape with: OpenMetrics (with exemplars) only to a scraper that asks
+ * for it in `Accept`, as Prometheus does; anyone else (curl, `promtool check metrics`, older
+ * scrapers) gets the same metrics in the classic text format, from a twin registry that shares
+ * the metric objects.
+ */
+export function registryFor(registry: MetricsRegistry, accept: string | undefined): MetricsRegistry {
+  if (registry.contentType !== Registry.OPENMETRICS_CONTENT_TYPE) return registry;
+  if (accept?.includes('application/openmetrics-text')) return registry;
+  let twin = textTwins.get(registry);
+  if (!twin) {
+    twin = new Registry();
+    twin.setDefaultLabels(labelsOf.get(registry) ?? {});
+    // getMetricsAsArray() hands out the metric objects themselves (its type says less).
+    for (const metric of registry.getMetricsAsArray() as unknown as Metric[]) twin.registerMetric(textView(metric));
+    textTwins.set(registry, twin);
+  }
+  return twin;
+}
 
 /**
  * Names of every Prometheus metric Quern exports. The alert rules, the Grafana dashboard and a
@@ -47,8 +111,8 @@ const NON_COUNTERS_NAMED_TOTAL = [
 ] as const;
 
 /** prom-client's default process and Node.js metrics on `registry`, without the misnamed ones. */
-export function collectProcessMetrics(registry: Registry): void {
-  collectDefaultMetrics({ register: registry });
+export function collectProcessMetrics(registry: MetricsRegistry): void {
+  collectDefaultMetrics({ register: registry as Registry });
   for (const name of NON_COUNTERS_NAMED_TOTAL) registry.removeSingleMetric(name);
 }
 

@@ -49,7 +49,15 @@ export function requestContext(services: Services, logger: Logger) {
       const route = c.req.routePath && c.req.routePath !== '/*' ? c.req.routePath : 'unmatched';
       const status = c.res.status;
       services.metrics.httpRequests.labels(c.req.method, route, String(status)).inc();
-      services.metrics.httpDuration.labels(c.req.method, route).observe(seconds);
+      const traceId = c.get('traceId');
+      if (traceId) {
+        // Tracing on: the bucket keeps this request's trace id as its exemplar.
+        services.metrics.httpDuration.observe({
+          labels: { method: c.req.method, route },
+          value: seconds,
+          exemplarLabels: { trace_id: traceId },
+        });
+      } else services.metrics.httpDuration.labels(c.req.method, route).observe(seconds);
       // Probes and scrapes come every few seconds: their lines are debug ones.
       const probe = PROBES.has(route);
       if (!probe || logger.isLevelEnabled('debug')) {
@@ -62,7 +70,7 @@ export function requestContext(services: Services, logger: Logger) {
           duration_ms: Math.round(seconds * 1e6) / 1e3,
           principal_id: principal?.id,
           key_prefix: principal?.keyPrefix,
-          trace_id: c.get('traceId'),
+          trace_id: traceId,
         };
         // Written after the response has gone out: the line is for the operator, not the caller.
         setImmediate(() => (probe ? access.debug(line, 'request') : access.info(line, 'request')));

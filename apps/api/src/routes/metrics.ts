@@ -1,4 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { registryFor } from '@quern/shared';
 import type { AppEnv } from '../env';
 
 export const metricsRoute = createRoute({
@@ -35,6 +36,8 @@ export function registerMetrics(app: OpenAPIHono<AppEnv>): void {
       // Redis down: still serve the process metrics; the queue gauges keep their last values.
       c.get('logger').warn({ err: (err as Error).message }, 'could not read queue gauges');
     }
-    return c.text(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType });
+    // OpenMetrics with exemplars for a scraper that asks for it (tracing on), else the text format.
+    const registry = registryFor(metrics.registry, c.req.header('accept'));
+    return c.text(await registry.metrics(), 200, { 'content-type': registry.contentType });
   });
 }

@@ -1,6 +1,6 @@
-import { collectProcessMetrics, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
+import { collectProcessMetrics, createMetricsRegistry, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
 import type { Queue } from 'bullmq';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 
 const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'] as const;
 
@@ -44,9 +44,11 @@ async function oldestWaitingTimestamp(queue: Queue): Promise<number | undefined>
  * The API's Prometheus metrics on a registry of its own. Queue gauges are read from BullMQ
  * when Prometheus scrapes, so every API replica reports the same, current numbers.
  */
-export function createApiMetrics(probe: QueueProbe) {
-  const registry = new Registry();
-  registry.setDefaultLabels({ service: 'api' });
+export function createApiMetrics(probe: QueueProbe, options: { exemplars?: boolean } = {}) {
+  // Exemplars (a trace id on a latency bucket) exist only in the OpenMetrics format: with tracing
+  // on, /metrics speaks it; without, the classic text format, as before.
+  const exemplars = options.exemplars === true;
+  const registry = createMetricsRegistry(exemplars, { service: 'api' });
   collectProcessMetrics(registry);
 
   const httpRequests = new Counter({
@@ -55,12 +57,14 @@ export function createApiMetrics(probe: QueueProbe) {
     labelNames: ['method', 'route', 'status'],
     registers: [registry],
   });
-  const httpDuration = new Histogram({
+  // `trace_id` is the exemplar's label, never a series label.
+  const httpDuration = new Histogram<'method' | 'route' | 'trace_id'>({
     name: MetricNames.httpRequestDuration,
     help: 'HTTP request duration in seconds, by method and route template.',
     labelNames: ['method', 'route'],
     buckets: LATENCY_BUCKETS_SECONDS,
     registers: [registry],
+    enableExemplars: exemplars,
   });
   const cacheLookups = new Counter({
     name: MetricNames.cacheLookups,

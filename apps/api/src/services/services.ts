@@ -102,7 +102,10 @@ export function createServices(
   const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
   webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
   const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
-  const metrics = createApiMetrics({ queues, webhooks: webhookQueue, workersAlive });
+  const metrics = createApiMetrics(
+    { queues, webhooks: webhookQueue, workersAlive },
+    { exemplars: tracing !== undefined },
+  );
   const waiter = new ResultWaiter(events, config.QUERN_WAIT_POLL_INTERVAL_MS, logger, (source) =>
     metrics.syncAnswers.labels(source).inc(),
   );
