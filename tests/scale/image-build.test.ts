@@ -245,6 +245,9 @@ describe('the images, built from the Dockerfile without Docker', () => {
     const swagger = await fetch(`${base}/docs/assets/swagger-ui-bundle.js`);
     expect(swagger.status).toBe(200);
     expect((await swagger.arrayBuffer()).byteLength).toBeGreaterThan(100_000);
+    const redoc = await fetch(`${base}/redoc/assets/redoc.standalone.js`);
+    expect(redoc.status).toBe(200);
+    expect((await redoc.arrayBuffer()).byteLength).toBeGreaterThan(500_000);
     const basic = `Basic ${Buffer.from(`admin:${key}`).toString('base64')}`;
     const board = await fetch(`${base}/admin/queues`, { headers: { authorization: basic } });
     expect(board.status).toBe(200);
