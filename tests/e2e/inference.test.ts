@@ -71,12 +71,15 @@ describe('end to end through API, queue, batcher and ONNX Runtime', () => {
     expect(body.predictions).toHaveLength(37);
     expect(maxAbsDiff(body.predictions as number[][], await mlp.run(rows))).toBeLessThan(1e-4);
 
-    // The alias answers the same rows the same way (from the cache now).
-    const alias = (await (
-      await stack.post('/batch-predict', { model: 'mlp-large', requests: rows.map((features) => ({ features })) })
-    ).json()) as { predictions: number[][]; cached: boolean };
-    expect(alias.predictions).toEqual(body.predictions);
-    expect(alias.cached).toBe(true);
+    // The alias answers the same rows with the same numbers (from the cache now), in the tutorial's shape:
+    // a prediction, cached flag and version per row (docs/compatibility.md).
+    const { data: alias, response } = await quern.api.POST('/batch-predict', {
+      body: { model: 'mlp-large', requests: rows.map((features) => ({ features })) },
+    });
+    expect(response.status).toBe(200);
+    const perRow = alias && 'predictions' in alias ? alias.predictions : [];
+    expect(perRow.map((row) => row.prediction)).toEqual(body.predictions);
+    expect(perRow.every((row) => row.cached && row.model_version === body.model_version)).toBe(true);
   });
 
   it('batch-predict takes the rows packed as float32 (tensor): same numbers, same cache, jobs carry them packed', async () => {

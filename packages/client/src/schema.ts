@@ -731,6 +731,20 @@ export interface components {
         };
         /**
          * @example {
+         *       "service": "quern",
+         *       "docs": "/docs",
+         *       "openapi": "/openapi.json",
+         *       "models": "/v1/models"
+         *     }
+         */
+        ServiceIndex: {
+            service: string;
+            docs: string;
+            openapi: string;
+            models: string;
+        };
+        /**
+         * @example {
          *       "status": "healthy",
          *       "model_loaded": true,
          *       "version": "1.0.0"
@@ -744,6 +758,13 @@ export interface components {
             /** @description The API’s version (`info.version` of the OpenAPI document). */
             version: string;
         };
+        /**
+         * @example {
+         *       "status": "ready",
+         *       "redis": "ok",
+         *       "workers": 2
+         *     }
+         */
         Readiness: {
             /** @enum {string} */
             status: "ready" | "not_ready";
@@ -752,6 +773,40 @@ export interface components {
             /** @description Workers whose heartbeat was seen within the TTL. */
             workers: number;
         };
+        /**
+         * @example {
+         *       "data": [
+         *         {
+         *           "name": "cars-mpg",
+         *           "version": "1.0.0",
+         *           "description": "Predicts fuel economy (miles per US gallon) of a 1970–1982 car.",
+         *           "input": {
+         *             "name": "features",
+         *             "features": 6,
+         *             "feature_names": [
+         *               "cylinders",
+         *               "displacement",
+         *               "horsepower",
+         *               "weight",
+         *               "acceleration",
+         *               "year"
+         *             ]
+         *           },
+         *           "output": {
+         *             "name": "mpg",
+         *             "shape": [
+         *               1
+         *             ]
+         *           },
+         *           "batching": {
+         *             "max_batch_size": 256,
+         *             "max_delay_ms": 0
+         *           },
+         *           "default": true
+         *         }
+         *       ]
+         *     }
+         */
         ModelList: {
             data: components["schemas"]["Model"][];
         };
@@ -791,7 +846,7 @@ export interface components {
              * @example validation_failed
              * @enum {string}
              */
-            code: "malformed_request" | "unauthorized" | "forbidden" | "not_found" | "job_not_found" | "model_not_found" | "job_finished" | "job_already_started" | "job_canceled" | "job_expired" | "payload_too_large" | "unsupported_media_type" | "validation_failed" | "idempotency_key_reused" | "rate_limited" | "internal_error" | "inference_failed" | "redis_unavailable" | "queue_full" | "service_unavailable";
+            code: "malformed_request" | "unauthorized" | "forbidden" | "not_found" | "job_not_found" | "model_not_found" | "job_finished" | "job_already_started" | "job_canceled" | "job_expired" | "payload_too_large" | "unsupported_media_type" | "validation_failed" | "idempotency_key_reused" | "rate_limited" | "concurrency_limited" | "internal_error" | "inference_failed" | "redis_unavailable" | "queue_full" | "service_unavailable";
             /** @example req_4CwVw1bq5pRrYd2KX8h0aF */
             request_id: string | null;
             /** @description Present for validation errors: every field to fix. */
@@ -1002,6 +1057,21 @@ export interface components {
             events?: ("started" | "completed" | "failed" | "canceled")[];
         };
         /**
+         * @description A server-sent event of `GET /v1/jobs/{id}/events` (keep-alive comments aside).
+         * @example {
+         *       "event": "queued",
+         *       "data": "{\"id\":\"job_8Zt0gkqNqk3v1sPzJmUoQa\",\"status\":\"queued\",\"model\":\"cars-mpg\",\"model_version\":\"1.0.0\",\"created_at\":\"2026-11-30T10:00:00.000Z\",\"started_at\":null,\"completed_at\":null,\"output\":null,\"error\":null,\"timings\":null,\"expires_at\":\"2026-11-30T10:10:00.000Z\",\"priority\":1,\"webhook\":null}",
+         *       "id": "1"
+         *     }
+         */
+        JobEvent: {
+            event: components["schemas"]["JobStatus"] & unknown;
+            /** @description The job resource at that moment, as JSON. */
+            data: string;
+            /** @description The event’s number in this stream, from 1. */
+            id: string;
+        };
+        /**
          * @example {
          *       "prediction": 24.8987865,
          *       "latency_ms": 3.412,
@@ -1197,6 +1267,13 @@ export interface components {
             /** @description The job that computed the rows; null if all were cached. */
             job_id: string | null;
         };
+        /**
+         * @example {
+         *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+         *       "created_at": "2026-11-30T10:00:00.000Z",
+         *       "previous_expires_at": null
+         *     }
+         */
         WebhookSecret: {
             /**
              * @description Standard Webhooks signing secret.
@@ -1211,6 +1288,14 @@ export interface components {
              */
             previous_expires_at: string | null;
         };
+        /**
+         * @example {
+         *       "access_token": "eyJhbGciOiJIUzI1NiIsImtpZCI6InF1ZXJuLTEiLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiJrZXlfM245VmQwdHFaeVhiTDJtOFFlNFJrQSJ9.c2lnbmF0dXJl",
+         *       "token_type": "Bearer",
+         *       "expires_in": 300,
+         *       "scope": "predict"
+         *     }
+         */
         TokenResponse: {
             access_token: string;
             /** @enum {string} */
@@ -1223,6 +1308,14 @@ export interface components {
             /** @example predict jobs:read */
             scope: string;
         };
+        /**
+         * @example {
+         *       "scopes": [
+         *         "predict"
+         *       ],
+         *       "ttl_seconds": 300
+         *     }
+         */
         TokenRequest: {
             /**
              * @description Narrow the token to these scopes (default: all of the key’s).
@@ -1237,6 +1330,21 @@ export interface components {
              */
             ttl_seconds?: number;
         };
+        /**
+         * @example {
+         *       "id": "key_3n9Vd0tqZyXbL2m8Qe4RkA",
+         *       "name": "billing-service",
+         *       "tier": "premium",
+         *       "scopes": [
+         *         "predict",
+         *         "jobs:read"
+         *       ],
+         *       "prefix": "qk_4f8Gh2Kq",
+         *       "created_at": "2026-11-30T10:00:00.000Z",
+         *       "revoked_at": null,
+         *       "key": "qk_4f8Gh2KqT0pXw9LmZr3Vb7NcYd5Ha1Se"
+         *     }
+         */
         CreatedApiKey: components["schemas"]["ApiKey"] & {
             /**
              * @description The API key. Shown once.
@@ -1244,6 +1352,20 @@ export interface components {
              */
             key: string;
         };
+        /**
+         * @example {
+         *       "id": "key_3n9Vd0tqZyXbL2m8Qe4RkA",
+         *       "name": "billing-service",
+         *       "tier": "premium",
+         *       "scopes": [
+         *         "predict",
+         *         "jobs:read"
+         *       ],
+         *       "prefix": "qk_4f8Gh2Kq",
+         *       "created_at": "2026-11-30T10:00:00.000Z",
+         *       "revoked_at": null
+         *     }
+         */
         ApiKey: {
             /** @example key_3n9Vd0tqZyXbL2m8Qe4RkA */
             id: string;
@@ -1262,6 +1384,16 @@ export interface components {
             /** Format: date-time */
             revoked_at: string | null;
         };
+        /**
+         * @example {
+         *       "name": "billing-service",
+         *       "tier": "premium",
+         *       "scopes": [
+         *         "predict",
+         *         "jobs:read"
+         *       ]
+         *     }
+         */
         CreateKeyRequest: {
             /** @example billing-service */
             name: string;
@@ -1283,6 +1415,24 @@ export interface components {
              */
             scopes: ("predict" | "jobs:read" | "jobs:cancel" | "admin")[];
         };
+        /**
+         * @example {
+         *       "data": [
+         *         {
+         *           "id": "key_3n9Vd0tqZyXbL2m8Qe4RkA",
+         *           "name": "billing-service",
+         *           "tier": "premium",
+         *           "scopes": [
+         *             "predict",
+         *             "jobs:read"
+         *           ],
+         *           "prefix": "qk_4f8Gh2Kq",
+         *           "created_at": "2026-11-30T10:00:00.000Z",
+         *           "revoked_at": null
+         *         }
+         *       ]
+         *     }
+         */
         ApiKeyList: {
             data: components["schemas"]["ApiKey"][];
         };
@@ -1302,9 +1452,19 @@ export interface components {
             version: string;
             extensions: string[];
         };
+        /**
+         * @example {
+         *       "live": true
+         *     }
+         */
         OipLive: {
             live: boolean;
         };
+        /**
+         * @example {
+         *       "ready": true
+         *     }
+         */
         OipReady: {
             ready: boolean;
         };
@@ -1362,6 +1522,12 @@ export interface components {
             /** @description The Open Inference Protocol’s error message (what tritonclient reads). */
             error: string;
         };
+        /**
+         * @example {
+         *       "name": "cars-mpg",
+         *       "ready": true
+         *     }
+         */
         OipModelReady: {
             name: string;
             ready: boolean;
@@ -1443,12 +1609,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        service: string;
-                        docs: string;
-                        openapi: string;
-                        models: string;
-                    };
+                    "application/json": components["schemas"]["ServiceIndex"];
                 };
             };
         };
@@ -1559,11 +1720,50 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "name": "cars-mpg",
+                     *       "version": "1.0.0",
+                     *       "description": "Predicts fuel economy (miles per US gallon) of a 1970–1982 car.",
+                     *       "input": {
+                     *         "name": "features",
+                     *         "features": 6,
+                     *         "feature_names": [
+                     *           "cylinders",
+                     *           "displacement",
+                     *           "horsepower",
+                     *           "weight",
+                     *           "acceleration",
+                     *           "year"
+                     *         ]
+                     *       },
+                     *       "output": {
+                     *         "name": "mpg",
+                     *         "shape": [
+                     *           1
+                     *         ]
+                     *       },
+                     *       "batching": {
+                     *         "max_batch_size": 256,
+                     *         "max_delay_ms": 0
+                     *       },
+                     *       "default": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Model"];
                 };
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1836,6 +2036,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Rate limit exceeded; see Retry-After. */
             429: {
                 headers: {
@@ -1921,6 +2130,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Rate limit exceeded; see Retry-After. */
             429: {
                 headers: {
@@ -1981,6 +2199,15 @@ export interface operations {
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2073,6 +2300,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Rate limit exceeded; see Retry-After. */
             429: {
                 headers: {
@@ -2110,7 +2346,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["JobEvent"];
                 };
             };
             /** @description No credential, or one that is not valid. */
@@ -2133,6 +2369,15 @@ export interface operations {
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2177,7 +2422,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["JobEvent"];
                 };
             };
             /** @description No credential, or one that is not valid. */
@@ -2200,6 +2445,15 @@ export interface operations {
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3217,6 +3471,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Rate limit exceeded; see Retry-After. */
             429: {
                 headers: {
@@ -3277,6 +3540,15 @@ export interface operations {
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
