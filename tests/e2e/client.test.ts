@@ -139,6 +139,29 @@ describe('@quern/client against a running stack', () => {
     expect(events.at(-1)?.job).toEqual(await client.getJob(job?.id ?? ''));
   });
 
+  it('submit with an Idempotency-Key gives the same job twice; cancel, then a typed 409; models', async () => {
+    const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    await queue.pause();
+    try {
+      const body = { features: car() };
+      const first = await client.submit(body, { idempotencyKey: `client-test-${seed}` });
+      const again = await client.submit(body, { idempotencyKey: `client-test-${seed}` });
+      expect(again.id).toBe(first.id);
+      const canceled = await client.cancel(first.id);
+      expect(canceled).toMatchObject({ id: first.id, status: 'canceled' });
+      const twice = await client.cancel(first.id).catch((e: unknown) => e);
+      expect(isProblem(twice, 'job_finished')).toBe(true);
+      expect((twice as QuernProblemError).status).toBe(409);
+      // A canceled job is final: wait() returns it rather than throwing.
+      expect((await client.wait(first)).status).toBe('canceled');
+    } finally {
+      await queue.resume();
+    }
+    const models = await client.models();
+    expect(models.map((m) => m.name)).toEqual(expect.arrayContaining(['cars-mpg', 'mlp-large']));
+  });
+
   it('error answers are QuernProblemError with the problem’s code, fields and request id', async () => {
     const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
     const invalid = await client.predict({ features: [1, 2, 3] }).catch((err: unknown) => err);
