@@ -84,6 +84,9 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
           'Idempotent-Replayed',
           'Quern-Job-Row',
           'Inference-Header-Content-Length',
+          // RFC 9745 on the tutorial's deprecated paths, and the successor route they name.
+          'Deprecation',
+          'Link',
         ],
         maxAge: 600,
       }),

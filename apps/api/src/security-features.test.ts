@@ -426,6 +426,10 @@ describe('input limits, headers and logs', () => {
     const allowed = await app.request('/v1/models', { headers: { origin: 'https://app.example' } });
     expect(allowed.headers.get('access-control-allow-origin')).toBe('https://app.example');
     expect(allowed.headers.get('access-control-allow-credentials')).toBeNull();
+    // A browser client reads the deprecation of the tutorial's paths too (RFC 9745).
+    expect(allowed.headers.get('access-control-expose-headers')?.split(/,\s*/)).toEqual(
+      expect.arrayContaining(['Deprecation', 'Link', 'Location']),
+    );
     const other = await app.request('/v1/models', { headers: { origin: 'https://evil.example' } });
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
   });
