@@ -129,6 +129,34 @@ describe('events()', () => {
     expect(at).toHaveLength(3);
   });
 
+  it('reopens a stream cut mid-way, but not one its caller aborted', async () => {
+    const cut = () =>
+      new Response(
+        new ReadableStream({
+          start(controller) {
+            controller.enqueue(new TextEncoder().encode(`event: queued\ndata: ${JSON.stringify(job('queued'))}\n\n`));
+            controller.error(new TypeError('terminated'));
+          },
+        }),
+        { headers: { 'content-type': 'text/event-stream' } },
+      );
+    const { client } = scripted([cut, sse('queued', 'succeeded')]);
+    const seen: string[] = [];
+    for await (const e of client.events('job_test')) seen.push(e.event);
+    expect(seen).toEqual(['queued', 'succeeded']);
+
+    const controller = new AbortController();
+    const aborted = scripted([sse('queued')]);
+    const reading = (async () => {
+      for await (const e of aborted.client.events('job_test', { signal: controller.signal })) {
+        seen.push(e.event);
+        controller.abort(new Error('stop'));
+      }
+    })();
+    await expect(reading).rejects.toThrow('stop');
+    expect(aborted.at).toHaveLength(1);
+  });
+
   it('gives up after `reconnects` streams in a row that bring nothing new', async () => {
     const { client } = scripted([sse('queued'), sse('queued'), sse('queued')]);
     const seen: string[] = [];

@@ -16,9 +16,9 @@ export interface JobEvent {
 }
 
 /**
- * Reads `GET /v1/jobs/{id}/events` with eventsource-parser until the final state. The server
- * sends the job's current state first on every connection, so after a reconnect the state the
- * caller already has is skipped.
+ * Reads `GET /v1/jobs/{id}/events` with eventsource-parser until the final state. A stream that
+ * ends or is cut before then is opened again. The server sends the job's current state first on
+ * every connection, so after a reconnect the state the caller already has is skipped.
  */
 export async function* jobEvents(
   api: Client<paths>,
@@ -41,7 +41,16 @@ export async function* jobEvents(
     let progressed = false;
     try {
       for (;;) {
-        const { done, value } = await reader.read();
+        let next: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          next = await reader.read();
+        } catch (err) {
+          // A connection cut mid-stream (a process killed, a proxy timing out) counts as closed;
+          // the caller's own abort does not.
+          if (options.signal?.aborted) throw err;
+          break;
+        }
+        const { done, value } = next;
         if (done) break;
         // Comments (`: keep-alive`) never reach here; every event the server sends names a state.
         if (!value.event) continue;
