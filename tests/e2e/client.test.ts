@@ -214,7 +214,7 @@ describe('@quern/client against a running stack', () => {
     expect(() => verifyWebhook(delivery.body, delivery.headers, otherSecret)).toThrow();
   });
 
-  it('runs the README’s TypeScript example as written, against this API', async () => {
+  it('type-checks and runs the README’s TypeScript example as written, against this API', async () => {
     const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
     const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
     expect(example).toContain("from '@quern/client'");
@@ -225,6 +225,18 @@ describe('@quern/client against a running stack', () => {
     const dir = mkdtempSync(join(tmpdir(), 'quern-readme-'));
     try {
       writeFileSync(join(dir, 'example.mts'), source);
+      // Strict, as the workspace is: a call the API no longer takes fails here.
+      const tsconfig = {
+        extends: join(REPO_ROOT, 'tsconfig.base.json'),
+        compilerOptions: { allowImportingTsExtensions: true, typeRoots: [join(REPO_ROOT, 'node_modules/@types')] },
+        files: ['example.mts'],
+      };
+      writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
+      await promisify(execFile)(join(REPO_ROOT, 'node_modules/.bin/tsc'), ['-p', join(dir, 'tsconfig.json')], {
+        timeout: 60_000,
+      }).catch((err: { stdout?: string }) => {
+        throw new Error(`the README's example does not type-check:\n${err.stdout ?? err}`);
+      });
       const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(dir, 'example.mts')], {
         cwd: REPO_ROOT,
         env: { ...process.env, KEY: TEST_API_KEY },
