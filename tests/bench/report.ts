@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { PerfAnalyzerPoint } from './perf-analyzer';
 
 export interface LoadPoint {
   concurrency: number;
@@ -80,6 +81,14 @@ export interface BenchResults {
   client_batches: LoadPoint & { rows_per_request: number; rows_per_second: number };
   /** The same rows sent packed as float32 (`tensor`) instead of JSON numbers. */
   client_batches_tensor: LoadPoint & { rows_per_request: number; rows_per_second: number };
+  /** NVIDIA's perf_analyzer over the Open Inference Protocol, beside autocannon on /v1/predict. */
+  perf_analyzer: {
+    model: string;
+    tool: string;
+    points: PerfAnalyzerPoint[];
+    /** The bench's own sync-predict point at the same concurrency. */
+    autocannon_v1_predict: LoadPoint | null;
+  };
   /** Result-cache hits the API answered in the whole run: 0, as every input is unique. */
   cache_hits: number;
   vs_tutorial: VsTutorial;
@@ -159,6 +168,7 @@ function markdown(r: BenchResults): string {
       lines.push(`| ${model} | ${p.concurrency} | ${fmt(p.rps)} | ${p.p50_ms} | ${p.p99_ms} | ${p.mean_batch_size} |`);
     }
   }
+  lines.push(...perfAnalyzerSection(r));
   lines.push(...tutorialSection(r));
   lines.push(...cpuSection(r));
   lines.push('', '## Side by side, mlp-large at concurrency 64', '');
@@ -208,6 +218,31 @@ function markdown(r: BenchResults): string {
   );
   lines.push(...ANALYSIS);
   return `${lines.join('\n')}\n`;
+}
+
+/** perf_analyzer's figures over the Open Inference Protocol, beside the bench's own. */
+function perfAnalyzerSection(r: BenchResults): string[] {
+  const pa = r.perf_analyzer;
+  const c = pa.points[0]?.concurrency ?? 0;
+  const lines = ['', `## perf_analyzer over the Open Inference Protocol (${pa.model}, c=${c})`, ''];
+  lines.push(
+    `NVIDIA's load generator, \`${pa.tool}\`, against \`POST /v2/models/${pa.model}/infer\` (docs/oip.md), ` +
+      'synchronous requests of one row each, every row unique (a data file), in the same run; beside it the ' +
+      `bench's own autocannon point on \`POST /v1/predict\` at the same concurrency. perf_analyzer's latencies ` +
+      'are its own, in microseconds, shown in ms.',
+    '',
+    '| client | tensors | requests | req/s | p50 ms | p99 ms |',
+    '| --- | --- | --- | --- | --- | --- |',
+  );
+  for (const p of pa.points) {
+    lines.push(
+      `| perf_analyzer, /v2 | ${p.format} | ${fmt(p.requests)} | ${fmt(p.infer_per_sec)} | ${p.p50_ms} | ${p.p99_ms} |`,
+    );
+  }
+  const a = pa.autocannon_v1_predict;
+  if (a)
+    lines.push(`| autocannon, /v1/predict | JSON | ${fmt(a.requests)} | ${fmt(a.rps)} | ${a.p50_ms} | ${a.p99_ms} |`);
+  return lines;
 }
 
 const na = (v: number | null | undefined) => (v === null || v === undefined ? 'not measured' : String(v));

@@ -43,6 +43,7 @@ import { InferencePool } from '@quern/worker';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { type PerfAnalyzerPoint, perfAnalyzerTool, runPerfAnalyzer } from './perf-analyzer';
 import { type BenchResults, type CpuPerRequest, type LoadPoint, type VsTutorial, writeReport } from './report';
 import {
   ensureTutorialVenv,
@@ -80,6 +81,12 @@ let counter = 0;
 const next = () => counter++;
 function uniqueFeatures(n: number): [number, number, number] {
   return [(n % 4096) / 4096, (Math.floor(n / 4096) % 4096) / 4096, (Math.floor(n / 4096 ** 2) % 4096) / 4096];
+}
+
+/** A unique, plausible cars-mpg row. */
+function carsRow(): number[] {
+  const [a, b, c] = uniqueFeatures(next());
+  return [4, 100 + a * 300, 70 + b * 90, 2500, 12 + c * 10, 1975];
 }
 
 /** A unique, plausible cars-mpg row as a JSON array. */
@@ -120,6 +127,12 @@ function tensorBodyMaker(rows: number): () => string {
     const data = Buffer.from(values.buffer).toString('base64');
     return `{"model":"mlp-large","tensor":{"dtype":"float32","shape":[${rows},256],"data":"${data}"}}`;
   };
+}
+
+/** The tritonclient release pinned in tests/clients/requirements.txt (its wheel ships perf_analyzer). */
+function tritonclientVersion(): string {
+  const text = readFileSync(join(REPO_ROOT, 'tests', 'clients', 'requirements.txt'), 'utf8');
+  return /^tritonclient\[[^\]]*\]==(\S+)/m.exec(text)?.[1] ?? 'unknown';
 }
 
 // ---------------------------------------------------------------- load
@@ -721,6 +734,36 @@ async function main(): Promise<void> {
   const tensorRows = Math.round(tensorPoint.rps * 100);
   log(`  packed float32 (tensor): ${tensorPoint.rps} req/s = ${tensorRows} rows/s, p99 ${tensorPoint.p99_ms} ms`);
 
+  // ------------------------------------------------------------ 7b. perf_analyzer (OIP v2)
+  // NVIDIA's load generator over the Open Inference Protocol, next to autocannon on /v1/predict.
+  const paConcurrency = 16;
+  const paRequests = SMOKE ? 300 : 10_000;
+  log(`perf_analyzer: cars-mpg over /v2 (OIP), c=${paConcurrency}, ${paRequests} requests, JSON and binary tensors`);
+  const paTool = await perfAnalyzerTool(log);
+  const paDir = mkdtempSync(join(tmpdir(), 'quern-bench-pa-'));
+  const paPoints: PerfAnalyzerPoint[] = [];
+  try {
+    for (const format of ['json', 'binary'] as const) {
+      const point = await runPerfAnalyzer({
+        tool: paTool,
+        host: base.replace('http://', ''),
+        apiKey: key,
+        model: 'cars-mpg',
+        input: 'features',
+        // Twice as many unique rows as requests: no thread wraps round to a row another sent.
+        rows: Array.from({ length: paRequests * 2 }, carsRow),
+        dataFile: join(paDir, `${format}.json`),
+        concurrency: paConcurrency,
+        requests: paRequests,
+        format,
+      });
+      paPoints.push(point);
+      log(`  ${format}: ${point.infer_per_sec} infer/s, p50 ${point.p50_ms} ms, p99 ${point.p99_ms} ms`);
+    }
+  } finally {
+    rmSync(paDir, { recursive: true, force: true });
+  }
+
   // ------------------------------------------------------------ 8. memory, ratios, report
   const rss = {
     api: Math.max(...apiRss, peakRssMb(api.pid)),
@@ -790,6 +833,12 @@ async function main(): Promise<void> {
     drain: { jobs: DRAIN_JOBS, jobs_per_second: drain },
     client_batches: { ...batchPoint, rows_per_request: 100, rows_per_second: clientBatchRows },
     client_batches_tensor: { ...tensorPoint, rows_per_request: 100, rows_per_second: tensorRows },
+    perf_analyzer: {
+      model: 'cars-mpg',
+      tool: `perf_analyzer (tritonclient ${tritonclientVersion()}) --service-kind=triton -i http`,
+      points: paPoints,
+      autocannon_v1_predict: find('cars-mpg', paConcurrency) ?? null,
+    },
     cache_hits: hits,
     vs_tutorial: vsTutorial,
     cpu_per_request_vs_hono: cpuPerRequest ?? null,

@@ -70,6 +70,14 @@ describe('pnpm bench (smoke)', () => {
       expect(point.non_2xx).toBe(0);
     }
     expect(r.client_batches_tensor.rows_per_second).toBeGreaterThan(0);
+    // perf_analyzer over the Open Inference Protocol, JSON and binary, beside autocannon's point.
+    expect(r.perf_analyzer.points.map((p) => p.format)).toEqual(['json', 'binary']);
+    for (const p of r.perf_analyzer.points) {
+      expect(p.requests, p.format).toBe(300);
+      expect(p.infer_per_sec, p.format).toBeGreaterThan(0);
+      expect(p.p99_ms, p.format).toBeGreaterThanOrEqual(p.p50_ms);
+    }
+    expect(r.perf_analyzer.autocannon_v1_predict?.concurrency).toBe(16);
 
     // The tutorial's FastAPI service, 1 and 2 uvicorn workers, next to Quern on cars-mpg.
     const vs = r.vs_tutorial;
@@ -110,6 +118,7 @@ describe('pnpm bench (smoke)', () => {
     expect(md).toContain('## Against the tutorial’s FastAPI service (cars-mpg)');
     expect(md).toContain('| cars-mpg c=32: Quern req/s ÷ tutorial with 2 uvicorn workers |');
     expect(md).toContain('## CPU per request (cars-mpg, c=32)');
+    expect(md).toContain('## perf_analyzer over the Open Inference Protocol (cars-mpg, c=16)');
     const svg = readFileSync(join(out, 'benchmarks.svg'), 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('polyline');
