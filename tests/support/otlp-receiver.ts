@@ -1,5 +1,7 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 
 /** An OTLP attribute value (the spec's JSON mapping of `AnyValue`). */
@@ -38,7 +40,7 @@ interface OtlpSpan {
   links?: { traceId: string; spanId: string; attributes?: { key: string; value: AnyValue }[] }[];
 }
 
-interface ExportTraceServiceRequest {
+export interface ExportTraceServiceRequest {
   resourceSpans?: {
     resource?: { attributes?: { key: string; value: AnyValue }[] };
     scopeSpans?: { spans?: OtlpSpan[] }[];
@@ -58,16 +60,21 @@ function attributes(list: { key: string; value: AnyValue }[] | undefined): Recor
 }
 
 /**
- * An OTLP/HTTP receiver for tests (`POST /v1/traces`, `http/json`): it decodes each export
- * request with the protocol's JSON mapping (trace and span ids as hex, as the spec says for
- * OTLP/JSON) and keeps every span. The OpenTelemetry Collector is not packaged for npm or Debian.
+ * An OTLP/HTTP receiver for tests (`POST /v1/traces`) that keeps every span. `start()` listens
+ * here for `http/json` and decodes the protocol's JSON mapping (trace and span ids as hex, as the
+ * spec says for OTLP/JSON); `startProtobuf(python)` runs otlp_receiver.py for `http/protobuf`,
+ * which decodes with the protocol's generated classes (PyPI's opentelemetry-proto) and hands the
+ * requests over in the same JSON mapping. The OpenTelemetry Collector is packaged for neither npm
+ * nor Debian.
  */
 export class OtlpReceiver {
   readonly spans: ReceivedSpan[] = [];
   readonly contentTypes = new Set<string>();
-  private readonly server: Server;
+  private server: Server | undefined;
+  private python: ChildProcess | undefined;
+  private port = 0;
 
-  private constructor() {
+  private listen(): void {
     this.server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -79,44 +86,85 @@ export class OtlpReceiver {
         this.contentTypes.add(String(req.headers['content-type']));
         let body = Buffer.concat(chunks);
         if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
-        const request = JSON.parse(body.toString('utf8')) as ExportTraceServiceRequest;
-        for (const rs of request.resourceSpans ?? []) {
-          const service = String(attributes(rs.resource?.attributes)['service.name'] ?? '');
-          for (const ss of rs.scopeSpans ?? []) {
-            for (const s of ss.spans ?? []) {
-              this.spans.push({
-                service,
-                traceId: s.traceId,
-                spanId: s.spanId,
-                parentSpanId: s.parentSpanId ?? '',
-                name: s.name,
-                kind: s.kind ?? 0,
-                startNs: BigInt(s.startTimeUnixNano),
-                endNs: BigInt(s.endTimeUnixNano),
-                status: s.status?.code ?? 0,
-                attributes: attributes(s.attributes),
-                links: (s.links ?? []).map((l) => ({
-                  traceId: l.traceId,
-                  spanId: l.spanId,
-                  attributes: attributes(l.attributes),
-                })),
-              });
-            }
-          }
-        }
+        this.ingest(JSON.parse(body.toString('utf8')) as ExportTraceServiceRequest);
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       });
     });
   }
 
+  /** Keeps the spans of one export request (the protocol's JSON mapping, ids in hex). */
+  private ingest(request: ExportTraceServiceRequest): void {
+    for (const rs of request.resourceSpans ?? []) {
+      const service = String(attributes(rs.resource?.attributes)['service.name'] ?? '');
+      for (const ss of rs.scopeSpans ?? []) {
+        for (const s of ss.spans ?? []) {
+          this.spans.push({
+            service,
+            traceId: s.traceId,
+            spanId: s.spanId,
+            parentSpanId: s.parentSpanId ?? '',
+            name: s.name,
+            kind: s.kind ?? 0,
+            startNs: BigInt(s.startTimeUnixNano),
+            endNs: BigInt(s.endTimeUnixNano),
+            status: s.status?.code ?? 0,
+            attributes: attributes(s.attributes),
+            links: (s.links ?? []).map((l) => ({
+              traceId: l.traceId,
+              spanId: l.spanId,
+              attributes: attributes(l.attributes),
+            })),
+          });
+        }
+      }
+    }
+  }
+
+  /** A receiver of `http/json`, in this process. */
   static async start(): Promise<OtlpReceiver> {
     const receiver = new OtlpReceiver();
-    await new Promise<void>((resolve) => receiver.server.listen(0, '127.0.0.1', resolve));
+    receiver.listen();
+    const server = receiver.server as Server;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    receiver.port = (server.address() as AddressInfo).port;
+    return receiver;
+  }
+
+  /** A receiver of `http/protobuf`: otlp_receiver.py run by `python` (which has opentelemetry-proto). */
+  static async startProtobuf(python: string): Promise<OtlpReceiver> {
+    const receiver = new OtlpReceiver();
+    const child = spawn(python, [fileURLToPath(new URL('./otlp_receiver.py', import.meta.url))], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    receiver.python = child;
+    await new Promise<void>((resolve, reject) => {
+      let partial = '';
+      child.once('exit', (code) => reject(new Error(`otlp_receiver.py exited (${code}) before listening`)));
+      child.stdout?.on('data', (chunk: Buffer) => {
+        partial += chunk.toString('utf8');
+        let nl = partial.indexOf('\n');
+        while (nl >= 0) {
+          const line = JSON.parse(partial.slice(0, nl)) as {
+            port?: number;
+            contentType?: string;
+            request?: ExportTraceServiceRequest;
+          };
+          partial = partial.slice(nl + 1);
+          if (line.port) {
+            receiver.port = line.port;
+            resolve();
+          }
+          if (line.contentType) receiver.contentTypes.add(line.contentType);
+          if (line.request) receiver.ingest(line.request);
+          nl = partial.indexOf('\n');
+        }
+      });
+    });
     return receiver;
   }
 
   url(): string {
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return `http://127.0.0.1:${this.port}`;
   }
 
   /** Resolves with the spans matching `match` once `count` of them have arrived. */
@@ -134,6 +182,8 @@ export class OtlpReceiver {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    this.python?.kill('SIGTERM');
+    const server = this.server;
+    return server ? new Promise((resolve) => server.close(() => resolve())) : Promise.resolve();
   }
 }
