@@ -162,6 +162,21 @@ describe('@quern/client against a running stack', () => {
     expect(models.map((m) => m.name)).toEqual(expect.arrayContaining(['cars-mpg', 'mlp-large']));
   });
 
+  it('reaches any operation of the document through its typed api: Open Inference Protocol v2', async () => {
+    const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
+    const features = car();
+    const { data, response } = await client.api.POST('/v2/models/{name}/infer', {
+      params: { path: { name: 'cars-mpg' } },
+      body: { id: 'client-oip', inputs: [{ name: 'features', shape: [1, 6], datatype: 'FP32', data: features }] },
+    });
+    expect(response.status).toBe(200);
+    // The route may also answer bytes (the binary tensor extension) or a job (202): narrow to the JSON answer.
+    const answer = typeof data === 'object' && data !== null && 'outputs' in data ? data : undefined;
+    expect(answer).toMatchObject({ model_name: 'cars-mpg', id: 'client-oip' });
+    const [expected] = await cars.run([features]);
+    expect(Math.abs((answer?.outputs[0]?.data?.[0] ?? Number.NaN) - (expected?.[0] as number))).toBeLessThan(1e-4);
+  });
+
   it('error answers are QuernProblemError with the problem’s code, fields and request id', async () => {
     const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
     const invalid = await client.predict({ features: [1, 2, 3] }).catch((err: unknown) => err);
