@@ -208,6 +208,60 @@ describe('the OIP routes over HTTP', () => {
     expect(other.status).toBe(404);
   });
 
+  it('coalesces concurrent OIP calls of one principal into shared jobs (not with /v1 calls), each getting its rows', async () => {
+    const queue = stack.services.jobs.queueOf('mlp-large');
+    await queue.pause();
+    /** Rows the API has looked up in the result cache: each call does so just before its job. */
+    const misses = async () => {
+      const text = await (await fetch(url('/metrics'))).text();
+      const line = /^quern_result_cache_lookups_total\{[^}]*model="mlp-large"[^}]*result="miss"[^}]*\} (\d+)/m.exec(
+        text,
+      );
+      return Number(line?.[1] ?? 0);
+    };
+    const before = await misses();
+    const rows = randomRows(10, 256, 31);
+    const infer = (features: number[]) =>
+      fetch(url('/v2/models/mlp-large/infer'), {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: [{ name: 'features', shape: [1, 256], datatype: 'FP32', data: features }] }),
+      });
+    const pending = rows.map(infer);
+    const v1 = fetch(url('/v1/predict'), {
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'mlp-large', features: randomRows(1, 256, 32)[0] }),
+    });
+    try {
+      // Every call has reached its sync path (its cache lookup is its last step before it)...
+      await expect.poll(misses, { timeout: 5_000, interval: 10 }).toBe(before + 11);
+      // ...and while the queue holds the group's job, the other calls gather instead of each adding
+      // one: one queued OIP job (marked `oip`) and one /v1 job.
+      const queued = async () =>
+        (await queue.getJobs(['waiting', 'prioritized'])).map((j) => (j.data as { oip?: unknown }).oip !== undefined);
+      await expect.poll(async () => (await queued()).sort(), { timeout: 5_000, interval: 10 }).toEqual([false, true]);
+    } finally {
+      await queue.resume();
+    }
+    const answers = await Promise.all(pending);
+    expect((await v1).status).toBe(200);
+    const bodies = (await Promise.all(answers.map((r) => r.json()))) as {
+      parameters: { quern_job_id: string };
+      outputs: { data: number[] }[];
+    }[];
+    expect(answers.map((r) => r.status)).toEqual(rows.map(() => 200));
+    const expected = await (direct.get('mlp-large') as DirectOrt).run(rows);
+    expect(
+      maxAbsDiff(
+        bodies.map((b) => b.outputs[0]?.data ?? []),
+        expected,
+      ),
+    ).toBeLessThan(1e-4);
+    // The first call's job, then one job for the nine that gathered behind it.
+    expect(new Set(bodies.map((b) => b.parameters.quern_job_id)).size).toBe(2);
+  });
+
   it('takes a binary body without a content type; the body limit counts its binary part', async () => {
     const send = (rowCount: number) => {
       const values = new Float32Array(randomRows(rowCount, 256, 3).flat());
