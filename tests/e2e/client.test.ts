@@ -177,6 +177,31 @@ describe('@quern/client against a running stack', () => {
     expect(Math.abs((answer?.outputs[0]?.data?.[0] ?? Number.NaN) - (expected?.[0] as number))).toBeLessThan(1e-4);
   });
 
+  it('authenticates with access tokens: one given, or a function asked before each request', async () => {
+    const keyed = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
+    const issued: string[] = [];
+    const renewing = new QuernClient({
+      baseUrl,
+      token: async () => {
+        const { access_token } = await keyed.accessToken({ scopes: ['predict', 'jobs:read'], ttl_seconds: 60 });
+        issued.push(access_token);
+        return access_token;
+      },
+    });
+    const job = await renewing.submit({ features: car() });
+    expect((await renewing.wait(job, { initialDelayMs: 20 })).status).toBe('succeeded');
+    expect(issued.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(issued).size).toBe(issued.length);
+    // A token narrowed to reading cannot cancel: the scope is the token's, not the key's.
+    const reader = new QuernClient({
+      baseUrl,
+      token: (await keyed.accessToken({ scopes: ['jobs:read'] })).access_token,
+    });
+    expect((await reader.getJob(job.id)).id).toBe(job.id);
+    const refused = await reader.cancel(job.id).catch((e: unknown) => e);
+    expect(isProblem(refused, 'forbidden')).toBe(true);
+  });
+
   it('error answers are QuernProblemError with the problem’s code, fields and request id', async () => {
     const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
     const invalid = await client.predict({ features: [1, 2, 3] }).catch((err: unknown) => err);

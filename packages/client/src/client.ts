@@ -12,6 +12,8 @@ import {
   type Model,
   type PredictRequest,
   type PredictResponse,
+  type TokenRequest,
+  type TokenResponse,
 } from './types';
 
 export interface QuernClientOptions {
@@ -19,8 +21,11 @@ export interface QuernClientOptions {
   baseUrl: string;
   /** An API key, sent as `X-API-Key`. */
   apiKey?: string;
-  /** An access token from `POST /v1/auth/token` (or an API key), sent as `Authorization: Bearer`. */
-  token?: string;
+  /**
+   * An access token from `POST /v1/auth/token` (or an API key), sent as `Authorization: Bearer`;
+   * or a function that gives the current one before each request (to renew short-lived tokens).
+   */
+  token?: string | (() => string | Promise<string>);
   /** Headers sent with every request. */
   headers?: Record<string, string>;
   /** The `fetch` to use (default: the global one). */
@@ -79,12 +84,21 @@ export class QuernClient {
   constructor(options: QuernClientOptions) {
     const headers: Record<string, string> = { ...options.headers };
     if (options.apiKey) headers['x-api-key'] = options.apiKey;
-    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    const { token } = options;
+    if (typeof token === 'string') headers.authorization = `Bearer ${token}`;
     this.api = createClient<paths>({
       baseUrl: options.baseUrl.replace(/\/+$/, ''),
       headers,
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
+    if (typeof token === 'function') {
+      this.api.use({
+        async onRequest({ request }) {
+          request.headers.set('authorization', `Bearer ${await token()}`);
+          return request;
+        },
+      });
+    }
   }
 
   /**
@@ -218,6 +232,16 @@ export class QuernClient {
    */
   events(id: string, options: { signal?: AbortSignal; reconnects?: number } = {}): AsyncGenerator<JobEvent> {
     return jobEvents(this.api, id, options);
+  }
+
+  /**
+   * A short-lived access token for this client's credential (`POST /v1/auth/token`), optionally
+   * narrowed to fewer scopes or a shorter life: what a browser page should hold instead of a key.
+   */
+  async accessToken(request: TokenRequest = {}, options: { signal?: AbortSignal } = {}): Promise<TokenResponse> {
+    const { data, error, response } = await this.api.POST('/v1/auth/token', { body: request, signal: options.signal });
+    if (error !== undefined || !data) throw new QuernProblemError(response, error);
+    return data;
   }
 
   /** The models served (`GET /v1/models`). */

@@ -29,5 +29,7 @@ export {
   type PredictResponse,
   type Problem,
   type ProblemCode,
+  type TokenRequest,
+  type TokenResponse,
 } from './types';
 export { verifyWebhook, type WebhookEvent, type WebhookHeaders } from './webhook';

@@ -13,6 +13,8 @@ export type PredictResponse = Schemas['PredictResponse'];
 export type BatchPredictRequest = Schemas['BatchPredictRequest'];
 export type BatchPredictResponse = Schemas['BatchPredictResponse'];
 export type Model = Schemas['Model'];
+export type TokenRequest = Schemas['TokenRequest'];
+export type TokenResponse = Schemas['TokenResponse'];
 /** RFC 9457 problem details, as every error answer carries them. */
 export type Problem = Schemas['Problem'];
 /** The stable error codes of the API (`docs/api.md` lists what each means). */
