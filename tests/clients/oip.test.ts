@@ -293,6 +293,21 @@ describe('the OIP routes over HTTP', () => {
     expect(((await large.json()) as { error: string }).error).toMatch(/exceeds 65536 bytes/);
   });
 
+  it('replays a call with the same Idempotency-Key from the same job', async () => {
+    const call = () =>
+      fetch(url('/v2/models/cars-mpg/infer'), {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/json', 'idempotency-key': 'oip-order-1' },
+        body: JSON.stringify({ inputs: [{ name: 'features', shape: [1, 6], datatype: 'FP32', data: CARS[2] }] }),
+      });
+    const first = await call();
+    const again = await call();
+    expect([first.status, again.status]).toEqual([200, 200]);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    const [a, b] = (await Promise.all([first.json(), again.json()])) as { parameters: { quern_job_id: string } }[];
+    expect(b?.parameters.quern_job_id).toBe(a?.parameters.quern_job_id);
+  });
+
   it('answers a malformed body 400 and an unknown version 404, both with error', async () => {
     const bad = await fetch(url('/v2/models/cars-mpg/infer'), {
       method: 'POST',
