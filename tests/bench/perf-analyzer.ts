@@ -32,7 +32,8 @@ export async function perfAnalyzerTool(
   const lib = join(venv.dir, 'lib');
   const python = readdirSync(lib).find((d) => d.startsWith('python3')) ?? 'python3';
   const cuda = join(lib, python, 'site-packages', 'nvidia', 'cuda_runtime', 'lib');
-  return { binary: venv.bin('perf_analyzer'), env: { ...process.env, LD_LIBRARY_PATH: cuda } };
+  const path = [cuda, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
+  return { binary: venv.bin('perf_analyzer'), env: { ...process.env, LD_LIBRARY_PATH: path } };
 }
 
 const usec = (output: string, label: string): number => {

@@ -345,7 +345,12 @@ describe('perf_analyzer (tritonclient’s wheel) against Quern', () => {
           '--request-count',
           '200',
         ],
-        { env: { ...process.env, LD_LIBRARY_PATH: cudaRuntimeDir() } },
+        {
+          env: {
+            ...process.env,
+            LD_LIBRARY_PATH: [cudaRuntimeDir(), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':'),
+          },
+        },
       );
       expect(run.code, run.output).toBe(0);
       // Every request was answered: perf_analyzer stops at the first error and says so.
