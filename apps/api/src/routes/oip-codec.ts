@@ -245,7 +245,7 @@ function flatten(data: unknown, count: number, depth: number, name: string): Flo
 /** A response body: JSON, or a JSON header followed by the output's bytes. */
 export type OipEncoded =
   | { kind: 'json'; response: OipInferenceResponse }
-  | { kind: 'binary'; body: Uint8Array; headerLength: number };
+  | { kind: 'binary'; body: Uint8Array<ArrayBuffer>; headerLength: number };
 
 /** Encodes the output rows of one request (one per input row) as an inference response. */
 export function encodeInferResponse(

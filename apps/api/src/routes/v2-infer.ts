@@ -158,10 +158,10 @@ export function registerOipInfer(app: OpenAPIHono<AppEnv>): void {
         jobId === undefined ? undefined : { quern_job_id: jobId },
       );
       if (encoded.kind === 'json') return c.json(encoded.response, 200);
-      return c.body(encoded.body as Uint8Array<ArrayBuffer>, 200, {
+      return c.body(encoded.body, 200, {
         'content-type': 'application/octet-stream',
         'inference-header-content-length': String(encoded.headerLength),
-      }) as never;
+      });
     });
   }
 }
