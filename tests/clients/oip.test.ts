@@ -58,7 +58,8 @@ beforeAll(async () => {
     requirements: 'tests/clients/requirements.txt',
     label: 'oip clients',
   });
-  stack = await startStack({ QUERN_BODY_LIMIT_BYTES: String(BODY_LIMIT) });
+  // The free tier's minute budget is small, for the rate-limit check; the test keys are premium.
+  stack = await startStack({ QUERN_BODY_LIMIT_BYTES: String(BODY_LIMIT), QUERN_RATE_FREE_PER_MINUTE: '3' });
   server = serve({ fetch: stack.app.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   base = `127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -291,6 +292,27 @@ describe('the OIP routes over HTTP', () => {
     const large = await send(64);
     expect(large.status).toBe(413);
     expect(((await large.json()) as { error: string }).error).toMatch(/exceeds 65536 bytes/);
+  });
+
+  it('applies the caller’s rate limit: 429 with error, Retry-After and the RateLimit fields', async () => {
+    const { key } = await stack.services.apiKeys.create({ name: 'oip-free', tier: 'free', scopes: ['predict'] });
+    const call = () =>
+      fetch(url('/v2/models/cars-mpg/infer'), {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: [{ name: 'features', shape: [1, 6], datatype: 'FP32', data: CARS[1] }] }),
+      });
+    const statuses: number[] = [];
+    let last: Response | undefined;
+    for (let i = 0; i < 4; i++) {
+      last = await call();
+      statuses.push(last.status);
+      if (last.status !== 429) await last.body?.cancel();
+    }
+    expect(statuses).toEqual([200, 200, 200, 429]);
+    expect(Number(last?.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(last?.headers.get('ratelimit-policy')).toBeTruthy();
+    expect(((await last?.json()) as { error: string }).error).toMatch(/rate limit of the free tier exceeded/);
   });
 
   it('replays a call with the same Idempotency-Key from the same job', async () => {
