@@ -303,16 +303,16 @@ describe('the OIP routes over HTTP', () => {
         body: JSON.stringify({ inputs: [{ name: 'features', shape: [1, 6], datatype: 'FP32', data: CARS[1] }] }),
       });
     const statuses: number[] = [];
-    let last: Response | undefined;
-    for (let i = 0; i < 4; i++) {
-      last = await call();
-      statuses.push(last.status);
-      if (last.status !== 429) await last.body?.cancel();
+    for (let i = 0; i < 3; i++) {
+      const res = await call();
+      statuses.push(res.status);
+      await res.body?.cancel();
     }
-    expect(statuses).toEqual([200, 200, 200, 429]);
-    expect(Number(last?.headers.get('retry-after'))).toBeGreaterThan(0);
-    expect(last?.headers.get('ratelimit-policy')).toBeTruthy();
-    expect(((await last?.json()) as { error: string }).error).toMatch(/rate limit of the free tier exceeded/);
+    const limited = await call();
+    expect([...statuses, limited.status]).toEqual([200, 200, 200, 429]);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(limited.headers.get('ratelimit-policy')).toBeTruthy();
+    expect(((await limited.json()) as { error: string }).error).toMatch(/rate limit of the free tier exceeded/);
   });
 
   it('replays a call with the same Idempotency-Key from the same job', async () => {
