@@ -91,6 +91,17 @@ export interface BenchResults {
   };
   /** Result-cache hits the API answered in the whole run: 0, as every input is unique. */
   cache_hits: number;
+  /** Sync predicts with OpenTelemetry on (OTLP, `sampling` of traces kept) and off, best of two each. */
+  tracing: {
+    model: string;
+    concurrency: number;
+    sampling: number;
+    off: LoadPoint;
+    on: LoadPoint;
+    /** OTLP export requests the sink received while tracing was on (0 would mean no spans flowed). */
+    export_requests: number;
+    throughput_cost: number;
+  };
   vs_tutorial: VsTutorial;
   cpu_per_request_vs_hono: CpuPerRequest | null;
   ratios: {
@@ -101,6 +112,8 @@ export interface BenchResults {
     drain_vs_bullmq: number;
     client_batch_vs_ort: number;
     client_batch_tensor_vs_ort: number;
+    /** Throughput lost with OpenTelemetry on (10% sampling): 1 − traced ÷ untraced req/s. */
+    tracing_cost: number;
     rss_mb: { api: number; worker: number };
   };
   targets: Record<string, { target: string; met: boolean }>;
@@ -151,6 +164,11 @@ function markdown(r: BenchResults): string {
       'client_batch_tensor_vs_ort',
       'the same with the rows packed as float32 (`tensor`)',
       r.ratios.client_batch_tensor_vs_ort,
+    ],
+    [
+      'tracing_cost',
+      `throughput lost with tracing on, ${r.tracing.sampling * 100}% sampled: 1 − on ÷ off, cars-mpg c=${r.tracing.concurrency}`,
+      r.ratios.tracing_cost,
     ],
     ['worker_rss_mb', 'worker peak RSS, both models loaded (MB)', r.ratios.rss_mb.worker],
     ['api_rss_mb', 'API peak RSS under load (MB)', r.ratios.rss_mb.api],
@@ -208,6 +226,10 @@ function markdown(r: BenchResults): string {
   const t = r.client_batches_tensor;
   lines.push(
     `| client batches, the same rows packed as float32 (\`tensor\`), c=16: req/s, rows/s, p99 ms | ${fmt(t.rps)}, ${fmt(t.rows_per_second)}, ${t.p99_ms} |`,
+  );
+  const tr = r.tracing;
+  lines.push(
+    `| sync predict ${tr.model}, c=${tr.concurrency}, tracing off / on (OTLP, ${tr.sampling * 100}% sampled): req/s, p99 ms (best of 2 each) | ${fmt(tr.off.rps)} / ${fmt(tr.on.rps)}, ${tr.off.p99_ms} / ${tr.on.p99_ms} |`,
   );
   lines.push(`| peak RSS: API, worker (MB) | ${r.ratios.rss_mb.api}, ${r.ratios.rss_mb.worker} |`);
   lines.push('', '## Reading these figures', '');

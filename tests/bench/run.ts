@@ -13,7 +13,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { Agent, createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { KeyStore } from '@quern/api';
@@ -61,6 +62,9 @@ const CONCURRENCY = SMOKE ? [1, 16] : [1, 16, 64, 256];
 const VS_TUTORIAL_CONCURRENCY = SMOKE ? [1, 32] : [1, 8, 32, 128];
 const CPU_CONCURRENCY = 32;
 const DRAIN_JOBS = SMOKE ? 500 : 20_000;
+/** Tracing's cost is measured on cars-mpg sync predicts at this concurrency, with 10% of traces kept. */
+const TRACING_CONCURRENCY = 64;
+const TRACING_SAMPLE = 0.1;
 const RESULTS_DIR = process.env.BENCH_OUT ?? join(REPO_ROOT, 'tests', 'bench', 'results');
 const DOCS_DIR = process.env.BENCH_DOCS ?? join(REPO_ROOT, 'docs');
 const MODELS_DIR = join(REPO_ROOT, 'models');
@@ -273,6 +277,27 @@ async function loadWithCpu(
   return { point, us };
 }
 
+/**
+ * Where the traced processes of the tracing scenario send their spans: an OTLP/HTTP endpoint that
+ * reads each export request and answers 200, counting them (so the run shows spans did flow).
+ */
+async function startOtlpSink(): Promise<{ url: string; requests: () => number; close: () => Promise<void> }> {
+  let received = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      if (req.url === '/v1/traces') received++;
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests: () => received,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
 /** Result-cache hits the API has answered since it started (every bench input is unique: 0). */
 async function cacheHits(apiBase: string): Promise<number> {
   const text = await (await fetch(`${apiBase}/metrics`)).text();
@@ -355,13 +380,13 @@ async function main(): Promise<void> {
   };
   const apiPort = await freePort();
   const apiRss: number[] = [];
-  const startApi = async (modelsDir = MODELS_DIR) => {
+  const startApi = async (modelsDir = MODELS_DIR, extraEnv: Record<string, string> = {}) => {
     const process = new ServiceProcess({
       name: 'api',
       entry: 'apps/api/dist/main.js',
       runner: 'node',
       outputFd: logFd,
-      env: { ...env, QUERN_MODELS_DIR: modelsDir, PORT: String(apiPort) },
+      env: { ...env, QUERN_MODELS_DIR: modelsDir, PORT: String(apiPort), ...extraEnv },
     });
     await waitForHttp(`http://127.0.0.1:${apiPort}/health`, 60_000);
     return process;
@@ -375,14 +400,14 @@ async function main(): Promise<void> {
   let api = await startApi();
   const base = `http://127.0.0.1:${apiPort}`;
   const workerRss: number[] = [];
-  const startWorker = async (modelsDir = MODELS_DIR) => {
+  const startWorker = async (modelsDir = MODELS_DIR, extraEnv: Record<string, string> = {}) => {
     const port = await freePort();
     const worker = new ServiceProcess({
       name: 'worker',
       entry: 'apps/worker/dist/main.js',
       runner: 'node',
       outputFd: logFd,
-      env: { ...env, QUERN_MODELS_DIR: modelsDir, QUERN_WORKER_PORT: String(port) },
+      env: { ...env, QUERN_MODELS_DIR: modelsDir, QUERN_WORKER_PORT: String(port), ...extraEnv },
     });
     await waitForHttp(`http://127.0.0.1:${port}/ready`, 60_000);
     return { worker, port };
@@ -764,6 +789,42 @@ async function main(): Promise<void> {
     rmSync(paDir, { recursive: true, force: true });
   }
 
+  // ------------------------------------------------------------ 7c. tracing
+  // OpenTelemetry on (OTLP/HTTP protobuf to a sink that answers 200, 10% of traces kept) against
+  // the same processes with it off, restarted for each; alternately, best of two each, ending off.
+  log(
+    `tracing: cars-mpg /v1/predict c=${TRACING_CONCURRENCY}, OTLP with ${TRACING_SAMPLE * 100}% sampling vs off ` +
+      '(best of 2 each, alternating)',
+  );
+  const sink = await startOtlpSink();
+  const tracedEnv = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
+    OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+    OTEL_TRACES_SAMPLER_ARG: String(TRACING_SAMPLE),
+  };
+  const tracingRuns: Record<'on' | 'off', LoadPoint[]> = { on: [], off: [] };
+  for (let round = 0; round < 2; round++) {
+    for (const mode of ['on', 'off'] as const) {
+      await stopWorker(current);
+      await stopApi(api);
+      const extra = mode === 'on' ? tracedEnv : {};
+      api = await startApi(MODELS_DIR, extra);
+      current = await startWorker(MODELS_DIR, extra);
+      await waitForHttp(`${base}/ready`, 60_000);
+      await load(base, '/v1/predict', TRACING_CONCURRENCY, bodyMaker('cars-mpg'), auth, 1);
+      tracingRuns[mode].push(await load(base, '/v1/predict', TRACING_CONCURRENCY, bodyMaker('cars-mpg'), auth));
+    }
+  }
+  await sink.close();
+  const bestOf = (points: LoadPoint[]) => points.reduce((a, b) => (b.rps > a.rps ? b : a));
+  const tracingOn = bestOf(tracingRuns.on);
+  const tracingOff = bestOf(tracingRuns.off);
+  const tracingCost = tracingOff.rps > 0 ? Math.round((1 - tracingOn.rps / tracingOff.rps) * 1000) / 1000 : 0;
+  log(
+    `  off: ${tracingRuns.off.map((p) => p.rps).join(', ')} req/s; on: ${tracingRuns.on.map((p) => p.rps).join(', ')} ` +
+      `req/s; cost ${(tracingCost * 100).toFixed(1)}%; ${sink.requests()} OTLP export requests received`,
+  );
+
   // ------------------------------------------------------------ 8. memory, ratios, report
   const rss = {
     api: Math.max(...apiRss, peakRssMb(api.pid)),
@@ -785,6 +846,7 @@ async function main(): Promise<void> {
     drain_vs_bullmq: ratio(drain, bullmqRate),
     client_batch_vs_ort: ratio(clientBatchRows, ort['mlp-large']?.['128'] ?? 0),
     client_batch_tensor_vs_ort: ratio(tensorRows, ort['mlp-large']?.['128'] ?? 0),
+    tracing_cost: tracingCost,
     rss_mb: rss,
   };
   const targets = {
@@ -796,6 +858,7 @@ async function main(): Promise<void> {
     drain_vs_bullmq: { target: '≥ 0.5', met: ratios.drain_vs_bullmq >= 0.5 },
     client_batch_vs_ort: { target: '≥ 0.5', met: ratios.client_batch_vs_ort >= 0.5 },
     client_batch_tensor_vs_ort: { target: '≥ 0.5', met: ratios.client_batch_tensor_vs_ort >= 0.5 },
+    tracing_cost: { target: '≤ 0.05', met: tracingCost <= 0.05 && sink.requests() > 0 },
     worker_rss_mb: { target: '≤ 400', met: rss.worker <= 400 },
     api_rss_mb: { target: '≤ 200', met: rss.api <= 200 },
     vs_tutorial_c1_p50_ratio: { target: '≤ 1.6', met: vsTutorial.ratios.c1_p50_ratio <= 1.6 },
@@ -840,6 +903,15 @@ async function main(): Promise<void> {
       autocannon_v1_predict: find('cars-mpg', paConcurrency) ?? null,
     },
     cache_hits: hits,
+    tracing: {
+      model: 'cars-mpg',
+      concurrency: TRACING_CONCURRENCY,
+      sampling: TRACING_SAMPLE,
+      off: tracingOff,
+      on: tracingOn,
+      export_requests: sink.requests(),
+      throughput_cost: tracingCost,
+    },
     vs_tutorial: vsTutorial,
     cpu_per_request_vs_hono: cpuPerRequest ?? null,
     ratios,

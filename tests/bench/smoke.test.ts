@@ -51,9 +51,16 @@ describe('pnpm bench (smoke)', () => {
       'drain_vs_bullmq',
       'client_batch_vs_ort',
       'client_batch_tensor_vs_ort',
+      'tracing_cost',
     ] as const) {
       expect(Number.isFinite(r.ratios[key]), key).toBe(true);
     }
+    // Tracing on and off both served every request, and spans did reach the OTLP sink.
+    for (const mode of ['on', 'off'] as const) {
+      expect(r.tracing[mode].rps, mode).toBeGreaterThan(0);
+      expect(r.tracing[mode].non_2xx, mode).toBe(0);
+    }
+    expect(r.tracing.export_requests).toBeGreaterThan(0);
     expect(r.ratios.rss_mb.api).toBeGreaterThan(0);
     expect(r.ratios.rss_mb.worker).toBeGreaterThan(0);
     for (const model of ['cars-mpg', 'mlp-large']) {
