@@ -8,7 +8,8 @@ import {
   testConfig,
   uniquePrefix,
 } from '@quern/devkit';
-import { createLogger, KeySpace, loadManifest } from '@quern/shared';
+import { AdmissionLedger, createLogger, FAIR_BAND, KeySpace, loadManifest } from '@quern/shared';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack } from '../support/stack';
@@ -184,6 +185,55 @@ describe('rows are released when jobs finish', () => {
       expect(again.map((r) => r.status).sort()).toEqual([202, 202, 202, 429]);
     } finally {
       await stack.close();
+    }
+  });
+});
+
+describe('fair-share priorities stay inside their band', () => {
+  it('rebases a long-running band: queued jobs keep their order, new ones their place behind them', async () => {
+    const prefix = uniquePrefix();
+    const client = new Redis(redis.url);
+    const queue = new Queue('infer-m', { connection: client, prefix });
+    const keys = new KeySpace(prefix);
+    const ledger = new AdmissionLedger(client, keys);
+    const admit = (jobId: string) =>
+      ledger.admit({
+        queueKey: `${prefix}:infer-m`,
+        model: 'm',
+        owner: 'key_a',
+        jobId,
+        rows: 1_000,
+        maxDepth: 1_000_000,
+        maxRows: 0,
+        deadlineAt: Date.now() + 60_000,
+        priorityClass: 5,
+        weight: 1,
+        // Each job advances the key's tag by 1,000 steps: the band's middle is reached in 11 jobs.
+        quantumRows: 1,
+      });
+    try {
+      const lo = 4 * FAIR_BAND + 1;
+      const queued: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const id = `job_${i}`;
+        const decision = await admit(id);
+        if (decision.kind !== 'admitted') throw new Error(decision.kind);
+        expect(decision.priority).toBeGreaterThanOrEqual(lo);
+        expect(decision.priority).toBeLessThan(lo + FAIR_BAND);
+        await queue.add('infer', {}, { jobId: id, priority: decision.priority });
+        queued.push(id);
+        // A worker takes the head now and then: the band's virtual time moves on.
+        if (queued.length > 3) await queue.remove(queued.shift() as string);
+      }
+      expect(Number(await client.hget(keys.fairShare('m'), 'rebases'))).toBeGreaterThan(0);
+      // The queue still holds the last jobs in the order they came, inside the band.
+      const order = await client.zrange(`${prefix}:infer-m:prioritized`, '0', '-1');
+      expect(order).toEqual(queued);
+      const jobs = await Promise.all(queued.map((id) => queue.getJob(id)));
+      for (const job of jobs) expect(job?.priority).toBeLessThan(lo + FAIR_BAND);
+    } finally {
+      await queue.close();
+      client.disconnect();
     }
   });
 });

@@ -17,6 +17,7 @@ import { registerCreateKey } from './routes/v1-admin-keys-create';
 import { registerGetKey } from './routes/v1-admin-keys-get';
 import { registerListKeys } from './routes/v1-admin-keys-list';
 import { registerRevokeKey } from './routes/v1-admin-keys-revoke';
+import { registerUpdateKey } from './routes/v1-admin-keys-update';
 import { registerAuthToken } from './routes/v1-auth-token';
 import { registerBatchPredict } from './routes/v1-batch-predict';
 import { registerCancelJob } from './routes/v1-jobs-cancel';
@@ -138,6 +139,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerListKeys(app);
   registerGetKey(app);
   registerRevokeKey(app);
+  registerUpdateKey(app);
   // The Open Inference Protocol v2 (KServe / Triton REST) over the same queue.
   registerOipServerMetadata(app);
   registerOipLive(app);

@@ -85,7 +85,8 @@ export const JobOptionsShape = {
     .optional()
     .openapi({ description: 'Deadline in ms from now (default and maximum from the server).', example: 60_000 }),
   priority: z.number().int().min(1).max(100).optional().openapi({
-    description: 'BullMQ priority, 1 the highest; never above your tier’s (premium 1, free 5).',
+    description:
+      'Priority class, 1 the highest; never above your tier’s (premium 1, free 5). Within a class, keys take turns.',
     example: 5,
   }),
 };
@@ -168,7 +169,10 @@ export const JobSchema = z
     expires_at: z
       .string()
       .openapi({ format: 'date-time', description: 'Deadline: a job still queued then is not computed.' }),
-    priority: z.number().int().openapi({ description: 'BullMQ priority it was queued with (1 is the highest).' }),
+    priority: z.number().int().openapi({
+      description:
+        'Priority class it was queued with (1 is the highest); keys of one class share the queue fairly (docs/scheduling.md).',
+    }),
     webhook: WebhookStateSchema.nullable(),
   })
   .openapi('Job', {

@@ -8,7 +8,7 @@ import type { Scope } from './services/principal';
  * checks this list against the OpenAPI document, so a new protected route cannot be forgotten.
  */
 export interface ProtectedRoute {
-  method: 'GET' | 'POST' | 'DELETE';
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
   /** OpenAPI path template, as in the document. */
   template: string;
   /** Concrete path; `jobId` is a job owned by the main test key. */
@@ -67,6 +67,13 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     scope: 'admin',
   },
   { method: 'GET', template: '/v1/admin/keys/{id}', path: ({ keyId }) => `/v1/admin/keys/${keyId}`, scope: 'admin' },
+  {
+    method: 'PATCH',
+    template: '/v1/admin/keys/{id}',
+    path: ({ keyId }) => `/v1/admin/keys/${keyId}`,
+    body: { weight: 1 },
+    scope: 'admin',
+  },
   {
     method: 'GET',
     template: '/v1/jobs/{id}/events',

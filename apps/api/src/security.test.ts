@@ -52,6 +52,7 @@ const CONTROL_STATUS: Record<string, number> = {
   'GET /v1/admin/keys': 200,
   'POST /v1/admin/keys': 201,
   'GET /v1/admin/keys/{id}': 200,
+  'PATCH /v1/admin/keys/{id}': 200,
   'GET /v1/jobs/{id}/events': 200,
   'GET /v1/webhooks/secret': 200,
   'POST /v1/webhooks/secret/rotate': 200,

@@ -56,6 +56,35 @@ describe('BatchScheduler', () => {
     await expect(result).resolves.toMatchObject({ batchSize: 1 });
   });
 
+  it('lets owners take turns: a newcomer joins the next batch, not the end of a flooder’s backlog', async () => {
+    const runner = new ManualRunner(1);
+    const scheduler = new BatchScheduler(runner, [model()]);
+    // The thread is busy with a first request of A; A then queues 12 more, and B one.
+    const done = [scheduler.submit('m', [[0]], { owner: 'A' })];
+    for (let i = 1; i <= 12; i++) done.push(scheduler.submit('m', [[i]], { owner: 'A' }));
+    done.push(scheduler.submit('m', [[100]], { owner: 'B' }));
+    runner.calls[0]?.finish();
+    await Promise.resolve();
+    // The next batch of 4 holds B's row (input 100), after one of A's.
+    expect(runner.calls[1]?.input).toEqual([1, 100, 2, 3]);
+    // Without owners, the same requests are taken first come, first served.
+    const fifoRunner = new ManualRunner(1);
+    const fifo = new BatchScheduler(fifoRunner, [model()]);
+    const plain = [fifo.submit('m', [[0]])];
+    for (let i = 1; i <= 12; i++) plain.push(fifo.submit('m', [[i]]));
+    plain.push(fifo.submit('m', [[100]]));
+    fifoRunner.calls[0]?.finish();
+    await Promise.resolve();
+    expect(fifoRunner.calls[1]?.input).toEqual([1, 2, 3, 4]);
+    for (const r of [runner, fifoRunner]) {
+      for (let k = 0; k < 5; k++) {
+        for (const call of r.calls) if (!call.done) call.finish();
+        await Promise.resolve();
+      }
+    }
+    await Promise.all([...done, ...plain]);
+  });
+
   it('gathers rows while every thread is busy and takes up to max_batch_size when one frees', async () => {
     const runner = new ManualRunner(1);
     const scheduler = new BatchScheduler(runner, [model({ maxBatchSize: 4 })]);

@@ -49,10 +49,16 @@ export interface SubmitOptions {
   onStart?: (startedAt: number) => void;
   /** The span of the request's job (tracing on): each batch it joins links to it. */
   trace?: SpanContext | undefined;
+  /** Whose request it is: pending requests of different owners take turns (one lane when absent). */
+  owner?: string | undefined;
+  /** The owner's fair-share weight (1 when absent): a weight of 2 gets twice the rows of 1 while both wait. */
+  weight?: number | undefined;
 }
 
 interface Request {
   id: string | undefined;
+  owner: string;
+  weight: number;
   onStart: ((startedAt: number) => void) | undefined;
   trace: SpanContext | undefined;
   model: BatchModel;
@@ -95,17 +101,65 @@ class Fifo<T> {
   }
 }
 
+/**
+ * Pending requests of one model, one FIFO per owner, shared by weight: stride scheduling (the
+ * worker's side of the queue's start-time fair queuing, docs/scheduling.md). Each owner's lane
+ * has a pass; the next request is the head of the lane with the lowest pass, and taking a
+ * request adds its rows divided by the owner's weight to that pass. A lane that appears starts
+ * at the pass of the lane served last, so a newcomer's request goes into the next batch, while a
+ * key that had many jobs prefetched cannot fill every batch until they run out.
+ */
+class OwnerTurns {
+  private readonly lanes = new Map<string, { fifo: Fifo<Request>; pass: number }>();
+  private now = 0;
+  private current: { fifo: Fifo<Request>; pass: number } | undefined;
+
+  push(req: Request): void {
+    let lane = this.lanes.get(req.owner);
+    if (!lane) {
+      lane = { fifo: new Fifo(), pass: this.now };
+      this.lanes.set(req.owner, lane);
+      this.current = undefined;
+    }
+    lane.fifo.push(req);
+  }
+
+  private lane(): { fifo: Fifo<Request>; pass: number } | undefined {
+    if (this.current) return this.current;
+    for (const lane of this.lanes.values()) {
+      if (!this.current || lane.pass < this.current.pass) this.current = lane;
+    }
+    return this.current;
+  }
+
+  peek(): Request | undefined {
+    return this.lane()?.fifo.peek();
+  }
+
+  shift(): Request | undefined {
+    const lane = this.lane();
+    if (!lane) return undefined;
+    const req = lane.fifo.shift() as Request;
+    this.now = lane.pass;
+    lane.pass += req.rows.length / req.weight;
+    if (lane.fifo.length === 0) this.lanes.delete(req.owner);
+    this.current = undefined;
+    return req;
+  }
+}
+
 interface ModelQueue {
   model: BatchModel;
-  pending: Fifo<Request>;
+  pending: OwnerTurns;
   pendingRows: number;
 }
 
 /**
  * Dynamic batching across models on one shared pool of inference threads.
  *
- * Whenever a thread is free, the model whose oldest pending row has waited longest gets the
- * thread and takes up to `maxBatchSize` rows at once. Nothing waits while a thread is idle,
+ * Whenever a thread is free, the model whose next pending request has waited longest gets the
+ * thread and takes up to `maxBatchSize` rows at once; within a model, the requests of different
+ * owners take turns (`OwnerTurns`). Nothing waits while a thread is idle,
  * except up to `maxDelayMs` (when a model sets it above 0) to gather a fuller batch. While all
  * threads are busy, rows gather, so batch size grows with load by itself. A request with more
  * rows than `maxBatchSize` is split over several batches.
@@ -115,6 +169,8 @@ export class BatchScheduler {
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   private inFlight = 0;
+  /** Batches running per model. */
+  private readonly running = new Map<string, number>();
   private readonly byId = new Map<string, { req: Request; queue: ModelQueue }>();
 
   constructor(
@@ -126,10 +182,27 @@ export class BatchScheduler {
       onTracedBatch?: (batch: { model: string; rows: number; startedAt: number; jobs: SpanContext[] }) => void;
     } = {},
   ) {
-    for (const model of models) this.queues.set(model.name, { model, pending: new Fifo(), pendingRows: 0 });
+    for (const model of models) this.queues.set(model.name, { model, pending: new OwnerTurns(), pendingRows: 0 });
   }
 
   /** Rows waiting for a thread, over all models. */
+  /** Starts batching a model loaded at run time (a new version): its rows never share a batch with another's. */
+  addModel(model: BatchModel): void {
+    if (!this.queues.has(model.name)) {
+      this.queues.set(model.name, { model, pending: new OwnerTurns(), pendingRows: 0 });
+    }
+  }
+
+  /** Rows of `name` waiting for a thread or in a running batch: a version is released only at 0. */
+  modelBusy(name: string): boolean {
+    return (this.queues.get(name)?.pendingRows ?? 0) > 0 || (this.running.get(name) ?? 0) > 0;
+  }
+
+  /** Stops batching a model; call only when `modelBusy` is false. */
+  removeModel(name: string): void {
+    this.queues.delete(name);
+  }
+
   pendingRows(): number {
     let n = 0;
     for (const q of this.queues.values()) n += q.pendingRows;
@@ -154,6 +227,8 @@ export class BatchScheduler {
     return new Promise<BatchResult>((resolve, reject) => {
       const req: Request = {
         id: options.id,
+        owner: options.owner ?? '',
+        weight: options.weight !== undefined && options.weight > 0 ? options.weight : 1,
         onStart: options.onStart,
         trace: options.trace,
         model,
@@ -298,9 +373,12 @@ export class BatchScheduler {
       }
     }
     this.inFlight++;
+    this.running.set(model.name, (this.running.get(model.name) ?? 0) + 1);
+    const ended = () => this.running.set(model.name, (this.running.get(model.name) ?? 1) - 1);
     this.runner.run(model.name, rows, input).then(
       (result) => {
         this.inFlight--;
+        ended();
         this.hooks.onBatch?.({ model: model.name, rows, requests: parts.length, inferenceMs: result.inferenceMs });
         if (this.hooks.onTracedBatch) {
           const jobs: SpanContext[] = [];
@@ -328,6 +406,7 @@ export class BatchScheduler {
       },
       (err: Error) => {
         this.inFlight--;
+        ended();
         for (const { req } of parts) {
           if (!req.failed) {
             req.failed = true;

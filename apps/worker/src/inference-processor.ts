@@ -210,6 +210,8 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     try {
       result = await scheduler.submit(entry.name, rows, {
         id,
+        owner: data.owner,
+        weight: data.weight,
         shouldDrop: () =>
           cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
         onStart: webhooks.wants(data, 'started')

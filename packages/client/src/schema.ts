@@ -430,7 +430,11 @@ export interface paths {
         delete: operations["revokeApiKey"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Set an API key’s queue share and row cap
+         * @description Takes effect on every API process within the key cache lifetime (`QUERN_KEY_CACHE_TTL_MS`), for jobs submitted from then on. Fields left out are kept; null restores the default.
+         */
+        patch: operations["updateApiKey"];
         trace?: never;
     };
     "/v2": {
@@ -913,7 +917,7 @@ export interface components {
              * @description Deadline: a job still queued then is not computed.
              */
             expires_at: string;
-            /** @description BullMQ priority it was queued with (1 is the highest). */
+            /** @description Priority class it was queued with (1 is the highest); keys of one class share the queue fairly (docs/scheduling.md). */
             priority: number;
             webhook: components["schemas"]["JobWebhook"];
         };
@@ -1039,7 +1043,7 @@ export interface components {
              */
             timeout_ms?: number;
             /**
-             * @description BullMQ priority, 1 the highest; never above your tier’s (premium 1, free 5).
+             * @description Priority class, 1 the highest; never above your tier’s (premium 1, free 5). Within a class, keys take turns.
              * @example 5
              */
             priority?: number;
@@ -1129,7 +1133,7 @@ export interface components {
              */
             timeout_ms?: number;
             /**
-             * @description BullMQ priority, 1 the highest; never above your tier’s (premium 1, free 5).
+             * @description Priority class, 1 the highest; never above your tier’s (premium 1, free 5). Within a class, keys take turns.
              * @example 5
              */
             priority?: number;
@@ -1210,7 +1214,7 @@ export interface components {
              */
             timeout_ms?: number;
             /**
-             * @description BullMQ priority, 1 the highest; never above your tier’s (premium 1, free 5).
+             * @description Priority class, 1 the highest; never above your tier’s (premium 1, free 5). Within a class, keys take turns.
              * @example 5
              */
             priority?: number;
@@ -1342,6 +1346,8 @@ export interface components {
          *       "prefix": "qk_4f8Gh2Kq",
          *       "created_at": "2026-11-30T10:00:00.000Z",
          *       "revoked_at": null,
+         *       "weight": null,
+         *       "max_rows": null,
          *       "key": "qk_4f8Gh2KqT0pXw9LmZr3Vb7NcYd5Ha1Se"
          *     }
          */
@@ -1363,7 +1369,9 @@ export interface components {
          *       ],
          *       "prefix": "qk_4f8Gh2Kq",
          *       "created_at": "2026-11-30T10:00:00.000Z",
-         *       "revoked_at": null
+         *       "revoked_at": null,
+         *       "weight": null,
+         *       "max_rows": null
          *     }
          */
         ApiKey: {
@@ -1383,6 +1391,10 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             revoked_at: string | null;
+            /** @description Share of its tier’s queue against other keys of the tier (null: 1). docs/scheduling.md. */
+            weight: number | null;
+            /** @description Rows it may have queued or running at once (null: its tier’s `QUERN_CONCURRENCY_*_ROWS`). */
+            max_rows: number | null;
         };
         /**
          * @example {
@@ -1428,13 +1440,27 @@ export interface components {
          *           ],
          *           "prefix": "qk_4f8Gh2Kq",
          *           "created_at": "2026-11-30T10:00:00.000Z",
-         *           "revoked_at": null
+         *           "revoked_at": null,
+         *           "weight": null,
+         *           "max_rows": null
          *         }
          *       ]
          *     }
          */
         ApiKeyList: {
             data: components["schemas"]["ApiKey"][];
+        };
+        /**
+         * @example {
+         *       "weight": 2,
+         *       "max_rows": 50000
+         *     }
+         */
+        UpdateApiKeyRequest: {
+            /** @description Share of its tier’s queue: 2 gets about twice the rows of a key of weight 1 while both wait. null: 1. */
+            weight?: number | null;
+            /** @description Rows it may have queued or running at once (0: no cap). null: its tier’s. */
+            max_rows?: number | null;
         };
         /**
          * @example {
@@ -3540,6 +3566,104 @@ export interface operations {
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    updateApiKey: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateApiKeyRequest"];
+            };
+        };
+        responses: {
+            /** @description The key. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKey"];
+                };
+            };
+            /** @description Malformed request (the body is not valid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as application/json. */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -24,11 +24,15 @@ import { TurnBuffer } from './turn-buffer';
  * Keys of one model's queue and of one principal are used together: in a Redis Cluster they
  * share the prefix's hash tag (`{quern}`), as every Quern key does.
  */
+/** BullMQ priorities (1 to 2^21) per priority class (1 to 100): each class has a band of its own. */
+export const FAIR_BAND = Math.floor((2 ** 21 - 1) / 100);
+
 export const ADMIT_LUA = `
-local wait, prio, adm, rows, exp = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local wait, prio, adm, rows, exp, fair = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local jobPrefix, id = ARGV[1], ARGV[2]
 local n, now, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local rowCap, expiresAt, pendingTtl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local class, weight, quantum, owner = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
 local stale = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 16)
 for _, j in ipairs(stale) do
   local r = redis.call('HGET', rows, j)
@@ -64,8 +68,47 @@ if not known then
     redis.call('PEXPIRE', exp, ttl)
   end
 end
-return {0, held}
-`;
+if quantum <= 0 then return {0, held, class} end
+-- Fair share: start-time fair queuing within the class's band of BullMQ priorities.
+local TWO32 = 4294967296
+-- Scores near 2^53 must reach Redis as exact integers, not in Lua's 14-digit number format.
+local function int(x) return string.format('%.0f', x) end
+local lo = (class - 1) * BAND + 1
+local hi = lo + BAND - 1
+local base = tonumber(redis.call('HGET', fair, 'b' .. class) or '0')
+local head = redis.call('ZRANGEBYSCORE', prio, int(lo * TWO32), int((hi + 1) * TWO32 - 1), 'LIMIT', 0, 1, 'WITHSCORES')
+-- Virtual time: the start tag of the band's first queued job; with none queued (idle, or every
+-- job admitted but not added yet), the last one seen, so that keys arriving together start together.
+local v = tonumber(redis.call('HGET', fair, 'v' .. class) or '0')
+if head[2] then
+  local at = base + (math.floor(tonumber(head[2]) / TWO32) - lo)
+  if at > v then
+    v = at
+    redis.call('HSET', fair, 'v' .. class, v)
+  end
+end
+local fkey = 'f' .. class .. ':' .. owner
+local s = math.max(v, tonumber(redis.call('HGET', fair, fkey) or '0'))
+if s - base >= BAND / 2 and head[2] then
+  -- Rebase: shift every queued job of the band down by the head's offset, order kept.
+  local d = math.floor(v - base)
+  if d > 0 then
+    local queued = redis.call('ZRANGEBYSCORE', prio, int(lo * TWO32), int((hi + 1) * TWO32 - 1), 'WITHSCORES')
+    for i = 1, #queued, 2 do
+      local score = tonumber(queued[i + 1]) - d * TWO32
+      redis.call('ZADD', prio, int(score), queued[i])
+      redis.call('HSET', jobPrefix .. queued[i], 'priority', math.floor(score / TWO32))
+    end
+    base = base + d
+    redis.call('HSET', fair, 'b' .. class, base)
+    redis.call('HINCRBY', fair, 'rebases', 1)
+  end
+end
+local offset = math.min(BAND - 1, math.floor(s - base))
+redis.call('HSET', fair, fkey, s + n / (weight * quantum))
+redis.call('PEXPIRE', fair, 86400000)
+return {0, held, lo + offset}
+`.replace(/BAND/g, String(FAIR_BAND));
 
 export const RELEASE_LUA = `
 local r = redis.call('HGET', KEYS[1], ARGV[1])
@@ -95,11 +138,17 @@ export interface AdmitRequest {
   /** The principal's cap on queued-or-running rows (0: none). */
   maxRows: number;
   deadlineAt: number;
+  /** The job's priority class (1 highest, up to 100): the tier's, or a lower one the caller asked for. */
+  priorityClass: number;
+  /** Fair share: the key's weight (1 normal), and rows per step of virtual time (0: fair share off). */
+  weight: number;
+  quantumRows: number;
 }
 
 /** Why a job was not admitted, with the number that was over its cap. */
 export type AdmitDecision =
-  | { kind: 'admitted'; heldRows: number }
+  /** `priority`: the BullMQ priority to add the job with (its class's own number when fair share is off). */
+  | { kind: 'admitted'; heldRows: number; priority: number }
   | { kind: 'queue_full'; depth: number }
   | { kind: 'concurrency_limited'; heldRows: number };
 
@@ -124,7 +173,7 @@ export class AdmissionLedger {
     private readonly keys: KeySpace,
     onReleaseError: (err: Error) => void = () => {},
   ) {
-    this.admitScript = command(redis, 'quernAdmit', ADMIT_LUA, 5);
+    this.admitScript = command(redis, 'quernAdmit', ADMIT_LUA, 6);
     command(redis, 'quernReleaseRows', RELEASE_LUA, 2);
     this.releases = new TurnBuffer((items) => {
       const pipeline = this.redis.pipeline() as unknown as Record<string, ScriptCommand> & {
@@ -145,6 +194,7 @@ export class AdmissionLedger {
       this.keys.queueAdmissions(req.model),
       this.keys.keyRows(req.owner),
       this.keys.keyRowsExpiry(req.owner),
+      this.keys.fairShare(req.model),
       `${req.queueKey}:`,
       req.jobId,
       req.rows,
@@ -153,11 +203,15 @@ export class AdmissionLedger {
       req.maxRows,
       Math.max(now, req.deadlineAt) + LEAK_GRACE_MS,
       PENDING_ADMISSION_MS,
-    )) as [number, number];
-    const [code, value] = reply;
+      req.priorityClass,
+      req.weight,
+      req.quantumRows,
+      req.owner,
+    )) as [number, number, number?];
+    const [code, value, priority] = reply;
     if (code === 1) return { kind: 'queue_full', depth: Number(value) };
     if (code === 2) return { kind: 'concurrency_limited', heldRows: Number(value) };
-    return { kind: 'admitted', heldRows: Number(value) };
+    return { kind: 'admitted', heldRows: Number(value), priority: Number(priority ?? req.priorityClass) };
   }
 
   /** The job ended (or was never added): its rows stop counting for its owner. Idempotent. */

@@ -243,6 +243,12 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     group: 'jobs',
     description: 'The same for a premium key.',
   },
+  QUERN_FAIR_SHARE: {
+    group: 'jobs',
+    description:
+      'Jobs of the keys of one tier take turns in the queue (weighted by each key’s `weight`), instead of first ' +
+      'come first served; premium stays ahead of free. docs/scheduling.md.',
+  },
   QUERN_QUEUE_DEPTH_CACHE_MS: {
     group: 'jobs',
     description:

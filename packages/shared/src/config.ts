@@ -116,6 +116,11 @@ const apiSettings = {
   /** Rows a key may have queued or running at once, by tier (0: no cap). */
   QUERN_CONCURRENCY_FREE_ROWS: int(0, 100_000_000).default(10_000),
   QUERN_CONCURRENCY_PREMIUM_ROWS: int(0, 100_000_000).default(100_000),
+  /** Fair share of a tier's queue between keys (start-time fair queuing on BullMQ priorities). */
+  QUERN_FAIR_SHARE: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((v) => v === 'true'),
   /**
    * How the API writes input rows into jobs: `packed` (float32, base64; what this version's
    * workers and APIs read) or `json` (numbers; what versions before it read). Set `json` while

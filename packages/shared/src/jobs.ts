@@ -76,8 +76,10 @@ export const InferenceJobData = z
     cache_checked: z.boolean().optional(),
     /** Epoch ms after which the job is not computed any more and ends `expired`. */
     deadline_at: z.number().int(),
-    /** BullMQ priority the job was queued with (1 is the highest). */
+    /** The job's priority class (1 is the highest); its BullMQ priority is a fair-share number within the class. */
     priority: z.number().int().min(1),
+    /** The owner's fair-share weight, when not 1: the worker's batches share rows by it too. */
+    weight: z.number().positive().optional(),
     webhook: WebhookSpec.optional(),
     /** The trace the job belongs to (W3C trace context of the API's enqueue span), when tracing is on. */
     trace: TraceCarrier.optional(),

@@ -79,6 +79,11 @@ export class KeySpace {
     return `${this.prefix}:admit:${model}`;
   }
 
+  /** Fair-share state of one model's queue: virtual time per priority class and each key's finish tag. */
+  fairShare(model: string): string {
+    return `${this.prefix}:fair:${model}`;
+  }
+
   /** A principal's queued-or-running jobs: job id → rows, and `total` (see admission.ts). */
   keyRows(owner: string): string {
     return `${this.prefix}:rows:${owner}`;

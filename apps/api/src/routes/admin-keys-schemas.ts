@@ -11,6 +11,8 @@ export const API_KEY_EXAMPLE = {
   prefix: 'qk_4f8Gh2Kq',
   created_at: '2026-11-30T10:00:00.000Z',
   revoked_at: null,
+  weight: null,
+  max_rows: null,
 };
 
 export const ApiKeySchema = z
@@ -24,6 +26,12 @@ export const ApiKeySchema = z
       .openapi({ description: 'Public start of the key, as it appears in logs.', example: 'qk_4f8Gh2Kq' }),
     created_at: z.string().openapi({ format: 'date-time' }),
     revoked_at: z.string().nullable().openapi({ format: 'date-time' }),
+    weight: z.number().nullable().openapi({
+      description: 'Share of its tier’s queue against other keys of the tier (null: 1). docs/scheduling.md.',
+    }),
+    max_rows: z.number().int().nullable().openapi({
+      description: 'Rows it may have queued or running at once (null: its tier’s `QUERN_CONCURRENCY_*_ROWS`).',
+    }),
   })
   .openapi('ApiKey', { example: API_KEY_EXAMPLE });
 
@@ -44,5 +52,7 @@ export function apiKeyView(record: ApiKeyRecord): z.infer<typeof ApiKeySchema> {
     prefix: record.prefix,
     created_at: new Date(record.created_at).toISOString(),
     revoked_at: record.revoked_at === null ? null : new Date(record.revoked_at).toISOString(),
+    weight: record.weight,
+    max_rows: record.max_rows,
   };
 }

@@ -115,5 +115,14 @@ export class CredentialAuthenticator implements Authenticator {
 }
 
 function principalOf(record: ApiKeyRecord, scopes: Principal['scopes'], via: Principal['via']): Principal {
-  return { id: record.id, keyPrefix: record.prefix, name: record.name, tier: record.tier, scopes, via };
+  return {
+    id: record.id,
+    keyPrefix: record.prefix,
+    name: record.name,
+    tier: record.tier,
+    scopes,
+    via,
+    ...(record.weight !== null ? { weight: record.weight } : {}),
+    ...(record.max_rows !== null ? { maxRows: record.max_rows } : {}),
+  };
 }

@@ -95,6 +95,15 @@ export interface JobServiceDeps {
   tracer?: Tracer | undefined;
 }
 
+/**
+ * Rows per step of fair-share virtual time: a quarter of the model's largest batch. Each key has
+ * at most this many rows (one job more) at each priority level, so a newcomer's job waits behind
+ * about one batch of each busy key; coarser steps leave more room before a rebase.
+ */
+export function fairQuantumRows(model: ModelEntry): number {
+  return Math.max(1, Math.round(model.batching.max_batch_size / 4));
+}
+
 export type CancelOutcome =
   | { kind: 'canceled'; view: JobView }
   | { kind: 'requested'; view: JobView }
@@ -178,8 +187,9 @@ export class JobService {
       args.timeoutMs ?? this.config.QUERN_JOB_TIMEOUT_DEFAULT_MS,
       this.config.QUERN_JOB_TIMEOUT_MAX_MS,
     );
-    // Both caps, checked and counted atomically before anything is written.
-    await this.admitOrRefuse(args.model, args.principal, id, args.input.count, now + timeout);
+    const priorityClass = this.priorityFor(args.principal, args.priority);
+    // Both caps, checked and counted atomically before anything is written; the fair-share priority.
+    const queuePriority = await this.admitOrRefuse(args, id, priorityClass, now + timeout);
     // Tracing on: the enqueue span (a child of the request's), whose context the job carries.
     const enqueue = this.tracer?.startSpan(
       `enqueue ${args.model.name}`,
@@ -202,7 +212,8 @@ export class JobService {
       request_id: args.requestId,
       created_at: now,
       deadline_at: now + timeout,
-      priority: this.priorityFor(args.principal, args.priority),
+      priority: priorityClass,
+      ...(args.principal.weight !== undefined && args.principal.weight !== 1 ? { weight: args.principal.weight } : {}),
       ...(args.webhook ? { webhook: args.webhook } : {}),
       ...(args.cacheChecked ? { cache_checked: true } : {}),
       ...(args.replyTo ? { reply_to: args.replyTo } : {}),
@@ -218,7 +229,7 @@ export class JobService {
       jobId: id,
       // The job's own timestamp is the created_at the 202 showed, not a later Date.now() in BullMQ.
       timestamp: now,
-      priority: data.priority,
+      priority: queuePriority,
       ...inferenceJobOptions(this.config),
     });
     if (enqueue) {
@@ -248,12 +259,13 @@ export class JobService {
    * `503 queue_full` or `429 concurrency_limited`, each with a Retry-After from the drain rate.
    */
   private async admitOrRefuse(
-    model: ModelEntry,
-    principal: Principal,
+    args: SubmitArgs,
     jobId: string,
-    rows: number,
+    priorityClass: number,
     deadlineAt: number,
-  ): Promise<void> {
+  ): Promise<number> {
+    const { model, principal } = args;
+    const rows = args.input.count;
     const queue = this.queueOf(model.name);
     const maxRows = this.rowCapFor(principal);
     const decision = await this.ledger.admit({
@@ -265,8 +277,11 @@ export class JobService {
       maxDepth: this.config.QUERN_QUEUE_MAX_DEPTH,
       maxRows,
       deadlineAt,
+      priorityClass,
+      weight: principal.weight ?? 1,
+      quantumRows: this.config.QUERN_FAIR_SHARE ? fairQuantumRows(model) : 0,
     });
-    if (decision.kind === 'admitted') return;
+    if (decision.kind === 'admitted') return decision.priority;
     const rate = this.drainRate(model.name);
     const clamp = (seconds: number) => String(Math.min(300, Math.max(1, Math.ceil(seconds))));
     if (decision.kind === 'queue_full') {

@@ -12,6 +12,16 @@ export interface ApiKeyRecord {
   prefix: string;
   created_at: number;
   revoked_at: number | null;
+  /** Fair-share weight within the tier (1 when unset). */
+  weight: number | null;
+  /** Cap on the key's queued-or-running rows; the tier's when unset. */
+  max_rows: number | null;
+}
+
+/** What an admin may change on a key: its share of its tier's queue and its row cap (null: the default). */
+export interface KeyLimits {
+  weight?: number | null | undefined;
+  max_rows?: number | null | undefined;
 }
 
 export interface NewKeySpec {
@@ -35,6 +45,8 @@ function fromHash(hash: Record<string, string>): ApiKeyRecord | null {
     prefix: hash.prefix ?? '',
     created_at: Number(hash.created_at ?? 0),
     revoked_at: hash.revoked_at ? Number(hash.revoked_at) : null,
+    weight: hash.weight ? Number(hash.weight) : null,
+    max_rows: hash.max_rows ? Number(hash.max_rows) : null,
   };
 }
 
@@ -73,6 +85,8 @@ export class KeyStore {
       prefix: apiKeyPrefix(key),
       created_at: Date.now(),
       revoked_at: null,
+      weight: null,
+      max_rows: null,
     };
     await this.redis
       .multi()
@@ -110,6 +124,22 @@ export class KeyStore {
     return results
       .map(([err, hash]) => (err ? null : fromHash(hash as Record<string, string>)))
       .filter((r): r is ApiKeyRecord => r !== null);
+  }
+
+  /** Sets (or, with null, clears) a key's weight and row cap; null if there is no such key. */
+  async setLimits(id: string, limits: KeyLimits): Promise<ApiKeyRecord | null> {
+    const record = await this.get(id);
+    if (!record) return null;
+    const multi = this.redis.multi();
+    for (const field of ['weight', 'max_rows'] as const) {
+      const value = limits[field];
+      if (value === undefined) continue;
+      if (value === null) multi.hdel(this.keys.apiKey(id), field);
+      else multi.hset(this.keys.apiKey(id), field, String(value));
+      record[field] = value;
+    }
+    await multi.exec();
+    return record;
   }
 
   /** Marks a key revoked (kept, so a revoked key is told apart from an unknown one). */

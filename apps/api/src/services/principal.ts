@@ -21,6 +21,8 @@ export interface Principal {
   via: 'api_key' | 'token' | 'external_token';
   /** The key's own cap on queued-or-running rows, set by an admin; the tier's when absent. */
   maxRows?: number | undefined;
+  /** The key's fair-share weight within its tier, set by an admin (1 when absent). */
+  weight?: number | undefined;
 }
 
 export type AuthFailure = 'unknown_key' | 'revoked_key' | 'invalid_token' | 'expired_token';

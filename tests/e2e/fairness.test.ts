@@ -1,0 +1,189 @@
+import { createApp, createServices, SCOPES, type Services } from '@quern/api';
+import { OTHER_API_KEY, seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
+import { type Config, createLogger, loadManifest } from '@quern/shared';
+import { WorkerRuntime } from '@quern/worker';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+/**
+ * Fair share within a tier (docs/scheduling.md): keys of one tier take turns, by weight. Jobs are
+ * queued before a worker starts (or while it drains), so every key has a backlog; what each key
+ * got is read afterwards from its jobs' start times, never from timings.
+ */
+
+const MODEL = 'mlp-large';
+const WIDTH = 256;
+const MAX_BATCH = 64;
+const ROWS_PER_JOB = 10;
+
+let redis: TestRedis;
+let services: Services | undefined;
+let worker: WorkerRuntime | undefined;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+});
+
+afterEach(async () => {
+  await worker?.close(10_000);
+  await services?.close();
+  worker = undefined;
+  services = undefined;
+});
+
+afterAll(async () => {
+  await redis.close();
+});
+
+/** An API on a fresh prefix, no worker yet; rate limits off (the test floods on purpose). */
+async function stack(prefix: string, overrides: Record<string, string> = {}) {
+  const config: Config = testConfig(
+    { url: redis.url, prefix },
+    {
+      QUERN_RATE_PREMIUM_PER_MINUTE: '0',
+      QUERN_RATE_PREMIUM_PER_HOUR: '0',
+      QUERN_CACHE_TTL_SECONDS: '0',
+      ...overrides,
+    },
+  );
+  const manifest = loadManifest(config.QUERN_MODELS_DIR);
+  const logger = createLogger('api', 'silent');
+  services = createServices(config, manifest, logger);
+  await services.connected(10_000);
+  await seedTestKeys(services.apiKeys, SCOPES);
+  const app = createApp(services, logger);
+  const request = (path: string, key: string, init: { method?: string; body?: unknown } = {}) =>
+    app.request(path, {
+      method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
+      headers: { 'content-type': 'application/json', 'x-api-key': key, prefer: 'respond-async' },
+      ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+    });
+  const startWorker = async () => {
+    worker = await WorkerRuntime.start({ config, manifest, logger: createLogger('worker', 'silent') });
+  };
+  return { app, request, startWorker };
+}
+
+type Request = Awaited<ReturnType<typeof stack>>['request'];
+
+const randomRow = () => Array.from({ length: WIDTH }, () => Math.random() * 2 - 1);
+
+/** Queues `rows` rows for `key` as jobs of ROWS_PER_JOB rows; returns the job ids. */
+async function flood(request: Request, key: string, rows: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let done = 0; done < rows; ) {
+    const burst = [];
+    for (let k = 0; k < 20 && done < rows; k++, done += ROWS_PER_JOB) {
+      const requests = Array.from({ length: ROWS_PER_JOB }, () => ({ features: randomRow() }));
+      burst.push(request('/v1/batch-predict', key, { body: { model: MODEL, requests } }));
+    }
+    for (const res of await Promise.all(burst)) {
+      expect(res.status).toBe(202);
+      ids.push(((await res.json()) as { id: string }).id);
+    }
+  }
+  return ids;
+}
+
+interface Finished {
+  id: string;
+  status: string;
+  started_at: string | null;
+}
+
+async function waitFinished(request: Request, key: string, ids: string[]): Promise<Finished[]> {
+  const out: Finished[] = [];
+  for (const id of ids) {
+    let job: Finished | undefined;
+    await expect
+      .poll(
+        async () => {
+          job = (await (await request(`/v1/jobs/${id}`, key)).json()) as Finished;
+          return job.status;
+        },
+        { timeout: 60_000, interval: 50, message: JSON.stringify(job) },
+      )
+      .toBe('succeeded');
+    out.push(job as Finished);
+  }
+  return out;
+}
+
+/**
+ * Rows of each key that started before the batch holding the `rows`-th row to start (jobs of a
+ * batch share one start time, so the cut falls between batches and no tie decides a count).
+ */
+function firstStarted(byKey: Record<string, Finished[]>, rows: number): Record<string, number> {
+  const all = Object.entries(byKey).flatMap(([key, jobs]) =>
+    jobs.map((j) => ({ key, at: Date.parse(j.started_at ?? '') })),
+  );
+  all.sort((a, b) => a.at - b.at);
+  const cut = all[Math.floor(rows / ROWS_PER_JOB)]?.at ?? Number.POSITIVE_INFINITY;
+  const counts: Record<string, number> = Object.fromEntries(Object.keys(byKey).map((k) => [k, 0]));
+  for (const { key, at } of all) if (at < cut) counts[key] = (counts[key] ?? 0) + ROWS_PER_JOB;
+  return counts;
+}
+
+describe('fair share within a tier', () => {
+  it('a key flooding 5,000 rows delays another key’s single job by a few batches at most', async () => {
+    const { request, startWorker } = await stack('fairnew');
+    const flooded = await flood(request, TEST_API_KEY, 5_000);
+    await startWorker();
+    // The worker is draining A's backlog; B submits one job now.
+    const submitted = Date.now();
+    const res = await request('/v1/jobs', OTHER_API_KEY, { body: { model: MODEL, features: randomRow() } });
+    expect(res.status).toBe(202);
+    const { id } = (await res.json()) as { id: string };
+    const [mine] = await waitFinished(request, OTHER_API_KEY, [id]);
+    const startedB = Date.parse(mine?.started_at ?? '');
+    const others = await waitFinished(request, TEST_API_KEY, flooded);
+    // Rows of A whose batch started after B was submitted and before B's batch: at most 3 batches.
+    const aheadRows = others.filter((j) => {
+      const at = Date.parse(j.started_at ?? '');
+      return at > submitted && at < startedB;
+    }).length;
+    expect(aheadRows * ROWS_PER_JOB).toBeLessThanOrEqual(3 * MAX_BATCH);
+    // And A had plenty left when B ran: B did not simply come last.
+    const afterB = others.filter((j) => Date.parse(j.started_at ?? '') > startedB).length;
+    expect(afterB * ROWS_PER_JOB).toBeGreaterThan(1_000);
+  }, 180_000);
+
+  it('two keys flooding together get the same rows, within 10%', async () => {
+    const { request, startWorker } = await stack('fairtwo');
+    const [a, b] = await Promise.all([flood(request, TEST_API_KEY, 2_000), flood(request, OTHER_API_KEY, 2_000)]);
+    await startWorker();
+    const byKey = {
+      a: await waitFinished(request, TEST_API_KEY, a),
+      b: await waitFinished(request, OTHER_API_KEY, b),
+    };
+    // While both had a backlog (the first half of all rows), each got about half.
+    const counts = firstStarted(byKey, 2_000);
+    const [ra, rb] = [counts.a ?? 0, counts.b ?? 0];
+    expect(ra + rb).toBeGreaterThan(1_000);
+    expect(Math.abs(ra - rb) / Math.max(ra, rb)).toBeLessThanOrEqual(0.1);
+  }, 180_000);
+
+  it('a key of weight 2 gets about twice the rows of a key of weight 1', async () => {
+    const { request, startWorker } = await stack('fairweight');
+    const created = await request('/v1/admin/keys', TEST_API_KEY, {
+      body: { name: 'heavy', tier: 'premium', scopes: ['predict', 'jobs:read'] },
+    });
+    const heavy = (await created.json()) as { id: string; key: string };
+    const patched = await request(`/v1/admin/keys/${heavy.id}`, TEST_API_KEY, {
+      method: 'PATCH',
+      body: { weight: 2 },
+    });
+    expect(await patched.json()).toMatchObject({ weight: 2 });
+    // Batches hold keys in turns of whole jobs: the smaller key gets a little more than 1/3 at the
+    // edges of each batch; over 1,500 rows the ratio stays well above 1.6 and below 2.4.
+    const [h, l] = await Promise.all([flood(request, heavy.key, 2_000), flood(request, OTHER_API_KEY, 2_000)]);
+    await startWorker();
+    const byKey = {
+      heavy: await waitFinished(request, heavy.key, h),
+      light: await waitFinished(request, OTHER_API_KEY, l),
+    };
+    const counts = firstStarted(byKey, 1_500);
+    const ratio = (counts.heavy ?? 0) / Math.max(1, counts.light ?? 0);
+    expect(ratio).toBeGreaterThan(1.6);
+    expect(ratio).toBeLessThan(2.4);
+  }, 180_000);
+});
