@@ -87,8 +87,13 @@ async function flood(request: Request, key: string, rows: number): Promise<strin
 interface Finished {
   id: string;
   status: string;
-  started_at: string | null;
+  created_at: string;
+  timings: { queue_ms: number } | null;
 }
+
+/** When the job's (first) batch began computing: `started_at` is when a worker took it, before its batch. */
+const batchStart = (job: Finished | undefined): number =>
+  Date.parse(job?.created_at ?? '') + (job?.timings?.queue_ms ?? Number.NaN);
 
 async function waitFinished(request: Request, key: string, ids: string[]): Promise<Finished[]> {
   const out: Finished[] = [];
@@ -113,9 +118,7 @@ async function waitFinished(request: Request, key: string, ids: string[]): Promi
  * batch share one start time, so the cut falls between batches and no tie decides a count).
  */
 function firstStarted(byKey: Record<string, Finished[]>, rows: number): Record<string, number> {
-  const all = Object.entries(byKey).flatMap(([key, jobs]) =>
-    jobs.map((j) => ({ key, at: Date.parse(j.started_at ?? '') })),
-  );
+  const all = Object.entries(byKey).flatMap(([key, jobs]) => jobs.map((j) => ({ key, at: batchStart(j) })));
   all.sort((a, b) => a.at - b.at);
   const cut = all[Math.floor(rows / ROWS_PER_JOB)]?.at ?? Number.POSITIVE_INFINITY;
   const counts: Record<string, number> = Object.fromEntries(Object.keys(byKey).map((k) => [k, 0]));
@@ -134,16 +137,16 @@ describe('fair share within a tier', () => {
     expect(res.status).toBe(202);
     const { id } = (await res.json()) as { id: string };
     const [mine] = await waitFinished(request, OTHER_API_KEY, [id]);
-    const startedB = Date.parse(mine?.started_at ?? '');
+    const startedB = batchStart(mine);
     const others = await waitFinished(request, TEST_API_KEY, flooded);
     // Rows of A whose batch started after B was submitted and before B's batch: at most 3 batches.
     const aheadRows = others.filter((j) => {
-      const at = Date.parse(j.started_at ?? '');
+      const at = batchStart(j);
       return at > submitted && at < startedB;
     }).length;
     expect(aheadRows * ROWS_PER_JOB).toBeLessThanOrEqual(3 * MAX_BATCH);
     // And A had plenty left when B ran: B did not simply come last.
-    const afterB = others.filter((j) => Date.parse(j.started_at ?? '') > startedB).length;
+    const afterB = others.filter((j) => batchStart(j) > startedB).length;
     expect(afterB * ROWS_PER_JOB).toBeGreaterThan(1_000);
   }, 180_000);
 
