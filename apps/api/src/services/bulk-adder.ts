@@ -11,7 +11,7 @@ interface PendingAdd {
 
 /**
  * Adds jobs to one queue in groups: every add requested in the same event-loop turn goes out
- * as one `addBulk` (one write to Redis, one transaction) instead of one round trip each. At idle
+ * as one `addBulk` (one pipeline: one write to Redis) instead of one round trip each. At idle
  * a lone add waits only for the end of the current turn; `flush()` sends at once.
  */
 export class BulkAdder {
