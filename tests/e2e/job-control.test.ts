@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { randomRows, TEST_API_KEY } from '@quern/devkit';
-import { decodeFailure, inputHash, type JobView, KeySpace } from '@quern/shared';
+import { decodeFailure, inputHash, type JobView, jobMatrix, jobRowCount, KeySpace } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeSlowModel } from '../support/slow-model';
 import { sseReader } from '../support/sse';
@@ -20,7 +20,16 @@ const BATCH_DELAY_MS = 4_000;
  * own: no test sees another's jobs, and any one runs alone (`-t`). Models no worker serves keep
  * their jobs queued.
  */
-const IDLE = ['idle-cancel', 'idle-disconnect', 'idle-shared', 'idle-sse', 'idle-idem', 'idle-full', 'idle-waits'];
+const IDLE = [
+  'idle-cancel',
+  'idle-disconnect',
+  'idle-shared',
+  'idle-sse',
+  'idle-idem',
+  'idle-full',
+  'idle-waits',
+  'idle-alone',
+];
 const SERVED = [
   'cars-mpg',
   'mlp-large',
@@ -199,6 +208,52 @@ describe('callers that leave, and callers that do not wait', () => {
     expect(shared.length).toBeLessThan(12);
     abort.abort();
     await Promise.all(pending);
+    for (const j of shared) {
+      await expect
+        .poll(async () => (await job(j.id as string)).status, { timeout: 5_000, interval: 20 })
+        .toBe('canceled');
+    }
+  });
+
+  it('callers of a shared job whose waits run out each get a job of their own (202), and the shared one is canceled', async () => {
+    const model = 'idle-alone';
+    const queue = stack.services.jobs.queueOf(model);
+    const before = new Set((await queue.getJobs(['prioritized', 'waiting'])).map((j) => j.id));
+    // Few enough that the jobs of their own stay under this stack's queue cap (10).
+    const rows = Array.from({ length: 3 }, () => features(model));
+    // Parsed together: the first shared job takes the group's slot; with no worker it stays queued.
+    const answers = await Promise.all(
+      rows.map((row) =>
+        Promise.resolve(
+          stack.app.request('/v1/predict', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, prefer: 'wait=1' },
+            body: JSON.stringify({ model, features: row }),
+          }),
+        ),
+      ),
+    );
+    const jobs = await queue.getJobs(['prioritized', 'waiting', 'completed', 'failed']);
+    const shared = jobs.filter((j) => !before.has(j.id as string) && jobRowCount(j.data) > 1);
+    // The calls did share a job: that is the case under test.
+    expect(shared.length).toBeGreaterThan(0);
+    const ids: string[] = [];
+    for (const [i, res] of answers.entries()) {
+      expect(res.status).toBe(202);
+      const view = (await res.json()) as JobView;
+      ids.push(view.id);
+      expect(res.headers.get('quern-job-row')).toBe('0');
+      // A job whose outcome is this caller's alone: its one row, no other caller's.
+      const own = await queue.getJob(view.id);
+      expect(own && jobRowCount(own.data)).toBe(1);
+      const matrix = own ? jobMatrix(own.data) : 'missing';
+      if (typeof matrix === 'string') throw new Error(`job ${view.id}: ${matrix}`);
+      expect(Array.from(matrix.rows()[0] ?? [])).toEqual(rows[i]?.map((v) => Math.fround(v)));
+      expect(view.status).toBe('queued');
+    }
+    expect(new Set(ids).size).toBe(rows.length);
+    for (const j of shared) expect(ids).not.toContain(j.id);
+    // Nobody follows the shared jobs any more: they are canceled, not left to run for no one.
     for (const j of shared) {
       await expect
         .poll(async () => (await job(j.id as string)).status, { timeout: 5_000, interval: 20 })

@@ -408,7 +408,10 @@ export class SyncPath {
         () => {
           if (m.done) return;
           void this.jobs.currentOutcome(jobId, owner, model).then(
-            (now) => this.settle(m, toSyncOutcome(jobId, m.row, now)),
+            (now) =>
+              now.kind === 'pending' && members.length > 1
+                ? this.answerAlone(m, toSyncOutcome(jobId, m.row, now))
+                : this.settle(m, toSyncOutcome(jobId, m.row, now)),
             (err: unknown) => {
               if (m.done) return;
               m.done = true;
@@ -473,7 +476,48 @@ export class SyncPath {
       group.open.unshift(...again);
       return;
     }
+    if (outcome.kind === 'pending' && members.length > 1) {
+      // Every wait ran out with the shared job still pending: each caller gets a job of its own
+      // (answerAlone), and the shared one, which nobody follows now, is canceled.
+      const open = members.filter((m) => !m.done);
+      await Promise.all(open.map((m) => this.answerAlone(m, toSyncOutcome(jobId, m.row, outcome))));
+      if (open.length === members.length) this.abandon(job, (members[0] as Member).call);
+      return;
+    }
     for (const m of members) this.settle(m, toSyncOutcome(jobId, m.row, outcome));
+  }
+
+  /**
+   * A caller whose wait ran out while its rows are in a job shared with other callers is answered
+   * (202) with a job of its own: the shared job can still fail on another caller's row (a row
+   * the model cannot compute fails the whole job), and the job a caller polls must end as its own
+   * rows do. Its rows are then computed twice (the result cache answers the second time if the
+   * shared job is done first): the price of an outcome that is this caller's alone. If that job
+   * cannot be added, the caller hears of the shared one (`shared`), as before.
+   */
+  private async answerAlone(m: Member, shared: SyncOutcome): Promise<void> {
+    const { call } = m;
+    try {
+      const jobId = newId('job');
+      const { data } = await this.jobs.submit({
+        model: call.model,
+        input: call.input,
+        mode: call.mode,
+        principal: call.principal,
+        requestId: call.requestId,
+        jobId,
+        timeoutMs: call.timeoutMs,
+        priority: call.priority,
+        cacheChecked: call.cacheChecked,
+        oip: call.oip,
+      });
+      this.onJob(call.model.name, call.mode);
+      const view = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, call.model);
+      this.settle(m, { kind: 'pending', jobId, row: 0, view });
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'own job for a caller of a shared job not added');
+      this.settle(m, shared);
+    }
   }
 }
 
