@@ -272,8 +272,8 @@ const CONVENTIONS = [
     'job that does not exist.',
   'Omitting `model` means the default model (`cars-mpg`). `prediction` is a number for models with one output ' +
     'value, an array otherwise. Concurrent `/v1/predict` calls of one principal and model may share a job (see ' +
-    '[architecture.md](architecture.md)): `job_row` (and, on a `202`, the `Quern-Job-Row` header) says which row ' +
-    'of that job is this call’s. `tensor` carries the rows as little-endian float32 values, row after row, in ' +
+    '[architecture.md](architecture.md)): `job_row` says which row of that job is this call’s (a call answered ' +
+    '`202` gets a job of its own; `Quern-Job-Row` says its row). `tensor` carries the rows as little-endian float32 values, row after row, in ' +
     'standard base64: for wide rows at high rates it skips parsing JSON numbers (see ' +
     '[benchmarks.md](benchmarks.md)).',
   'How to get results (poll, wait, stream, webhooks), cancel, and retry safely: [results.md](results.md).',

@@ -77,8 +77,9 @@ const route = (path: string, deprecated: boolean) => {
       },
       202: {
         description:
-          'The wait ran out; the job goes on. It may be shared with other calls (its output then lists every ' +
-          'row’s prediction): `Quern-Job-Row` says which row is this call’s.',
+          'The wait ran out; the job goes on. A call whose rows were in a job shared with other calls is ' +
+          'given a job of its own here, so the job it polls ends as its own rows do; `Quern-Job-Row` says ' +
+          'which row of the job is this call’s (0, unless that job could not be added: then the shared one).',
         headers: z.object({
           location: z.string().openapi({ example: '/v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa' }),
           'quern-job-row': z.string().openapi({ example: '0' }),
