@@ -18,6 +18,9 @@ import { registerGetKey } from './routes/v1-admin-keys-get';
 import { registerListKeys } from './routes/v1-admin-keys-list';
 import { registerRevokeKey } from './routes/v1-admin-keys-revoke';
 import { registerUpdateKey } from './routes/v1-admin-keys-update';
+import { registerLoadVersion } from './routes/v1-admin-models-load';
+import { registerSetRouting } from './routes/v1-admin-models-routing';
+import { registerUnloadVersion } from './routes/v1-admin-models-unload';
 import { registerAuthToken } from './routes/v1-auth-token';
 import { registerBatchPredict } from './routes/v1-batch-predict';
 import { registerCancelJob } from './routes/v1-jobs-cancel';
@@ -26,6 +29,8 @@ import { registerJobEvents } from './routes/v1-jobs-events';
 import { registerGetJob } from './routes/v1-jobs-get';
 import { registerGetModel } from './routes/v1-models-get';
 import { registerListModels } from './routes/v1-models-list';
+import { registerGetModelVersion } from './routes/v1-models-versions-get';
+import { registerListModelVersions } from './routes/v1-models-versions-list';
 import { registerPredict } from './routes/v1-predict';
 import { registerWebhookSecret } from './routes/v1-webhooks-secret';
 import { registerOipLive } from './routes/v2-health-live';
@@ -127,6 +132,8 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerDocs(app);
   registerListModels(app);
   registerGetModel(app);
+  registerListModelVersions(app);
+  registerGetModelVersion(app);
   registerCreateJob(app);
   registerGetJob(app);
   registerCancelJob(app);
@@ -139,6 +146,9 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerListKeys(app);
   registerGetKey(app);
   registerRevokeKey(app);
+  registerLoadVersion(app);
+  registerUnloadVersion(app);
+  registerSetRouting(app);
   registerUpdateKey(app);
   // The Open Inference Protocol v2 (KServe / Triton REST) over the same queue.
   registerOipServerMetadata(app);

@@ -37,9 +37,14 @@ export const FeaturesSchema = z
 
 export const ModelNameSchema = z
   .string()
-  .max(63)
+  .max(128)
   .optional()
-  .openapi({ description: 'Model name; the default model when omitted.', example: 'cars-mpg' });
+  .openapi({
+    description:
+      'Model name, or `name@version` to pin one live version; the default model when omitted. Unpinned, the ' +
+      'model’s canary weights pick the version, the same one for the same caller.',
+    example: 'cars-mpg',
+  });
 
 export const PredictionSchema = z
   .union([z.number(), z.array(z.number())])

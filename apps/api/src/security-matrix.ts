@@ -75,6 +75,27 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     scope: 'admin',
   },
   {
+    method: 'POST',
+    template: '/v1/admin/models/{name}/routing',
+    path: () => '/v1/admin/models/cars-mpg/routing',
+    body: { weights: {} },
+    scope: 'admin',
+  },
+  // Authenticated, these end in 404 and 422 (an unknown version; the default one): no worker runs here.
+  {
+    method: 'POST',
+    template: '/v1/admin/models/{name}/versions/{version}/load',
+    path: () => '/v1/admin/models/cars-mpg/versions/9.9.9/load',
+    body: {},
+    scope: 'admin',
+  },
+  {
+    method: 'POST',
+    template: '/v1/admin/models/{name}/versions/{version}/unload',
+    path: () => '/v1/admin/models/cars-mpg/versions/1.0.0/unload',
+    scope: 'admin',
+  },
+  {
     method: 'GET',
     template: '/v1/jobs/{id}/events',
     path: ({ jobId }) => `/v1/jobs/${jobId}/events`,

@@ -25,9 +25,14 @@ function carRows(n: number, seed: number): number[][] {
   return randomRows(n, 6, seed).map((r) => r.map((v, i) => ([4, 140, 90, 2264, 15.5, 75][i] as number) + v));
 }
 
+/** The pool's key of cars-mpg's default version (`cars-mpg@1.0.0`). */
+function carsRef(): string {
+  return (served[0] as ServedModel).pool.name;
+}
+
 async function run(pool: InferencePool, rows: number[][]): Promise<number[][]> {
   const matrix = RowMatrix.fromRows(rows);
-  const { output } = await pool.run('cars-mpg', rows.length, matrix.values);
+  const { output } = await pool.run(carsRef(), rows.length, matrix.values);
   return rows.map((_, i) => [output[i] as number]);
 }
 
@@ -41,7 +46,7 @@ describe('inference pool: small batches on the calling thread', () => {
     });
     await pool.start();
     try {
-      expect(pool.inlineModels()).toEqual(['cars-mpg']);
+      expect(pool.inlineModels()).toEqual([carsRef()]);
       const small = carRows(3, 1);
       const before = pool.inlineBatchCount;
       expect(maxAbsDiff(await run(pool, small), await direct.run(small))).toBeLessThan(1e-4);
@@ -94,6 +99,54 @@ describe('inference pool: small batches on the calling thread', () => {
       } finally {
         await pool.close();
       }
+    }
+  });
+});
+
+describe('inference pool: versions loaded and unloaded at run time', () => {
+  it('loads a second version beside the first, warmed in every thread, then unloads it; the first keeps serving', async () => {
+    const pool = new InferencePool({ models: served.map((m) => m.pool), threads: 2, inline: { maxRows: 0, maxMs: 0 } });
+    await pool.start();
+    try {
+      const v2 = { ...(served[0] as ServedModel).pool, name: 'cars-mpg@2.0.0' };
+      await pool.load(v2);
+      expect(pool.modelNames()).toEqual([carsRef(), 'cars-mpg@2.0.0']);
+      const rows = carRows(3, 4);
+      // Both threads hold it: two batches at once, one on each.
+      const [a, b] = await Promise.all(
+        [0, 1].map(() => pool.run('cars-mpg@2.0.0', rows.length, RowMatrix.fromRows(rows).values)),
+      );
+      const expected = await direct.run(rows);
+      for (const out of [a, b]) {
+        expect(
+          maxAbsDiff(
+            rows.map((_, i) => [out?.output[i] as number]),
+            expected,
+          ),
+        ).toBeLessThan(1e-4);
+      }
+      await pool.unload('cars-mpg@2.0.0');
+      await expect(pool.run('cars-mpg@2.0.0', 1, new Float32Array(6))).rejects.toThrow('not loaded');
+      expect(maxAbsDiff(await run(pool, rows), expected)).toBeLessThan(1e-4);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('refuses a graph whose input or output differs from its manifest entry, and keeps serving the others', async () => {
+    const pool = new InferencePool({ models: served.map((m) => m.pool), threads: 1, inline: { maxRows: 0, maxMs: 0 } });
+    await pool.start();
+    try {
+      const base = (served[0] as ServedModel).pool;
+      await expect(pool.load({ ...base, name: 'cars-mpg@9', outputName: 'price' })).rejects.toThrow(
+        'the manifest names output price',
+      );
+      await expect(pool.load({ ...base, name: 'cars-mpg@9', features: 7 })).rejects.toThrow('does not take [1, 7]');
+      expect(pool.modelNames()).toEqual([carsRef()]);
+      const rows = carRows(2, 5);
+      expect(maxAbsDiff(await run(pool, rows), await direct.run(rows))).toBeLessThan(1e-4);
+    } finally {
+      await pool.close();
     }
   });
 });

@@ -28,7 +28,9 @@ type ThreadMessage =
   | { type: 'ready' }
   | { type: 'init-error'; message: string }
   | { type: 'result'; id: number; output: Float32Array; ms: number }
-  | { type: 'error'; id: number; message: string };
+  | { type: 'error'; id: number; message: string }
+  | { type: 'loaded'; id: number }
+  | { type: 'load-error'; id: number; message: string };
 
 export interface InferencePoolOptions {
   models: PoolModel[];
@@ -85,8 +87,14 @@ export class InferencePool {
   private inlineBatches = 0;
   /** Inline batches started and not yet finished (ONNX Runtime runs each in a later setImmediate). */
   private inlineInFlight = 0;
+  /** The models every thread holds now (a replaced thread loads these). */
+  private models: PoolModel[];
+  /** Loads sent to threads and not answered yet, by `thread index:load id`. */
+  private readonly loads = new Map<string, { resolve: () => void; reject: (err: Error) => void }>();
 
-  constructor(private readonly options: InferencePoolOptions) {}
+  constructor(private readonly options: InferencePoolOptions) {
+    this.models = [...options.models];
+  }
 
   get size(): number {
     return this.options.threads;
@@ -106,29 +114,33 @@ export class InferencePool {
     const inline = this.options.inline;
     if (!inline || inline.maxRows <= 0) return;
     this.ort = await import('onnxruntime-node');
+    for (const model of this.models) await this.loadInline(model);
+  }
+
+  private async loadInline(model: PoolModel): Promise<void> {
+    const inline = this.options.inline;
     const ort = this.ort;
-    for (const model of this.options.models) {
-      const session = await openSession(ort, model, 1);
-      const entry: InlineModel = { model, session, averageMs: 0, enabled: true, pausedUntil: 0 };
-      let worst = 0;
-      try {
-        for (let i = 0; i < 5; i++) {
-          const { inferenceMs } = await this.runInline(
-            entry,
-            inline.maxRows,
-            new Float32Array(inline.maxRows * model.features),
-          );
-          if (i > 0) worst = Math.max(worst, inferenceMs);
-        }
-        entry.averageMs = worst;
-        entry.enabled = worst <= inline.maxMs;
-      } catch {
-        // A model that cannot take a batch of the inline size (a fixed batch dimension) runs on
-        // the threads only, as before inline existed.
-        entry.enabled = false;
+    if (!inline || inline.maxRows <= 0 || !ort) return;
+    const session = await openSession(ort, model, 1);
+    const entry: InlineModel = { model, session, averageMs: 0, enabled: true, pausedUntil: 0 };
+    let worst = 0;
+    try {
+      for (let i = 0; i < 5; i++) {
+        const { inferenceMs } = await this.runInline(
+          entry,
+          inline.maxRows,
+          new Float32Array(inline.maxRows * model.features),
+        );
+        if (i > 0) worst = Math.max(worst, inferenceMs);
       }
-      this.inline.set(model.name, entry);
+      entry.averageMs = worst;
+      entry.enabled = worst <= inline.maxMs;
+    } catch {
+      // A model that cannot take a batch of the inline size (a fixed batch dimension) runs on
+      // the threads only, as before inline existed.
+      entry.enabled = false;
     }
+    this.inline.set(model.name, entry);
   }
 
   /** Models whose small batches run on the calling thread (for logs and tests). */
@@ -148,7 +160,7 @@ export class InferencePool {
 
   private spawn(index: number): Promise<void> {
     const thread = new Worker(THREAD_URL, {
-      workerData: { models: this.options.models, intraOpThreads: 1 },
+      workerData: { models: this.models, intraOpThreads: 1 },
       name: `inference-${index}`,
     });
     const slot: Slot = { index, thread, busy: true, pending: undefined };
@@ -171,6 +183,15 @@ export class InferencePool {
           case 'error':
             this.settle(slot, msg);
             return;
+          case 'loaded':
+          case 'load-error': {
+            const key = `${index}:${msg.id}`;
+            const load = this.loads.get(key);
+            this.loads.delete(key);
+            if (msg.type === 'loaded') load?.resolve();
+            else load?.reject(new Error(msg.message));
+            return;
+          }
         }
       });
       thread.on('error', (err) => {
@@ -280,6 +301,47 @@ export class InferencePool {
       slot.pending = { id, resolve, reject };
       slot.thread.postMessage({ type: 'run', id, model, rows, input }, [input.buffer as ArrayBuffer]);
     });
+  }
+
+  /** Names of the models every thread holds. */
+  modelNames(): string[] {
+    return this.models.map((m) => m.name);
+  }
+
+  /**
+   * Loads (or replaces) a model in every thread, and inline, while the others keep serving: each
+   * thread opens the session, checks the graph's input and output names and warms it with a row
+   * before answering; the model takes batches only once every thread has it. A thread that
+   * refuses it unloads it everywhere and rejects with the thread's reason.
+   */
+  async load(model: PoolModel): Promise<void> {
+    if (this.closing) throw new Error('the inference pool is closed');
+    const slots = this.slots.filter((s): s is Slot => s !== undefined);
+    const loads = slots.map(
+      (slot) =>
+        new Promise<void>((resolve, reject) => {
+          const id = this.nextId++;
+          this.loads.set(`${slot.index}:${id}`, { resolve, reject });
+          slot.thread.postMessage({ type: 'load', id, model });
+        }),
+    );
+    try {
+      await Promise.all(loads);
+      await this.loadInline(model);
+    } catch (err) {
+      for (const slot of slots) slot.thread.postMessage({ type: 'unload', model: model.name });
+      throw err;
+    }
+    this.models = [...this.models.filter((m) => m.name !== model.name), model];
+  }
+
+  /** Releases a model's sessions; the caller has made sure no batch of it is pending. */
+  async unload(name: string): Promise<void> {
+    this.models = this.models.filter((m) => m.name !== name);
+    for (const slot of this.slots) slot?.thread.postMessage({ type: 'unload', model: name });
+    const inline = this.inline.get(name);
+    this.inline.delete(name);
+    await inline?.session.release().catch(() => undefined);
   }
 
   async close(): Promise<void> {

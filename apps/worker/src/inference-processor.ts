@@ -29,8 +29,9 @@ import { type BatchScheduler, DroppedError } from './batch-scheduler';
 import type { CancelListener } from './cancel-listener';
 import type { JobTracer } from './job-tracing';
 import type { WorkerMetrics } from './metrics';
-import type { ServedModel } from './models';
+import { type ModelSet, type ServedModel, VersionRefused } from './models';
 import type { RedisPipeline } from './redis-pipeline';
+import type { ShadowRunner } from './shadow-runner';
 import type { TurnLimiter } from './turn-limiter';
 
 /** float32 has 9 significant digits; printing more only shows noise of the widening to float64. */
@@ -54,6 +55,10 @@ export interface ProcessorDeps {
   logger: Logger;
   /** Set when tracing is on. */
   tracer?: JobTracer | undefined;
+  /** The versions this worker holds: each job runs on exactly the version it recorded. */
+  models?: ModelSet | undefined;
+  /** Shadow runs of answered jobs' rows on the model's shadow versions. */
+  shadows?: ShadowRunner | undefined;
 }
 
 const CANCELED: JobFailure = { code: 'canceled', message: 'canceled by its owner before its batch started' };
@@ -78,6 +83,8 @@ interface Run {
   batchSize: number;
   /** The job's span, when tracing is on and the job carries a trace context. */
   span: Span | undefined;
+  /** The version the job recorded, as this worker holds it. */
+  served: ServedModel;
   log: () => Logger;
 }
 
@@ -93,13 +100,12 @@ interface Run {
 export function createInferenceProcessor(served: ServedModel, deps: ProcessorDeps) {
   const { entry } = served;
   const { config, keys, scheduler, metrics, cancels, webhooks, turns, io } = deps;
-  const outSize = served.pool.outputSize;
   const useCache = config.QUERN_CACHE_TTL_SECONDS > 0;
 
   /** Webhook events are best-effort from here: a queue that cannot take one does not fail the job. */
   const sendWebhook = (run: Run, snapshot: JobSnapshot, event: 'started' | 'completed' | 'failed' | 'canceled') =>
     webhooks
-      .enqueue(snapshot, entry, event)
+      .enqueue(snapshot, run.served.entry, event)
       .catch((err: Error) => run.log().warn({ err: err.message }, 'webhook enqueue failed'));
 
   /** A sync job's answer goes straight to the API process waiting on it (see replies.ts). */
@@ -143,6 +149,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       inferenceMs: 0,
       batchSize: 0,
       span: undefined,
+      served,
       log: () => {
         child ??= deps.logger.child({
           request_id: data.request_id,
@@ -153,9 +160,18 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         return child;
       },
     };
+    if (deps.models) {
+      // The version the job recorded (pinned, or picked by the canary weights), exactly.
+      try {
+        run.served = deps.models ? await deps.models.ensure(data.model, data.model_version) : served;
+      } catch (err) {
+        if (!(err instanceof VersionRefused)) throw err;
+        return end(run, { code: 'model_unavailable', message: err.message }, 'failed');
+      }
+    }
     const matrix = jobMatrix(data);
     if (typeof matrix === 'string') return end(run, { code: 'invalid_input', message: matrix }, 'failed');
-    const width = entry.input.features;
+    const width = run.served.entry.input.features;
     if (matrix.width !== width) {
       return end(
         run,
@@ -167,7 +183,9 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     run.rows = matrix.rows();
     run.outputs = new Array(matrix.count);
     run.cached = new Array(matrix.count).fill(false);
-    run.cacheKeys = useCache ? run.rows.map((row) => keys.cache(entry.name, entry.version, inputHash(row))) : [];
+    run.cacheKeys = useCache
+      ? run.rows.map((row) => keys.cache(entry.name, run.served.entry.version, inputHash(row)))
+      : [];
     if (deps.tracer && data.trace) {
       const span = deps.tracer.startJob({ ...data, trace: data.trace }, id, job.attemptsMade + 1);
       run.span = span;
@@ -191,6 +209,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       hits = cachedRows;
     }
     if (cancels.isCanceled(run.id)) await end(run, CANCELED, 'canceled');
+    const outSize = run.served.pool.outputSize;
     for (let i = 0; i < run.rows.length; i++) {
       const value = decodeCachedRow(hits[i] ?? null, outSize);
       if (value) {
@@ -208,7 +227,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     const rows = missing.length === run.rows.length ? run.rows : missing.map((i) => run.rows[i] as Float32Array);
     let result: Awaited<ReturnType<BatchScheduler['submit']>>;
     try {
-      result = await scheduler.submit(entry.name, rows, {
+      result = await scheduler.submit(run.served.pool.name, rows, {
         id,
         owner: data.owner,
         weight: data.weight,
@@ -243,6 +262,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     run.inferenceMs = result.inferenceMs;
     run.batchSize = result.batchSize;
     let overflowRow = -1;
+    const outSize = run.served.pool.outputSize;
     missing.forEach((rowIndex, k) => {
       const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
       if (overflowRow < 0 && !values.every(Number.isFinite)) overflowRow = rowIndex;
@@ -261,7 +281,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     const output: InferenceResult = {
       outputs: run.outputs,
       cached: run.cached,
-      model_version: entry.version,
+      model_version: run.served.entry.version,
       started_at: run.startedAt,
       finished_at: finishedAt,
       timings: {
@@ -276,7 +296,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     if (webhooks.wants(run.data, 'completed')) {
       await webhooks.enqueue(
         { ...run.base, state: 'completed', returnvalue: output, finishedOn: finishedAt },
-        entry,
+        run.served.entry,
         'completed',
       );
     }
@@ -293,6 +313,11 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       metrics.jobDuration.labels(entry.name).observe(jobSeconds);
     }
     metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
+    const version = run.served.entry.version;
+    metrics.versionJobs.labels(entry.name, version, 'succeeded').inc();
+    metrics.versionJobDuration.labels(entry.name, version).observe(jobSeconds);
+    // After the answer went out (reply and cache written above): the caller never waits for it.
+    deps.shadows?.offer(entry.name, version, run.rows, run.outputs);
     if (deps.logger.isLevelEnabled('debug')) {
       run.log().debug({ batch_size: run.batchSize, queue_ms: queueMs, inference_ms: run.inferenceMs }, 'job done');
     }
@@ -330,7 +355,14 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
   return async function processInferenceJob(job: Job): Promise<InferenceResult> {
     await turns.pass();
     const run = await intake(job);
-    return run.span ? traced(run, run.span) : steps(run);
+    if (run.span) return traced(run, run.span);
+    // Untraced, the steps run here rather than through steps(): no extra promise per job.
+    await lookup(run);
+    if (run.missing.length > 0) await compute(run);
+    else if (webhooks.wants(run.data, 'started')) {
+      await sendWebhook(run, { ...run.base, state: 'active' }, 'started');
+    }
+    return complete(run);
   };
 }
 
@@ -347,10 +379,11 @@ export function createFailedListener(
     if (!job) return;
     const final = job.attemptsMade >= (job.opts.attempts ?? 1) || err.name === 'UnrecoverableError';
     const { code } = decodeFailure(err.message);
-    deps.metrics.jobsFinished.labels(entry.name, final ? FAILURE_KINDS[code].status : 'retried').inc();
-    if (code !== 'worker_lost') return;
+    const outcome = final ? FAILURE_KINDS[code].status : 'retried';
+    deps.metrics.jobsFinished.labels(entry.name, outcome).inc();
     const data = InferenceJobData.safeParse(job.data);
-    if (!data.success) return;
+    if (data.success) deps.metrics.versionJobs.labels(entry.name, data.data.model_version, outcome).inc();
+    if (code !== 'worker_lost' || !data.success) return;
     const snapshot: JobSnapshot = {
       id: job.id as string,
       data: data.data,

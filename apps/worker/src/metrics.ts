@@ -51,6 +51,46 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     labelNames: ['model', 'outcome'],
     registers: [registry],
   });
+  // Per version, so an operator can compare a canary with the version it may replace.
+  const versionJobs = new Counter({
+    name: MetricNames.versionJobs,
+    help: 'Jobs this worker finished, by model, version and outcome (succeeded, failed, retried, canceled, expired).',
+    labelNames: ['model', 'version', 'outcome'],
+    registers: [registry],
+  });
+  const versionJobDuration = new Histogram({
+    name: MetricNames.versionJobDuration,
+    help: 'Time from enqueue to the job’s result being published, by model version, in seconds.',
+    labelNames: ['model', 'version'],
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [registry],
+  });
+  const versionBatchSize = new Histogram({
+    name: MetricNames.versionBatchSize,
+    help: 'Rows per ONNX Runtime call, by model version (shadow runs included).',
+    labelNames: ['model', 'version'],
+    buckets: BATCH_SIZE_BUCKETS,
+    registers: [registry],
+  });
+  const shadowRows = new Counter({
+    name: MetricNames.shadowRows,
+    help: 'Live rows a shadow version also ran, by outcome (compared, skipped: the worker was busy, failed).',
+    labelNames: ['model', 'version', 'outcome'],
+    registers: [registry],
+  });
+  const shadowRowMeanAbsDiff = new Histogram({
+    name: MetricNames.shadowRowMeanAbsDiff,
+    help: 'Per sampled row, the mean absolute difference between the shadow version’s outputs and the live ones.',
+    labelNames: ['model', 'version'],
+    buckets: [1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 100],
+    registers: [registry],
+  });
+  const shadowMaxAbsDiff = new Gauge({
+    name: MetricNames.shadowMaxAbsDiff,
+    help: 'Largest absolute difference between a shadow version’s output and the live one seen by this worker.',
+    labelNames: ['model', 'version'],
+    registers: [registry],
+  });
   new Gauge({
     name: MetricNames.poolThreads,
     help: 'Inference threads in this worker.',
@@ -106,6 +146,12 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
 
   return {
     registry,
+    versionJobs,
+    versionJobDuration,
+    versionBatchSize,
+    shadowRows,
+    shadowRowMeanAbsDiff,
+    shadowMaxAbsDiff,
     batchSize,
     inferenceDuration,
     queueWait,

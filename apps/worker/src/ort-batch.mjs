@@ -54,3 +54,31 @@ export async function runBatch(ort, session, model, rows, input) {
   out.dispose?.();
   return { output, ms };
 }
+
+/**
+ * Checks that a freshly opened session has the input and output the manifest names, and runs it
+ * once on a row of zeros (its output size checked by `runBatch`), so a graph that does not match
+ * its manifest entry is refused before it takes traffic and its first real batch is not a cold one.
+ * @param {Ort} ort
+ * @param {import('onnxruntime-node').InferenceSession} session
+ * @param {BatchModel} model
+ */
+export async function warmSession(ort, session, model) {
+  if (!session.inputNames.includes(model.inputName)) {
+    throw new Error(`graph inputs are [${session.inputNames.join(', ')}], the manifest names input ${model.inputName}`);
+  }
+  if (!session.outputNames.includes(model.outputName)) {
+    throw new Error(
+      `graph outputs are [${session.outputNames.join(', ')}], the manifest names output ${model.outputName}`,
+    );
+  }
+  try {
+    await runBatch(ort, session, model, 1, new Float32Array(model.features));
+  } catch (err) {
+    throw new Error(
+      `graph does not take [1, ${model.features}] ${model.inputName} to ${model.outputSize} values per row: ${
+        err instanceof Error ? err.message : String(err)
+      }`,
+    );
+  }
+}

@@ -4,8 +4,10 @@ import {
   jobRetention,
   KeySpace,
   type Logger,
+  listenForRouting,
   type ModelManifest,
   newId,
+  parseModelRef,
   type RedisClient,
   type Tracing,
   WEBHOOK_QUEUE,
@@ -20,9 +22,10 @@ import { InferencePool } from './inference-pool';
 import { createFailedListener, createInferenceProcessor } from './inference-processor';
 import { JobTracer } from './job-tracing';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
-import { resolveServedModels, type ServedModel } from './models';
+import { ModelSet, resolveServedModels, type ServedModel } from './models';
 import { RedisPipeline } from './redis-pipeline';
 import { rowsReleaseListeners } from './rows-release';
+import { ShadowRunner } from './shadow-runner';
 import { TurnLimiter } from './turn-limiter';
 
 import { createWebhookSender } from './webhook-sender';
@@ -49,7 +52,10 @@ export class WorkerRuntime {
   private readonly connections: RedisClient[] = [];
 
   readonly id: string;
+  /** The default version of each model this worker consumes (one consumer each). */
   readonly served: ServedModel[];
+  /** Every version held now, kept in step with the model routing in Redis. */
+  readonly models: ModelSet;
   readonly pool: InferencePool;
   readonly scheduler: BatchScheduler;
   readonly metrics: WorkerMetrics;
@@ -62,6 +68,7 @@ export class WorkerRuntime {
     id: string;
     options: WorkerRuntimeOptions;
     served: ServedModel[];
+    models: ModelSet;
     pool: InferencePool;
     scheduler: BatchScheduler;
     metrics: WorkerMetrics;
@@ -72,6 +79,7 @@ export class WorkerRuntime {
     this.id = parts.id;
     this.options = parts.options;
     this.served = parts.served;
+    this.models = parts.models;
     this.pool = parts.pool;
     this.scheduler = parts.scheduler;
     this.metrics = parts.metrics;
@@ -82,10 +90,32 @@ export class WorkerRuntime {
 
   static async start(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
     const { config, manifest, logger } = options;
-    const served = await resolveServedModels(manifest, config.QUERN_MODELS_DIR, config.QUERN_WORKER_MODELS);
+    const defaults = await resolveServedModels(manifest, config.QUERN_MODELS_DIR, config.QUERN_WORKER_MODELS);
+    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const redis = createRedis(config, 'consumer', { name: 'worker', logger });
+    const id = newId('wrk');
+    // Every version the model routing holds (the manifest's, until an operator changes it).
+    const models = new ModelSet(manifest, {
+      modelsDir: config.QUERN_MODELS_DIR,
+      names: defaults.map((m) => m.entry.name),
+      workerId: id,
+      redis,
+      keys,
+      logger,
+      sessionsPerVersion: config.QUERN_WORKER_THREADS + (config.QUERN_WORKER_INLINE_MAX_ROWS > 0 ? 1 : 0),
+      memoryBudgetMb: config.QUERN_WORKER_MODEL_MEMORY_MB,
+    });
+    const versions = await models.initial();
+    // One consumer per model: its routing's default version (or the manifest's) is the processor's own.
+    const served = defaults.map(
+      (d) =>
+        versions.find(
+          (v) => v.entry.name === d.entry.name && v.entry.version === models.routing(d.entry.name)?.default_version,
+        ) ?? d,
+    );
     let scheduler: BatchScheduler | undefined;
     const pool = new InferencePool({
-      models: served.map((m) => m.pool),
+      models: versions.map((m) => m.pool),
       threads: config.QUERN_WORKER_THREADS,
       inline: { maxRows: config.QUERN_WORKER_INLINE_MAX_ROWS, maxMs: config.QUERN_WORKER_INLINE_MAX_MS },
       onIdle: () => scheduler?.pump(),
@@ -98,36 +128,41 @@ export class WorkerRuntime {
       exemplars: options.tracing !== undefined,
     });
     const tracer = options.tracing && new JobTracer(options.tracing.tracer);
-    const versions = new Map(served.map((m) => [m.entry.name, m.entry.version]));
     scheduler = new BatchScheduler(
       pool,
-      served.map((m) => ({
-        name: m.entry.name,
+      versions.map((m) => ({
+        name: m.pool.name,
         features: m.pool.features,
         outputSize: m.pool.outputSize,
         maxBatchSize: m.entry.batching.max_batch_size,
         maxDelayMs: m.entry.batching.max_delay_ms,
       })),
       {
-        onBatch: ({ model, rows, inferenceMs }) => {
+        onBatch: ({ model: ref, rows, inferenceMs }) => {
+          const { name: model, version } = parseModelRef(ref);
           metrics.batchSize.labels(model).observe(rows);
+          metrics.versionBatchSize.labels(model, version ?? '').observe(rows);
           metrics.inferenceDuration.labels(model).observe(inferenceMs / 1000);
         },
         ...(tracer
           ? {
               onTracedBatch: (batch) =>
-                tracer.batch({ ...batch, version: versions.get(batch.model) ?? '', finishedAt: Date.now() }),
+                tracer.batch({
+                  ...batch,
+                  model: parseModelRef(batch.model).name,
+                  version: parseModelRef(batch.model).version ?? '',
+                  finishedAt: Date.now(),
+                }),
             }
           : {}),
       },
     );
-    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
-    const redis = createRedis(config, 'consumer', { name: 'worker', logger });
-    const id = newId('wrk');
+    await models.attach(pool, scheduler);
     const runtime = new WorkerRuntime({
       id,
       options,
       served,
+      models,
       pool,
       scheduler,
       metrics,
@@ -175,6 +210,16 @@ export class WorkerRuntime {
         'redis refused result-cache writes or replies (jobs still complete; callers fall back to queue events)',
       ),
     );
+    const shadows = new ShadowRunner({
+      models: this.models,
+      scheduler: this.scheduler,
+      redis: this.redis,
+      keys,
+      metrics: this.metrics,
+      logger,
+      // Live rows waiting for more than a batch per thread: the shadow copies wait for a calmer moment.
+      maxPendingRows: Math.max(...this.served.map((m) => m.entry.batching.max_batch_size)) * this.pool.size,
+    });
     for (const model of this.served) {
       const name = model.entry.name;
       const concurrency =
@@ -192,6 +237,8 @@ export class WorkerRuntime {
         metrics: this.metrics,
         logger,
         tracer: this.tracer,
+        models: this.models,
+        shadows,
       });
       const queue = new Queue(keys.inferenceQueue(name), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
       this.queues.push(queue);
@@ -228,11 +275,19 @@ export class WorkerRuntime {
     });
     this.consumers.push(sender.worker);
     this.connections.push(sender.connection);
+    // Versions are loaded and released at run time: every routing change is heard here.
+    const routing = createRedis(config, 'consumer', { name: 'worker-routing', logger });
+    this.connections.push(routing);
+    await listenForRouting(routing, keys, (name) => {
+      this.models
+        .reconcile(name)
+        .catch((err: Error) => logger.warn({ model: name, err: err.message }, 'model routing not applied'));
+    });
     this.heartbeat.start();
     logger.info(
       {
         worker_id: this.id,
-        models: this.served.map((m) => m.entry.name),
+        models: this.models.all().map((m) => m.pool.name),
         threads: this.pool.size,
         inline_models: this.pool.inlineModels(),
       },
@@ -262,6 +317,7 @@ export class WorkerRuntime {
       const forced = outcome === 'timeout';
       if (forced) await Promise.all(this.consumers.map((c) => c.close(true)));
       this.scheduler.close();
+      this.models.stop();
       await this.cancels?.close();
       await Promise.all(this.queues.map((q) => q.close().catch(() => undefined)));
       await this.heartbeat.stop();

@@ -118,6 +118,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models/{name}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a model’s versions
+         * @description Every version the manifest holds, whether it is loaded, and the share of unpinned requests each gets. Pin one with `"model": "name@version"`.
+         */
+        get: operations["listModelVersions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{name}/versions/{version}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a model version
+         * @description Its state and traffic share; for a shadow version, how far its outputs were from the default version’s on the rows it was sent (maximum and mean absolute difference), the check to make before promoting it.
+         */
+        get: operations["getModelVersion"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs": {
         parameters: {
             query?: never;
@@ -435,6 +475,66 @@ export interface paths {
          * @description Takes effect on every API process within the key cache lifetime (`QUERN_KEY_CACHE_TTL_MS`), for jobs submitted from then on. Fields left out are kept; null restores the default.
          */
         patch: operations["updateApiKey"];
+        trace?: never;
+    };
+    "/v1/admin/models/{name}/versions/{version}/load": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Load a model version
+         * @description Every worker checks the file’s SHA-256, opens the graph, checks its input and output against the manifest and its memory budget, and warms it in each inference thread before it takes a job; no restart. The call answers once every live worker has it, or `422` with the reason when one refused it: then nothing changed and the running versions serve on.
+         */
+        post: operations["loadModelVersion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models/{name}/versions/{version}/unload": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Unload a model version
+         * @description The version takes no new jobs at once; workers keep it until every job already queued for it has run (or passed its deadline), then release it. The default version cannot be unloaded: make another the default first.
+         */
+        post: operations["unloadModelVersion"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/models/{name}/routing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Split traffic between versions, promote or roll back
+         * @description Unpinned requests go to a live version by weight, sticky per API key (one caller sees one version while the weights stay). `{"weights": {"2.0.0": 10}}` sends 10% to 2.0.0; `{"default_version": "2.0.0"}` promotes it; `{"weights": {"2.0.0": 0}}` rolls it back. Every API process follows at once.
+         */
+        post: operations["setModelRouting"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v2": {
@@ -863,6 +963,72 @@ export interface components {
         };
         /**
          * @example {
+         *       "data": [
+         *         {
+         *           "name": "cars-mpg",
+         *           "version": "2.0.0",
+         *           "state": "shadow",
+         *           "default": false,
+         *           "weight": 0,
+         *           "sample": 0.1,
+         *           "shadow": {
+         *             "rows": 1840,
+         *             "max_abs_diff": 1.93,
+         *             "mean_abs_diff": 0.41
+         *           }
+         *         }
+         *       ]
+         *     }
+         */
+        ModelVersionList: {
+            data: components["schemas"]["ModelVersion"][];
+        };
+        /**
+         * @example {
+         *       "name": "cars-mpg",
+         *       "version": "2.0.0",
+         *       "state": "shadow",
+         *       "default": false,
+         *       "weight": 0,
+         *       "sample": 0.1,
+         *       "shadow": {
+         *         "rows": 1840,
+         *         "max_abs_diff": 1.93,
+         *         "mean_abs_diff": 0.41
+         *       }
+         *     }
+         */
+        ModelVersion: {
+            name: string;
+            version: string;
+            /**
+             * @description `live`: takes its weight of unpinned requests and pinned ones (`name@version`); `shadow`: runs a sample of the default version’s rows after they are answered, to compare; `draining`: takes no new jobs, released once its queued ones are done; `available`: in the manifest, not loaded.
+             * @enum {string}
+             */
+            state: "live" | "shadow" | "draining" | "available";
+            /** @description The version unpinned requests get unless a canary weight picks another. */
+            default: boolean;
+            /** @description Percent of unpinned requests it gets now; the default version gets what the canaries leave. */
+            weight: number;
+            /** @description Shadow versions: the fraction of live jobs it also runs. */
+            sample?: number;
+            /**
+             * Format: date-time
+             * @description Draining versions: when the last queued job can have run.
+             */
+            drain_until?: string;
+            /** @description How far its outputs were from the default version’s on the same rows. */
+            shadow?: {
+                /** @description Rows compared so far. */
+                rows: number;
+                /** @description Largest absolute difference of any output value. */
+                max_abs_diff: number;
+                /** @description Mean over the rows of each row’s mean absolute difference. */
+                mean_abs_diff: number;
+            };
+        };
+        /**
+         * @example {
          *       "id": "job_8Zt0gkqNqk3v1sPzJmUoQa",
          *       "status": "succeeded",
          *       "model": "cars-mpg",
@@ -1020,7 +1186,7 @@ export interface components {
          */
         CreateJobRequest: {
             /**
-             * @description Model name; the default model when omitted.
+             * @description Model name, or `name@version` to pin one live version; the default model when omitted. Unpinned, the model’s canary weights pick the version, the same one for the same caller.
              * @example cars-mpg
              */
             model?: string;
@@ -1111,7 +1277,7 @@ export interface components {
          */
         PredictRequest: {
             /**
-             * @description Model name; the default model when omitted.
+             * @description Model name, or `name@version` to pin one live version; the default model when omitted. Unpinned, the model’s canary weights pick the version, the same one for the same caller.
              * @example cars-mpg
              */
             model?: string;
@@ -1188,7 +1354,7 @@ export interface components {
          */
         BatchPredictRequest: {
             /**
-             * @description Model name; the default model when omitted.
+             * @description Model name, or `name@version` to pin one live version; the default model when omitted. Unpinned, the model’s canary weights pick the version, the same one for the same caller.
              * @example cars-mpg
              */
             model?: string;
@@ -1449,6 +1615,62 @@ export interface components {
          */
         ApiKeyList: {
             data: components["schemas"]["ApiKey"][];
+        };
+        /**
+         * @example {
+         *       "version": {
+         *         "name": "cars-mpg",
+         *         "version": "2.0.0",
+         *         "state": "live",
+         *         "default": false,
+         *         "weight": 10
+         *       },
+         *       "workers_ready": 3
+         *     }
+         */
+        LoadVersionResult: {
+            version: components["schemas"]["ModelVersion"];
+            /** @description Workers that loaded and warmed it. */
+            workers_ready: number;
+        };
+        /**
+         * @example {
+         *       "mode": "live",
+         *       "weight": 10
+         *     }
+         */
+        LoadVersionRequest: {
+            /**
+             * @description `live`: pinnable and routable by weight; `shadow`: gets a sample of live rows after they are answered.
+             * @default live
+             * @enum {string}
+             */
+            mode: "live" | "shadow";
+            /**
+             * @description Live: percent of unpinned requests it takes at once (a canary); 0: pinned requests only.
+             * @default 0
+             */
+            weight: number;
+            /**
+             * @description Shadow: fraction of live jobs it also runs.
+             * @default 0.1
+             */
+            sample: number;
+        };
+        /**
+         * @example {
+         *       "weights": {
+         *         "2.0.0": 10
+         *       }
+         *     }
+         */
+        ModelRoutingRequest: {
+            /** @description Promote: this live version becomes the default and takes what the canaries leave. */
+            default_version?: string;
+            /** @description Canary weights (percent of unpinned requests) of live versions; 0 rolls one back. */
+            weights?: {
+                [key: string]: number;
+            };
         };
         /**
          * @example {
@@ -1790,6 +2012,105 @@ export interface operations {
             };
             /** @description The body is well-formed but not valid: `errors` lists each field. */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listModelVersions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The versions. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelVersionList"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getModelVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The version. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelVersion"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2533,7 +2854,7 @@ export interface operations {
                     "application/json": components["schemas"]["PredictResponse"];
                 };
             };
-            /** @description The wait ran out; the job goes on. It may be shared with other calls (its output then lists every row’s prediction): `Quern-Job-Row` says which row is this call’s. */
+            /** @description The wait ran out; the job goes on. A call whose rows were in a job shared with other calls is given a job of its own here, so the job it polls ends as its own rows do; `Quern-Job-Row` says which row of the job is this call’s (0, unless that job could not be added: then the shared one). */
             202: {
                 headers: {
                     location: string;
@@ -2684,7 +3005,7 @@ export interface operations {
                     "application/json": components["schemas"]["PredictResponse"];
                 };
             };
-            /** @description The wait ran out; the job goes on. It may be shared with other calls (its output then lists every row’s prediction): `Quern-Job-Row` says which row is this call’s. */
+            /** @description The wait ran out; the job goes on. A call whose rows were in a job shared with other calls is given a job of its own here, so the job it polls ends as its own rows do; `Quern-Job-Row` says which row of the job is this call’s (0, unless that job could not be added: then the shared one). */
             202: {
                 headers: {
                     location: string;
@@ -3664,6 +3985,244 @@ export interface operations {
             };
             /** @description The body is not sent as application/json. */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    loadModelVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["LoadVersionRequest"];
+            };
+        };
+        responses: {
+            /** @description Loaded. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoadVersionResult"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    unloadModelVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Draining. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelVersion"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    setModelRouting: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ModelRoutingRequest"];
+            };
+        };
+        responses: {
+            /** @description The versions now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelVersionList"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -328,6 +328,13 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     description: 'Inference threads (one ONNX Runtime session per model each).',
     defaultText: 'the machine’s cores (`os.availableParallelism()`)',
   },
+  QUERN_WORKER_MODEL_MEMORY_MB: {
+    group: 'worker',
+    description:
+      'Memory budget for model weights, in MiB: a version whose load would push the estimate (each loaded ' +
+      'version’s file size × its sessions, one per inference thread plus the inline one) past it is refused, ' +
+      'and the versions already loaded keep serving. 0: no budget.',
+  },
   QUERN_WORKER_PREFETCH: {
     group: 'worker',
     description: 'Jobs a worker holds per model (BullMQ concurrency).',

@@ -157,6 +157,8 @@ const workerSettings = {
   QUERN_WORKER_MODELS: list.default([]),
   QUERN_WORKER_THREADS: int(1, 256).default(availableParallelism()),
   QUERN_WORKER_PREFETCH: int(0, 100_000).default(0),
+  /** Model memory a worker may hold (estimate: each loaded version's file × sessions); 0: no budget. */
+  QUERN_WORKER_MODEL_MEMORY_MB: int(0, 1_048_576).default(0),
   /** Batches of at most this many rows run on the worker's main thread (0: always a thread). */
   QUERN_WORKER_INLINE_MAX_ROWS: int(0, 1_024).default(8),
   /** ...for models whose batch of that size runs within this many milliseconds. */

@@ -94,6 +94,26 @@ export class KeySpace {
     return `${this.prefix}:rowsexp:${owner}`;
   }
 
+  /** Hash of model name → its version routing (see model-routing.ts). */
+  modelRouting(): string {
+    return `${this.prefix}:routing`;
+  }
+
+  /** Pub/sub channel on which a changed model's name is published. */
+  modelRoutingChannel(): string {
+    return `${this.prefix}:routing:changed`;
+  }
+
+  /** Each worker's load outcome of each version of a model (`worker|version` → report). */
+  modelLoads(model: string): string {
+    return `${this.prefix}:loads:${model}`;
+  }
+
+  /** Differences between a shadow version's outputs and the live version's (see model-routing.ts). */
+  shadowStats(model: string, version: string): string {
+    return `${this.prefix}:shadow:${model}:${version}`;
+  }
+
   /** Sorted set of worker ids scored by their last heartbeat (ms since epoch). */
   workers(): string {
     return `${this.prefix}:workers`;

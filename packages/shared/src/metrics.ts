@@ -96,6 +96,13 @@ export const MetricNames = {
   webhookDeliveryDuration: 'quern_webhook_delivery_duration_seconds',
   webhookDeferred: 'quern_webhook_deliveries_deferred_total',
   webhookCircuitOpened: 'quern_webhook_circuit_opened_total',
+  // Worker, per model version (canary and shadow comparisons)
+  versionJobs: 'quern_model_version_jobs_total',
+  versionJobDuration: 'quern_model_version_job_duration_seconds',
+  versionBatchSize: 'quern_model_version_batch_size',
+  shadowRows: 'quern_shadow_rows_total',
+  shadowRowMeanAbsDiff: 'quern_shadow_row_mean_abs_diff',
+  shadowMaxAbsDiff: 'quern_shadow_max_abs_diff',
 } as const;
 
 /**

@@ -42,7 +42,13 @@ export type ModelEntry = z.infer<typeof ModelEntry>;
 export const ModelManifest = z
   .object({
     default_model: ModelName,
+    /** One entry per model: the version each serves by default (until an operator routes otherwise). */
     models: z.array(ModelEntry).min(1),
+    /**
+     * Further versions of the models above, each with its own file and SHA-256: loaded side by
+     * side with the default one, reachable by pinning (`name@version`), canary weights or shadow runs.
+     */
+    versions: z.array(ModelEntry).optional(),
   })
   .superRefine((m, ctx) => {
     const names = new Set<string>();
@@ -51,6 +57,21 @@ export const ModelManifest = z
         ctx.addIssue({ code: 'custom', message: `duplicate model name ${entry.name}`, path: ['models', i, 'name'] });
       }
       names.add(entry.name);
+    }
+    const refs = new Set(m.models.map((e) => modelRef(e.name, e.version)));
+    for (const [i, entry] of (m.versions ?? []).entries()) {
+      if (!names.has(entry.name)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `version of unknown model ${entry.name}`,
+          path: ['versions', i, 'name'],
+        });
+      }
+      const ref = modelRef(entry.name, entry.version);
+      if (refs.has(ref)) {
+        ctx.addIssue({ code: 'custom', message: `duplicate version ${ref}`, path: ['versions', i, 'version'] });
+      }
+      refs.add(ref);
     }
     if (!names.has(m.default_model)) {
       ctx.addIssue({
@@ -61,6 +82,22 @@ export const ModelManifest = z
     }
   });
 export type ModelManifest = z.infer<typeof ModelManifest>;
+
+/** How a request and a job name one version of a model: `cars-mpg@2.0.0`. */
+export function modelRef(name: string, version: string): string {
+  return `${name}@${version}`;
+}
+
+/** `name@version` split into its parts; a bare name pins no version. */
+export function parseModelRef(ref: string): { name: string; version: string | undefined } {
+  const at = ref.indexOf('@');
+  return at < 0 ? { name: ref, version: undefined } : { name: ref.slice(0, at), version: ref.slice(at + 1) };
+}
+
+/** Every version of `name` the manifest holds, its default version first. */
+export function manifestVersions(manifest: ModelManifest, name: string): ModelEntry[] {
+  return [...manifest.models, ...(manifest.versions ?? [])].filter((m) => m.name === name);
+}
 
 /** Number of output values one input row produces. */
 export function outputSize(model: ModelEntry): number {

@@ -162,7 +162,7 @@ async function batchPredict(
   started: number,
 ): Promise<BatchAnswer> {
   const { models, cache, metrics } = c.get('services');
-  const model = models.resolve(body.model);
+  const model = models.resolve(body.model, c.get('principal').id);
   let input: RowMatrix;
   if (body.tensor) {
     input = tensorRows(model, body.tensor);

@@ -81,7 +81,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
     app.openapi(r, async (c) => {
       const { models, jobs, metrics } = c.get('services');
       const body = c.req.valid('json');
-      const model = models.resolve(body.model);
+      const model = models.resolve(body.model, c.get('principal').id);
       checkRows(model, [body.features], () => 'features');
       const webhook = await validateWebhook(c, body.webhook);
       const claim = await claimJob(c, 'POST /v1/jobs', body, model);

@@ -101,7 +101,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
       const started = performance.now();
       const { models, cache, metrics } = c.get('services');
       const body = c.req.valid('json');
-      const model = models.resolve(body.model);
+      const model = models.resolve(body.model, c.get('principal').id);
       checkRows(model, [body.features], () => 'features');
       const { waitMs, useCache } = syncPreferences(c);
       // The rate-limit decision and the cache read share one round trip.

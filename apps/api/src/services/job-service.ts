@@ -352,13 +352,15 @@ export class JobService {
       if (!tombstone) return null;
       const record = decodeCanceledRecord(tombstone);
       if (!record) return null;
-      const model = this.models.find(record.data.model);
+      const model =
+        this.models.findVersion(record.data.model, record.data.model_version) ?? this.models.find(record.data.model);
       if (record.data.owner !== owner || !model) return null;
       return { kind: 'canceled', id, record, data: record.data, model };
     }
     const parsed = InferenceJobData.safeParse(job.data);
     if (!parsed.success || parsed.data.owner !== owner) return null;
-    const model = this.models.find(parsed.data.model);
+    const model =
+      this.models.findVersion(parsed.data.model, parsed.data.model_version) ?? this.models.find(parsed.data.model);
     if (!model) return null;
     return { kind: 'job', id, job, data: parsed.data, model };
   }

@@ -4,6 +4,7 @@ import {
   KeySpace,
   type Logger,
   listenForReplies,
+  loadManifest,
   type ModelManifest,
   newId,
   type RedisClient,
@@ -22,7 +23,8 @@ import { DrainMeter } from './drain-meter';
 import { Idempotency } from './idempotency';
 import { JobService } from './job-service';
 import { KeyStore } from './key-store';
-import { ModelRegistry } from './model-registry';
+import { ModelAdmin } from './model-admin';
+import { ModelRegistry, syncModelRouting } from './model-registry';
 import { SCOPES } from './principal';
 import { RateLimits } from './rate-limits';
 import { ResultCache } from './result-cache';
@@ -36,6 +38,8 @@ export interface Services {
   /** Every BullMQ queue: one per model, and the webhook deliveries. */
   queues: Queue[];
   models: ModelRegistry;
+  /** Loads, unloads and traffic splits of model versions (the admin routes). */
+  modelAdmin: ModelAdmin;
   jobs: JobService;
   waiter: ResultWaiter;
   cache: ResultCache;
@@ -82,7 +86,7 @@ export function createServices(
   // BullMQ's queues get a connection of their own: its many Lua scripts would make every
   // pipeline of `redis` (auto-pipelining batches each tick's commands) expensive to build.
   const queueRedis = createRedis(config, 'producer', { name: 'api-queues', logger, autoPipelining: false });
-  const models = new ModelRegistry(manifest);
+  const models = new ModelRegistry(manifest, () => loadManifest(config.QUERN_MODELS_DIR));
   const queues = new Map<string, Queue>();
   const events = new Map<string, { queue: Queue; events: QueueEvents }>();
   const eventConnections: RedisClient[] = [];
@@ -118,6 +122,10 @@ export function createServices(
   const listening = listenForReplies(replies, keys, instance, (reply) => waiter.deliver(reply)).catch((err: Error) =>
     logger.warn({ err: err.message }, 'reply channel not subscribed'),
   );
+  // Model routing (versions, canary weights) changes at run time: heard on the same connection.
+  const routing = syncModelRouting(models, redis, replies, keys, logger).catch((err: Error) =>
+    logger.warn({ err: err.message }, 'model routing not read'),
+  );
   const drain = new DrainMeter(events);
 
   const apiKeys = new KeyStore(redis, keys);
@@ -142,6 +150,7 @@ export function createServices(
     tracing,
     queues: [...queues.values(), webhookQueue],
     models,
+    modelAdmin: new ModelAdmin(models, redis, keys, config, logger),
     jobs,
     sync: new SyncPath(
       jobs,
@@ -171,7 +180,7 @@ export function createServices(
     metrics,
     redisUp: () => redis.status === 'ready',
     async connected(timeoutMs: number) {
-      await Promise.all([waitForRedis(redis, timeoutMs), waitForRedis(queueRedis, timeoutMs), listening]);
+      await Promise.all([waitForRedis(redis, timeoutMs), waitForRedis(queueRedis, timeoutMs), listening, routing]);
     },
     async readiness() {
       try {

@@ -170,6 +170,8 @@ export class SyncPath {
       ? [
           call.principal.id,
           call.model.name,
+          // A job runs one version: calls pinned to (or routed to) different versions never share one.
+          call.model.version,
           this.jobs.priorityFor(call.principal, call.priority),
           call.timeoutMs ?? '',
           call.oip ? 'oip' : '',
