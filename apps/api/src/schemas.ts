@@ -179,6 +179,24 @@ export const JobSchema = z
         'Priority class it was queued with (1 is the highest); keys of one class share the queue fairly (docs/scheduling.md).',
     }),
     webhook: WebhookStateSchema.nullable(),
+    queue: z
+      .object({
+        position: z.number().int().openapi({ description: 'Jobs a worker will take before this one.' }),
+        ahead_rows: z
+          .number()
+          .int()
+          .openapi({ description: 'Rows of those jobs (estimated from the mean rows of recent jobs).' }),
+        eta_ms: z.number().int().nullable().openapi({
+          description: 'Time until a worker takes it, at the drain rate of the last minute; null before any drained.',
+        }),
+      })
+      .nullable()
+      .optional()
+      .openapi({
+        description:
+          'While queued, on `GET /v1/jobs/{id}` and the event stream: where the job stands. Jobs of other keys ' +
+          'of the tier may go ahead of a key with a backlog (fair share), so its position can grow.',
+      }),
   })
   .openapi('Job', {
     example: {

@@ -255,7 +255,7 @@ export interface paths {
         };
         /**
          * Stream a job’s state changes (server-sent events)
-         * @description A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker has taken the job; `started_at` is that moment, unchanged in later events), then the final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the stream closes after the final event. A job that already finished gives its final event at once. Comment lines (`: keep-alive`) keep idle connections open.
+         * @description A `text/event-stream` with one event per state the job passes through: `queued` (again whenever its `queue` standing changes, read about once a second), `running` (a worker has taken the job; `started_at` is that moment, unchanged in later events), then the final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the stream closes after the final event. A job that already finished gives its final event at once. Comment lines (`: keep-alive`) keep idle connections open.
          */
         get: operations["streamJobEvents"];
         put?: never;
@@ -275,7 +275,7 @@ export interface paths {
         };
         /**
          * Stream a job’s state changes (unversioned path)
-         * @description A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker has taken the job; `started_at` is that moment, unchanged in later events), then the final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the stream closes after the final event. A job that already finished gives its final event at once. Comment lines (`: keep-alive`) keep idle connections open.
+         * @description A `text/event-stream` with one event per state the job passes through: `queued` (again whenever its `queue` standing changes, read about once a second), `running` (a worker has taken the job; `started_at` is that moment, unchanged in later events), then the final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the stream closes after the final event. A job that already finished gives its final event at once. Comment lines (`: keep-alive`) keep idle connections open.
          */
         get: operations["streamJobEventsUnversioned"];
         put?: never;
@@ -1086,6 +1086,15 @@ export interface components {
             /** @description Priority class it was queued with (1 is the highest); keys of one class share the queue fairly (docs/scheduling.md). */
             priority: number;
             webhook: components["schemas"]["JobWebhook"];
+            /** @description While queued, on `GET /v1/jobs/{id}` and the event stream: where the job stands. Jobs of other keys of the tier may go ahead of a key with a backlog (fair share), so its position can grow. */
+            queue?: {
+                /** @description Jobs a worker will take before this one. */
+                position: number;
+                /** @description Rows of those jobs (estimated from the mean rows of recent jobs). */
+                ahead_rows: number;
+                /** @description Time until a worker takes it, at the drain rate of the last minute; null before any drained. */
+                eta_ms: number | null;
+            } | null;
         };
         /** @enum {string} */
         JobStatus: "queued" | "running" | "succeeded" | "failed" | "canceled" | "expired";

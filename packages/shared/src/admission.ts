@@ -68,6 +68,10 @@ if not known then
     redis.call('PEXPIRE', exp, ttl)
   end
 end
+-- Mean rows of recent jobs: a queued job's rows ahead are estimated from it (GET /v1/jobs/{id}).
+local mean = tonumber(redis.call('HGET', fair, 'rows_mean') or n)
+redis.call('HSET', fair, 'rows_mean', mean * 0.95 + n * 0.05)
+redis.call('PEXPIRE', fair, 86400000)
 if quantum <= 0 then return {0, held, class} end
 -- Fair share: start-time fair queuing within the class's band of BullMQ priorities.
 local TWO32 = 4294967296
@@ -217,6 +221,20 @@ export class AdmissionLedger {
   /** The job ended (or was never added): its rows stop counting for its owner. Idempotent. */
   release(owner: string, jobId: string): void {
     this.releases.push({ owner, jobId });
+  }
+
+  /**
+   * Where a queued job stands: jobs ahead of it (its rank in BullMQ's priority order, after the
+   * `wait` list), and the mean rows of recent jobs of its model. O(log n): one ZRANK, never a walk.
+   */
+  async standing(queueKey: string, model: string, jobId: string): Promise<{ ahead: number; meanRows: number } | null> {
+    const [rank, waiting, mean] = await Promise.all([
+      this.redis.zrank(`${queueKey}:prioritized`, jobId),
+      this.redis.llen(`${queueKey}:wait`),
+      this.redis.hget(this.keys.fairShare(model), 'rows_mean'),
+    ]);
+    if (rank === null) return null;
+    return { ahead: waiting + rank, meanRows: Number(mean ?? 1) || 1 };
   }
 
   /** Rows the principal has queued or running now. */

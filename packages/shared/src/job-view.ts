@@ -30,6 +30,8 @@ export interface JobView {
   completed_at: string | null;
   expires_at: string;
   priority: number;
+  /** While queued: where the job stands (GET /v1/jobs/{id} and the SSE stream; absent elsewhere). */
+  queue?: QueueStanding | null;
   /** A job created through the OIP (`/v2/.../infer`) shows its output as an OIP inference response. */
   output: { prediction: number | number[] } | { predictions: (number | number[])[] } | OipInferenceResponse | null;
   error: { code: string; message: string } | null;
@@ -43,6 +45,16 @@ export interface JobView {
     next_attempt_at: string | null;
     deliveries: DeliveryState[];
   } | null;
+}
+
+/** Where a queued job stands in its model's queue (docs/scheduling.md). */
+export interface QueueStanding {
+  /** Jobs that BullMQ will hand out before this one. */
+  position: number;
+  /** Rows of those jobs, estimated from the mean rows of the model's recent jobs. */
+  ahead_rows: number;
+  /** Time until a worker takes it, at the model's drain rate over the last minute; null before any drained. */
+  eta_ms: number | null;
 }
 
 /** What is known of a job at one moment, read from BullMQ (or a cancel record). */

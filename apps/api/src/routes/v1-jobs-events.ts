@@ -55,7 +55,8 @@ const route = (prefix: '/v1' | '') =>
       ? 'Stream a job’s state changes (server-sent events)'
       : 'Stream a job’s state changes (unversioned path)',
     description:
-      'A `text/event-stream` with one event per state the job passes through: `queued`, `running` (a worker ' +
+      'A `text/event-stream` with one event per state the job passes through: `queued` (again whenever its `queue` ' +
+      'standing changes, read about once a second), `running` (a worker ' +
       'has taken the job; `started_at` is that moment, unchanged in later events), then the ' +
       'final one (`succeeded`, `failed`, `canceled` or `expired`), each with the job resource as `data`; the ' +
       'stream closes after the final event. A job that already finished gives its final event at once. ' +
@@ -90,6 +91,8 @@ export function registerJobEvents(app: OpenAPIHono<AppEnv>): void {
 
       return streamSSE(c, async (stream) => {
         let last: JobView['status'] | undefined;
+        // A queued job's place: a new `queued` event whenever it changes.
+        let place: string | undefined;
         let seq = 0;
         let wake: (() => void) | undefined;
         // Changes are only a cue to read the job again: the events sent are always read state.
@@ -98,6 +101,13 @@ export function registerJobEvents(app: OpenAPIHono<AppEnv>): void {
           const found = await jobs.find(id, owner);
           if (!found) return true;
           const view = await jobs.view(found);
+          const where = view.status === 'queued' ? JSON.stringify(view.queue ?? null) : undefined;
+          if (view.status === 'queued' && last === 'queued' && where !== place) {
+            place = where;
+            await stream.writeSSE({ event: 'queued', data: JSON.stringify(view), id: String(++seq) });
+            return false;
+          }
+          place = where;
           if (view.status !== last) {
             // A job that ran between two reads still shows every step: queued → running → final.
             if (last === 'queued' && TERMINAL_STATUSES.includes(view.status) && view.started_at) {

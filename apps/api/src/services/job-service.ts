@@ -22,6 +22,7 @@ import {
   newId,
   type OipJobFormat,
   QuernError,
+  type QueueStanding,
   type RedisClient,
   type RowMatrix,
   readDeliveryStates,
@@ -425,7 +426,25 @@ export class JobService {
   }
 
   async view(found: FoundJob): Promise<JobView> {
-    return jobView(await this.snapshot(found), found.model);
+    const view = jobView(await this.snapshot(found), found.model);
+    if (view.status !== 'queued' || found.kind !== 'job') return view;
+    return { ...view, queue: await this.standing(found.data.model, found.id) };
+  }
+
+  /**
+   * Where a queued job stands: its rank in BullMQ's priority order (one ZRANK, O(log n) at any
+   * queue length), rows ahead from the mean rows per job, and an ETA from the model's drain rate.
+   */
+  async standing(model: string, id: string): Promise<QueueStanding | null> {
+    const queue = this.queueOf(model);
+    const found = await this.ledger.standing(`${queue.opts.prefix}:${queue.name}`, model, id);
+    if (!found) return null;
+    const rate = this.drainRate(model);
+    return {
+      position: found.ahead,
+      ahead_rows: Math.round(found.ahead * found.meanRows),
+      eta_ms: rate > 0 ? Math.round(((found.ahead + 1) / rate) * 1000) : null,
+    };
   }
 
   /**

@@ -1,0 +1,73 @@
+/**
+ * `pnpm exec tsx tests/bench/queue-standing.ts [jobs]`: what reading a queued job's standing costs
+ * at a deep queue (100,000 jobs by default), against finding it by BullMQ's own listing. Prints
+ * JSON; docs/scheduling.md quotes the figures. Runs on a Redis of its own.
+ */
+import { startTestRedis } from '@quern/devkit';
+import { AdmissionLedger, KeySpace } from '@quern/shared';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+
+const JOBS = Number(process.argv[2] ?? 100_000);
+const redis = await startTestRedis({ forceOwn: true });
+const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+const keys = new KeySpace(redis.prefix);
+const queue = new Queue('infer-bench', { connection: client, prefix: redis.prefix });
+const ledger = new AdmissionLedger(client, keys);
+const queueKey = `${redis.prefix}:infer-bench`;
+
+try {
+  for (let at = 0; at < JOBS; at += 1_000) {
+    await queue.addBulk(
+      Array.from({ length: Math.min(1_000, JOBS - at) }, (_, k) => ({
+        name: 'infer',
+        data: { rows: 1 },
+        opts: { jobId: `job_${at + k}`, priority: 1 + ((at + k) % 5_000) },
+      })),
+    );
+  }
+  const target = `job_${JOBS - 1}`;
+  const time = async (runs: number, fn: () => Promise<unknown>) => {
+    const started = performance.now();
+    for (let i = 0; i < runs; i++) await fn();
+    return (performance.now() - started) / runs;
+  };
+  const commandMicros = async (fn: () => Promise<unknown>) => {
+    await client.config('RESETSTAT');
+    await fn();
+    const info = await client.info('commandstats');
+    return Object.fromEntries(
+      [...info.matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)]
+        .filter(([, name]) => name !== 'config' && name !== 'info')
+        .map(([, name, calls, usec]) => [name, { calls: Number(calls), usec: Number(usec) }]),
+    );
+  };
+  const standing = await ledger.standing(queueKey, 'bench', target);
+  const standingMs = await time(1_000, () => ledger.standing(queueKey, 'bench', target));
+  const standingRedis = await commandMicros(() => ledger.standing(queueKey, 'bench', target));
+  // What a position costs through BullMQ's public listing: every waiting job id, then a search.
+  const walk = async () => {
+    const ids = (await queue.getJobs(['prioritized'], 0, -1, true)).map((j) => j.id);
+    return ids.indexOf(target);
+  };
+  const walkMs = await time(3, walk);
+  const walkRedis = await commandMicros(walk);
+  process.stdout.write(
+    `${JSON.stringify(
+      {
+        queued_jobs: JOBS,
+        standing,
+        standing_ms_per_read: Number(standingMs.toFixed(3)),
+        standing_redis_commands: standingRedis,
+        bullmq_listing_ms_per_read: Number(walkMs.toFixed(1)),
+        bullmq_listing_redis_commands: walkRedis,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+} finally {
+  await queue.close();
+  client.disconnect();
+  await redis.close();
+}
