@@ -203,6 +203,24 @@ describe('traces across API, queue, worker and ONNX Runtime', () => {
     }
   });
 
+  it('a caller’s unsampled trace is followed, not recorded: no span in either service, the trace id still logged', async () => {
+    const left = hex(16);
+    const res = await post('/v1/predict', { features: freshCar() }, { traceparent: `00-${left}-${hex(8)}-00` });
+    expect(res.status).toBe(200);
+    const requestId = res.headers.get('x-request-id');
+    // A sampled request after it: once its job span has arrived, the worker has exported past the other.
+    const kept = hex(16);
+    expect(
+      (await post('/v1/predict', { features: freshCar() }, { traceparent: `00-${kept}-${hex(8)}-01` })).status,
+    ).toBe(200);
+    await otlp.waitFor((s) => s.traceId === kept && s.kind === CONSUMER);
+    await otlp.waitFor((s) => s.traceId === kept && s.kind === SERVER);
+    expect(otlp.spans.filter((s) => s.traceId === left)).toEqual([]);
+    expect(otlp.spans.filter((s) => s.links.some((l) => l.traceId === left))).toEqual([]);
+    const line = await stack.api.waitForLog((l) => l.msg === 'request' && l.request_id === requestId);
+    expect(line.trace_id).toBe(left);
+  });
+
   it('a request without a traceparent starts a trace of its own', async () => {
     const res = await post('/v1/predict', { features: freshCar() });
     const requestId = res.headers.get('x-request-id');

@@ -81,7 +81,7 @@ interface Run {
   startedAt: number;
   inferenceMs: number;
   batchSize: number;
-  /** The job's span, when tracing is on and the job carries a trace context. */
+  /** The job's span, when tracing is on and the job's trace is sampled. */
   span: Span | undefined;
   /** The version the job recorded, as this worker holds it. */
   served: ServedModel;
@@ -188,10 +188,13 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       : [];
     if (deps.tracer && data.trace) {
       const span = deps.tracer.startJob({ ...data, trace: data.trace }, id, job.attemptsMade + 1);
-      run.span = span;
-      // Webhook deliveries of this job join the trace under the job's span.
-      const trace = carrierOf(withSpan(span));
-      if (trace) run.base = { ...run.base, data: { ...data, trace } };
+      // Only a trace the sampler kept is followed further (a left-out one records nothing).
+      if (span.isRecording()) {
+        run.span = span;
+        // Webhook deliveries of this job join its trace under the job's span.
+        const trace = carrierOf(withSpan(span));
+        if (trace) run.base = { ...run.base, data: { ...data, trace } };
+      }
     }
     return run;
   }
@@ -303,7 +306,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     reply?.end();
     const jobSeconds = Math.max(0, finishedAt - run.job.timestamp) / 1000;
     if (run.span) {
-      // Tracing on: the buckets keep this job's trace id as their exemplar.
+      // A sampled trace: the buckets keep this job's trace id as their exemplar.
       const labels = { model: entry.name };
       const exemplarLabels = { trace_id: run.span.spanContext().traceId };
       metrics.queueWait.observe({ labels, value: queueMs / 1000, exemplarLabels });

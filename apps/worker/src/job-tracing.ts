@@ -5,6 +5,7 @@ import {
   type Span,
   type SpanContext,
   SpanKind,
+  TraceFlags,
   type Tracer,
   withSpan,
 } from '@quern/shared';
@@ -51,7 +52,8 @@ export class JobTracer {
       },
       contextOf(data.trace),
     );
-    this.tracer.startSpan('queued', { startTime: data.created_at }, withSpan(span)).end(now);
+    // A trace the sampler left out costs no more spans.
+    if (span.isRecording()) this.tracer.startSpan('queued', { startTime: data.created_at }, withSpan(span)).end(now);
     return span;
   }
 
@@ -60,17 +62,23 @@ export class JobTracer {
     return this.tracer.startSpan('reply', {}, withSpan(job));
   }
 
-  /** One span per ONNX Runtime call, in a trace of its own, linked to the span of every job it served. */
+  /**
+   * One span per ONNX Runtime call, in a trace of its own, linked to the span of every sampled
+   * job it served (a batch of jobs whose traces were all left out makes none).
+   */
   batch(batch: TracedBatch): void {
+    const sampled = batch.jobs.filter((job) => (job.traceFlags & TraceFlags.SAMPLED) !== 0);
+    if (sampled.length === 0) return;
     const span = this.tracer.startSpan(`inference ${batch.model}`, {
       root: true,
       startTime: batch.startedAt,
-      links: batch.jobs.map((job) => linkTo(job)),
+      links: sampled.map((job) => linkTo(job)),
       attributes: {
         'quern.model': batch.model,
         'quern.model_version': batch.version,
         'quern.batch_size': batch.rows,
         'quern.batch_jobs': batch.jobs.length,
+        'quern.batch_jobs_sampled': sampled.length,
       },
     });
     span.end(batch.finishedAt);

@@ -1,6 +1,6 @@
 import {
   type Context,
-  context,
+  type ContextManager,
   type Link,
   propagation,
   ROOT_CONTEXT,
@@ -9,13 +9,14 @@ import {
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
+  TraceFlags,
   type Tracer,
   trace,
 } from '@opentelemetry/api';
 import { z } from 'zod';
 
 export type { Context as TraceContext, Link, Span, SpanContext, Tracer } from '@opentelemetry/api';
-export { context as traceContexts, SpanKind, SpanStatusCode, trace };
+export { SpanKind, SpanStatusCode, TraceFlags, trace };
 
 /**
  * A W3C trace context as it travels inside a job (and a webhook delivery), so the worker's spans
@@ -65,9 +66,43 @@ export async function startTracing(
   const sdk = new NodeSDK({
     ...(env.OTEL_SERVICE_NAME ? {} : { serviceName: `quern-${service}` }),
     instrumentations: [],
+    contextManager: new ExplicitContexts(),
   });
   sdk.start();
   return { tracer: trace.getTracer(`quern-${service}`), shutdown: () => sdk.shutdown() };
+}
+
+/**
+ * Trace contexts are passed by hand in Quern (the request's span to its job's enqueue, the job's
+ * context to the worker's spans), never looked up implicitly. The SDK's default context manager
+ * is AsyncLocalStorage, which on Node 20 hooks every promise of the process, a cost on every
+ * request whether or not it is sampled; this one keeps no implicit context at all.
+ */
+class ExplicitContexts implements ContextManager {
+  active(): Context {
+    return ROOT_CONTEXT;
+  }
+
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
+    _context: Context,
+    fn: F,
+    thisArg?: ThisParameterType<F>,
+    ...args: A
+  ): ReturnType<F> {
+    return fn.call(thisArg, ...args);
+  }
+
+  bind<T>(_context: Context, target: T): T {
+    return target;
+  }
+
+  enable(): this {
+    return this;
+  }
+
+  disable(): this {
+    return this;
+  }
 }
 
 const carrierGetter: TextMapGetter<TraceCarrier> = {
@@ -127,12 +162,5 @@ export function linkTo(target: SpanContext, attributes?: Link['attributes']): Li
   return attributes ? { context: target, attributes } : { context: target };
 }
 
-/** Runs `fn` with `ctx` as the active trace context. */
-export function runIn<T>(ctx: Context, fn: () => T): T {
-  return context.with(ctx, fn);
-}
-
-/** The active trace context (the request's, inside a traced request). */
-export function activeContext(): Context {
-  return context.active();
-}
+/** The empty trace context: a span started in it begins a trace of its own. */
+export const ROOT_TRACE_CONTEXT: Context = ROOT_CONTEXT;

@@ -1,4 +1,4 @@
-import { accessLogger, type Logger, newId } from '@quern/shared';
+import { accessLogger, type Logger, newId, TraceFlags } from '@quern/shared';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 import type { Services } from '../services/services';
@@ -50,8 +50,9 @@ export function requestContext(services: Services, logger: Logger) {
       const status = c.res.status;
       services.metrics.httpRequests.labels(c.req.method, route, String(status)).inc();
       const traceId = c.get('traceId');
-      if (traceId) {
-        // Tracing on: the bucket keeps this request's trace id as its exemplar.
+      // (The span has ended by now: its sampled flag, not isRecording(), says whether it was kept.)
+      if (traceId && ((c.get('span')?.spanContext().traceFlags ?? 0) & TraceFlags.SAMPLED) !== 0) {
+        // A sampled trace: the bucket keeps this request's trace id as its exemplar.
         services.metrics.httpDuration.observe({
           labels: { method: c.req.method, route },
           value: seconds,

@@ -1,12 +1,13 @@
-import { requestParent, SpanKind, SpanStatusCode, type Tracer, trace, traceContexts } from '@quern/shared';
+import { requestParent, SpanKind, SpanStatusCode, type Tracer, trace } from '@quern/shared';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 
 /**
  * The server span of every request, installed only when tracing is on. An incoming W3C
  * `traceparent` makes the request's span a child of the caller's; the request id goes on the
- * span and the trace id on the request's access line, so each finds the other. The handler runs
- * with the span active: the enqueue span of a job it submits is the span's child.
+ * span and the trace id on the request's access line, so each finds the other. The span's
+ * context is handed on explicitly (`traceContext`): a job the request submits gets its enqueue
+ * span as the span's child.
  */
 export function traceRequests(tracer: Tracer) {
   return createMiddleware<AppEnv>(async (c, next) => {
@@ -28,7 +29,7 @@ export function traceRequests(tracer: Tracer) {
     c.set('traceContext', ctx);
     c.set('traceId', span.spanContext().traceId);
     try {
-      await traceContexts.with(ctx, next);
+      await next();
     } finally {
       const route = c.req.routePath && c.req.routePath !== '/*' ? c.req.routePath : 'unmatched';
       const status = c.res.status;

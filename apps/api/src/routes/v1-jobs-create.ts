@@ -97,6 +97,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
           timeoutMs: body.timeout_ms,
           priority: body.priority,
           webhook,
+          traceParent: c.get('traceContext'),
         });
       if (claim.replayed) {
         const found = await findClaimedJob(jobs, principal.id, claim.claim, submit);

@@ -1,7 +1,6 @@
 import {
   AdmissionLedger,
   type ApiConfig,
-  activeContext,
   type CanceledRecord,
   carrierOf,
   decodeCanceledRecord,
@@ -24,6 +23,7 @@ import {
   QuernError,
   type QueueStanding,
   type RedisClient,
+  ROOT_TRACE_CONTEXT,
   type RowMatrix,
   readDeliveryStates,
   requestCancel,
@@ -68,7 +68,7 @@ export interface SubmitArgs {
   replyTo?: string | undefined;
   /** Created through the OIP (`/v2`): the job's output is shown as an OIP response. */
   oip?: OipJobFormat | undefined;
-  /** The trace the job's enqueue span joins (tracing on); the active context when absent. */
+  /** The request's trace context (tracing on): the job's enqueue span is its child; a trace of its own when absent. */
   traceParent?: TraceContext | undefined;
 }
 
@@ -198,9 +198,9 @@ export class JobService {
         kind: SpanKind.PRODUCER,
         attributes: { 'quern.job_id': id, 'quern.model': args.model.name, 'quern.rows': args.input.count },
       },
-      args.traceParent ?? activeContext(),
+      args.traceParent ?? ROOT_TRACE_CONTEXT,
     );
-    const carrier = enqueue && carrierOf(trace.setSpan(activeContext(), enqueue));
+    const carrier = enqueue && carrierOf(trace.setSpan(ROOT_TRACE_CONTEXT, enqueue));
     const data: InferenceJobData = {
       v: 1,
       model: args.model.name,

@@ -357,6 +357,7 @@ export class SyncPath {
           priority: call.priority,
           replyTo: this.options.replyTo,
           oip: call.oip,
+          traceParent: call.trace?.context,
         }),
       );
       const now = this.jobs.outcomeOf(await this.jobs.snapshot(found), call.model);
@@ -512,6 +513,7 @@ export class SyncPath {
         priority: call.priority,
         cacheChecked: call.cacheChecked,
         oip: call.oip,
+        traceParent: call.trace?.context,
       });
       this.onJob(call.model.name, call.mode);
       const view = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, call.model);
