@@ -30,7 +30,9 @@ export const getModelRoute = createRoute({
 export function registerGetModel(app: OpenAPIHono<AppEnv>): void {
   app.openapi(getModelRoute, (c) => {
     const { models } = c.get('services');
-    const model = models.resolve(c.req.valid('param').name);
+    const { name } = c.req.valid('param');
+    // The default version (canary weights pick per caller, not for this page); 404 for an unknown name.
+    const model = models.find(name) ?? models.resolve(name);
     return c.json(modelView(model, models.defaultName), 200);
   });
 }
