@@ -210,6 +210,7 @@ describe('fair-share priorities stay inside their band', () => {
         weight: 1,
         // Each job advances the key's tag by 1,000 steps: the band's middle is reached in 11 jobs.
         quantumRows: 1,
+        recentJobsTtlMs: 60_000,
       });
     try {
       const lo = 4 * FAIR_BAND + 1;

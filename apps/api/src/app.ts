@@ -27,6 +27,8 @@ import { registerCancelJob } from './routes/v1-jobs-cancel';
 import { registerCreateJob } from './routes/v1-jobs-create';
 import { registerJobEvents } from './routes/v1-jobs-events';
 import { registerGetJob } from './routes/v1-jobs-get';
+import { registerListJobs } from './routes/v1-jobs-list';
+import { registerRetryJob } from './routes/v1-jobs-retry';
 import { registerGetModel } from './routes/v1-models-get';
 import { registerListModels } from './routes/v1-models-list';
 import { registerGetModelVersion } from './routes/v1-models-versions-get';
@@ -137,6 +139,8 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerCreateJob(app);
   registerGetJob(app);
   registerCancelJob(app);
+  registerRetryJob(app);
+  registerListJobs(app);
   registerJobEvents(app);
   registerPredict(app);
   registerBatchPredict(app);

@@ -15,6 +15,7 @@ export const PROBLEM_TITLES: Record<ErrorCode, string> = {
   job_finished: 'Job already finished',
   job_already_started: 'Job already started',
   job_canceled: 'Job canceled',
+  job_not_retryable: 'Job cannot be retried',
   job_expired: 'Job expired',
   payload_too_large: 'Payload too large',
   unsupported_media_type: 'Unsupported media type',

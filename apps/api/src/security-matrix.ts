@@ -61,6 +61,14 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
   { method: 'GET', template: '/v1/admin/keys', path: () => '/v1/admin/keys', scope: 'admin' },
   {
     method: 'POST',
+    template: '/v1/jobs/{id}/retry',
+    path: ({ jobId }) => `/v1/jobs/${jobId}/retry`,
+    scope: 'predict',
+    ownsJob: true,
+  },
+  { method: 'GET', template: '/v1/jobs', path: () => '/v1/jobs', scope: 'jobs:read' },
+  {
+    method: 'POST',
     template: '/v1/admin/keys',
     path: () => '/v1/admin/keys',
     body: { name: 'matrix', scopes: ['predict'] },

@@ -53,6 +53,9 @@ const CONTROL_STATUS: Record<string, number> = {
   'POST /v1/admin/keys': 201,
   'GET /v1/admin/keys/{id}': 200,
   'PATCH /v1/admin/keys/{id}': 200,
+  // The matrix's job is queued: it cannot be retried yet.
+  'POST /v1/jobs/{id}/retry': 409,
+  'GET /v1/jobs': 200,
   'POST /v1/admin/models/{name}/routing': 200,
   'POST /v1/admin/models/{name}/versions/{version}/load': 404,
   'POST /v1/admin/models/{name}/versions/{version}/unload': 422,

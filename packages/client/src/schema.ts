@@ -165,7 +165,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List your recent jobs
+         * @description Your own jobs, newest first, optionally of one `status` (`GET /v1/jobs?status=failed`). A page reads at most 4 × `limit` of your recent jobs, so a rare status may give a short (even empty) page with a `next_cursor`: follow it until it is null. The most recent 10,000 jobs are listed, for as long as failed jobs are kept.
+         */
+        get: operations["listJobs"];
         put?: never;
         /**
          * Submit an inference job
@@ -241,6 +245,26 @@ export interface paths {
          * @description A queued job is removed at once and becomes `canceled` (200). A job a worker already holds is canceled if its batch has not started (200, `canceled`); if the batch had started it completes, and the answer is 409 `job_already_started`. A finished job gives 409 `job_finished`. If the worker does not answer within a moment the request is accepted (202) and the job resource tells the outcome.
          */
         delete: operations["cancelJobUnversioned"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry a failed, expired or canceled job
+         * @description Runs the job again under the same id, with the same input, webhook and deadline length (counted from now), through the same caps as a new job (`503 queue_full`, `429 concurrency_limited`). Its webhook events start a new cycle. Only the job’s owner can retry it; a job that is queued, running or succeeded gives `409 job_not_retryable`.
+         */
+        post: operations["retryJob"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -950,7 +974,7 @@ export interface components {
              * @example validation_failed
              * @enum {string}
              */
-            code: "malformed_request" | "unauthorized" | "forbidden" | "not_found" | "job_not_found" | "model_not_found" | "job_finished" | "job_already_started" | "job_canceled" | "job_expired" | "payload_too_large" | "unsupported_media_type" | "validation_failed" | "idempotency_key_reused" | "rate_limited" | "concurrency_limited" | "internal_error" | "inference_failed" | "redis_unavailable" | "queue_full" | "service_unavailable";
+            code: "malformed_request" | "unauthorized" | "forbidden" | "not_found" | "job_not_found" | "model_not_found" | "job_finished" | "job_already_started" | "job_canceled" | "job_not_retryable" | "job_expired" | "payload_too_large" | "unsupported_media_type" | "validation_failed" | "idempotency_key_reused" | "rate_limited" | "concurrency_limited" | "internal_error" | "inference_failed" | "redis_unavailable" | "queue_full" | "service_unavailable";
             /** @example req_4CwVw1bq5pRrYd2KX8h0aF */
             request_id: string | null;
             /** @description Present for validation errors: every field to fix. */
@@ -1234,6 +1258,17 @@ export interface components {
              *     ]
              */
             events?: ("started" | "completed" | "failed" | "canceled")[];
+        };
+        /**
+         * @example {
+         *       "data": [],
+         *       "next_cursor": null
+         *     }
+         */
+        JobList: {
+            data: components["schemas"]["Job"][];
+            /** @description Pass as `cursor` for the next page; null at the end. */
+            next_cursor: string | null;
         };
         /**
          * @description A server-sent event of `GET /v1/jobs/{id}/events` (keep-alive comments aside).
@@ -2129,6 +2164,76 @@ export interface operations {
             };
         };
     };
+    listJobs: {
+        parameters: {
+            query?: {
+                status?: "queued" | "running" | "succeeded" | "failed" | "canceled" | "expired";
+                limit?: number;
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of jobs. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobList"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     createJob: {
         parameters: {
             query?: never;
@@ -2614,6 +2719,93 @@ export interface operations {
             /** @description Cancel requested; the worker decides. */
             202: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The job is in a state that does not allow this (finished, or its batch already started). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    retryJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queued again. */
+            202: {
+                headers: {
+                    /** @example /v1/jobs/job_8Zt0gkqNqk3v1sPzJmUoQa */
+                    location?: string;
                     [name: string]: unknown;
                 };
                 content: {

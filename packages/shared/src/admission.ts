@@ -28,11 +28,12 @@ import { TurnBuffer } from './turn-buffer';
 export const FAIR_BAND = Math.floor((2 ** 21 - 1) / 100);
 
 export const ADMIT_LUA = `
-local wait, prio, adm, rows, exp, fair = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local wait, prio, adm, rows, exp, fair, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local jobPrefix, id = ARGV[1], ARGV[2]
 local n, now, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local rowCap, expiresAt, pendingTtl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local class, weight, quantum, owner = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
+local recentTtl = tonumber(ARGV[13])
 local stale = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 16)
 for _, j in ipairs(stale) do
   local r = redis.call('HGET', rows, j)
@@ -68,6 +69,10 @@ if not known then
     redis.call('PEXPIRE', exp, ttl)
   end
 end
+-- The owner's recent jobs (GET /v1/jobs), at most 10,000, kept as long as failed jobs are.
+redis.call('ZADD', recent, now, id)
+redis.call('ZREMRANGEBYRANK', recent, 0, -10001)
+redis.call('PEXPIRE', recent, recentTtl)
 -- Mean rows of recent jobs: a queued job's rows ahead are estimated from it (GET /v1/jobs/{id}).
 local mean = tonumber(redis.call('HGET', fair, 'rows_mean') or n)
 redis.call('HSET', fair, 'rows_mean', mean * 0.95 + n * 0.05)
@@ -147,6 +152,8 @@ export interface AdmitRequest {
   /** Fair share: the key's weight (1 normal), and rows per step of virtual time (0: fair share off). */
   weight: number;
   quantumRows: number;
+  /** How long the owner's list of recent jobs is kept after its last job (ms). */
+  recentJobsTtlMs: number;
 }
 
 /** Why a job was not admitted, with the number that was over its cap. */
@@ -177,7 +184,7 @@ export class AdmissionLedger {
     private readonly keys: KeySpace,
     onReleaseError: (err: Error) => void = () => {},
   ) {
-    this.admitScript = command(redis, 'quernAdmit', ADMIT_LUA, 6);
+    this.admitScript = command(redis, 'quernAdmit', ADMIT_LUA, 7);
     command(redis, 'quernReleaseRows', RELEASE_LUA, 2);
     this.releases = new TurnBuffer((items) => {
       const pipeline = this.redis.pipeline() as unknown as Record<string, ScriptCommand> & {
@@ -199,6 +206,7 @@ export class AdmissionLedger {
       this.keys.keyRows(req.owner),
       this.keys.keyRowsExpiry(req.owner),
       this.keys.fairShare(req.model),
+      this.keys.ownerJobs(req.owner),
       `${req.queueKey}:`,
       req.jobId,
       req.rows,
@@ -211,11 +219,34 @@ export class AdmissionLedger {
       req.weight,
       req.quantumRows,
       req.owner,
+      req.recentJobsTtlMs,
     )) as [number, number, number?];
     const [code, value, priority] = reply;
     if (code === 1) return { kind: 'queue_full', depth: Number(value) };
     if (code === 2) return { kind: 'concurrency_limited', heldRows: Number(value) };
     return { kind: 'admitted', heldRows: Number(value), priority: Number(priority ?? req.priorityClass) };
+  }
+
+  /** The same, now: before the job's id is admitted again (a client's retry). */
+  async releaseNow(owner: string, jobId: string): Promise<void> {
+    const fn = (this.redis as unknown as Record<string, ScriptCommand>).quernReleaseRows as ScriptCommand;
+    await fn.call(this.redis, this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId);
+  }
+
+  /** A page of the owner's recent job ids, newest first, created before `before` (epoch ms, exclusive). */
+  async recentJobs(owner: string, before: number, count: number): Promise<{ id: string; at: number }[]> {
+    const flat = await this.redis.zrevrangebyscore(
+      this.keys.ownerJobs(owner),
+      Number.isFinite(before) ? `(${before}` : '+inf',
+      '-inf',
+      'WITHSCORES',
+      'LIMIT',
+      0,
+      count,
+    );
+    const out: { id: string; at: number }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i] as string, at: Number(flat[i + 1]) });
+    return out;
   }
 
   /** The job ended (or was never added): its rows stop counting for its owner. Idempotent. */

@@ -12,6 +12,7 @@ export const ErrorCodes = {
   job_finished: 409,
   job_already_started: 409,
   job_canceled: 409,
+  job_not_retryable: 409,
   job_expired: 504,
   payload_too_large: 413,
   unsupported_media_type: 415,

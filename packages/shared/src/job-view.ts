@@ -4,7 +4,9 @@ import { type ModelEntry, outputSize } from './model-manifest';
 import { type OipInferenceResponse, oipResponse } from './oip';
 import type { DeliveryState } from './webhooks';
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled' | 'expired';
+/** Every status a job resource can show. */
+export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'canceled', 'expired'];
 
 /** BullMQ's states, plus `canceled` for a job removed from the queue by its owner. */

@@ -78,6 +78,8 @@ export const InferenceJobData = z
     deadline_at: z.number().int(),
     /** The job's priority class (1 is the highest); its BullMQ priority is a fair-share number within the class. */
     priority: z.number().int().min(1),
+    /** The client's retry (`POST /v1/jobs/{id}/retry`) this run is: 2 for the first retry; absent for the first run. */
+    attempt: z.number().int().min(2).optional(),
     /** The owner's fair-share weight, when not 1: the worker's batches share rows by it too. */
     weight: z.number().positive().optional(),
     webhook: WebhookSpec.optional(),

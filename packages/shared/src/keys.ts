@@ -84,6 +84,11 @@ export class KeySpace {
     return `${this.prefix}:fair:${model}`;
   }
 
+  /** A principal's recent jobs, newest last (job id → created at, ms): `GET /v1/jobs` lists them. */
+  ownerJobs(owner: string): string {
+    return `${this.prefix}:jobs:${owner}`;
+  }
+
   /** A principal's queued-or-running jobs: job id → rows, and `total` (see admission.ts). */
   keyRows(owner: string): string {
     return `${this.prefix}:rows:${owner}`;

@@ -49,7 +49,7 @@ export class WebhookDispatcher {
     };
     const retention = this.config.QUERN_RETAIN_FAILED_SECONDS;
     await this.queue.add(WEBHOOK_JOB_NAME, delivery, {
-      jobId: deliveryJobId(snapshot.id, event),
+      jobId: deliveryJobId(snapshot.id, event, data.attempt),
       attempts: this.config.QUERN_WEBHOOK_RETRY_SCHEDULE_MS.length + 1,
       backoff: { type: 'webhook' },
       removeOnComplete: { age: retention },

@@ -39,8 +39,9 @@ export const WebhookDeliveryData = z.object({
 export type WebhookDeliveryData = z.infer<typeof WebhookDeliveryData>;
 
 /** BullMQ id of one event's delivery: adding it twice (a job run twice) enqueues it once. */
-export function deliveryJobId(jobId: string, event: WebhookEvent): string {
-  return `${jobId}.${event}`;
+export function deliveryJobId(jobId: string, event: WebhookEvent, attempt?: number): string {
+  // A client's retry of a job is a new webhook cycle: its deliveries must not be taken for the first run's.
+  return attempt && attempt > 1 ? `${jobId}.${attempt}.${event}` : `${jobId}.${event}`;
 }
 
 /**

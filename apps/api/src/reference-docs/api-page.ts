@@ -83,6 +83,7 @@ export const ERROR_EXPLANATIONS: Record<ErrorCode, string> = {
   job_finished: 'Cancel of a job that has ended.',
   job_already_started: 'Cancel of a job whose batch has started (the job completes).',
   job_canceled: 'A sync call whose job was canceled.',
+  job_not_retryable: 'A retry of a job that is not `failed`, `expired` or `canceled`, or that a worker still holds.',
   job_expired:
     'A sync call whose job was still queued at its deadline (`timeout_ms`): answered at the deadline, not at the ' +
     'end of the wait.',

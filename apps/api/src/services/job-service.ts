@@ -14,6 +14,7 @@ import {
   type JobReply,
   type JobSnapshot,
   type JobView,
+  jobMatrix,
   jobView,
   type KeySpace,
   type Logger,
@@ -68,6 +69,8 @@ export interface SubmitArgs {
   replyTo?: string | undefined;
   /** Created through the OIP (`/v2`): the job's output is shown as an OIP response. */
   oip?: OipJobFormat | undefined;
+  /** A client's retry of the job with this id: its number (2 for the first retry). */
+  attempt?: number | undefined;
   /** The request's trace context (tracing on): the job's enqueue span is its child; a trace of its own when absent. */
   traceParent?: TraceContext | undefined;
 }
@@ -219,6 +222,7 @@ export class JobService {
       ...(args.cacheChecked ? { cache_checked: true } : {}),
       ...(args.replyTo ? { reply_to: args.replyTo } : {}),
       ...(args.oip ? { oip: args.oip } : {}),
+      ...(args.attempt ? { attempt: args.attempt } : {}),
       ...(carrier ? { trace: carrier } : {}),
     };
     let adder = this.adders.get(args.model.name);
@@ -244,6 +248,79 @@ export class JobService {
     }
     await added;
     return { id, data };
+  }
+
+  /**
+   * A client's retry of a job that ended `failed`, `expired` or `canceled`: a new run under the same
+   * id, with the same rows, webhook and deadline length, through the same admission (caps, fair
+   * share), and a new webhook cycle. Anything else is a 409.
+   */
+  async retry(found: FoundJob, principal: Principal, requestId: string): Promise<JobView> {
+    const before = await this.view(found);
+    if (before.status !== 'failed' && before.status !== 'expired' && before.status !== 'canceled') {
+      throw new QuernError(
+        'job_not_retryable',
+        `only a failed, expired or canceled job can be retried (it is ${before.status})`,
+        {
+          extra: { job_id: found.id },
+        },
+      );
+    }
+    const { data, id } = found;
+    const input = jobMatrix(data);
+    if (typeof input === 'string')
+      throw new QuernError('validation_failed', `the job's input cannot be run again: ${input}`);
+    if (found.kind === 'job') {
+      const removed = await this.queueOf(data.model).remove(id);
+      if (removed !== 1) throw new QuernError('job_not_retryable', 'a worker still holds the job; retry in a moment');
+    }
+    // The old run's records go: its cancel record and webhook states; its rows stop counting.
+    await this.redis.del(this.keys.canceledJob(id), this.keys.webhookState(id), this.keys.cancelRequest(id));
+    await this.ledger.releaseNow(data.owner, id);
+    const { data: fresh } = await this.submit({
+      model: found.model,
+      input,
+      mode: data.mode === 'sync' ? 'async' : data.mode,
+      principal,
+      requestId,
+      jobId: id,
+      timeoutMs: Math.max(1, data.deadline_at - data.created_at),
+      priority: data.priority,
+      webhook: data.webhook,
+      oip: data.oip,
+      attempt: (data.attempt ?? 1) + 1,
+    });
+    return jobView({ id, data: fresh, state: 'waiting', timestamp: fresh.created_at }, found.model);
+  }
+
+  /**
+   * A page of the owner's recent jobs, newest first, optionally of one status. The index is a
+   * sorted set per owner the admission script writes; a page reads at most 4 × `limit` entries, so
+   * a sparse status may give a short page with a cursor to go on from.
+   */
+  async listOwn(
+    owner: string,
+    options: { status?: string | undefined; limit: number; cursor?: string | undefined },
+  ): Promise<{ data: JobView[]; next_cursor: string | null }> {
+    const [atText, afterId] = (options.cursor ?? '').split('~');
+    const at = atText ? Number(atText) : Number.POSITIVE_INFINITY;
+    const budget = options.limit * 4;
+    // Inclusive of the cursor's millisecond: ids at that score up to the cursor's were already given.
+    const entries = (await this.ledger.recentJobs(owner, Number.isFinite(at) ? at + 1 : at, budget + 64)).filter(
+      (e) => !(afterId && e.at === at && e.id >= afterId),
+    );
+    const scanned = entries.slice(0, budget);
+    const found = await Promise.all(scanned.map((e) => this.find(e.id, owner)));
+    const views = await Promise.all(found.map((f) => (f ? this.view(f) : Promise.resolve(null))));
+    const data: JobView[] = [];
+    let last: { id: string; at: number } | undefined;
+    for (let i = 0; i < scanned.length && data.length < options.limit; i++) {
+      last = scanned[i];
+      const view = views[i];
+      if (view && (!options.status || view.status === options.status)) data.push(view);
+    }
+    const more = last !== undefined && (data.length === options.limit || scanned.length === budget);
+    return { data, next_cursor: more && last ? `${last.at}~${last.id}` : null };
   }
 
   /** Rows the principal may have queued or running at once: its key's own cap, else its tier's (0: none). */
@@ -281,6 +358,7 @@ export class JobService {
       priorityClass,
       weight: principal.weight ?? 1,
       quantumRows: this.config.QUERN_FAIR_SHARE ? fairQuantumRows(model) : 0,
+      recentJobsTtlMs: this.config.QUERN_RETAIN_FAILED_SECONDS * 1000,
     });
     if (decision.kind === 'admitted') return decision.priority;
     const rate = this.drainRate(model.name);
