@@ -221,6 +221,16 @@ describe('traces across API, queue, worker and ONNX Runtime', () => {
     expect(line.trace_id).toBe(left);
   });
 
+  it('a handler’s own log lines (here an audit line) carry the request id and the trace id', async () => {
+    const traceId = hex(16);
+    const res = await post('/v1/admin/keys', { name: 'traced' }, { traceparent: `00-${traceId}-${hex(8)}-01` });
+    expect(res.status).toBe(201);
+    const audit = await stack.api.waitForLog(
+      (l) => l.msg === 'audit' && l.action === 'api_key.create' && l.trace_id === traceId,
+    );
+    expect(audit.request_id).toBe(res.headers.get('x-request-id'));
+  });
+
   it('a request without a traceparent starts a trace of its own', async () => {
     const res = await post('/v1/predict', { features: freshCar() });
     const requestId = res.headers.get('x-request-id');

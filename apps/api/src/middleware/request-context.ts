@@ -11,13 +11,16 @@ const PROBES = new Set(['/health', '/ready', '/metrics']);
 /**
  * The request's logger, made on first use: a pino child (with the redaction rules) costs more
  * than most requests spend logging, and most requests log only their one line, written by this
- * middleware with the root logger.
+ * middleware with the root logger. With tracing on, its lines carry the trace id too.
  */
-function lazyChild(logger: Logger, requestId: string): Logger {
+function lazyChild(logger: Logger, requestId: string, c: { get(key: 'traceId'): string | undefined }): Logger {
   let child: Logger | undefined;
   return new Proxy({} as Logger, {
     get(_target, property) {
-      child ??= logger.child({ request_id: requestId });
+      if (!child) {
+        const traceId = c.get('traceId');
+        child = logger.child(traceId ? { request_id: requestId, trace_id: traceId } : { request_id: requestId });
+      }
       const value = Reflect.get(child, property, child);
       return typeof value === 'function' ? value.bind(child) : value;
     },
@@ -38,7 +41,7 @@ export function requestContext(services: Services, logger: Logger) {
     const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : newId('req');
     c.set('requestId', requestId);
     c.set('services', services);
-    c.set('logger', lazyChild(logger, requestId));
+    c.set('logger', lazyChild(logger, requestId, c));
     // Before the handler: Hono applies prepared headers to whatever response it builds.
     c.header('x-request-id', requestId);
     try {
