@@ -156,6 +156,26 @@ describe('errors are problem+json with the right status', () => {
     await expectProblem(await get('/v1/nothing-here'), 404, 'not_found');
   });
 
+  it('405 with Allow for a method a served path does not take (RFC 9110)', async () => {
+    const put = await app.request('/v1/jobs/job_0000000000000000000000', { method: 'PUT' });
+    await expectProblem(put.clone(), 405, 'method_not_allowed');
+    expect(put.headers.get('allow')).toBe('DELETE, GET, HEAD');
+    const patch = await app.request('/v1/predict', { method: 'PATCH' });
+    await expectProblem(patch.clone(), 405, 'method_not_allowed');
+    expect(patch.headers.get('allow')).toBe('POST');
+    // A path nothing serves stays a 404, whatever the method.
+    await expectProblem(await app.request('/v1/nothing-here', { method: 'PUT' }), 404, 'not_found');
+  });
+
+  it('422 for a key name longer than its documented 100 characters, spaces around it included', async () => {
+    const padded = `    ${'n'.repeat(98)}`;
+    await expectProblem(await post('/v1/admin/keys', { name: padded }), 422, 'validation_failed');
+    await expectProblem(await post('/v1/admin/keys', { name: '   ' }), 422, 'validation_failed');
+    const created = await post('/v1/admin/keys', { name: `  ${'n'.repeat(98)}` });
+    expect(created.status).toBe(201);
+    expect(((await created.json()) as { name: string }).name).toBe('n'.repeat(98));
+  });
+
   it('413 for a body over the limit', async () => {
     const big = JSON.stringify({ features: Array.from({ length: 300_000 }, () => 1.5) });
     expect(big.length).toBeGreaterThan(1024 * 1024);

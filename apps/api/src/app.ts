@@ -3,6 +3,7 @@ import { type Logger, QuernError } from '@quern/shared';
 import { cors } from 'hono/cors';
 import type { AppEnv } from './env';
 import { problem, toQuernError, validationError } from './errors';
+import { methodsServed } from './method-not-allowed';
 import { bodyLimit } from './middleware/body-limit';
 import { requestContext } from './middleware/request-context';
 import { securityHeaders } from './middleware/security-headers';
@@ -111,7 +112,19 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
     }
     return problem(c, quernError);
   });
-  app.notFound((c) => problem(c, new QuernError('not_found', `no route for ${c.req.method} ${c.req.path}`)));
+  const allowedOn = methodsServed(() => app.routes);
+  app.notFound((c) => {
+    const allowed = allowedOn(c.req.path);
+    if (allowed.length > 0 && !allowed.includes(c.req.method)) {
+      return problem(
+        c,
+        new QuernError('method_not_allowed', `${c.req.method} is not served on ${c.req.path}`, {
+          headers: { allow: allowed.join(', ') },
+        }),
+      );
+    }
+    return problem(c, new QuernError('not_found', `no route for ${c.req.method} ${c.req.path}`));
+  });
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'ApiKeyAuth', {
     type: 'apiKey',

@@ -10,6 +10,7 @@ export const PROBLEM_TITLES: Record<ErrorCode, string> = {
   unauthorized: 'Authentication required',
   forbidden: 'Forbidden',
   not_found: 'Not found',
+  method_not_allowed: 'Method not allowed',
   job_not_found: 'Job not found',
   model_not_found: 'Model not found',
   job_finished: 'Job already finished',

@@ -974,7 +974,7 @@ export interface components {
              * @example validation_failed
              * @enum {string}
              */
-            code: "malformed_request" | "unauthorized" | "forbidden" | "not_found" | "job_not_found" | "model_not_found" | "job_finished" | "job_already_started" | "job_canceled" | "job_not_retryable" | "job_expired" | "payload_too_large" | "unsupported_media_type" | "validation_failed" | "idempotency_key_reused" | "rate_limited" | "concurrency_limited" | "internal_error" | "inference_failed" | "redis_unavailable" | "queue_full" | "service_unavailable";
+            code: "malformed_request" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "job_not_found" | "model_not_found" | "job_finished" | "job_already_started" | "job_canceled" | "job_not_retryable" | "job_expired" | "payload_too_large" | "unsupported_media_type" | "validation_failed" | "idempotency_key_reused" | "rate_limited" | "concurrency_limited" | "internal_error" | "inference_failed" | "redis_unavailable" | "queue_full" | "service_unavailable";
             /** @example req_4CwVw1bq5pRrYd2KX8h0aF */
             request_id: string | null;
             /** @description Present for validation errors: every field to fix. */
@@ -4133,7 +4133,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": components["schemas"]["UpdateApiKeyRequest"];
             };
@@ -4247,6 +4247,15 @@ export interface operations {
                     "application/json": components["schemas"]["LoadVersionResult"];
                 };
             };
+            /** @description Malformed request (the body is not valid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No credential, or one that is not valid. */
             401: {
                 headers: {
@@ -4267,6 +4276,15 @@ export interface operations {
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as application/json. */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4389,7 +4407,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": components["schemas"]["ModelRoutingRequest"];
             };
@@ -4402,6 +4420,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelVersionList"];
+                };
+            };
+            /** @description Malformed request (the body is not valid JSON). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description No credential, or one that is not valid. */
@@ -4424,6 +4451,15 @@ export interface operations {
             };
             /** @description No such resource (or it belongs to someone else). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as application/json. */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

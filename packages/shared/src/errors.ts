@@ -7,6 +7,7 @@ export const ErrorCodes = {
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
+  method_not_allowed: 405,
   job_not_found: 404,
   model_not_found: 404,
   job_finished: 409,

@@ -78,6 +78,7 @@ export const ERROR_EXPLANATIONS: Record<ErrorCode, string> = {
     'The credential lacks the route’s scope; `POST /v1/auth/token` called with a token, or asking for scopes its ' +
     'key lacks.',
   not_found: 'An unknown route, or an unknown key id on the admin routes.',
+  method_not_allowed: 'A method the path does not serve; `Allow` lists the ones it does (RFC 9110).',
   job_not_found: 'An unknown job, or another principal’s job: it answers 404 exactly like a job that does not exist.',
   model_not_found: 'An unknown model.',
   job_finished: 'Cancel of a job that has ended.',

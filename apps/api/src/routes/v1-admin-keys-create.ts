@@ -8,7 +8,8 @@ import { API_KEY_EXAMPLE, ApiKeySchema, apiKeyView } from './admin-keys-schemas'
 
 export const CreateKeyRequestSchema = z
   .object({
-    name: z.string().trim().min(1).max(100).openapi({ example: 'billing-service' }),
+    // At most 100 characters as sent (the documented maxLength), at least one once trimmed.
+    name: z.string().max(100).trim().min(1).openapi({ example: 'billing-service' }),
     tier: z.enum(TIERS).default('free'),
     scopes: z
       .array(z.enum(SCOPES))

@@ -32,7 +32,8 @@ export const updateKeyRoute = createRoute({
   middleware: [audited('api_key.update'), requireAuth('admin')] as const,
   request: {
     params: KeyIdParamSchema,
-    body: { required: true, content: { 'application/json': { schema: UpdateKeyRequestSchema } } },
+    // Every field is optional, so no body is the empty change (the key as it is), not an error.
+    body: { required: false, content: { 'application/json': { schema: UpdateKeyRequestSchema } } },
   },
   responses: {
     200: { description: 'The key.', content: { 'application/json': { schema: ApiKeySchema } } },

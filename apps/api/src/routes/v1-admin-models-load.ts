@@ -59,7 +59,7 @@ export const loadVersionRoute = createRoute({
         },
       },
     },
-    ...problems(401, 403, 404, 422, 429, 503),
+    ...problems(400, 401, 403, 404, 415, 422, 429, 503),
   },
 });
 

@@ -33,11 +33,12 @@ export const setRoutingRoute = createRoute({
   middleware: [audited('model_routing.set'), requireAuth('admin')] as const,
   request: {
     params: z.object({ name: ModelNameParam }),
-    body: { required: true, content: { 'application/json': { schema: RoutingRequestSchema } } },
+    // Every field is optional, so no body is the empty change (the routing as it is), not an error.
+    body: { required: false, content: { 'application/json': { schema: RoutingRequestSchema } } },
   },
   responses: {
     200: { description: 'The versions now.', content: { 'application/json': { schema: ModelVersionListSchema } } },
-    ...problems(401, 403, 404, 422, 429, 503),
+    ...problems(400, 401, 403, 404, 415, 422, 429, 503),
   },
 });
 
