@@ -19,6 +19,7 @@ import { registerGetKey } from './routes/v1-admin-keys-get';
 import { registerListKeys } from './routes/v1-admin-keys-list';
 import { registerRevokeKey } from './routes/v1-admin-keys-revoke';
 import { registerUpdateKey } from './routes/v1-admin-keys-update';
+import { registerKeyUsage } from './routes/v1-admin-keys-usage';
 import { registerLoadVersion } from './routes/v1-admin-models-load';
 import { registerSetRouting } from './routes/v1-admin-models-routing';
 import { registerUnloadVersion } from './routes/v1-admin-models-unload';
@@ -35,6 +36,7 @@ import { registerListModels } from './routes/v1-models-list';
 import { registerGetModelVersion } from './routes/v1-models-versions-get';
 import { registerListModelVersions } from './routes/v1-models-versions-list';
 import { registerPredict } from './routes/v1-predict';
+import { registerUsage } from './routes/v1-usage';
 import { registerWebhookSecret } from './routes/v1-webhooks-secret';
 import { registerOipLive } from './routes/v2-health-live';
 import { registerOipReady } from './routes/v2-health-ready';
@@ -154,6 +156,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerCancelJob(app);
   registerRetryJob(app);
   registerListJobs(app);
+  registerUsage(app);
   registerJobEvents(app);
   registerPredict(app);
   registerBatchPredict(app);
@@ -167,6 +170,7 @@ export function createApp(services: Services, logger: Logger): OpenAPIHono<AppEn
   registerUnloadVersion(app);
   registerSetRouting(app);
   registerUpdateKey(app);
+  registerKeyUsage(app);
   // The Open Inference Protocol v2 (KServe / Triton REST) over the same queue.
   registerOipServerMetadata(app);
   registerOipLive(app);

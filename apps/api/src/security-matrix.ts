@@ -67,6 +67,13 @@ export const PROTECTED_ROUTES: ProtectedRoute[] = [
     ownsJob: true,
   },
   { method: 'GET', template: '/v1/jobs', path: () => '/v1/jobs', scope: 'jobs:read' },
+  { method: 'GET', template: '/v1/usage', path: () => '/v1/usage', scope: 'jobs:read' },
+  {
+    method: 'GET',
+    template: '/v1/admin/keys/{id}/usage',
+    path: ({ keyId }) => `/v1/admin/keys/${keyId}/usage`,
+    scope: 'admin',
+  },
   {
     method: 'POST',
     template: '/v1/admin/keys',

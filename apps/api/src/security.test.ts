@@ -56,6 +56,8 @@ const CONTROL_STATUS: Record<string, number> = {
   // The matrix's job is queued: it cannot be retried yet.
   'POST /v1/jobs/{id}/retry': 409,
   'GET /v1/jobs': 200,
+  'GET /v1/usage': 200,
+  'GET /v1/admin/keys/{id}/usage': 200,
   'POST /v1/admin/models/{name}/routing': 200,
   'POST /v1/admin/models/{name}/versions/{version}/load': 404,
   'POST /v1/admin/models/{name}/versions/{version}/unload': 422,

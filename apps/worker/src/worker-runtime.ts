@@ -10,6 +10,7 @@ import {
   parseModelRef,
   type RedisClient,
   type Tracing,
+  UsageRecorder,
   WEBHOOK_QUEUE,
   WebhookDispatcher,
   type WorkerConfig,
@@ -202,6 +203,9 @@ export class WorkerRuntime {
     const releases = rowsReleaseListeners(
       new AdmissionLedger(this.redis, keys, (err) =>
         logger.warn({ err: err.message }, 'rows of finished jobs not released'),
+      ),
+      new UsageRecorder(this.redis, keys, config.QUERN_USAGE_RETENTION_DAYS, (err) =>
+        logger.warn({ err: err.message }, 'usage of finished jobs not recorded'),
       ),
     );
     const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS, (errors, commands) =>

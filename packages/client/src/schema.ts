@@ -270,6 +270,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Your usage per hour
+         * @description Jobs, rows and inference time of your key per hour, written by the workers as jobs end (kept `QUERN_USAGE_RETENTION_DAYS`). An access token shows the usage of the key it was issued for.
+         */
+        get: operations["getUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{id}/events": {
         parameters: {
             query?: never;
@@ -555,6 +575,26 @@ export interface paths {
          * @description Unpinned requests go to a live version by weight, sticky per API key (one caller sees one version while the weights stay). `{"weights": {"2.0.0": 10}}` sends 10% to 2.0.0; `{"default_version": "2.0.0"}` promotes it; `{"weights": {"2.0.0": 0}}` rolls it back. Every API process follows at once.
          */
         post: operations["setModelRouting"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/keys/{id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An API key’s usage per hour
+         * @description The same as `GET /v1/usage`, for any key.
+         */
+        get: operations["getApiKeyUsage"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1269,6 +1309,55 @@ export interface components {
             data: components["schemas"]["Job"][];
             /** @description Pass as `cursor` for the next page; null at the end. */
             next_cursor: string | null;
+        };
+        /**
+         * @example {
+         *       "key_id": "key_3n9Vd0tqZyXbL2m8Qe4RkA",
+         *       "hours": [
+         *         {
+         *           "hour": "2026-11-30T10:00:00.000Z",
+         *           "jobs": 120,
+         *           "rows": 480,
+         *           "inference_ms": 9.6,
+         *           "failed_jobs": 1
+         *         }
+         *       ],
+         *       "total": {
+         *         "jobs": 120,
+         *         "rows": 480,
+         *         "inference_ms": 9.6,
+         *         "failed_jobs": 1
+         *       }
+         *     }
+         */
+        Usage: {
+            key_id: string;
+            /** @description One entry per hour, oldest first. */
+            hours: {
+                /**
+                 * Format: date-time
+                 * @description Start of the hour.
+                 */
+                hour: string;
+                /** @description Jobs that succeeded. */
+                jobs: number;
+                /** @description Their rows (answered from the cache included). */
+                rows: number;
+                /** @description Their share of the inference time of the batches they ran in. */
+                inference_ms: number;
+                /** @description Jobs that failed, expired or were canceled in a worker. */
+                failed_jobs: number;
+            }[];
+            total: {
+                /** @description Jobs that succeeded. */
+                jobs: number;
+                /** @description Their rows (answered from the cache included). */
+                rows: number;
+                /** @description Their share of the inference time of the batches they ran in. */
+                inference_ms: number;
+                /** @description Jobs that failed, expired or were canceled in a worker. */
+                failed_jobs: number;
+            };
         };
         /**
          * @description A server-sent event of `GET /v1/jobs/{id}/events` (keep-alive comments aside).
@@ -2841,6 +2930,74 @@ export interface operations {
             };
             /** @description The job is in a state that does not allow this (finished, or its batch already started). */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getUsage: {
+        parameters: {
+            query?: {
+                /** @description Hours to show, the current one included (at most `QUERN_USAGE_RETENTION_DAYS` × 24 have data). */
+                hours?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Usage per hour. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Usage"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4460,6 +4617,85 @@ export interface operations {
             };
             /** @description The body is not sent as application/json. */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is well-formed but not valid: `errors` lists each field. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis is unreachable, the queue is full, or an idempotent replay is still being created; see Retry-After. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getApiKeyUsage: {
+        parameters: {
+            query?: {
+                /** @description Hours to show, the current one included (at most `QUERN_USAGE_RETENTION_DAYS` × 24 have data). */
+                hours?: number;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Usage per hour. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Usage"];
+                };
+            };
+            /** @description No credential, or one that is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The credential lacks the scope this operation needs. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource (or it belongs to someone else). */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -243,6 +243,12 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     group: 'jobs',
     description: 'The same for a premium key.',
   },
+  QUERN_USAGE_RETENTION_DAYS: {
+    group: 'jobs',
+    description:
+      'How long usage per key and hour (jobs, rows, inference time, failures) is kept in Redis; ' +
+      '`GET /v1/usage` reads at most this far back.',
+  },
   QUERN_FAIR_SHARE: {
     group: 'jobs',
     description:

@@ -82,6 +82,8 @@ const sharedSettings = {
   QUERN_CACHE_TTL_SECONDS: int(0, 30 * 24 * 3600).default(3600),
   QUERN_MODELS_DIR: z.string().min(1).default(REPO_MODELS_DIR),
   QUERN_HEARTBEAT_TTL_MS: int(300, 3_600_000).default(15_000),
+  /** How long usage per key and hour is kept (workers write it, the API reads it). */
+  QUERN_USAGE_RETENTION_DAYS: int(1, 400).default(35),
 };
 
 /** The API alone: HTTP, authentication, rate limits, what it writes into jobs, sync waits. */

@@ -21,5 +21,6 @@ export * from './secret-box';
 export * from './ssrf-guard';
 export * from './tracing';
 export * from './turn-buffer';
+export * from './usage';
 export * from './webhook-dispatcher';
 export * from './webhooks';

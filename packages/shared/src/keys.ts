@@ -84,6 +84,11 @@ export class KeySpace {
     return `${this.prefix}:fair:${model}`;
   }
 
+  /** A principal's usage in one hour (hours since the epoch): see usage.ts. */
+  usage(owner: string, hour: number): string {
+    return `${this.prefix}:usage:${owner}:${hour}`;
+  }
+
   /** A principal's recent jobs, newest last (job id → created at, ms): `GET /v1/jobs` lists them. */
   ownerJobs(owner: string): string {
     return `${this.prefix}:jobs:${owner}`;

@@ -10,6 +10,7 @@ import {
   type RedisClient,
   SecretBox,
   type Tracing,
+  UsageReader,
   WEBHOOK_QUEUE,
   WebhookDispatcher,
   WebhookSecrets,
@@ -53,6 +54,8 @@ export interface Services {
   /** The synchronous path (`/v1/predict`, `/v1/batch-predict`): enqueue, wait, answer. */
   sync: SyncPath;
   webhookSecrets: WebhookSecrets;
+  /** Usage per key and hour, as the workers record it. */
+  usage: UsageReader;
   metrics: ApiMetrics;
   /** The OpenTelemetry SDK, when the OTEL_* variables turn tracing on. */
   tracing: Tracing | undefined;
@@ -171,6 +174,7 @@ export function createServices(
     tokens,
     rateLimits: new RateLimits(redis, keys, config),
     idempotency: new Idempotency(redis, keys, config.QUERN_IDEMPOTENCY_TTL_SECONDS),
+    usage: new UsageReader(redis, keys),
     webhookSecrets: new WebhookSecrets(
       redis,
       keys,

@@ -1,0 +1,96 @@
+import type { KeySpace } from './keys';
+import type { RedisClient } from './redis';
+import { TurnBuffer } from './turn-buffer';
+
+/**
+ * Usage per key per hour: jobs that succeeded, their rows, their share of inference time, and
+ * jobs that failed for good. One Redis hash per key and hour (`usage(owner, hour)`), written by
+ * the workers when jobs end and expiring after the retention, read by the API. Kept out of
+ * metric labels on purpose: a label per key would grow Prometheus' series without bound.
+ */
+export interface UsageHour {
+  /** The hour's start, ISO 8601. */
+  hour: string;
+  jobs: number;
+  rows: number;
+  inference_ms: number;
+  failed_jobs: number;
+}
+
+const HOUR_MS = 3_600_000;
+
+export const hourOf = (ms: number): number => Math.floor(ms / HOUR_MS);
+
+/** What one finished job adds to its owner's hour. */
+export interface UsageEntry {
+  owner: string;
+  at: number;
+  succeeded: boolean;
+  rows: number;
+  inferenceMs: number;
+}
+
+/** Records usage in one pipeline per event-loop turn (the worker's side). */
+export class UsageRecorder {
+  private readonly pending: TurnBuffer<UsageEntry>;
+
+  constructor(redis: RedisClient, keys: KeySpace, retentionDays: number, onError: (err: Error) => void = () => {}) {
+    const ttl = retentionDays * 24 * 3600;
+    this.pending = new TurnBuffer((entries) => {
+      const pipeline = redis.pipeline();
+      for (const e of entries) {
+        const key = keys.usage(e.owner, hourOf(e.at));
+        if (e.succeeded) {
+          pipeline.hincrby(key, 'jobs', 1);
+          pipeline.hincrby(key, 'rows', e.rows);
+          pipeline.hincrbyfloat(key, 'inference_ms', e.inferenceMs);
+        } else {
+          pipeline.hincrby(key, 'failed_jobs', 1);
+        }
+        pipeline.expire(key, ttl);
+      }
+      pipeline.exec().catch((err: Error) => onError(err));
+    }, 'turn');
+  }
+
+  record(entry: UsageEntry): void {
+    this.pending.push(entry);
+  }
+}
+
+/** The owner's usage over the last `hours` hours (the current one included), oldest first. */
+export async function readUsage(
+  redis: RedisClient,
+  keys: KeySpace,
+  owner: string,
+  hours: number,
+  now = Date.now(),
+): Promise<UsageHour[]> {
+  const last = hourOf(now);
+  const wanted = Array.from({ length: hours }, (_, i) => last - hours + 1 + i);
+  const pipeline = redis.pipeline();
+  for (const h of wanted) pipeline.hgetall(keys.usage(owner, h));
+  const results = (await pipeline.exec()) ?? [];
+  return wanted.map((h, i) => {
+    const hash = (results[i]?.[1] ?? {}) as Record<string, string>;
+    return {
+      hour: new Date(h * HOUR_MS).toISOString(),
+      jobs: Number(hash.jobs ?? 0),
+      rows: Number(hash.rows ?? 0),
+      inference_ms: Math.round(Number(hash.inference_ms ?? 0) * 1000) / 1000,
+      failed_jobs: Number(hash.failed_jobs ?? 0),
+    };
+  });
+}
+
+/** Reads usage for the API's routes (`GET /v1/usage`, `GET /v1/admin/keys/{id}/usage`). */
+export class UsageReader {
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: KeySpace,
+  ) {}
+
+  read(owner: string, hours: number): Promise<UsageHour[]> {
+    return readUsage(this.redis, this.keys, owner, hours);
+  }
+}
