@@ -63,6 +63,10 @@ export interface ProcessorDeps {
 
 const CANCELED: JobFailure = { code: 'canceled', message: 'canceled by its owner before its batch started' };
 const EXPIRED: JobFailure = { code: 'deadline_exceeded', message: DEADLINE_REASON };
+const FINISHED_LATE: JobFailure = {
+  code: 'deadline_exceeded',
+  message: 'the job finished after its run deadline (Cancel-After); its output is not kept',
+};
 
 /** One job on its way through the processor: its checked input and what is known of its rows. */
 interface Run {
@@ -272,6 +276,9 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       run.outputs[rowIndex] = values;
       if (useCache) run.cacheWrites.push([run.cacheKeys[rowIndex] as string, encodeCachedRow(values)]);
     });
+    // A run deadline (Cancel-After) covers the run: a batch that ended after it does not count.
+    if (data.run_deadline_at !== undefined && Date.now() > data.run_deadline_at)
+      await end(run, FINISHED_LATE, 'failed');
     // A finite input can still overflow float32 inside the model (3e38 × a weight): JSON has no
     // infinity, so such a row would read as null. The input is what cannot be computed: say which.
     if (overflowRow >= 0) await end(run, overflowFailure(overflowRow), 'failed');

@@ -2328,6 +2328,8 @@ export interface operations {
             query?: never;
             header?: {
                 "idempotency-key"?: string;
+                /** @description Run deadline (as Replicate’s header): the job must have finished this long after it is created. Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes but ends `expired` without output. `timeout_ms` bounds only the queueing. */
+                "cancel-after"?: string;
             };
             path?: never;
             cookie?: never;
@@ -2436,6 +2438,8 @@ export interface operations {
             query?: never;
             header?: {
                 "idempotency-key"?: string;
+                /** @description Run deadline (as Replicate’s header): the job must have finished this long after it is created. Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes but ends `expired` without output. `timeout_ms` bounds only the queueing. */
+                "cancel-after"?: string;
             };
             path?: never;
             cookie?: never;

@@ -76,6 +76,12 @@ export const InferenceJobData = z
     cache_checked: z.boolean().optional(),
     /** Epoch ms after which the job is not computed any more and ends `expired`. */
     deadline_at: z.number().int(),
+    /**
+     * Run deadline (`Cancel-After`): the job must have finished by then. Still queued or waiting for
+     * its batch then, it ends `expired` (`deadline_at` is never later); its batch running then, it
+     * finishes but ends `expired`, its output not shown.
+     */
+    run_deadline_at: z.number().int().optional(),
     /** The job's priority class (1 is the highest); its BullMQ priority is a fair-share number within the class. */
     priority: z.number().int().min(1),
     /** The client's retry (`POST /v1/jobs/{id}/retry`) this run is: 2 for the first retry; absent for the first run. */

@@ -12,6 +12,7 @@ import {
   WebhookRequestSchema,
 } from '../schemas';
 import { findClaimedJob } from '../services/idempotency';
+import { cancelAfterMs } from './cancel-after';
 import { checkRows } from './inference-input';
 import { claimJob, validateWebhook } from './submission';
 
@@ -58,6 +59,17 @@ const route = (prefix: '/v1' | '') =>
     request: {
       headers: z.object({
         'idempotency-key': z.string().max(255).optional().openapi({ example: 'order-8812-predict' }),
+        'cancel-after': z
+          .string()
+          .max(32)
+          .optional()
+          .openapi({
+            example: '30s',
+            description:
+              'Run deadline (as Replicate’s header): the job must have finished this long after it is created. ' +
+              'Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes ' +
+              'but ends `expired` without output. `timeout_ms` bounds only the queueing.',
+          }),
       }),
       body: { required: true, content: { 'application/json': { schema: CreateJobRequestSchema } } },
     },
@@ -83,6 +95,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
       const body = c.req.valid('json');
       const model = models.resolve(body.model, c.get('principal').id);
       checkRows(model, [body.features], () => 'features');
+      const runTimeoutMs = cancelAfterMs(c);
       const webhook = await validateWebhook(c, body.webhook);
       const claim = await claimJob(c, 'POST /v1/jobs', body, model);
       const principal = c.get('principal');
@@ -97,6 +110,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>): void {
           timeoutMs: body.timeout_ms,
           priority: body.priority,
           webhook,
+          runTimeoutMs,
           traceParent: c.get('traceContext'),
         });
       if (claim.replayed) {

@@ -71,6 +71,8 @@ export interface SubmitArgs {
   oip?: OipJobFormat | undefined;
   /** A client's retry of the job with this id: its number (2 for the first retry). */
   attempt?: number | undefined;
+  /** Run deadline in ms from now (`Cancel-After`): the job must have finished by then, not only started. */
+  runTimeoutMs?: number | undefined;
   /** The request's trace context (tracing on): the job's enqueue span is its child; a trace of its own when absent. */
   traceParent?: TraceContext | undefined;
 }
@@ -215,7 +217,8 @@ export class JobService {
       owner: args.principal.id,
       request_id: args.requestId,
       created_at: now,
-      deadline_at: now + timeout,
+      deadline_at: args.runTimeoutMs !== undefined ? now + Math.min(timeout, args.runTimeoutMs) : now + timeout,
+      ...(args.runTimeoutMs !== undefined ? { run_deadline_at: now + args.runTimeoutMs } : {}),
       priority: priorityClass,
       ...(args.principal.weight !== undefined && args.principal.weight !== 1 ? { weight: args.principal.weight } : {}),
       ...(args.webhook ? { webhook: args.webhook } : {}),
@@ -289,6 +292,7 @@ export class JobService {
       webhook: data.webhook,
       oip: data.oip,
       attempt: (data.attempt ?? 1) + 1,
+      runTimeoutMs: data.run_deadline_at !== undefined ? data.run_deadline_at - data.created_at : undefined,
     });
     return jobView({ id, data: fresh, state: 'waiting', timestamp: fresh.created_at }, found.model);
   }
