@@ -117,6 +117,18 @@ describe('model versions', () => {
 
     const missing = await predict('cars-mpg@9.9.9');
     expect(missing.status).toBe(404);
+
+    // The Open Inference Protocol's versioned path pins the same way.
+    const oip = (version: string) =>
+      stack.post(`/v2/models/cars-mpg/versions/${version}/infer`, {
+        inputs: [{ name: 'features', shape: [1, 6], datatype: 'FP32', data: CAR }],
+      });
+    const oip2 = await oip('2.0.0');
+    expect(oip2.status).toBe(200);
+    const body = (await oip2.json()) as { model_version: string; outputs: { data: number[] }[] };
+    expect(body.model_version).toBe('2.0.0');
+    expect(body.outputs[0]?.data[0]).toBeCloseTo(want2[0]?.[0] as number, 4);
+    expect((await oip('9.9.9')).status).toBe(404);
   });
 
   it('refuses a bad hash, a graph unlike its manifest entry and a load past the memory budget; the others serve on', async () => {

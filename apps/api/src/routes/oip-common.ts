@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { type ModelEntry, QuernError } from '@quern/shared';
+import { type ModelEntry, modelRef, QuernError } from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import { ProblemSchema } from '../schemas';
@@ -53,16 +53,29 @@ const modelVersion = z
 export const OipModelParamsSchema = z.object({ name: modelName });
 export const OipModelVersionParamsSchema = z.object({ name: modelName, version: modelVersion });
 
-/** The model a `/v2/models/{name}[/versions/{version}]` path names, or a 404. */
-export function oipModel(c: Context<AppEnv>, params: { name: string; version?: string | undefined }): ModelEntry {
+/**
+ * The model version a `/v2/models/{name}[/versions/{version}]` path names, or a 404: the pinned
+ * version when it is live (docs/model-versions.md), else the default one, or, for an inference
+ * (`stickyKey`: the caller's principal), the one the model's canary weights give that caller.
+ */
+export function oipModel(
+  c: Context<AppEnv>,
+  params: { name: string; version?: string | undefined },
+  stickyKey?: string,
+): ModelEntry {
   const { models } = c.get('services');
   const model = models.find(params.name);
   if (!model) throw new QuernError('model_not_found', `no model named '${params.name}'; GET /v1/models lists them`);
-  if (params.version !== undefined && params.version !== model.version) {
-    throw new QuernError(
-      'model_not_found',
-      `model '${model.name}' has no version '${params.version}'; it serves version '${model.version}'`,
-    );
+  if (params.version !== undefined) {
+    if (params.version === model.version) return model;
+    const live = models.routing(params.name)?.versions[params.version]?.state === 'live';
+    if (!live) {
+      throw new QuernError(
+        'model_not_found',
+        `model '${model.name}' has no version '${params.version}' loaded; GET /v1/models/${model.name}/versions lists them`,
+      );
+    }
+    return models.resolve(modelRef(params.name, params.version));
   }
-  return model;
+  return stickyKey === undefined ? model : models.resolve(params.name, stickyKey);
 }

@@ -98,7 +98,8 @@ export function registerOipInfer(app: OpenAPIHono<AppEnv>): void {
   for (const r of [oipInferRoute, oipVersionInferRoute]) {
     app.openapi(r, async (c) => {
       const { cache, metrics } = c.get('services');
-      const model = oipModel(c, c.req.valid('param'));
+      // Unpinned, the model's canary weights pick the version for this caller.
+      const model = oipModel(c, c.req.valid('param'), c.get('principal').id);
       const encoding = c.req.header('content-encoding');
       if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
         throw new QuernError(
