@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DirectOrt, maxAbsDiff } from '@quern/devkit';
-import { type ModelEntry, type ModelManifest, pickVersion } from '@quern/shared';
+import { type ModelEntry, type ModelManifest, pickVersion, readRouting, writeRouting } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCarsMpg, CARS_MPG_CONFIG } from '../../models/build/cars-mpg';
 import { type Stack, startStack } from '../support/stack';
@@ -253,6 +253,17 @@ describe('model versions', () => {
     expect(stack.worker.pool.modelNames()).not.toContain('cars-mpg@1.0.0');
     const after = (await (await stack.get('/v1/models/cars-mpg/versions/1.0.0')).json()) as { state: string };
     expect(after.state).toBe('available');
+  });
+});
+
+describe('routing writes', () => {
+  it('refuses a change made from a stale read (two operators at once), so neither undoes the other', async () => {
+    const read = await readRouting(stack.client, stack.keys, readManifest(), 'mlp-large');
+    if (!read) throw new Error('no routing for mlp-large');
+    const first = await writeRouting(stack.client, stack.keys, 'mlp-large', read);
+    expect(first?.rev).toBe(read.rev + 1);
+    expect(await writeRouting(stack.client, stack.keys, 'mlp-large', read)).toBeUndefined();
+    expect((await readRouting(stack.client, stack.keys, readManifest(), 'mlp-large'))?.rev).toBe(read.rev + 1);
   });
 });
 

@@ -149,15 +149,30 @@ export async function ensureRouting(
   return readRouting(redis, keys, manifest, name);
 }
 
-/** Stores a model's routing (its `rev` one above the one it replaces) and tells every process. */
+/** Sets the routing only if the stored one still has the revision the change was made from. */
+const WRITE_IF_REV = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, decoded = pcall(cjson.decode, cur)
+  if ok and type(decoded) == 'table' and decoded.rev ~= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`;
+
+/**
+ * Stores a model's routing (its `rev` one above the one it was made from) and tells every
+ * process; undefined, and nothing written, when another write came first since `routing` was read
+ * (two operators at once): the caller reads again.
+ */
 export async function writeRouting(
   redis: RedisClient,
   keys: KeySpace,
   name: string,
   routing: ModelRouting,
-): Promise<ModelRouting> {
+): Promise<ModelRouting | undefined> {
   const next = { ...routing, rev: routing.rev + 1 };
-  await redis.hset(keys.modelRouting(), name, JSON.stringify(next));
+  const written = await redis.eval(WRITE_IF_REV, 1, keys.modelRouting(), name, JSON.stringify(next), routing.rev);
+  if (written !== 1) return undefined;
   await redis.publish(keys.modelRoutingChannel(), name);
   return next;
 }

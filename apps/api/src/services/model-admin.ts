@@ -111,6 +111,11 @@ export class ModelAdmin {
 
   private async write(name: string, routing: ModelRouting): Promise<ModelRouting> {
     const next = await writeRouting(this.redis, this.keys, name, routing);
+    if (!next) {
+      throw new QuernError('service_unavailable', `the routing of ${name} changed while this call ran; retry it`, {
+        headers: { 'retry-after': '1' },
+      });
+    }
     this.models.setRouting(name, next);
     return next;
   }
@@ -141,11 +146,12 @@ export class ModelAdmin {
     if (options.mode === 'shadow' && before?.state !== 'shadow') {
       await resetShadowStats(this.redis, this.keys, name, version);
     }
-    const written = await this.write(name, next);
+    await this.write(name, next);
     const outcome = await this.waitForWorkers(name, version, startedAt);
     if (outcome.refused) {
       // Back to what it was: the version is not held anywhere and the running ones serve on.
-      const undo = { ...written, versions: { ...written.versions } };
+      const now = await this.current(name);
+      const undo = { ...now, versions: { ...now.versions } };
       if (before) undo.versions[version] = before;
       else delete undo.versions[version];
       await this.write(name, undo);
