@@ -51,10 +51,10 @@ async function stack(prefix: string, overrides: Record<string, string> = {}) {
   await services.connected(10_000);
   await seedTestKeys(services.apiKeys, SCOPES);
   const app = createApp(services, logger);
-  const request = (path: string, key: string, init: { method?: string; body?: unknown } = {}) =>
+  const request = (path: string, key: string, init: { method?: string; body?: unknown; prefer?: string } = {}) =>
     app.request(path, {
       method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
-      headers: { 'content-type': 'application/json', 'x-api-key': key, prefer: 'respond-async' },
+      headers: { 'content-type': 'application/json', 'x-api-key': key, prefer: init.prefer ?? 'respond-async' },
       ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
     });
   const startWorker = async () => {
@@ -148,6 +148,36 @@ describe('fair share within a tier', () => {
     // And A had plenty left when B ran: B did not simply come last.
     const afterB = others.filter((j) => batchStart(j) > startedB).length;
     expect(afterB * ROWS_PER_JOB).toBeGreaterThan(1_000);
+  }, 180_000);
+
+  it('with sync calls coalesced into shared jobs: 20 concurrent calls of another key wait a few batches', async () => {
+    const { request, startWorker } = await stack('fairsync');
+    const flooded = await flood(request, TEST_API_KEY, 5_000);
+    await startWorker();
+    const submitted = Date.now();
+    // Sync calls of one key and model share jobs (one in flight, the rest gathered into the next).
+    const calls = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        request('/v1/predict', OTHER_API_KEY, {
+          body: { model: MODEL, features: randomRow() },
+          prefer: 'wait=60',
+        }).then(async (res) => ({ status: res.status, body: (await res.json()) as { job_id: string } })),
+      ),
+    );
+    expect(calls.map((c) => c.status)).toEqual(calls.map(() => 200));
+    const jobIds = [...new Set(calls.map((c) => c.body.job_id))];
+    expect(jobIds.length).toBeLessThan(20);
+    const mine = await waitFinished(request, OTHER_API_KEY, jobIds);
+    const lastStart = Math.max(...mine.map(batchStart));
+    const others = await waitFinished(request, TEST_API_KEY, flooded);
+    const aheadRows =
+      others.filter((j) => {
+        const at = batchStart(j);
+        return at > submitted && at < lastStart;
+      }).length * ROWS_PER_JOB;
+    // Each of the key's shared jobs waits at most about 3 batches, and they go one after another.
+    expect(aheadRows).toBeLessThanOrEqual(3 * MAX_BATCH * jobIds.length);
+    expect(others.filter((j) => batchStart(j) > lastStart).length * ROWS_PER_JOB).toBeGreaterThan(1_000);
   }, 180_000);
 
   it('two keys flooding together get the same rows, within 10%', async () => {
