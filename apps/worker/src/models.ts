@@ -17,6 +17,7 @@ import {
   type RedisClient,
   readRoutings,
   reportVersionLoad,
+  writeRouting,
 } from '@quern/shared';
 import type { BatchScheduler } from './batch-scheduler';
 import type { InferencePool, PoolModel } from './inference-pool';
@@ -102,6 +103,19 @@ export interface ModelSetOptions {
   memoryBudgetMb: number;
 }
 
+/** Whether the model's queue still holds a job for the version (a draining version is released when not). */
+export type QueueProbe = (name: string, version: string) => Promise<boolean>;
+
+/** A draining version is not looked at before this long after its unload (requests routed just before it). */
+const DRAIN_GRACE_MS = 2_000;
+/** How often a draining version's queue is looked at. */
+const DRAIN_CHECK_MS = 2_000;
+
+/** Versions to load ahead of their jobs: live and shadow ones (a draining one only on demand, for a job of its own). */
+function versionsToLoad(routing: ModelRouting): string[] {
+  return heldVersions(routing).filter((v) => routing.versions[v]?.state !== 'draining');
+}
+
 /**
  * The versions this worker holds, kept in step with the model routing in Redis
  * (model-routing.ts): a version the routing adds is checked (hash, input and output spec,
@@ -117,6 +131,9 @@ export class ModelSet {
   private pool: InferencePool | undefined;
   private scheduler: BatchScheduler | undefined;
   private sweeper: NodeJS.Timeout | undefined;
+  /** When each draining version's queue was last looked at. */
+  private readonly drainChecks = new Map<string, number>();
+  private queueProbe: QueueProbe | undefined;
 
   constructor(
     manifest: ModelManifest,
@@ -136,7 +153,7 @@ export class ModelSet {
       const routing = await ensureRouting(this.options.redis, this.options.keys, this.manifest, name);
       if (!routing) continue;
       this.routings.set(name, routing);
-      for (const version of heldVersions(routing)) {
+      for (const version of versionsToLoad(routing)) {
         const entry = this.entryOf(name, version);
         const isDefault = version === routing.default_version;
         try {
@@ -161,6 +178,11 @@ export class ModelSet {
     for (const served of this.held.values()) await this.report(served.entry, { state: 'ready', at: Date.now() });
     this.sweeper = setInterval(() => this.sweep(), 1_000);
     this.sweeper.unref();
+  }
+
+  /** Lets draining versions go once the model's queue holds no job for them (the consumers' queues exist by then). */
+  probeQueues(probe: QueueProbe): void {
+    this.queueProbe = probe;
   }
 
   stop(): void {
@@ -207,7 +229,7 @@ export class ModelSet {
     const routing = this.routings.get(name);
     if (!routing) return;
     await Promise.all(
-      heldVersions(routing).map((v) =>
+      versionsToLoad(routing).map((v) =>
         this.get(name, v)
           ? // Held already (it changed from live to shadow, or its weight did): confirm it to the admin route.
             this.report({ name, version: v }, { state: 'ready', at: Date.now() })
@@ -295,24 +317,73 @@ export class ModelSet {
     return loading;
   }
 
-  /** Releases held versions the routing dropped (or whose drain ended) once none of their rows is pending. */
+  /**
+   * Releases held versions the routing dropped (or whose drain ended) once none of their rows is
+   * pending; a draining version goes sooner, once the model's queue holds no job for it (checked
+   * at most every few seconds, from a grace period after the unload on).
+   */
   private sweep(): void {
     const pool = this.pool;
     const scheduler = this.scheduler;
     if (!pool || !scheduler) return;
     const now = Date.now();
     for (const [ref, served] of this.held) {
-      const routing = this.routings.get(served.entry.name);
-      if (!routing || heldVersions(routing, now).includes(served.entry.version)) continue;
+      const { name, version } = served.entry;
+      const routing = this.routings.get(name);
+      const drain = routing?.versions[version];
+      if (routing && heldVersions(routing, now).includes(version)) {
+        if (drain?.state === 'draining') this.checkDrained(ref, drain.since ?? now, now);
+        continue;
+      }
       if (scheduler.modelBusy(ref)) continue;
-      this.held.delete(ref);
-      scheduler.removeModel(ref);
-      void pool.unload(ref);
-      void this.options.redis
-        .hdel(this.options.keys.modelLoads(served.entry.name), `${this.options.workerId}|${served.entry.version}`)
-        .catch(() => undefined);
-      this.options.logger.info({ model: served.entry.name, version: served.entry.version }, 'model version unloaded');
+      this.release(ref);
     }
+  }
+
+  private checkDrained(ref: string, since: number, now: number): void {
+    const queued = this.queueProbe;
+    const last = this.drainChecks.get(ref) ?? 0;
+    if (!queued || now < since + DRAIN_GRACE_MS || now < last + DRAIN_CHECK_MS) return;
+    this.drainChecks.set(ref, now);
+    const served = this.held.get(ref);
+    if (!served) return;
+    queued(served.entry.name, served.entry.version).then(
+      (any) => {
+        if (any || this.held.get(ref) !== served || this.scheduler?.modelBusy(ref)) return;
+        this.release(ref);
+        // No worker has a job of it left: it is unloaded for everyone (the others release it on the change).
+        void this.dropDrained(served.entry.name, served.entry.version);
+      },
+      (err: Error) => this.options.logger.warn({ model: ref, err: err.message }, 'drain check failed'),
+    );
+  }
+
+  private async dropDrained(name: string, version: string): Promise<void> {
+    try {
+      const stored = (await readRoutings(this.options.redis, this.options.keys)).get(name);
+      if (stored?.versions[version]?.state !== 'draining') return;
+      const versions = { ...stored.versions };
+      delete versions[version];
+      // A write that lost to another change is dropped: the next check tries again.
+      const next = await writeRouting(this.options.redis, this.options.keys, name, { ...stored, versions });
+      if (next) this.routings.set(name, next);
+    } catch (err) {
+      this.options.logger.warn({ model: name, version, err: (err as Error).message }, 'drained version not dropped');
+    }
+  }
+
+  private release(ref: string): void {
+    const served = this.held.get(ref);
+    if (!served) return;
+    const { name, version } = served.entry;
+    this.held.delete(ref);
+    this.drainChecks.delete(ref);
+    this.scheduler?.removeModel(ref);
+    void this.pool?.unload(ref);
+    void this.options.redis
+      .hdel(this.options.keys.modelLoads(name), `${this.options.workerId}|${version}`)
+      .catch(() => undefined);
+    this.options.logger.info({ model: name, version }, 'model version unloaded');
   }
 
   private async report(

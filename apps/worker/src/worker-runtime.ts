@@ -31,6 +31,9 @@ import { TurnLimiter } from './turn-limiter';
 
 import { createWebhookSender } from './webhook-sender';
 
+/** Most queued jobs read to tell whether a draining version still has one. */
+const DRAIN_SCAN_MAX_JOBS = 5_000;
+
 export interface WorkerRuntimeOptions {
   config: WorkerConfig;
   manifest: ModelManifest;
@@ -267,6 +270,18 @@ export class WorkerRuntime {
       consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
       this.consumers.push(consumer);
     }
+    this.models.probeQueues(async (name, version) => {
+      const queue = inferenceQueues.get(name);
+      if (!queue) return true;
+      const states = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children'] as const;
+      const counts = await queue.getJobCounts(...states);
+      const total = Object.values(counts).reduce((a, b) => a + b, 0);
+      if (total === 0) return false;
+      // A deep queue is not read job by job: the version then stays until its drain ends.
+      if (total > DRAIN_SCAN_MAX_JOBS) return true;
+      const jobs = await queue.getJobs([...states], 0, total);
+      return jobs.some((job) => (job?.data as { model_version?: unknown } | undefined)?.model_version === version);
+    });
     // Webhook deliveries: I/O bound, on their own queue, sent by every worker process.
     const sender = createWebhookSender({
       config,

@@ -24,6 +24,8 @@ export const VersionRouting = z.object({
   sample: z.number().min(0).max(1).optional(),
   /** Draining versions: epoch ms after which no job for it can still run. */
   drain_until: z.number().int().optional(),
+  /** Draining versions: when the unload was asked for. */
+  since: z.number().int().optional(),
 });
 export type VersionRouting = z.infer<typeof VersionRouting>;
 

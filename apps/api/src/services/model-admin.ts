@@ -214,7 +214,12 @@ export class ModelAdmin {
       ...routing,
       versions: {
         ...routing.versions,
-        [version]: { state: 'draining', weight: 0, drain_until: Date.now() + this.config.QUERN_JOB_TIMEOUT_MAX_MS },
+        [version]: {
+          state: 'draining',
+          weight: 0,
+          since: Date.now(),
+          drain_until: Date.now() + this.config.QUERN_JOB_TIMEOUT_MAX_MS,
+        },
       },
     });
     this.logger.info({ model: name, version }, 'model version unloading');
