@@ -52,11 +52,13 @@ async function stack(prefix: string, overrides: Record<string, string> = {}) {
   await seedTestKeys(services.apiKeys, SCOPES);
   const app = createApp(services, logger);
   const request = (path: string, key: string, init: { method?: string; body?: unknown; prefer?: string } = {}) =>
-    app.request(path, {
-      method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
-      headers: { 'content-type': 'application/json', 'x-api-key': key, prefer: init.prefer ?? 'respond-async' },
-      ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
-    });
+    Promise.resolve(
+      app.request(path, {
+        method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
+        headers: { 'content-type': 'application/json', 'x-api-key': key, prefer: init.prefer ?? 'respond-async' },
+        ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+      }),
+    );
   const startWorker = async () => {
     worker = await WorkerRuntime.start({ config, manifest, logger: createLogger('worker', 'silent') });
   };
