@@ -187,7 +187,8 @@ export class ModelAdmin {
         if (report.state === 'refused') return { ready, refused: report.reason ?? 'refused' };
         ready++;
       }
-      if ((alive.length > 0 && ready >= alive.length) || now >= deadline) return { ready };
+      // No worker running: nobody can confirm now; workers that start load it from the routing.
+      if (alive.length === 0 || ready >= alive.length || now >= deadline) return { ready };
       await new Promise((resolve) => setTimeout(resolve, LOAD_POLL_MS));
     }
   }
