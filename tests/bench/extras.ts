@@ -1,0 +1,55 @@
+/**
+ * The bench's measurements of single operations, run by `pnpm bench` after the main run
+ * (run.ts), each as a process of its own so one's Redis and workers never disturb another's:
+ *
+ * - scheduling.ts: what fair share and admission cost (drain and sync, on against off) and the
+ *   queue ETA's error at a steady backlog;
+ * - queue-standing.ts: what a queued job's position costs at 100,000 queued jobs, against
+ *   BullMQ's own listing;
+ * - version-rollout.ts: a model version rolled out under steady load, p99 per phase.
+ *
+ * Each writes tests/bench/results/<name>.json (BENCH_OUT elsewhere). `BENCH_EXTRAS=scheduling,…`
+ * runs only those named.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '@quern/devkit';
+
+const RESULTS_DIR = process.env.BENCH_OUT ?? join(REPO_ROOT, 'tests', 'bench', 'results');
+
+/** Scripts that print their result as JSON on stdout; version-rollout writes its own file. */
+const EXTRAS: { name: string; printsJson: boolean }[] = [
+  { name: 'scheduling', printsJson: true },
+  { name: 'queue-standing', printsJson: true },
+  { name: 'version-rollout', printsJson: false },
+];
+
+const only = process.env.BENCH_EXTRAS?.split(',').map((s) => s.trim());
+mkdirSync(RESULTS_DIR, { recursive: true });
+let failed = 0;
+for (const { name, printsJson } of EXTRAS) {
+  if (only && !only.includes(name)) continue;
+  const started = Date.now();
+  process.stderr.write(`--- bench extra: ${name}\n`);
+  // Its progress goes to this terminal as it comes; its stdout is the result.
+  const child = spawn(process.execPath, ['--import', 'tsx', join('tests', 'bench', `${name}.ts`)], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', printsJson ? 'pipe' : 'inherit', 'inherit'],
+  });
+  let stdout = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  if (code !== 0) {
+    failed++;
+    process.stderr.write(`${name} failed (exit ${code})\n`);
+    continue;
+  }
+  if (printsJson) {
+    writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(JSON.parse(stdout), null, 2)}\n`);
+  }
+  process.stderr.write(`${name}: done in ${Math.round((Date.now() - started) / 1000)} s\n`);
+}
+if (failed > 0) process.exit(1);
