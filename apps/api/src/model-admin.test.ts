@@ -56,6 +56,9 @@ describe('model version admin without workers', () => {
     const notLive = await post('/v1/admin/models/cars-mpg/routing', { default_version: '7.0.0' });
     expect(notLive.status).toBe(422);
     expect(notLive.body.errors).toEqual([{ field: 'default_version', message: expect.stringContaining('not live') }]);
+    const shadowDefault = await post('/v1/admin/models/cars-mpg/versions/1.0.0/load', { mode: 'shadow' });
+    expect(shadowDefault.status).toBe(422);
+    expect(shadowDefault.body.errors).toEqual([{ field: 'mode', message: expect.stringContaining('default version') }]);
     const unloadDefault = await post('/v1/admin/models/cars-mpg/versions/1.0.0/unload', {});
     expect(unloadDefault.status).toBe(422);
     expect(String(unloadDefault.body.detail)).toContain('make another version the default first');

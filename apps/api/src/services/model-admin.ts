@@ -130,6 +130,11 @@ export class ModelAdmin {
     if (!this.models.findVersion(name, version)) {
       throw new QuernError('model_not_found', `model ${name} has no version "${version}" in its manifest`);
     }
+    if (options.mode === 'shadow' && version === routing.default_version) {
+      throw new QuernError('validation_failed', `version ${version} is the default of ${name}: it cannot be a shadow`, {
+        errors: [{ field: 'mode', message: 'the default version answers live traffic; shadow another version' }],
+      });
+    }
     if (options.mode === 'live') this.checkWeights(routing, { [version]: options.weight });
     const before = routing.versions[version];
     const startedAt = Date.now();
