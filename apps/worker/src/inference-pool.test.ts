@@ -133,6 +133,27 @@ describe('inference pool: versions loaded and unloaded at run time', () => {
     }
   });
 
+  it('fails a load whose thread dies, and the replacement thread serves the models it had', async () => {
+    const pool = new InferencePool({ models: served.map((m) => m.pool), threads: 1, inline: { maxRows: 0, maxMs: 0 } });
+    await pool.start();
+    try {
+      const loading = pool.load({ ...(served[0] as ServedModel).pool, name: 'cars-mpg@2.0.0' });
+      // The load message is on its way: the thread dies before it can answer.
+      const [slot] = (pool as unknown as { slots: { thread: { terminate(): Promise<number> } }[] }).slots;
+      await slot?.thread.terminate();
+      await expect(loading).rejects.toThrow('while loading a model');
+      expect(pool.modelNames()).toEqual([carsRef()]);
+      for (const until = Date.now() + 10_000; pool.idleCount() === 0; ) {
+        if (Date.now() > until) throw new Error('no replacement thread');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const rows = carRows(2, 6);
+      expect(maxAbsDiff(await run(pool, rows), await direct.run(rows))).toBeLessThan(1e-4);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('refuses a graph whose input or output differs from its manifest entry, and keeps serving the others', async () => {
     const pool = new InferencePool({ models: served.map((m) => m.pool), threads: 1, inline: { maxRows: 0, maxMs: 0 } });
     await pool.start();

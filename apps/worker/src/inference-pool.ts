@@ -200,6 +200,12 @@ export class InferencePool {
       });
       thread.on('exit', (code) => {
         this.failPending(slot, new Error(`inference thread ${index} exited with code ${code}`));
+        // A load this thread had not answered fails too (its replacement starts without that model).
+        for (const [key, load] of this.loads) {
+          if (!key.startsWith(`${index}:`)) continue;
+          this.loads.delete(key);
+          load.reject(new Error(`inference thread ${index} exited with code ${code} while loading a model`));
+        }
         if (this.closing) return;
         this.options.onThreadExit?.({ index, code });
         if (ready && this.slots[index] === slot) {
