@@ -8,8 +8,9 @@
  * - ETA: at a steady backlog (fair share on), each sampled job's `eta_ms` as it is queued against
  *   the moment a worker really took it: median and p90 absolute error.
  *
- * Prints JSON; docs/scheduling.md quotes the figures. Numbers on a shared machine are noisy: each
- * figure is the best of three runs, on and off taken in turns.
+ * Prints JSON (`pnpm bench` writes it to tests/bench/results/scheduling.json); docs/scheduling.md
+ * quotes the figures. Numbers on a shared machine are noisy: each figure is the best of three
+ * runs, on and off taken in turns.
  */
 import { createApp, createServices, SCOPES } from '@quern/api';
 import { OTHER_API_KEY, seedTestKeys, startTestRedis, TEST_API_KEY, testConfig, uniquePrefix } from '@quern/devkit';

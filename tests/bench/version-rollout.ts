@@ -7,8 +7,8 @@
  * is added to the manifest and loaded with 10% of the traffic; `shift-100`: it takes all of it;
  * `promote-unload`: it becomes the default and 1.0.0 is unloaded. Each phase reports its p99 and
  * any failed request; the issue's bar is no failure and no phase p99 above twice the steady one.
- * Writes `tests/bench/results/version-rollout.json`. Not part of `pnpm bench` (it measures one
- * operation, not the service's speed).
+ * Writes `tests/bench/results/version-rollout.json`. `pnpm bench` runs it after the main run
+ * (tests/bench/extras.ts), as it does the other single-operation measurements.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
