@@ -5,7 +5,7 @@ import { type Stack, startStack } from '../support/stack';
 import { writeTestModels } from '../support/test-models';
 
 /**
- * The run deadline (`Cancel-After` on POST /v1/jobs): unlike `timeout_ms`, it covers the run. A job
+ * The run deadline (`Cancel-After` on POST /v1/jobs and the sync routes): unlike `timeout_ms`, it covers the run. A job
  * still queued then ends `expired`; one whose batch ends after it ends `expired` too, without output.
  */
 
@@ -98,11 +98,39 @@ describe('Cancel-After: a run deadline', () => {
     }
   });
 
-  it('refuses a Cancel-After that is not a duration', async () => {
-    for (const value of ['soon', '0s', '-5s', '10d']) {
-      const res = await stack.post('/v1/jobs', { model: 'cars-mpg', features: CAR }, { 'cancel-after': value });
-      expect(res.status).toBe(422);
-      expect(await res.json()).toMatchObject({ code: 'validation_failed', errors: [{ field: 'cancel-after' }] });
+  it('a sync call is answered 504 at its run deadline, not at the end of its wait', async () => {
+    const queue = stack.services.jobs.queueOf('cars-cancel-after');
+    await queue.pause();
+    try {
+      for (const [path, body] of [
+        ['/v1/predict', { model: 'cars-cancel-after', features: CAR }],
+        ['/v1/batch-predict', { model: 'cars-cancel-after', requests: [{ features: CAR }, { features: CAR }] }],
+      ] as const) {
+        // Waits up to 60 s; the job cannot run (its queue is paused), so only the deadline ends it.
+        const res = await stack.post(path, body, { 'cancel-after': '200ms', prefer: 'wait=60' });
+        expect(res.status).toBe(504);
+        const problem = (await res.json()) as { code: string; job_id?: string };
+        expect(problem.code).toBe('job_expired');
+      }
+    } finally {
+      await queue.resume();
     }
+  });
+
+  it('refuses a Cancel-After that is not a duration, on every route that takes it, before queueing', async () => {
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    const before = await queue.count();
+    for (const value of ['soon', '0s', '-5s', '10d']) {
+      for (const [path, body] of [
+        ['/v1/jobs', { model: 'cars-mpg', features: CAR }],
+        ['/v1/predict', { model: 'cars-mpg', features: CAR }],
+        ['/v1/batch-predict', { model: 'cars-mpg', requests: [{ features: CAR }] }],
+      ] as const) {
+        const res = await stack.post(path, body, { 'cancel-after': value });
+        expect(res.status, `${path} ${value}`).toBe(422);
+        expect(await res.json()).toMatchObject({ code: 'validation_failed', errors: [{ field: 'cancel-after' }] });
+      }
+    }
+    expect(await queue.count()).toBe(before);
   });
 });

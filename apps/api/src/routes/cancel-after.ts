@@ -1,3 +1,4 @@
+import { z } from '@hono/zod-openapi';
 import { QuernError } from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
@@ -29,3 +30,16 @@ export function cancelAfterMs(c: Context<AppEnv>): number | undefined {
   }
   return Math.round(ms);
 }
+
+/** The `Cancel-After` request header as the routes that take it document it. */
+export const CancelAfterHeader = z
+  .string()
+  .max(32)
+  .optional()
+  .openapi({
+    example: '30s',
+    description:
+      'Run deadline (as Replicate’s header): the job must have finished this long after it is created. ' +
+      'Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes ' +
+      'but ends `expired` without output. `timeout_ms` bounds only the queueing.',
+  });

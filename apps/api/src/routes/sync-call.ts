@@ -9,6 +9,7 @@ import {
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import type { SyncCall, SyncOutcome } from '../services/sync-path';
+import { cancelAfterMs } from './cancel-after';
 import { waitPreference } from './inference-input';
 import { claimJob } from './submission';
 
@@ -68,6 +69,8 @@ export async function runSync(
   },
 ): Promise<Extract<SyncOutcome, { kind: 'completed' | 'pending' }>> {
   const { sync, waiter, metrics } = c.get('services');
+  // Checked before anything is claimed or queued: a bad header is a 422 that changes nothing.
+  const runTimeoutMs = cancelAfterMs(c);
   const claim = await claimJob(c, args.route, args.body, args.model);
   const outcome = await sync.run({
     principal: c.get('principal'),
@@ -76,6 +79,7 @@ export async function runSync(
     mode: args.mode,
     priority: args.priority,
     timeoutMs: args.timeoutMs,
+    runTimeoutMs,
     requestId: c.get('requestId'),
     waitMs: args.waitMs,
     signal: c.req.raw.signal,

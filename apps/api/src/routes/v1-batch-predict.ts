@@ -12,6 +12,7 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
+import { CancelAfterHeader } from './cancel-after';
 import { deprecatedAlias, deprecationHeaderShape } from './deprecated-alias';
 import { checkRows, MAX_BATCH_ROWS, TensorInputSchema, tensorRows } from './inference-input';
 import { runSync, syncPreferences } from './sync-call';
@@ -121,6 +122,7 @@ const route = <R extends z.ZodType>(path: string, deprecated: boolean, answer: R
       headers: z.object({
         prefer: z.string().optional().openapi({ example: 'wait=10' }),
         'idempotency-key': z.string().max(255).optional().openapi({ example: 'batch-2291' }),
+        'cancel-after': CancelAfterHeader,
       }),
       body: { required: true, content: { 'application/json': { schema: BatchPredictRequestSchema } } },
     },

@@ -12,7 +12,7 @@ import {
   WebhookRequestSchema,
 } from '../schemas';
 import { findClaimedJob } from '../services/idempotency';
-import { cancelAfterMs } from './cancel-after';
+import { CancelAfterHeader, cancelAfterMs } from './cancel-after';
 import { checkRows } from './inference-input';
 import { claimJob, validateWebhook } from './submission';
 
@@ -59,17 +59,7 @@ const route = (prefix: '/v1' | '') =>
     request: {
       headers: z.object({
         'idempotency-key': z.string().max(255).optional().openapi({ example: 'order-8812-predict' }),
-        'cancel-after': z
-          .string()
-          .max(32)
-          .optional()
-          .openapi({
-            example: '30s',
-            description:
-              'Run deadline (as Replicate’s header): the job must have finished this long after it is created. ' +
-              'Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes ' +
-              'but ends `expired` without output. `timeout_ms` bounds only the queueing.',
-          }),
+        'cancel-after': CancelAfterHeader,
       }),
       body: { required: true, content: { 'application/json': { schema: CreateJobRequestSchema } } },
     },

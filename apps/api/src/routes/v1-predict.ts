@@ -11,6 +11,7 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
+import { CancelAfterHeader } from './cancel-after';
 import { deprecatedAlias, deprecationHeaderShape } from './deprecated-alias';
 import { checkRows } from './inference-input';
 import { runSync, syncPreferences } from './sync-call';
@@ -66,6 +67,7 @@ const route = (path: string, deprecated: boolean) => {
           .optional()
           .openapi({ example: 'wait=10', description: 'RFC 7240: `wait=N` seconds or `respond-async`.' }),
         'idempotency-key': z.string().max(255).optional().openapi({ example: 'order-8812-predict' }),
+        'cancel-after': CancelAfterHeader,
       }),
       body: { required: true, content: { 'application/json': { schema: PredictRequestSchema } } },
     },

@@ -27,6 +27,8 @@ export interface SyncCall {
   mode: 'sync' | 'batch';
   priority: number | undefined;
   timeoutMs: number | undefined;
+  /** Run deadline in ms from now (`Cancel-After`): the job must have finished by then. */
+  runTimeoutMs?: number | undefined;
   requestId: string;
   /** How long the caller waits; 0 (`Prefer: respond-async`) answers `pending` once the job is queued. */
   waitMs: number;
@@ -174,6 +176,7 @@ export class SyncPath {
           call.model.version,
           this.jobs.priorityFor(call.principal, call.priority),
           call.timeoutMs ?? '',
+          call.runTimeoutMs ?? '',
           call.oip ? 'oip' : '',
         ].join('|')
       : `solo:${++this.solo}`;
@@ -295,6 +298,7 @@ export class SyncPath {
         requestId: first.requestId,
         jobId,
         timeoutMs: first.timeoutMs,
+        runTimeoutMs: first.runTimeoutMs,
         priority: first.priority,
         cacheChecked: members.every((m) => m.call.cacheChecked),
         replyTo: this.options.replyTo,
@@ -354,6 +358,7 @@ export class SyncPath {
           requestId: call.requestId,
           jobId,
           timeoutMs: call.timeoutMs,
+          runTimeoutMs: call.runTimeoutMs,
           priority: call.priority,
           replyTo: this.options.replyTo,
           oip: call.oip,
@@ -510,6 +515,7 @@ export class SyncPath {
         requestId: call.requestId,
         jobId,
         timeoutMs: call.timeoutMs,
+        runTimeoutMs: call.runTimeoutMs,
         priority: call.priority,
         cacheChecked: call.cacheChecked,
         oip: call.oip,
