@@ -3197,6 +3197,8 @@ export interface operations {
                 /** @description RFC 7240: `wait=N` seconds or `respond-async`. */
                 prefer?: string;
                 "idempotency-key"?: string;
+                /** @description Run deadline (as Replicate’s header): the job must have finished this long after it is created. Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes but ends `expired` without output. `timeout_ms` bounds only the queueing. */
+                "cancel-after"?: string;
             };
             path?: never;
             cookie?: never;
@@ -3344,6 +3346,8 @@ export interface operations {
                 /** @description RFC 7240: `wait=N` seconds or `respond-async`. */
                 prefer?: string;
                 "idempotency-key"?: string;
+                /** @description Run deadline (as Replicate’s header): the job must have finished this long after it is created. Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes but ends `expired` without output. `timeout_ms` bounds only the queueing. */
+                "cancel-after"?: string;
             };
             path?: never;
             cookie?: never;
@@ -3498,6 +3502,8 @@ export interface operations {
             header?: {
                 prefer?: string;
                 "idempotency-key"?: string;
+                /** @description Run deadline (as Replicate’s header): the job must have finished this long after it is created. Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes but ends `expired` without output. `timeout_ms` bounds only the queueing. */
+                "cancel-after"?: string;
             };
             path?: never;
             cookie?: never;
@@ -3643,6 +3649,8 @@ export interface operations {
             header?: {
                 prefer?: string;
                 "idempotency-key"?: string;
+                /** @description Run deadline (as Replicate’s header): the job must have finished this long after it is created. Still queued or waiting for its batch then, it ends `expired`; its batch running then, it finishes but ends `expired` without output. `timeout_ms` bounds only the queueing. */
+                "cancel-after"?: string;
             };
             path?: never;
             cookie?: never;
