@@ -189,6 +189,27 @@ describe('rows are released when jobs finish', () => {
   });
 });
 
+describe("a tier's fair-share weight", () => {
+  it('weighs the keys of a tier that have no weight of their own; a key’s own weight wins', async () => {
+    const { post, services, config } = await api({ QUERN_FAIR_WEIGHT_PREMIUM: '3' });
+    const queue = services.jobs.queueOf('cars-mpg');
+    const submitted = async (key: string) => {
+      const res = await post('/v1/jobs', { model: 'cars-mpg', features: CAR }, { 'x-api-key': key });
+      expect(res.status).toBe(202);
+      const job = await queue.getJob(((await res.json()) as { id: string }).id);
+      return job?.data.weight ?? 1;
+    };
+    expect(config.QUERN_FAIR_WEIGHT_PREMIUM).toBe(3);
+    // The test key is premium with no weight of its own: its tier's.
+    expect(await submitted(TEST_API_KEY)).toBe(3);
+    // A premium key an admin gave a weight keeps it, 1 included.
+    const { record, key } = await services.apiKeys.create({ name: 'own-weight', tier: 'premium', scopes: ['predict'] });
+    await services.apiKeys.setLimits(record.id, { weight: 1 });
+    // The key cache may hold the key's record without the weight for a moment (QUERN_KEY_CACHE_TTL_MS).
+    await expect.poll(() => submitted(key), { timeout: 5_000, interval: 100 }).toBe(1);
+  });
+});
+
 describe('fair-share priorities stay inside their band', () => {
   it('rebases a long-running band: queued jobs keep their order, new ones their place behind them', async () => {
     const prefix = uniquePrefix();

@@ -255,6 +255,17 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
       'Jobs of the keys of one tier take turns in the queue (weighted by each key’s `weight`), instead of first ' +
       'come first served; premium stays ahead of free. docs/scheduling.md.',
   },
+  QUERN_FAIR_WEIGHT_FREE: {
+    group: 'jobs',
+    description:
+      'Fair-share weight of free keys that have no weight of their own (`PATCH /v1/admin/keys/{id}` sets a ' +
+      'key’s). Tiers never share a queue band (premium stays ahead of free), so a tier’s weight counts ' +
+      'against the keys of that tier with weights of their own: 2 makes every other free key count double.',
+  },
+  QUERN_FAIR_WEIGHT_PREMIUM: {
+    group: 'jobs',
+    description: 'The same for premium keys.',
+  },
   QUERN_QUEUE_DEPTH_CACHE_MS: {
     group: 'jobs',
     description:

@@ -123,6 +123,9 @@ const apiSettings = {
     .enum(['true', 'false'])
     .default('true')
     .transform((v) => v === 'true'),
+  /** Fair-share weight of a tier's keys that have none of their own (an admin sets a key's). */
+  QUERN_FAIR_WEIGHT_FREE: z.coerce.number().min(0.01).max(1_000).default(1),
+  QUERN_FAIR_WEIGHT_PREMIUM: z.coerce.number().min(0.01).max(1_000).default(1),
   /**
    * How the API writes input rows into jobs: `packed` (float32, base64; what this version's
    * workers and APIs read) or `json` (numbers; what versions before it read). Set `json` while

@@ -159,6 +159,12 @@ export class JobService {
   }
 
   /** The priority a job gets: the tier's, or a lower one (a larger number) if the caller asks. */
+  /** A key's fair-share weight: its own, else its tier's (QUERN_FAIR_WEIGHT_FREE / _PREMIUM). */
+  weightOf(principal: Principal): number {
+    if (principal.weight !== undefined) return principal.weight;
+    return principal.tier === 'premium' ? this.config.QUERN_FAIR_WEIGHT_PREMIUM : this.config.QUERN_FAIR_WEIGHT_FREE;
+  }
+
   priorityFor(principal: Principal, requested: number | undefined): number {
     const floor = principal.tier === 'premium' ? this.config.QUERN_PRIORITY_PREMIUM : this.config.QUERN_PRIORITY_FREE;
     return Math.max(floor, requested ?? floor);
@@ -220,7 +226,7 @@ export class JobService {
       deadline_at: args.runTimeoutMs !== undefined ? now + Math.min(timeout, args.runTimeoutMs) : now + timeout,
       ...(args.runTimeoutMs !== undefined ? { run_deadline_at: now + args.runTimeoutMs } : {}),
       priority: priorityClass,
-      ...(args.principal.weight !== undefined && args.principal.weight !== 1 ? { weight: args.principal.weight } : {}),
+      ...(this.weightOf(args.principal) !== 1 ? { weight: this.weightOf(args.principal) } : {}),
       ...(args.webhook ? { webhook: args.webhook } : {}),
       ...(args.cacheChecked ? { cache_checked: true } : {}),
       ...(args.replyTo ? { reply_to: args.replyTo } : {}),
@@ -360,7 +366,7 @@ export class JobService {
       maxRows,
       deadlineAt,
       priorityClass,
-      weight: principal.weight ?? 1,
+      weight: this.weightOf(principal),
       quantumRows: this.config.QUERN_FAIR_SHARE ? fairQuantumRows(model) : 0,
       recentJobsTtlMs: this.config.QUERN_RETAIN_FAILED_SECONDS * 1000,
     });
