@@ -446,64 +446,61 @@ function chart(r: BenchResults): string {
 }
 
 /**
- * Why the targets a 2-core run misses are missed, from profiles (`node --cpu-prof`) and timings
- * taken on this code. Not generated: rewrite it when the code or the figures move.
+ * Why the targets a 2-core run misses are missed, from profiles (`node --cpu-prof`), timings and
+ * the run these docs were generated from (2026-12-03). Not generated: rewrite it when the code or
+ * the figures move.
  */
 const ANALYSIS = [
   '## What holds the missed targets back',
   '',
-  'Found with `node --cpu-prof` on API and worker, per-process CPU from `/proc`, `redis-cli monitor`, and ' +
-    'timestamps along idle requests, on this code (2026-12-03). Every process here shares two cores with Redis and ' +
-    'the load generator, so a target set as a ratio to a single-process baseline compares three processes and ' +
-    'several network hops against one process.',
+  'Every process here shares two cores with Redis and the load generator, so a target set as a ratio to a ' +
+    'single-process baseline compares three processes and several network hops against one process. Runs on ' +
+    'a shared VM move a lot (earlier runs of similar code: c=1 ratio 1.63–2.11, c=8 0.98–1.48); the figures ' +
+    'above are from one run with nothing else running.',
   '',
-  '**Runs move.** Four full runs of this code on this VM while other work ran on it gave c=1 p50 ratios of ' +
-    '1.63–2.11, c=8 0.98–1.48, c=32 2.2–3.54, `batched_vs_noqueue` 0.69–2.49; the figures above are from a run ' +
-    'with nothing else running. The tutorial itself served 545–600 req/s at c ≥ 32 here (666–763 in the run that ' +
-    'set the targets), so the ratios also depend on how each side shares the two cores with the load generator.',
+  '**This run is on a faster CPU** than the runs that set the targets: the trivial Hono route costs 17 µs of ' +
+    'CPU per request here (101 µs in the previous recorded run) and the tutorial serves 1,430 req/s one at a ' +
+    'time (441 in the issue that set the targets). The tutorial is one process whose request is two synchronous ' +
+    'Redis round trips and an in-process ONNX Runtime call, all of which a faster core shrinks; Quern’s idle ' +
+    'latency is mostly hops between processes, which shrink less. So, against the previous recorded run, the ' +
+    'ratios moved against Quern at low concurrency and for it at high: c=1 2.27 (1.84), c=8 1.07 (1.46), c=32 ' +
+    '2.75 (2.67), c=128 4.08 (2.97).',
   '',
-  '- **One request at a time (ratio 1.84 against 1.6; idle overhead over direct ONNX Runtime well above 2 ms).** ' +
-    'Timestamps along 400 idle cars-mpg requests (medians, server side 4.1 ms of the 5.6 ms the client saw in ' +
-    'that run): in the API before the enqueue 1.23 ms (HTTP, auth, body and schema 0.55; the one round trip for ' +
-    'rate limit and cache 0.50; to the `addBulk` 0.17); from the `addBulk` until the worker runs the job 1.48 ms ' +
-    '(BullMQ: the add script, the marker waking the worker’s BZPOPMIN, then `moveToActive`, a second round ' +
-    'trip); in the worker 0.65 ms (checks 0.32, inference on the main thread 0.34, of which ONNX Runtime 0.1); ' +
-    'the reply to the API 0.41 ms (cache SET and PUBLISH in one pipeline); 0.1 ms to the response. The ' +
-    'tutorial makes two Redis round trips of ≈ 0.12 ms with a synchronous client and has no queue. What is left is ' +
-    'BullMQ’s dispatch, ≈ 1.5 ms of a 4.7 ms answer. What would lift it: a fast path that also pushes a sync ' +
-    'job to an idle worker over pub/sub, answered before BullMQ hands the job over (the BullMQ job stays the ' +
-    'record and the recovery path); BullMQ itself cannot fetch in one round trip today. (The first ' +
-    '“one request at a time” measurement of a run follows the trivial-route load test and reads higher than ' +
-    'the same measurement in the tutorial section; the ratio uses the latter.)',
-  '- **Throughput at c = 8, 32, 128 (1.46, 2.67, 2.97 against 1.5, 4, 5; c=32 against two uvicorn workers 1.74 ' +
-    'against 2).** Quern is ahead from c=8 on and its p99 is below the tutorial’s at every c ≥ 8, but at c=32 ' +
-    'the machine is saturated: Quern spends ≈ 1.04 ms of CPU per request (API 667, worker 220, Redis 157 µs, ' +
-    'against the tutorial’s 1.86 ms) and the API process is the first to run out of its core. On small jobs ' +
-    'per-job costs dominate: `redis-cli monitor` shows three `moveToActive` calls, two BZPOPMIN and five stream ' +
-    'events (which every API process parses) for each job, because BullMQ adds a marker after every fetch; one ' +
-    'job in flight per principal and model (now the default) beat two by ≈ 12% at c=8 and ≈ 25% at c=32. ' +
-    'Lifts: the fast path above; stop parsing QueueEvents for sync jobs (replies and the poll cover them) and ' +
-    'keep it for event streams only; more API processes.',
-  '- **CPU per request against the trivial route (API 6.6, worker 2.18 against 5 and 2).** The API profile at ' +
-    'c=32 is flat: ioredis and socket writes ≈ 30%, Hono, node-server and undici’s Headers ≈ 14%, zod ≈ 4%, ' +
-    'QueueEvents parsing ≈ 4%, GC ≈ 4%, SHA-256 of keys and rows ≈ 2.5%. The worker’s: socket writes of ' +
-    'BullMQ’s commands ≈ 18%, ioredis 15%, BullMQ 9%. Lifts: one Lua script for both rate-limit windows; no ' +
-    'QueueEvents parsing for sync jobs; fewer BullMQ fetch calls per job (above).',
-  '- **No queue (1.19 against 1.5).** One mlp-large row costs ≈ 0.6 ms in ONNX Runtime here, batches of 128 ' +
-    '≈ 0.04 ms a row: batching saves ≈ 0.55 ms a row, and Quern spends about that on HTTP, Redis and BullMQ ' +
-    'across three processes sharing the same two cores. Quern is ahead when a row costs more than its ' +
-    'per-request overhead (larger models, GPUs) or with more cores; on a small CPU model on two cores, in-process ' +
-    'inference is close.',
-  '- **Ingest (0.2 of the trivial route, p99 70 ms).** The API is CPU-bound at ≈ 270–300 µs per accepted job ' +
-    '(flat profile: ioredis and socket writes, GC, Hono and node-server, auth, validation, job view). Lifts: one ' +
-    'script for both rate-limit windows; more API processes (nothing in the path is shared but Redis).',
-  '- **Client batches (0.24 and 0.25 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON ' +
-    'numbers (137 KB as a `tensor`); at the target rate that is over 100 MB/s to parse, hash per row for the ' +
-    'cache, store in Redis, read back and answer, on the same two cores the inference needs.',
-  '- **API RSS (345 MB against 200).** The live heap after a full GC is ≈ 33 MB (`--trace-gc`); V8 lets ' +
-    'garbage from 256 concurrent requests build up before a major GC. ' +
-    '`NODE_OPTIONS="--max-semi-space-size=32 --max-old-space-size=128"` kept the API at ≈ 175 MB with the same ' +
-    'sync throughput (and −15% on 100-row batches), but a hard heap cap turns many concurrent large bodies into ' +
-    'a crash, so it is a deployment choice (docs/deployment.md), not a default.',
+  '- **One request at a time (2.27 against 1.6: p50 1.97 against 0.87 ms).** Timestamps along idle requests ' +
+    '(previous run; medians): in the API before the enqueue ≈ 30% (HTTP, auth, schema, and the one round trip ' +
+    'for rate limit and cache); from the add until the worker runs the job ≈ 35% (BullMQ: the add script, the ' +
+    'marker waking the worker’s BZPOPMIN, then `moveToActive`, a second round trip); in the worker ≈ 15%; the ' +
+    'reply over pub/sub ≈ 10%. Since then the exact queue caps (one admission script per job, before the add) ' +
+    'added a round trip on this path. What would lift it: a fast path that also pushes a sync job to an idle ' +
+    'worker over pub/sub, answered before BullMQ hands the job over (the BullMQ job stays the record and the ' +
+    'recovery path); BullMQ cannot fetch in one round trip (its fetch script adds a marker after every job, ' +
+    'so an idle worker makes an empty `moveToActive` and a BZPOPMIN per job).',
+  '- **Throughput at c=8 (1.07 against 1.5; p99 9 against 8 ms).** At c=8 the machine is not saturated: ' +
+    'Quern is bound by the same chain of hops, and coalescing only helps once a job is in flight. At c=32 and ' +
+    'c=128 (2.75 and 4.08 against 4 and 5) it is saturated and its p99 is far below the tutorial’s (13 against 64 ' +
+    'ms, 48 against 140): Quern spends ≈ 295 µs of CPU per request (API 172, worker 61, Redis 62) against the ' +
+    'tutorial’s ≈ 595 (540 and Redis 55), on two cores it shares with the load generator. Against two uvicorn ' +
+    'workers at c=32: 1.6 (target 2).',
+  '- **CPU per request against the trivial route (API 9.9, worker 3.5, Redis 3.6 against 5, 2, 2).** The ' +
+    'trivial route got ≈ 6× cheaper on this CPU, Quern’s processes ≈ 3–4× (API 667 → 172 µs, worker 220 → 61, ' +
+    'Redis 157 → 62): a ratio to a near-empty route moves with the CPU. The API’s profile at c=32 (this code): ' +
+    'ioredis ≈ 28%, socket writes ≈ 20%, GC ≈ 15%, Hono ≈ 14%, and ≈ 10% in undici’s `Headers`, which ' +
+    '@hono/node-server builds (every name and value validated) the first time a header is read, as every POST ' +
+    'does. Lifts: a lazy header view in node-server; fewer BullMQ calls per job (above); more API processes.',
+  '- **No queue (0.54 against 1.5).** One mlp-large row costs a fraction of a millisecond in ONNX Runtime; ' +
+    'batching saves part of that per row, and Quern spends more than that on HTTP, Redis and BullMQ across ' +
+    'three processes on the same two cores. Quern is ahead when a row costs more than its per-request overhead ' +
+    '(larger models, GPUs) or with more cores.',
+  '- **Ingest (0.1 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
+    'admission script and a BullMQ add; the trivial route is one Hono handler. More API processes scale it ' +
+    '(nothing in the path is shared but Redis).',
+  '- **Client batches (0.11 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
+    '(137 KB as a `tensor`): parsed, hashed per row for the cache, stored in Redis, read back and answered, ' +
+    'on the same two cores the inference needs.',
+  '- **API RSS (526 MB against 200).** The peak over the whole run, at up to ≈ 6,000 requests per second; ' +
+    'the live heap after a full GC is far smaller (≈ 33 MB in an earlier `--trace-gc`), V8 lets garbage build ' +
+    'up before a major GC. `NODE_OPTIONS="--max-semi-space-size=32 --max-old-space-size=128"` kept an earlier ' +
+    'run at ≈ 175 MB, but a hard heap cap turns many concurrent large bodies into a crash, so it is a ' +
+    'deployment choice (docs/deployment.md), not a default.',
   '',
 ];
