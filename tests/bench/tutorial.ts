@@ -4,14 +4,11 @@
  * virtualenv and served by uvicorn, one or several worker processes.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT, waitForHttp } from '@quern/devkit';
+import { ensurePythonVenv, REPO_ROOT, waitForHttp } from '@quern/devkit';
 
 export const TUTORIAL_DIR = join(REPO_ROOT, 'tests', 'bench', 'servers', 'tutorial');
-const VENV_DIR = join(REPO_ROOT, 'tests', 'bench', '.venv');
-const STAMP = join(VENV_DIR, '.quern-requirements.sha256');
 /** The tutorial's own key (app/core/security.py, `VALID_API_KEYS`, premium tier). */
 export const TUTORIAL_API_KEY = 'dev-key-123';
 /** Its `slowapi` limit, per minute: it runs on every request, and never refuses one. */
@@ -19,86 +16,18 @@ export const TUTORIAL_RATE_LIMIT_PER_MINUTE = 1_000_000;
 /** The Redis database of its cache: the bench's Redis, away from Quern's keys (db 0). */
 export const TUTORIAL_REDIS_DB = 1;
 
-const FIX_HINT =
-  'The tutorial baseline needs Python 3.10+ with venv and pip (Debian/Ubuntu: apt-get install python3 python3-venv; ' +
-  'set BENCH_PYTHON to use another interpreter).';
-
-interface RunResult {
-  code: number | null;
-  output: string;
-  spawnError?: Error;
-}
-
-function run(command: string, args: string[], onLine?: (line: string) => void): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    let partial = '';
-    const onData = (chunk: Buffer) => {
-      const text = chunk.toString();
-      output += text;
-      if (output.length > 200_000) output = output.slice(-100_000);
-      partial += text;
-      const lines = partial.split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) onLine?.(line);
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.once('error', (spawnError) => resolve({ code: null, output, spawnError }));
-    child.once('close', (code) => resolve({ code, output }));
-  });
-}
-
 /**
- * tests/bench/.venv with the tutorial's requirements, made once and reused while
- * requirements.txt and the interpreter stay the same (a stamp file holds their hash).
- * Returns the virtualenv's python.
+ * tests/bench/.venv with the tutorial's requirements (`ensurePythonVenv`: made once, reused while
+ * requirements.txt and the interpreter stay the same). Returns the virtualenv's python.
  */
 export async function ensureTutorialVenv(log: (message: string) => void): Promise<string> {
-  const base = process.env.BENCH_PYTHON ?? 'python3';
-  const version = await run(base, ['-c', 'import sys; print(sys.version)']);
-  if (version.code !== 0) {
-    throw new Error(`${base} does not run (${version.spawnError?.message ?? version.output.trim()}). ${FIX_HINT}`);
-  }
-  const requirements = readFileSync(join(TUTORIAL_DIR, 'requirements.txt'), 'utf8');
-  const hash = createHash('sha256').update(requirements).update(version.output).digest('hex');
-  const python = join(VENV_DIR, 'bin', 'python');
-  if (existsSync(python) && existsSync(STAMP) && readFileSync(STAMP, 'utf8').trim() === hash) {
-    log(`tutorial baseline: reusing ${VENV_DIR} (requirements unchanged)`);
-    return python;
-  }
-  log(`tutorial baseline: creating ${VENV_DIR} with ${base} ${version.output.trim().split(' ')[0]}`);
-  rmSync(VENV_DIR, { recursive: true, force: true });
-  const venv = await run(base, ['-m', 'venv', VENV_DIR]);
-  if (venv.code !== 0) {
-    rmSync(VENV_DIR, { recursive: true, force: true });
-    throw new Error(`\`${base} -m venv\` failed:\n${venv.output.trim()}\n${FIX_HINT}`);
-  }
-  log('tutorial baseline: pip install -r tests/bench/servers/tutorial/requirements.txt (from PyPI, a minute or two)');
-  const pip = await run(
-    python,
-    [
-      '-m',
-      'pip',
-      'install',
-      '--disable-pip-version-check',
-      '--no-input',
-      '--progress-bar',
-      'off',
-      '-r',
-      join(TUTORIAL_DIR, 'requirements.txt'),
-    ],
-    (line) => {
-      if (/^(Collecting|Installing|Successfully|ERROR)/.test(line)) log(`  pip: ${line.trim()}`);
-    },
-  );
-  if (pip.code !== 0) {
-    rmSync(VENV_DIR, { recursive: true, force: true });
-    throw new Error(`pip install failed (is PyPI reachable?):\n${pip.output.trim().split('\n').slice(-30).join('\n')}`);
-  }
-  writeFileSync(STAMP, `${hash}\n`);
-  return python;
+  const venv = await ensurePythonVenv({
+    dir: join('tests', 'bench', '.venv'),
+    requirements: join('tests', 'bench', 'servers', 'tutorial', 'requirements.txt'),
+    label: 'tutorial baseline',
+    log,
+  });
+  return venv.python;
 }
 
 export interface TutorialServerOptions {
