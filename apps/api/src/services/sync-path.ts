@@ -15,7 +15,7 @@ import {
   TurnBuffer,
 } from '@quern/shared';
 import { findClaimedJob, type IdempotencyClaim } from './idempotency';
-import type { JobOutcome, JobService } from './job-service';
+import type { JobOutcome, JobService, SubmitArgs } from './job-service';
 import type { Principal } from './principal';
 import type { ResultWaiter, WaitHandle } from './result-waiter';
 
@@ -350,20 +350,7 @@ export class SyncPath {
     const handle = this.waiter.register(jobId, call.model.name);
     try {
       const found = await findClaimedJob(this.jobs, owner, claim.claim, () =>
-        this.jobs.submit({
-          model: call.model,
-          input: call.input,
-          mode: call.mode,
-          principal: call.principal,
-          requestId: call.requestId,
-          jobId,
-          timeoutMs: call.timeoutMs,
-          runTimeoutMs: call.runTimeoutMs,
-          priority: call.priority,
-          replyTo: this.options.replyTo,
-          oip: call.oip,
-          traceParent: call.trace?.context,
-        }),
+        this.jobs.submit({ ...jobOf(call, jobId), replyTo: this.options.replyTo }),
       );
       const now = this.jobs.outcomeOf(await this.jobs.snapshot(found), call.model);
       if (now.kind !== 'pending' || call.waitMs <= 0 || Date.now() >= waitingSince + call.waitMs) {
@@ -507,20 +494,7 @@ export class SyncPath {
     const { call } = m;
     try {
       const jobId = newId('job');
-      const { data } = await this.jobs.submit({
-        model: call.model,
-        input: call.input,
-        mode: call.mode,
-        principal: call.principal,
-        requestId: call.requestId,
-        jobId,
-        timeoutMs: call.timeoutMs,
-        runTimeoutMs: call.runTimeoutMs,
-        priority: call.priority,
-        cacheChecked: call.cacheChecked,
-        oip: call.oip,
-        traceParent: call.trace?.context,
-      });
+      const { data } = await this.jobs.submit({ ...jobOf(call, jobId), cacheChecked: call.cacheChecked });
       this.onJob(call.model.name, call.mode);
       const view = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, call.model);
       this.settle(m, { kind: 'pending', jobId, row: 0, view });
@@ -544,6 +518,23 @@ function linkCallers(members: Member[], jobId: string, carrier: NonNullable<Infe
     span.setAttributes({ 'quern.job_id': jobId, 'quern.job_row': m.row, 'quern.coalesced': members.length > 1 });
     if (i > 0 && target) span.addLink({ context: target, attributes: { 'quern.job_id': jobId } });
   });
+}
+
+/** The job of one call alone, under `jobId` (a replayed or a moved caller's). */
+function jobOf(call: SyncCall, jobId: string): SubmitArgs {
+  return {
+    model: call.model,
+    input: call.input,
+    mode: call.mode,
+    principal: call.principal,
+    requestId: call.requestId,
+    jobId,
+    timeoutMs: call.timeoutMs,
+    runTimeoutMs: call.runTimeoutMs,
+    priority: call.priority,
+    oip: call.oip,
+    traceParent: call.trace?.context,
+  };
 }
 
 /** A job's state as a sync caller hears it, at `row`. */
