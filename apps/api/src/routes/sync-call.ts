@@ -8,6 +8,7 @@ import {
 } from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
+import { admitted } from '../middleware/auth';
 import type { SyncCall, SyncOutcome } from '../services/sync-path';
 import { cancelAfterMs } from './cancel-after';
 import { waitPreference } from './inference-input';
@@ -96,4 +97,25 @@ export async function runSync(
     metrics.syncWaitTimeouts.labels(args.model.name).inc();
   }
   return outcome;
+}
+
+/**
+ * The cached outputs of `rows` (null where missing), read together with the rate-limit decision
+ * in one round trip (`admitted`), and counted as hits and misses. Without the cache (`useCache`
+ * false), only the rate-limit decision is awaited.
+ */
+export async function cachedRows(
+  c: Context<AppEnv>,
+  model: ModelEntry,
+  rows: readonly (readonly number[] | Float32Array)[],
+  useCache: boolean,
+): Promise<(number[] | null)[]> {
+  const { cache, metrics } = c.get('services');
+  const hits = await admitted(c, useCache ? cache.lookup(model, rows) : Promise.resolve(rows.map(() => null)));
+  if (useCache) {
+    const hitCount = hits.filter((h) => h !== null).length;
+    metrics.cacheLookups.labels(model.name, 'hit').inc(hitCount);
+    metrics.cacheLookups.labels(model.name, 'miss').inc(rows.length - hitCount);
+  }
+  return hits;
 }

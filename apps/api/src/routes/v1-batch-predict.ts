@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { type JobView, type ModelEntry, presentPrediction, RowMatrix } from '@quern/shared';
 import type { Context } from 'hono';
 import type { AppEnv } from '../env';
-import { admitted, requireAuth } from '../middleware/auth';
+import { requireAuth } from '../middleware/auth';
 import {
   FeaturesSchema,
   JobOptionsShape,
@@ -15,7 +15,7 @@ import {
 import { CancelAfterHeader } from './cancel-after';
 import { deprecatedAlias, deprecationHeaderShape } from './deprecated-alias';
 import { checkRows, MAX_BATCH_ROWS, TensorInputSchema, tensorRows } from './inference-input';
-import { runSync, syncPreferences } from './sync-call';
+import { cachedRows, runSync, syncPreferences } from './sync-call';
 
 export const BatchPredictRequestSchema = z
   .object({
@@ -163,7 +163,7 @@ async function batchPredict(
   body: z.infer<typeof BatchPredictRequestSchema>,
   started: number,
 ): Promise<BatchAnswer> {
-  const { models, cache, metrics } = c.get('services');
+  const { models } = c.get('services');
   const model = models.resolve(body.model, c.get('principal').id);
   let input: RowMatrix;
   if (body.tensor) {
@@ -176,12 +176,7 @@ async function batchPredict(
   const rows = input.rows();
   const { waitMs, useCache } = syncPreferences(c);
   // The rate-limit decision and the cache read share one round trip.
-  const hits = await admitted(c, useCache ? cache.lookup(model, rows) : Promise.resolve(rows.map(() => null)));
-  if (useCache) {
-    const hitCount = hits.filter((h) => h !== null).length;
-    metrics.cacheLookups.labels(model.name, 'hit').inc(hitCount);
-    metrics.cacheLookups.labels(model.name, 'miss').inc(rows.length - hitCount);
-  }
+  const hits = await cachedRows(c, model, rows, useCache);
   const latencyMs = () => Math.round((performance.now() - started) * 1000) / 1000;
   if (useCache && hits.every((h) => h !== null)) {
     return {

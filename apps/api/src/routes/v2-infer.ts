@@ -1,11 +1,11 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { QuernError } from '@quern/shared';
 import type { AppEnv } from '../env';
-import { admitted, requireAuth } from '../middleware/auth';
+import { requireAuth } from '../middleware/auth';
 import { JobSchema, OipInferenceResponseSchema, PROTECTED } from '../schemas';
 import { decodeInferRequest, encodeInferResponse, OipInferenceRequestSchema } from './oip-codec';
 import { OIP_TAG, OipModelParamsSchema, OipModelVersionParamsSchema, oipErrors, oipModel } from './oip-common';
-import { runSync, syncPreferences } from './sync-call';
+import { cachedRows, runSync, syncPreferences } from './sync-call';
 
 const BINARY_BODY = {
   schema: {
@@ -97,7 +97,6 @@ export function registerOipInfer(app: OpenAPIHono<AppEnv>): void {
   app.openAPIRegistry.register('OipInferenceRequest', OipInferenceRequestSchema);
   for (const r of [oipInferRoute, oipVersionInferRoute]) {
     app.openapi(r, async (c) => {
-      const { cache, metrics } = c.get('services');
       // Unpinned, the model's canary weights pick the version for this caller.
       const model = oipModel(c, c.req.valid('param'), c.get('principal').id);
       const encoding = c.req.header('content-encoding');
@@ -113,12 +112,7 @@ export function registerOipInfer(app: OpenAPIHono<AppEnv>): void {
       const rows = input.rows();
       const { waitMs, useCache } = syncPreferences(c);
       // The rate-limit decision and the cache read share one round trip.
-      const hits = await admitted(c, useCache ? cache.lookup(model, rows) : Promise.resolve(rows.map(() => null)));
-      if (useCache) {
-        const hitCount = hits.filter((h) => h !== null).length;
-        metrics.cacheLookups.labels(model.name, 'hit').inc(hitCount);
-        metrics.cacheLookups.labels(model.name, 'miss').inc(rows.length - hitCount);
-      }
+      const hits = await cachedRows(c, model, rows, useCache);
       let outputs: number[][];
       let jobId: string | undefined;
       let modelVersion = model.version;
