@@ -7,7 +7,7 @@ import {
   testConfig,
   uniquePrefix,
 } from '@quern/devkit';
-import { createLogger, encodeCachedRow, inputHash, KeySpace, loadManifest } from '@quern/shared';
+import { createLogger, encodeCachedRow, FAIR_BAND, inputHash, KeySpace, loadManifest } from '@quern/shared';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -382,6 +382,24 @@ describe('operations', () => {
     );
     expect(age).toBeGreaterThanOrEqual(120);
     expect(age).toBeLessThan(130);
+    await queue.obliterate({ force: true });
+  });
+
+  it('finds the oldest waiting job inside the fair-share bands too, not only at a band’s front', async () => {
+    const queue = services.jobs.queueOf('mlp-large');
+    const now = Date.now();
+    const free = 4 * FAIR_BAND + 1; // the band of priority class 5
+    // Premium jobs of several keys, newer; in the free band a newer job ahead of the oldest one
+    // (another key's, with an earlier fair-share tag), as fair share orders them.
+    for (let i = 0; i < 20; i++) await queue.add('infer', {}, { timestamp: now - 9_000 + i, priority: 1 + i * 7 });
+    await queue.add('infer', {}, { timestamp: now - 3_000, priority: free + 10 });
+    await queue.add('infer', {}, { timestamp: now - 90_000, priority: free + 50 });
+    const text = await (await app.request('/metrics')).text();
+    const age = Number(
+      /quern_queue_oldest_waiting_age_seconds\{model="mlp-large",service="api"\} ([\d.]+)/.exec(text)?.[1],
+    );
+    expect(age).toBeGreaterThanOrEqual(90);
+    expect(age).toBeLessThan(100);
     await queue.obliterate({ force: true });
   });
 

@@ -119,6 +119,53 @@ redis.call('PEXPIRE', fair, 86400000)
 return {0, held, lo + offset}
 `.replace(/BAND/g, String(FAIR_BAND));
 
+/** Jobs read at the front of each band by `oldestWaitingTimestamp`. */
+const OLDEST_SCAN_PER_BAND = 64;
+const TWO32 = 2 ** 32;
+
+/** The parts of a BullMQ queue the oldest-job reader needs (a `Queue` has them). */
+export interface WaitingQueue {
+  /** BullMQ 6: the Redis backend, whose `client` is the queue's connection. */
+  getBackend(): { client: Promise<unknown> };
+  toKey(type: string): string;
+}
+
+/**
+ * Enqueue time of the oldest job still waiting in a queue, or undefined. This module gives jobs
+ * their BullMQ priorities (one band per priority class, fair-share order inside it), so it reads
+ * them back: BullMQ keeps prioritized jobs in a sorted set scored `priority · 2³² + arrival`. With
+ * fair share a key's jobs keep their order, and each waiting key's first job starts near the
+ * front of its band, so the oldest is among the first jobs of each band (exact while fewer than
+ * 64 keys of one class have jobs waiting; past that, the oldest of the first 64). With fair share
+ * off a class's jobs have its own priority, first in first out. Plain jobs wait in the `wait`
+ * list, oldest at its right end. At most one read per band and class that has jobs, at scrape
+ * time, never on a request's path.
+ */
+export async function oldestWaitingTimestamp(queue: WaitingQueue): Promise<number | undefined> {
+  const redis = (await queue.getBackend().client) as RedisClient;
+  const prioritized = queue.toKey('prioritized');
+  const ranges: [number, number, number][] = [];
+  for (let c = 1; c <= 100; c++) {
+    const lo = (c - 1) * FAIR_BAND + 1;
+    ranges.push([lo * TWO32, (lo + FAIR_BAND) * TWO32 - 1, OLDEST_SCAN_PER_BAND]);
+    // Fair share off: the class's own priority number (inside the first band).
+    ranges.push([c * TWO32, (c + 1) * TWO32 - 1, 1]);
+  }
+  const pipeline = redis.pipeline();
+  pipeline.lrange(queue.toKey('wait'), -1, -1);
+  for (const [min, max, count] of ranges) pipeline.zrangebyscore(prioritized, min, max, 'LIMIT', 0, count);
+  const replies = (await pipeline.exec()) ?? [];
+  const ids = new Set<string>();
+  for (const [err, found] of replies) if (!err) for (const id of found as string[]) ids.add(id);
+  if (ids.size === 0) return undefined;
+  const stamps = redis.pipeline();
+  for (const id of ids) stamps.hget(queue.toKey(id), 'timestamp');
+  const values = ((await stamps.exec()) ?? [])
+    .map(([err, value]) => (err ? Number.NaN : Number(value)))
+    .filter((t) => Number.isFinite(t) && t > 0);
+  return values.length > 0 ? Math.min(...values) : undefined;
+}
+
 export const RELEASE_LUA = `
 local r = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])

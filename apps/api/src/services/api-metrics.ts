@@ -1,4 +1,10 @@
-import { collectProcessMetrics, createMetricsRegistry, LATENCY_BUCKETS_SECONDS, MetricNames } from '@quern/shared';
+import {
+  collectProcessMetrics,
+  createMetricsRegistry,
+  LATENCY_BUCKETS_SECONDS,
+  MetricNames,
+  oldestWaitingTimestamp,
+} from '@quern/shared';
 import type { Queue } from 'bullmq';
 import { Counter, Gauge, Histogram } from 'prom-client';
 
@@ -9,35 +15,6 @@ export interface QueueProbe {
   /** The webhook deliveries' queue. */
   webhooks?: Queue;
   workersAlive: () => Promise<number>;
-}
-
-/** Every priority a job can have (`priority` is 1..100 in requests and config). */
-const PRIORITIES = Array.from({ length: 100 }, (_, i) => i + 1);
-
-/**
- * Enqueue time of the oldest job still waiting in `queue`, or undefined, through BullMQ's public
- * API only. BullMQ takes prioritized jobs by priority, first in first out within one (its
- * documented order, which `getJobs(['prioritized'], …, asc)` lists), so the oldest job of each
- * priority sits at the index where that priority begins: one read per priority that has jobs,
- * never a walk of the queue. Jobs taken between the reads can shift an index by a few jobs;
- * the gauge is then off by those jobs' age for one scrape.
- */
-async function oldestWaitingTimestamp(queue: Queue): Promise<number | undefined> {
-  const perPriority = await queue.getCountsPerPriority(PRIORITIES);
-  const starts: number[] = [];
-  let index = 0;
-  for (const priority of PRIORITIES) {
-    const count = perPriority[String(priority)] ?? 0;
-    if (count > 0) starts.push(index);
-    index += count;
-  }
-  const reads = [
-    queue.getJobs(['wait'], 0, 0, true),
-    ...starts.map((at) => queue.getJobs(['prioritized'], at, at, true)),
-  ];
-  const stamps = (await Promise.all(reads)).flat().map((job) => job?.timestamp);
-  const values = stamps.filter((t): t is number => typeof t === 'number' && t > 0);
-  return values.length > 0 ? Math.min(...values) : undefined;
 }
 
 /**
