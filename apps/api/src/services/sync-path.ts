@@ -80,6 +80,10 @@ interface Member {
   done: boolean;
   /** The client went away. */
   left: boolean;
+  /** Its wait ran out in a shared job: a job of its own is being added for it (`answerAlone`). */
+  moving: boolean;
+  /** It was given a job of its own: the shared job no longer concerns it. */
+  moved: boolean;
   /** The job the member's rows went into, once sent. */
   job: SentJob | undefined;
   /** Sends the member's rows alone if its wait runs out while it still gathers. */
@@ -96,6 +100,9 @@ interface SentJob {
   added: boolean;
   /** The wait on the job's outcome in progress; canceling it ends the wait (every caller left). */
   handle: WaitHandle;
+  /** The job's deadlines (epoch ms), once added: a caller moved to a job of its own keeps them. */
+  deadlineAt?: number;
+  runDeadlineAt?: number | undefined;
 }
 
 interface Group {
@@ -120,6 +127,8 @@ function newMember(
     waitUntil: waitingSince + call.waitMs,
     done: false,
     left: false,
+    moving: false,
+    moved: false,
     job: undefined,
     gatherTimer: undefined,
     resolve,
@@ -217,15 +226,22 @@ export class SyncPath {
     if (at >= 0) group.open.splice(at, 1);
     this.settle(member, { kind: 'failed', jobId: member.job?.id ?? '', failure: CLIENT_LEFT });
     const job = member.job;
-    if (job?.added && job.members.every((m) => m.left)) this.abandon(job, member.call);
+    if (job?.added && job.members.every((m) => m.left || m.moved)) this.abandon(job, member.call);
   }
 
   private abandon(job: SentJob, call: SyncCall): void {
     job.handle.cancel();
+    this.cancelById(job.id, call);
+  }
+
+  /** Cancels a job no caller follows any more (removed if queued; a worker drops it if its batch has not started). */
+  private cancelById(jobId: string, call: SyncCall): void {
     void this.jobs
-      .find(job.id, call.principal.id)
+      .find(jobId, call.principal.id)
       .then((found) => (found ? this.jobs.cancel(found) : undefined))
-      .catch((err: Error) => this.logger.warn({ err: err.message, job_id: job.id }, 'cancel on disconnect failed'));
+      .catch((err: Error) =>
+        this.logger.warn({ err: err.message, job_id: jobId }, 'cancel of an unfollowed job failed'),
+      );
   }
 
   private settle(member: Member, outcome: SyncOutcome): void {
@@ -305,6 +321,8 @@ export class SyncPath {
         oip: first.oip,
         traceParent: first.trace?.context,
       });
+      job.deadlineAt = data.deadline_at;
+      job.runDeadlineAt = data.run_deadline_at;
       if (data.trace) linkCallers(members, jobId, data.trace);
       this.onJob(first.model.name, first.mode);
       await claim
@@ -397,7 +415,7 @@ export class SyncPath {
     const { id: jobId, members } = job;
     const { model, principal } = (members[0] as Member).call;
     const owner = principal.id;
-    const waiting = () => members.filter((m) => !m.done);
+    const waiting = () => members.filter((m) => !m.done && !m.moving);
     const timers = members.map((m) =>
       setTimeout(
         () => {
@@ -405,7 +423,7 @@ export class SyncPath {
           void this.jobs.currentOutcome(jobId, owner, model).then(
             (now) =>
               now.kind === 'pending' && members.length > 1
-                ? this.answerAlone(m, toSyncOutcome(jobId, m.row, now))
+                ? this.answerAlone(m, job, toSyncOutcome(jobId, m.row, now))
                 : this.settle(m, toSyncOutcome(jobId, m.row, now)),
             (err: unknown) => {
               if (m.done) return;
@@ -473,10 +491,9 @@ export class SyncPath {
     }
     if (outcome.kind === 'pending' && members.length > 1) {
       // Every wait ran out with the shared job still pending: each caller gets a job of its own
-      // (answerAlone), and the shared one, which nobody follows now, is canceled.
-      const open = members.filter((m) => !m.done);
-      await Promise.all(open.map((m) => this.answerAlone(m, toSyncOutcome(jobId, m.row, outcome))));
-      if (open.length === members.length) this.abandon(job, (members[0] as Member).call);
+      // (answerAlone, which cancels the shared one once no caller refers to it).
+      const open = members.filter((m) => !m.done && !m.moving);
+      await Promise.all(open.map((m) => this.answerAlone(m, job, toSyncOutcome(jobId, m.row, outcome))));
       return;
     }
     for (const m of members) this.settle(m, toSyncOutcome(jobId, m.row, outcome));
@@ -486,21 +503,47 @@ export class SyncPath {
    * A caller whose wait ran out while its rows are in a job shared with other callers is answered
    * (202) with a job of its own: the shared job can still fail on another caller's row (a row
    * the model cannot compute fails the whole job), and the job a caller polls must end as its own
-   * rows do. Its rows are then computed twice (the result cache answers the second time if the
-   * shared job is done first): the price of an outcome that is this caller's alone. If that job
-   * cannot be added, the caller hears of the shared one (`shared`), as before.
+   * rows do. The new job keeps the shared job's deadlines, and the shared job is canceled once no
+   * caller refers to it, so rows are computed twice only when the shared job had started. The
+   * caller hears of the shared job instead (`sharedOutcome`) when its deadline has passed, when
+   * its own job cannot be added (a full queue), or when this process is draining (it adds nothing
+   * then). Called once per caller: `moving` guards the timer and the end of `follow` racing.
    */
-  private async answerAlone(m: Member, shared: SyncOutcome): Promise<void> {
+  private async answerAlone(m: Member, shared: SentJob, sharedOutcome: SyncOutcome): Promise<void> {
+    if (m.done || m.moving) return;
+    // A process that is shutting down answers with the shared job, which goes on: it adds nothing.
+    if (this.waiter.draining) return this.settle(m, sharedOutcome);
     const { call } = m;
+    // The caller's own deadlines, not new ones from now (`Cancel-After`: finished by then).
+    const now = Date.now();
+    const timeoutMs = (shared.deadlineAt ?? now) - now;
+    const runTimeoutMs = shared.runDeadlineAt === undefined ? undefined : shared.runDeadlineAt - now;
+    if (timeoutMs <= 0 || (runTimeoutMs !== undefined && runTimeoutMs <= 0)) return this.settle(m, sharedOutcome);
+    m.moving = true;
+    const jobId = newId('job');
     try {
-      const jobId = newId('job');
-      const { data } = await this.jobs.submit({ ...jobOf(call, jobId), cacheChecked: call.cacheChecked });
+      const { data } = await this.jobs.submit({
+        ...jobOf(call, jobId),
+        timeoutMs,
+        runTimeoutMs,
+        cacheChecked: call.cacheChecked,
+      });
       this.onJob(call.model.name, call.mode);
-      const view = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, call.model);
-      this.settle(m, { kind: 'pending', jobId, row: 0, view });
+      if (m.done) {
+        // The shared job ended while this one was being added, and its caller heard that outcome.
+        this.cancelById(jobId, call);
+      } else {
+        m.moved = true;
+        const view = jobView({ id: jobId, data, state: 'waiting', timestamp: data.created_at }, call.model);
+        this.settle(m, { kind: 'pending', jobId, row: 0, view });
+      }
     } catch (err) {
       this.logger.warn({ err: (err as Error).message }, 'own job for a caller of a shared job not added');
-      this.settle(m, shared);
+      this.settle(m, sharedOutcome);
+    } finally {
+      m.moving = false;
+      // Nobody follows the shared job any more: cancel it rather than compute it for no one.
+      if (shared.added && shared.members.every((x) => x.moved || x.left)) this.abandon(shared, call);
     }
   }
 }
