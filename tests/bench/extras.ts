@@ -48,7 +48,15 @@ for (const { name, printsJson } of EXTRAS) {
     continue;
   }
   if (printsJson) {
-    writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(JSON.parse(stdout), null, 2)}\n`);
+    let result: unknown;
+    try {
+      result = JSON.parse(stdout);
+    } catch {
+      failed++;
+      process.stderr.write(`${name} printed no JSON result:\n${stdout.slice(-2_000)}\n`);
+      continue;
+    }
+    writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(result, null, 2)}\n`);
   }
   process.stderr.write(`${name}: done in ${Math.round((Date.now() - started) / 1000)} s\n`);
 }

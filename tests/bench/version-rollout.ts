@@ -32,7 +32,7 @@ import { writeTestModels } from '../support/test-models';
 
 const PHASE_SECONDS = Number(process.env.ROLLOUT_PHASE_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.ROLLOUT_CONNECTIONS ?? 16);
-const RESULTS = join(REPO_ROOT, 'tests', 'bench', 'results');
+const RESULTS = process.env.BENCH_OUT ?? join(REPO_ROOT, 'tests', 'bench', 'results');
 
 interface Phase {
   phase: string;

@@ -275,8 +275,8 @@ export class InferencePool {
       inline.pausedUntil <= Date.now() &&
       // ONNX Runtime runs each inline batch in a setImmediate of its own, so a burst of small
       // batches (several models, a busy turn) would run back to back on the event loop: at most
-      // MAX_INLINE_IN_FLIGHT are queued there, the rest go to an idle thread. The loop is then
-      // never held (lock renewals, replies) for more than that many small batches in a row.
+      // MAX_INLINE_IN_FLIGHT are queued there while a thread is idle, the rest go to that thread.
+      // With every thread busy a small batch still runs inline (rather than waiting for a thread).
       (this.inlineInFlight < MAX_INLINE_IN_FLIGHT || !idle)
     ) {
       this.inlineBatches++;

@@ -40,7 +40,7 @@ describe('RedisPipeline', () => {
     expect(await calls('mget')).toBe(1);
   });
 
-  it('writes of one tick go out as one pipeline with the TTL, and the reply is published', async () => {
+  it('writes of one tick are stored with the TTL, and the reply is published', async () => {
     const io = new RedisPipeline(redis, 60);
     const subscriber = new Redis(server.url);
     const heard = new Promise<string>((resolve) => subscriber.on('message', (_channel, message) => resolve(message)));

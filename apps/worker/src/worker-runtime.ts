@@ -211,12 +211,19 @@ export class WorkerRuntime {
         logger.warn({ err: err.message }, 'usage of finished jobs not recorded'),
       ),
     );
-    const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS, (errors, commands) =>
+    // Refusals come in every flush while Redis is full: one line per 5 s, with the count since.
+    let refusedSince = 0;
+    let lastRefusalLog = 0;
+    const io = new RedisPipeline(this.redis, config.QUERN_CACHE_TTL_SECONDS, (errors, commands) => {
+      refusedSince += errors.length;
+      if (Date.now() - lastRefusalLog < 5_000) return;
+      lastRefusalLog = Date.now();
       logger.warn(
-        { refused: errors.length, commands, err: errors[0]?.message },
+        { refused: refusedSince, commands, err: errors[0]?.message },
         'redis refused result-cache writes or replies (jobs still complete; callers fall back to queue events)',
-      ),
-    );
+      );
+      refusedSince = 0;
+    });
     const shadows = new ShadowRunner({
       models: this.models,
       scheduler: this.scheduler,

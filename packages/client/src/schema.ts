@@ -1690,7 +1690,7 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             revoked_at: string | null;
-            /** @description Share of its tier’s queue against other keys of the tier (null: 1). docs/scheduling.md. */
+            /** @description Share of its tier’s queue against other keys of the tier (null: the tier’s weight, 1 by default). docs/scheduling.md. */
             weight: number | null;
             /** @description Rows it may have queued or running at once (null: its tier’s `QUERN_CONCURRENCY_*_ROWS`). */
             max_rows: number | null;

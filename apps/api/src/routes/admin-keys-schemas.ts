@@ -26,9 +26,14 @@ export const ApiKeySchema = z
       .openapi({ description: 'Public start of the key, as it appears in logs.', example: 'qk_4f8Gh2Kq' }),
     created_at: z.string().openapi({ format: 'date-time' }),
     revoked_at: z.string().nullable().openapi({ format: 'date-time' }),
-    weight: z.number().nullable().openapi({
-      description: 'Share of its tier’s queue against other keys of the tier (null: 1). docs/scheduling.md.',
-    }),
+    weight: z
+      .number()
+      .nullable()
+      .openapi({
+        description:
+          'Share of its tier’s queue against other keys of the tier (null: the tier’s weight, 1 by default). ' +
+          'docs/scheduling.md.',
+      }),
     max_rows: z.number().int().nullable().openapi({
       description: 'Rows it may have queued or running at once (null: its tier’s `QUERN_CONCURRENCY_*_ROWS`).',
     }),

@@ -10,7 +10,6 @@ import type { Context } from 'hono';
 import type { AppEnv } from '../env';
 import { admitted } from '../middleware/auth';
 import type { SyncCall, SyncOutcome } from '../services/sync-path';
-import { cancelAfterMs } from './cancel-after';
 import { waitPreference } from './inference-input';
 import { claimJob } from './submission';
 
@@ -24,7 +23,11 @@ export function failure(jobId: string, failed: JobFailure | undefined): QuernErr
     case 'job_canceled':
       return new QuernError(problem, 'the job was canceled before it ran', { extra });
     case 'job_expired':
-      return new QuernError(problem, 'the job was still queued at its deadline (timeout_ms)', { extra });
+      return new QuernError(
+        problem,
+        failed?.message ?? 'the job was still queued at its deadline (timeout_ms, or Cancel-After)',
+        { extra },
+      );
     default:
       return new QuernError('inference_failed', 'the job failed; GET /v1/jobs/{id} shows why', { extra });
   }
@@ -65,13 +68,13 @@ export async function runSync(
     waitMs: number;
     cacheChecked: boolean;
     timeoutMs: number | undefined;
+    /** Run deadline from `Cancel-After` (the /v1 routes read it with `cancelAfterMs`, before this). */
+    runTimeoutMs?: number | undefined;
     priority: number | undefined;
     oip?: OipJobFormat | undefined;
   },
 ): Promise<Extract<SyncOutcome, { kind: 'completed' | 'pending' }>> {
   const { sync, waiter, metrics } = c.get('services');
-  // Checked before anything is claimed or queued: a bad header is a 422 that changes nothing.
-  const runTimeoutMs = cancelAfterMs(c);
   const claim = await claimJob(c, args.route, args.body, args.model);
   const outcome = await sync.run({
     principal: c.get('principal'),
@@ -80,7 +83,7 @@ export async function runSync(
     mode: args.mode,
     priority: args.priority,
     timeoutMs: args.timeoutMs,
-    runTimeoutMs,
+    runTimeoutMs: args.runTimeoutMs,
     requestId: c.get('requestId'),
     waitMs: args.waitMs,
     signal: c.req.raw.signal,

@@ -12,7 +12,7 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
-import { CancelAfterHeader } from './cancel-after';
+import { CancelAfterHeader, cancelAfterMs } from './cancel-after';
 import { deprecatedAlias, deprecationHeaderShape } from './deprecated-alias';
 import { checkRows, MAX_BATCH_ROWS, TensorInputSchema, tensorRows } from './inference-input';
 import { cachedRows, runSync, syncPreferences } from './sync-call';
@@ -174,6 +174,8 @@ async function batchPredict(
     input = RowMatrix.fromRows(json);
   }
   const rows = input.rows();
+  // Checked with the body, before anything is read, claimed or queued: a 422 changes nothing.
+  const runTimeoutMs = cancelAfterMs(c);
   const { waitMs, useCache } = syncPreferences(c);
   // The rate-limit decision and the cache read share one round trip.
   const hits = await cachedRows(c, model, rows, useCache);
@@ -199,6 +201,7 @@ async function batchPredict(
     cacheChecked: useCache,
     timeoutMs: body.timeout_ms,
     priority: body.priority,
+    runTimeoutMs,
   });
   if (outcome.kind === 'pending') return { kind: 'pending', jobId: outcome.jobId, view: outcome.view };
   const { result } = outcome;

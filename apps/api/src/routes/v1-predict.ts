@@ -11,7 +11,7 @@ import {
   PredictionSchema,
   problems,
 } from '../schemas';
-import { CancelAfterHeader } from './cancel-after';
+import { CancelAfterHeader, cancelAfterMs } from './cancel-after';
 import { deprecatedAlias, deprecationHeaderShape } from './deprecated-alias';
 import { checkRows } from './inference-input';
 import { runSync, syncPreferences } from './sync-call';
@@ -105,6 +105,8 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
       const body = c.req.valid('json');
       const model = models.resolve(body.model, c.get('principal').id);
       checkRows(model, [body.features], () => 'features');
+      // Checked with the body, before anything is read, claimed or queued: a 422 changes nothing.
+      const runTimeoutMs = cancelAfterMs(c);
       const { waitMs, useCache } = syncPreferences(c);
       // The rate-limit decision and the cache read share one round trip.
       const [hit] = await admitted(c, useCache ? cache.lookup(model, [body.features]) : Promise.resolve([null]));
@@ -132,6 +134,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
         cacheChecked: useCache,
         timeoutMs: body.timeout_ms,
         priority: body.priority,
+        runTimeoutMs,
       });
       if (outcome.kind === 'pending') {
         return c.json(outcome.view, 202, {

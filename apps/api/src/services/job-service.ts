@@ -158,13 +158,13 @@ export class JobService {
     return queue;
   }
 
-  /** The priority a job gets: the tier's, or a lower one (a larger number) if the caller asks. */
   /** A key's fair-share weight: its own, else its tier's (QUERN_FAIR_WEIGHT_FREE / _PREMIUM). */
   weightOf(principal: Principal): number {
     if (principal.weight !== undefined) return principal.weight;
     return principal.tier === 'premium' ? this.config.QUERN_FAIR_WEIGHT_PREMIUM : this.config.QUERN_FAIR_WEIGHT_FREE;
   }
 
+  /** The priority a job gets: the tier's, or a lower one (a larger number) if the caller asks. */
   priorityFor(principal: Principal, requested: number | undefined): number {
     const floor = principal.tier === 'premium' ? this.config.QUERN_PRIORITY_PREMIUM : this.config.QUERN_PRIORITY_FREE;
     return Math.max(floor, requested ?? floor);

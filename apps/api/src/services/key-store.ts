@@ -12,7 +12,7 @@ export interface ApiKeyRecord {
   prefix: string;
   created_at: number;
   revoked_at: number | null;
-  /** Fair-share weight within the tier (1 when unset). */
+  /** Fair-share weight within the tier (unset: the tier's, QUERN_FAIR_WEIGHT_FREE / _PREMIUM). */
   weight: number | null;
   /** Cap on the key's queued-or-running rows; the tier's when unset. */
   max_rows: number | null;

@@ -21,7 +21,7 @@ export interface Principal {
   via: 'api_key' | 'token' | 'external_token';
   /** The key's own cap on queued-or-running rows, set by an admin; the tier's when absent. */
   maxRows?: number | undefined;
-  /** The key's fair-share weight within its tier, set by an admin (1 when absent). */
+  /** The key's fair-share weight within its tier, set by an admin (its tier's when absent). */
   weight?: number | undefined;
 }
 

@@ -34,10 +34,12 @@ for i = 1, #KEYS do
   local count
   if refused == 1 then count = tonumber(redis.call('GET', KEYS[i]) or '0') else count = redis.call('INCR', KEYS[i]) end
   local ttl = redis.call('PTTL', KEYS[i])
-  if refused == 0 and ttl < 0 then
+  if ttl == -1 then
+    -- A counter without an expiry (written by hand, or by another writer) would refuse forever.
     redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
     ttl = tonumber(ARGV[2 * i])
   elseif ttl < 0 then
+    -- No counter yet (refused on another window): a whole window.
     ttl = tonumber(ARGV[2 * i])
   end
   out[#out + 1] = count
