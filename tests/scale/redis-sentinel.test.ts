@@ -133,6 +133,17 @@ describe('behind Redis Sentinel', () => {
       () => 'the replica never synced with the master',
       100,
     );
+    // ...and has what the stack wrote (its keys above all): WAIT until the replica acknowledged
+    // every write so far, then check that it holds the key store.
+    const onMaster = new Redis(master.url);
+    const onReplica = new Redis(replica.url);
+    try {
+      expect(Number(await onMaster.call('WAIT', '1', '10000'))).toBe(1);
+      expect(await onReplica.exists(new KeySpace(stack.config.QUERN_REDIS_PREFIX).apiKeyIds())).toBe(1);
+    } finally {
+      onMaster.disconnect();
+      onReplica.disconnect();
+    }
     await sentinelClient.call('SENTINEL', 'FAILOVER', MASTER_NAME);
     await pollUntil(
       async () => ((await masterPort()) === replica.port ? true : undefined),
@@ -153,10 +164,14 @@ describe('behind Redis Sentinel', () => {
         `on the new one: ${(await named(master)).join(', ') || 'none'}`,
       250,
     );
+    let last: Awaited<ReturnType<typeof predict>> | undefined;
     await pollUntil(
-      async () => ((await predict(5)).status === 200 ? true : undefined),
+      async () => {
+        last = await predict(5);
+        return last.status === 200 ? true : undefined;
+      },
       30_000,
-      () => 'no prediction succeeded after the planned failover',
+      () => `no prediction succeeded after the planned failover (last: ${JSON.stringify(last)})`,
       250,
     );
   });
