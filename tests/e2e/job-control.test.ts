@@ -28,7 +28,8 @@ const IDLE = [
   'idle-idem',
   'idle-full',
   'idle-waits',
-  'idle-alone',
+  // One per round of the shared-job test: each round starts on a queue (and admission record) of its own.
+  ...Array.from({ length: 6 }, (_, i) => `idle-alone-${i}`),
 ];
 const SERVED = [
   'cars-mpg',
@@ -216,17 +217,18 @@ describe('callers that leave, and callers that do not wait', () => {
   });
 
   it('callers of a shared job whose waits run out each get a job of their own (202), and the shared one is canceled', async () => {
-    const model = 'idle-alone';
-    const queue = stack.services.jobs.queueOf(model);
     // Six calls parsed together share a job when two or more of them reach the sync path in the same
     // turn, which the machine decides: a round without a shared job is not the case under test, so
-    // it is run again on an empty queue (this model is this test's alone; no worker serves it).
-    // Six: few enough that a shared job and one job per caller stay under the queue cap (10).
+    // it runs again, on a model (a queue) of its own that no worker serves. Six calls: few enough
+    // that a shared job and one job per caller stay under this stack's queue cap (10).
+    let model = '';
+    let queue = stack.services.jobs.queueOf('idle-alone-0');
     let rows: number[][] = [];
     let answers: Response[] = [];
     let shared: Awaited<ReturnType<typeof queue.getJobs>> = [];
-    for (let round = 0; round < 10 && shared.length === 0; round++) {
-      await queue.obliterate({ force: true });
+    for (let round = 0; round < 6 && shared.length === 0; round++) {
+      model = `idle-alone-${round}`;
+      queue = stack.services.jobs.queueOf(model);
       rows = Array.from({ length: 6 }, () => features(model));
       answers = await Promise.all(
         rows.map((row) =>
