@@ -243,10 +243,9 @@ describe('model versions', () => {
     // Jobs may live a day here (QUERN_JOB_TIMEOUT_MAX_MS), but once the queue holds no job for
     // 1.0.0 the worker releases its sessions in every thread, without waiting that long.
     expect(stack.worker.pool.modelNames()).toContain('cars-mpg@1.0.0');
-    for (const until = Date.now() + 15_000; stack.worker.models.get('cars-mpg', '1.0.0'); ) {
-      if (Date.now() > until) throw new Error('1.0.0 was not released');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await expect
+      .poll(() => stack.worker.models.get('cars-mpg', '1.0.0') === undefined, { timeout: 15_000, interval: 100 })
+      .toBe(true);
     expect(stack.worker.pool.modelNames()).not.toContain('cars-mpg@1.0.0');
     const after = (await (await stack.get('/v1/models/cars-mpg/versions/1.0.0')).json()) as { state: string };
     expect(after.state).toBe('available');

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { presentPrediction, RowMatrix } from '@quern/shared';
 import type { AppEnv } from '../env';
-import { admitted, requireAuth } from '../middleware/auth';
+import { requireAuth } from '../middleware/auth';
 import {
   FeaturesSchema,
   JobOptionsShape,
@@ -14,7 +14,7 @@ import {
 import { CancelAfterHeader, cancelAfterMs } from './cancel-after';
 import { deprecatedAlias, deprecationHeaderShape } from './deprecated-alias';
 import { checkRows } from './inference-input';
-import { runSync, syncPreferences } from './sync-call';
+import { cachedRows, runSync, syncPreferences } from './sync-call';
 
 export const PredictRequestSchema = z
   .object({ model: ModelNameSchema, features: FeaturesSchema, ...JobOptionsShape })
@@ -101,7 +101,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
   for (const r of [predictRoute, predictAliasRoute]) {
     app.openapi(r, async (c) => {
       const started = performance.now();
-      const { models, cache, metrics } = c.get('services');
+      const { models } = c.get('services');
       const body = c.req.valid('json');
       const model = models.resolve(body.model, c.get('principal').id);
       checkRows(model, [body.features], () => 'features');
@@ -109,8 +109,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>): void {
       const runTimeoutMs = cancelAfterMs(c);
       const { waitMs, useCache } = syncPreferences(c);
       // The rate-limit decision and the cache read share one round trip.
-      const [hit] = await admitted(c, useCache ? cache.lookup(model, [body.features]) : Promise.resolve([null]));
-      if (useCache) metrics.cacheLookups.labels(model.name, hit ? 'hit' : 'miss').inc();
+      const [hit] = await cachedRows(c, model, [body.features], useCache);
       const latency = () => Math.round((performance.now() - started) * 1000) / 1000;
       if (hit) {
         return c.json(

@@ -194,6 +194,7 @@ export class JobService {
 
   async submit(args: SubmitArgs): Promise<{ id: string; data: InferenceJobData }> {
     const id = args.jobId ?? newId('job');
+    const weight = this.weightOf(args.principal);
     const now = Date.now();
     const timeout = Math.min(
       args.timeoutMs ?? this.config.QUERN_JOB_TIMEOUT_DEFAULT_MS,
@@ -226,7 +227,7 @@ export class JobService {
       deadline_at: args.runTimeoutMs !== undefined ? now + Math.min(timeout, args.runTimeoutMs) : now + timeout,
       ...(args.runTimeoutMs !== undefined ? { run_deadline_at: now + args.runTimeoutMs } : {}),
       priority: priorityClass,
-      ...(this.weightOf(args.principal) !== 1 ? { weight: this.weightOf(args.principal) } : {}),
+      ...(weight !== 1 ? { weight } : {}),
       ...(args.webhook ? { webhook: args.webhook } : {}),
       ...(args.cacheChecked ? { cache_checked: true } : {}),
       ...(args.replyTo ? { reply_to: args.replyTo } : {}),
