@@ -9,7 +9,7 @@ import {
   uniquePrefix,
 } from '@quern/devkit';
 import { AdmissionLedger, createLogger, FAIR_BAND, KeySpace, loadManifest } from '@quern/shared';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack } from '../support/stack';
@@ -152,6 +152,30 @@ describe('the per-key concurrency cap', () => {
   });
 });
 
+describe('an admission counts as an add in flight only until its add returns', () => {
+  it('a queue emptied by obliterate (or by hand) takes its full depth again at once', async () => {
+    const { post, services } = await api({ QUERN_QUEUE_MAX_DEPTH: '5' });
+    const submitAll = (n: number, from: number) =>
+      Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          post('/v1/jobs', { model: 'cars-mpg', features: [...CAR.slice(0, 5), from + i] }),
+        ),
+      );
+    // Concurrent: every admission runs before any add, so none of them sees another's job added.
+    expect((await submitAll(5, 1900)).map((r) => r.status)).toEqual([202, 202, 202, 202, 202]);
+    expect(await services.jobs.queueOf('cars-mpg').getPrioritizedCount()).toBe(5);
+    await services.jobs.queueOf('cars-mpg').obliterate({ force: true });
+    // Before the API cleared its admissions, the 5 removed jobs still counted for up to 30 s.
+    const again = await submitAll(5, 1950);
+    expect(again.map((r) => r.status)).toEqual([202, 202, 202, 202, 202]);
+    expect((await post('/v1/jobs', { model: 'cars-mpg', features: CAR })).status).toBe(503);
+    // A job removed by hand frees its place too.
+    const id = ((await (again[0] as Response).json()) as { id: string }).id;
+    expect(await services.jobs.queueOf('cars-mpg').remove(id)).toBe(1);
+    expect((await post('/v1/jobs', { model: 'cars-mpg', features: CAR })).status).toBe(202);
+  });
+});
+
 describe('rows are released when jobs finish', () => {
   it('a key at its cap can submit again once the worker has finished its jobs', async () => {
     const stack = await startStack({ QUERN_CONCURRENCY_PREMIUM_ROWS: '3' });
@@ -258,4 +282,89 @@ describe('fair-share priorities stay inside their band', () => {
       client.disconnect();
     }
   });
+});
+
+describe('a rebase in chunks', () => {
+  it('keeps the order of an atomic rebase at every step, and a real Worker takes the jobs in that order', async () => {
+    const client = new Redis(redis.url);
+    // The same admissions on two queues: rebased at once (chunks larger than the queue), and 3 jobs
+    // per admission, so that most admissions find a rebase half done.
+    const sides = [1_000_000, 3].map((chunk) => {
+      const prefix = uniquePrefix();
+      const keys = new KeySpace(prefix);
+      return {
+        chunk,
+        prefix,
+        keys,
+        queue: new Queue('infer-m', { connection: client, prefix }),
+        ledger: new AdmissionLedger(client, keys),
+      };
+    });
+    const [atomic, chunked] = sides as [(typeof sides)[0], (typeof sides)[0]];
+    const order = (side: typeof atomic) => client.zrange(`${side.prefix}:infer-m:prioritized`, '0', '-1');
+    const lo = 4 * FAIR_BAND + 1;
+    let halfDone = 0;
+    try {
+      for (let i = 0; i < 400; i++) {
+        // Key A floods (100 steps per job); key B comes now and then with one small job that
+        // fair share places at the front; a worker takes the head of the queue every other turn.
+        const owner = i % 7 === 3 ? 'key_b' : 'key_a';
+        const id = `job_${String(i).padStart(3, '0')}`;
+        for (const side of sides) {
+          const decision = await side.ledger.admit({
+            queueKey: `${side.prefix}:infer-m`,
+            model: 'm',
+            owner,
+            jobId: id,
+            rows: owner === 'key_a' ? 100 : 1,
+            maxDepth: 1_000_000,
+            maxRows: 0,
+            deadlineAt: Date.now() + 60_000,
+            priorityClass: 5,
+            weight: 1,
+            quantumRows: 1,
+            recentJobsTtlMs: 60_000,
+            rebaseChunk: side.chunk,
+          });
+          if (decision.kind !== 'admitted') throw new Error(decision.kind);
+          expect(decision.priority).toBeGreaterThanOrEqual(lo);
+          expect(decision.priority).toBeLessThan(lo + FAIR_BAND);
+          await side.queue.add('infer', {}, { jobId: id, priority: decision.priority });
+        }
+        if (await client.hexists(chunked.keys.fairShare('m'), 'rd5')) halfDone++;
+        const [a, c] = await Promise.all([order(atomic), order(chunked)]);
+        expect(c).toEqual(a);
+        if (i % 2 === 1) for (const side of sides) await side.queue.remove(a[0] as string);
+      }
+      const rebases = Number(await client.hget(chunked.keys.fairShare('m'), 'rebases'));
+      expect(rebases).toBeGreaterThan(1);
+      expect(Number(await client.hget(atomic.keys.fairShare('m'), 'rebases'))).toBe(rebases);
+      expect(halfDone).toBeGreaterThan(10);
+      // Every queued job's priority field is what its score says (BullMQ reads it on a retry).
+      const expected = await order(chunked);
+      const scored = await client.zrange(`${chunked.prefix}:infer-m:prioritized`, '0', '-1', 'WITHSCORES');
+      for (let k = 0; k < scored.length; k += 2) {
+        const priority = Math.floor(Number(scored[k + 1]) / 2 ** 32);
+        expect(priority).toBeGreaterThanOrEqual(lo);
+        expect(Number(await client.hget(`${chunked.prefix}:infer-m:${scored[k]}`, 'priority'))).toBe(priority);
+      }
+      // A real BullMQ Worker takes them in that order.
+      const taken: string[] = [];
+      const worker = new Worker('infer-m', async (job) => void taken.push(job.id as string), {
+        connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+        prefix: chunked.prefix,
+        concurrency: 1,
+      });
+      try {
+        await expect.poll(() => taken.length, { timeout: 20_000 }).toBe(expected.length);
+      } finally {
+        await worker.close();
+        await worker.disconnect();
+      }
+      expect(taken).toEqual(expected);
+    } finally {
+      for (const side of sides) await side.queue.close();
+      client.disconnect();
+    }
+  }, 60_000);
 });

@@ -9,9 +9,11 @@ import { TurnBuffer } from './turn-buffer';
  *
  * The depth is what BullMQ holds waiting (`wait` list and `prioritized` set) plus the jobs
  * admitted but not added yet: each admission leaves the job's id in `queueAdmissions(model)`
- * until the script sees the job's hash exist (BullMQ added it; it is counted as waiting from
- * then on) or 30 s pass (an add that failed). That set only holds adds in flight, so walking it
- * costs the number of concurrent submissions, never the queue's length.
+ * until the API clears it as its add returns (`added`, or `notAdded` for an add that failed),
+ * or the script sees the job's hash exist, or `PENDING_ADMISSION_MS` pass (a process that died
+ * in between). So a job removed from the queue (canceled, obliterated, removed by hand) stops
+ * counting at once. That set only holds adds in flight, so walking it costs the number of
+ * concurrent submissions, never the queue's length.
  *
  * A principal's rows are a hash `keyRows(owner)`: one field per job (its row count) and `total`.
  * The API adds a job's rows when it admits it; whoever ends the job releases them (the worker
@@ -26,6 +28,8 @@ import { TurnBuffer } from './turn-buffer';
  */
 /** BullMQ priorities (1 to 2^21) per priority class (1 to 100): each class has a band of its own. */
 export const FAIR_BAND = Math.floor((2 ** 21 - 1) / 100);
+/** Jobs a rebase moves per admission at most (see `ADMIT_LUA`): bounds one script's time at any depth. */
+export const REBASE_CHUNK = 256;
 
 export const ADMIT_LUA = `
 local wait, prio, adm, rows, exp, fair, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -33,7 +37,7 @@ local jobPrefix, id = ARGV[1], ARGV[2]
 local n, now, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local rowCap, expiresAt, pendingTtl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local class, weight, quantum, owner = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
-local recentTtl = tonumber(ARGV[13])
+local recentTtl, chunkSize = tonumber(ARGV[13]), tonumber(ARGV[14])
 local stale = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 16)
 for _, j in ipairs(stale) do
   local r = redis.call('HGET', rows, j)
@@ -84,36 +88,67 @@ local TWO32 = 4294967296
 local function int(x) return string.format('%.0f', x) end
 local lo = (class - 1) * BAND + 1
 local hi = lo + BAND - 1
-local base = tonumber(redis.call('HGET', fair, 'b' .. class) or '0')
+local bKey, dKey, cKey = 'b' .. class, 'rd' .. class, 'rc' .. class
+local st = redis.call('HMGET', fair, bKey, dKey, cKey, 'v' .. class, 'f' .. class .. ':' .. owner)
+local base = tonumber(st[1] or '0')
+-- A rebase in progress (see below): shift d; jobs at priorities below the cursor have been moved
+-- (their priority is lo + tag - base), those at or above it not yet (lo + tag - (base - d)).
+local d = tonumber(st[2] or '0')
+local cursor = tonumber(st[3] or '0')
+local function tagAt(p)
+  if d > 0 and p >= cursor then return base - d + (p - lo) end
+  return base + (p - lo)
+end
 local head = redis.call('ZRANGEBYSCORE', prio, int(lo * TWO32), int((hi + 1) * TWO32 - 1), 'LIMIT', 0, 1, 'WITHSCORES')
+local headAt = head[2] and math.floor(tonumber(head[2]) / TWO32)
 -- Virtual time: the start tag of the band's first queued job; with none queued (idle, or every
 -- job admitted but not added yet), the last one seen, so that keys arriving together start together.
-local v = tonumber(redis.call('HGET', fair, 'v' .. class) or '0')
-if head[2] then
-  local at = base + (math.floor(tonumber(head[2]) / TWO32) - lo)
+local v = tonumber(st[4] or '0')
+if headAt then
+  local at = tagAt(headAt)
   if at > v then
     v = at
     redis.call('HSET', fair, 'v' .. class, v)
   end
 end
 local fkey = 'f' .. class .. ':' .. owner
-local s = math.max(v, tonumber(redis.call('HGET', fair, fkey) or '0'))
-if s - base >= BAND / 2 and head[2] then
-  -- Rebase: shift every queued job of the band down by the head's offset, order kept.
-  local d = math.floor(v - base)
-  if d > 0 then
-    local queued = redis.call('ZRANGEBYSCORE', prio, int(lo * TWO32), int((hi + 1) * TWO32 - 1), 'WITHSCORES')
-    for i = 1, #queued, 2 do
-      local score = tonumber(queued[i + 1]) - d * TWO32
-      redis.call('ZADD', prio, int(score), queued[i])
-      redis.call('HSET', jobPrefix .. queued[i], 'priority', math.floor(score / TWO32))
-    end
-    base = base + d
-    redis.call('HSET', fair, 'b' .. class, base)
+local s = math.max(v, tonumber(st[5] or '0'))
+if d == 0 and headAt and s - base >= BAND / 2 then
+  -- Rebase: every queued job of the band moves down by the head's offset, order kept, in chunks
+  -- of at most chunkSize jobs per admission from the head on (each chunk resumes at the cursor).
+  -- Only for a shift of a quarter band or more: a key whose own backlog is that long is placed
+  -- at the band's end meanwhile, rather than the queue rewritten for a few numbers.
+  local shift = math.min(math.floor(v - base), headAt - lo)
+  if shift >= BAND / 4 then
+    d, cursor, base = shift, lo, base + shift
+    redis.call('HSET', fair, bKey, base, dKey, d, cKey, cursor)
     redis.call('HINCRBY', fair, 'rebases', 1)
   end
 end
-local offset = math.min(BAND - 1, math.floor(s - base))
+if d > 0 then
+  local chunk = redis.call('ZRANGEBYSCORE', prio, int(cursor * TWO32), int((hi + 1) * TWO32 - 1), 'LIMIT', 0, chunkSize, 'WITHSCORES')
+  local last = cursor
+  for i = 1, #chunk, 2 do
+    local score = tonumber(chunk[i + 1])
+    last = math.floor(score / TWO32)
+    -- BullMQ's layout: score = priority * 2^32 + arrival counter; the counter (its order among
+    -- equal priorities) is kept, and so is the job's own priority field (read again on a retry).
+    score = score - d * TWO32
+    redis.call('ZADD', prio, int(score), chunk[i])
+    redis.call('HSET', jobPrefix .. chunk[i], 'priority', math.floor(score / TWO32))
+  end
+  if #chunk < chunkSize * 2 then
+    d = 0
+    redis.call('HDEL', fair, dKey, cKey)
+  else
+    cursor = last
+    redis.call('HSET', fair, cKey, cursor)
+  end
+end
+-- A tag on the side of the cursor not moved yet is placed by the old base: the walk moves it later.
+local offset = s - base
+if d > 0 and lo + s - (base - d) >= cursor then offset = s - (base - d) end
+offset = math.max(0, math.min(BAND - 1, math.floor(offset)))
 redis.call('HSET', fair, fkey, s + n / (weight * quantum))
 redis.call('PEXPIRE', fair, 86400000)
 return {0, held, lo + offset}
@@ -177,10 +212,51 @@ end
 return 1
 `;
 
+/**
+ * A queued job's standing, never worse than an earlier read of the same job said: the floors
+ * (`qpos` jobs ahead, `qrows` their rows, `qeta` the expected start, epoch ms) live in the job's
+ * own BullMQ hash, so they go with the job, and are stamped with its `ats` (BullMQ's count of
+ * starts): a job BullMQ puts back in the queue after a failed attempt starts a new estimate.
+ * The rows ahead are estimated from the mean rows of the model's recent jobs; the start from the
+ * jobs ahead and `ARGV[3]`, the completions per second (0: unknown, no new estimate).
+ * Reply: nil when the job is not waiting in the `prioritized` set, else {ahead, rows, start|nil}.
+ */
+export const STANDING_LUA = `
+local prio, wait, fair, job = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, now, rate = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rank = redis.call('ZRANK', prio, id)
+if not rank then return nil end
+local trueAhead = redis.call('LLEN', wait) + rank
+local mean = tonumber(redis.call('HGET', fair, 'rows_mean') or '1') or 1
+local f = redis.call('HMGET', job, 'qpos', 'qrows', 'qeta', 'qats', 'ats')
+local ats = f[5] or '0'
+local same = f[4] == ats
+local ahead = trueAhead
+if same and f[1] then ahead = math.min(ahead, tonumber(f[1])) end
+local rows = math.floor(ahead * mean + 0.5)
+if same and f[2] then rows = math.min(rows, tonumber(f[2])) end
+local eta = false
+if rate > 0 then eta = math.floor(now + (trueAhead + 1) * 1000 / rate) end
+if same and f[3] then
+  local was = tonumber(f[3])
+  if not eta or was < eta then eta = was end
+end
+local etaText = eta and string.format('%.0f', eta)
+if not same or tostring(ahead) ~= f[1] or tostring(rows) ~= f[2] or (eta and etaText ~= f[3]) then
+  if not same then redis.call('HDEL', job, 'qeta') end
+  redis.call('HSET', job, 'qpos', ahead, 'qrows', rows, 'qats', ats)
+  if eta then redis.call('HSET', job, 'qeta', etaText) end
+end
+return {ahead, rows, etaText or false}
+`;
+
 /** How long after its deadline a job's rows count for its principal at most, should no release come. */
 export const LEAK_GRACE_MS = 10 * 60_000;
-/** How long an admission counts towards the depth while its job is not in the queue. */
-export const PENDING_ADMISSION_MS = 30_000;
+/**
+ * How long an admission counts towards the depth while its job is not in the queue, should the
+ * API not clear it (a process that died between the admission and the add).
+ */
+export const PENDING_ADMISSION_MS = 10_000;
 
 export interface AdmitRequest {
   /** BullMQ's key prefix of the model's queue (`prefix:queueName`). */
@@ -201,6 +277,8 @@ export interface AdmitRequest {
   quantumRows: number;
   /** How long the owner's list of recent jobs is kept after its last job (ms). */
   recentJobsTtlMs: number;
+  /** Jobs a rebase moves per admission at most (REBASE_CHUNK unless a test asks for fewer). */
+  rebaseChunk?: number;
 }
 
 /** Why a job was not admitted, with the number that was over its cap. */
@@ -224,7 +302,9 @@ function command(redis: RedisClient, name: string, lua: string, keys: number): S
  */
 export class AdmissionLedger {
   private readonly admitScript: ScriptCommand;
+  private readonly standingScript: ScriptCommand;
   private readonly releases: TurnBuffer<{ owner: string; jobId: string }>;
+  private readonly addsDone: TurnBuffer<{ model: string; jobId: string }>;
 
   constructor(
     private readonly redis: RedisClient,
@@ -242,6 +322,12 @@ export class AdmissionLedger {
       }
       pipeline.exec().catch((err: Error) => onReleaseError(err));
     }, 'turn');
+    this.addsDone = new TurnBuffer((items) => {
+      const pipeline = this.redis.pipeline();
+      for (const { model, jobId } of items) pipeline.zrem(this.keys.queueAdmissions(model), jobId);
+      pipeline.exec().catch((err: Error) => onReleaseError(err));
+    }, 'turn');
+    this.standingScript = command(redis, 'quernStanding', STANDING_LUA, 4);
   }
 
   async admit(req: AdmitRequest): Promise<AdmitDecision> {
@@ -267,6 +353,7 @@ export class AdmissionLedger {
       req.quantumRows,
       req.owner,
       req.recentJobsTtlMs,
+      req.rebaseChunk ?? REBASE_CHUNK,
     )) as [number, number, number?];
     const [code, value, priority] = reply;
     if (code === 1) return { kind: 'queue_full', depth: Number(value) };
@@ -302,17 +389,43 @@ export class AdmissionLedger {
   }
 
   /**
-   * Where a queued job stands: jobs ahead of it (its rank in BullMQ's priority order, after the
-   * `wait` list), and the mean rows of recent jobs of its model. O(log n): one ZRANK, never a walk.
+   * The admitted job's add returned: it no longer counts as an add in flight (BullMQ counts it
+   * while it waits). Cleared in one pipeline per event-loop turn.
    */
-  async standing(queueKey: string, model: string, jobId: string): Promise<{ ahead: number; meanRows: number } | null> {
-    const [rank, waiting, mean] = await Promise.all([
-      this.redis.zrank(`${queueKey}:prioritized`, jobId),
-      this.redis.llen(`${queueKey}:wait`),
-      this.redis.hget(this.keys.fairShare(model), 'rows_mean'),
-    ]);
-    if (rank === null) return null;
-    return { ahead: waiting + rank, meanRows: Number(mean ?? 1) || 1 };
+  added(model: string, jobId: string): void {
+    this.addsDone.push({ model, jobId });
+  }
+
+  /** The admitted job's add failed: neither its admission nor its rows count any more. */
+  notAdded(model: string, owner: string, jobId: string): void {
+    this.addsDone.push({ model, jobId });
+    this.releases.push({ owner, jobId });
+  }
+
+  /**
+   * Where a queued job stands (see `STANDING_LUA`): jobs ahead of it, their rows, and when it is
+   * expected to start, each never above what an earlier read of this job said. `ratePerSecond`
+   * is the model's recent completions per second (0: unknown). O(log n): one ZRANK, never a walk.
+   */
+  async standing(
+    queueKey: string,
+    model: string,
+    jobId: string,
+    ratePerSecond = 0,
+    now = Date.now(),
+  ): Promise<{ ahead: number; aheadRows: number; startAt: number | null } | null> {
+    const reply = (await this.standingScript(
+      `${queueKey}:prioritized`,
+      `${queueKey}:wait`,
+      this.keys.fairShare(model),
+      `${queueKey}:${jobId}`,
+      jobId,
+      now,
+      ratePerSecond,
+    )) as [number, number, number | null] | null;
+    if (!reply) return null;
+    const [ahead, aheadRows, startAt] = reply;
+    return { ahead: Number(ahead), aheadRows: Number(aheadRows), startAt: startAt === null ? null : Number(startAt) };
   }
 
   /** Rows the principal has queued or running now. */

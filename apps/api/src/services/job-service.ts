@@ -247,6 +247,14 @@ export class JobService {
       priority: queuePriority,
       ...inferenceJobOptions(this.config),
     });
+    // The add returned: the job no longer counts as an admission in flight (BullMQ counts it
+    // while it waits); an add that failed gives its admission and rows back.
+    const model = args.model.name;
+    const owner = args.principal.id;
+    added.then(
+      () => this.ledger.added(model, id),
+      () => this.ledger.notAdded(model, owner, id),
+    );
     if (enqueue) {
       await added.then(
         () => enqueue.end(),
@@ -522,17 +530,24 @@ export class JobService {
 
   /**
    * Where a queued job stands: its rank in BullMQ's priority order (one ZRANK, O(log n) at any
-   * queue length), rows ahead from the mean rows per job, and an ETA from the model's drain rate.
+   * queue length), rows ahead from the mean rows per job, and an ETA from the model's drain rate;
+   * none of the three ever above what an earlier read of the job said (docs/scheduling.md).
    */
   async standing(model: string, id: string): Promise<QueueStanding | null> {
     const queue = this.queueOf(model);
-    const found = await this.ledger.standing(`${queue.opts.prefix}:${queue.name}`, model, id);
+    const now = Date.now();
+    const found = await this.ledger.standing(
+      `${queue.opts.prefix}:${queue.name}`,
+      model,
+      id,
+      this.drainRate(model),
+      now,
+    );
     if (!found) return null;
-    const rate = this.drainRate(model);
     return {
       position: found.ahead,
-      ahead_rows: Math.round(found.ahead * found.meanRows),
-      eta_ms: rate > 0 ? Math.round(((found.ahead + 1) / rate) * 1000) : null,
+      ahead_rows: found.aheadRows,
+      eta_ms: found.startAt === null ? null : Math.max(0, found.startAt - now),
     };
   }
 
