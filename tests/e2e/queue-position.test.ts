@@ -2,6 +2,7 @@ import { createApp, createServices, SCOPES, type Services } from '@quern/api';
 import { OTHER_API_KEY, seedTestKeys, startTestRedis, TEST_API_KEY, type TestRedis, testConfig } from '@quern/devkit';
 import { createLogger, loadManifest } from '@quern/shared';
 import { WorkerRuntime } from '@quern/worker';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sseReader } from '../support/sse';
 
@@ -79,7 +80,11 @@ async function stack(prefix: string) {
   const startWorker = async () => {
     worker = await WorkerRuntime.start({ config, manifest, logger: createLogger('worker', 'silent') });
   };
-  return { app, submit, read, startWorker };
+  const stopWorker = async () => {
+    await worker?.close(10_000);
+    worker = undefined;
+  };
+  return { app, submit, read, startWorker, stopWorker, config, services: services as Services };
 }
 
 describe('queue position and ETA', () => {
@@ -94,8 +99,10 @@ describe('queue position and ETA', () => {
     // A job of a lower class (priority 3) waits behind them all, and behind class-1 jobs that come later.
     const lower = await submit(OTHER_API_KEY, 1, 3);
     expect((await read(lower, OTHER_API_KEY)).queue?.position).toBe(30);
+    // A class-1 job that comes later goes ahead of it: the position never rises, it holds at 30
+    // until the jobs ahead really are fewer.
     await submit(TEST_API_KEY, 1);
-    expect((await read(lower, OTHER_API_KEY)).queue?.position).toBe(31);
+    expect((await read(lower, OTHER_API_KEY)).queue?.position).toBe(30);
   });
 
   it('a draining queue: position never grows, an ETA appears, and the stream sends each change as `queued`', async () => {
@@ -138,5 +145,72 @@ describe('queue position and ETA', () => {
     expect(queued.length).toBeGreaterThan(1);
     expect(queued[0]).toBe(599);
     for (let i = 1; i < queued.length; i++) expect(queued[i]).toBeLessThan(queued[i - 1] as number);
+  }, 120_000);
+
+  it('position, rows ahead and ETA never rise: not when the drain slows or stops, nor when fair share puts jobs ahead', async () => {
+    const { app, submit, read, startWorker, stopWorker, config, services } = await stack('qmono');
+    const queue = services.jobs.queueOf(MODEL);
+    const client = new Redis(redis.url);
+    const rank = async (id: string) =>
+      Number(await client.zrank(`${config.QUERN_REDIS_PREFIX}:${queue.name}:prioritized`, id));
+    for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 50 }, () => submit(TEST_API_KEY, 4)));
+    const target = await submit(TEST_API_KEY, 4);
+    const stream = await app.request(`/v1/jobs/${target}/events`, { headers: { 'x-api-key': TEST_API_KEY } });
+    const events = sseReader(stream);
+    const streamed: Standing[] = [];
+    const reading = (async () => {
+      for (;;) {
+        const message = await events.next(60_000);
+        if (message?.comment !== undefined) continue;
+        if (message?.event !== 'queued') break;
+        const standing = (JSON.parse(message.data) as JobBody).queue;
+        if (standing) streamed.push(standing);
+      }
+      await events.cancel();
+    })();
+    const polled: Standing[] = [];
+    const poll = async (until: () => Promise<boolean>) => {
+      for (;;) {
+        const job = await read(target);
+        if (job.status !== 'queued') return false;
+        if (job.queue) polled.push(job.queue);
+        if (await until()) return true;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    try {
+      // Draining: an ETA appears.
+      await startWorker();
+      expect(await poll(async () => (await rank(target)) < 700 && polled.some((s) => s.eta_ms !== null))).toBe(true);
+      // The worker stops: the measured drain rate falls, so a fresh estimate would grow with every read.
+      // The ETA counts down to 0 and stays there: the job is late.
+      await stopWorker();
+      const stoppedAt = Date.now();
+      expect(await poll(async () => polled.at(-1)?.eta_ms === 0 || Date.now() - stoppedAt > 30_000)).toBe(true);
+      expect(polled.at(-1)?.eta_ms).toBe(0);
+      // Another key's jobs: fair share places them ahead of the first key's backlog.
+      const before = await rank(target);
+      const others = await Promise.all(Array.from({ length: 40 }, () => submit(OTHER_API_KEY, 4)));
+      expect(await rank(target)).toBe(before + others.length);
+      expect(await poll(async () => true)).toBe(true);
+      // A worker again, until the job is taken.
+      await startWorker();
+      expect(await poll(async () => false)).toBe(false);
+    } finally {
+      client.disconnect();
+    }
+    await reading;
+    for (const seen of [polled, streamed]) {
+      expect(seen.length).toBeGreaterThan(5);
+      for (let i = 1; i < seen.length; i++) {
+        const [was, now] = [seen[i - 1] as Standing, seen[i] as Standing];
+        expect(now.position).toBeLessThanOrEqual(was.position);
+        expect(now.ahead_rows).toBeLessThanOrEqual(was.ahead_rows);
+        if (was.eta_ms !== null) {
+          expect(now.eta_ms).not.toBeNull();
+          expect(now.eta_ms as number).toBeLessThanOrEqual(was.eta_ms);
+        }
+      }
+    }
   }, 120_000);
 });
