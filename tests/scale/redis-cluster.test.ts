@@ -1,17 +1,17 @@
 import { KeyStore, SCOPES } from '@quern/api';
-import { seedTestKeys } from '@quern/devkit';
+import { LocalRedisCluster, seedTestKeys } from '@quern/devkit';
 import { createRedis, KeySpace, loadConfig, type RedisClient, waitForRedis } from '@quern/shared';
 import { Queue } from 'bullmq';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_HEADERS, Fleet, fleetEnv, mapLimit, pollUntil, submitJobs } from './support/fleet';
-import { LocalRedisCluster } from './support/redis-cluster';
 import { makeWorkload, type Workload } from './support/workload';
 
 /**
  * The same service on a three-master Redis Cluster: API and worker processes configured with
- * REDIS_CLUSTER_NODES and the hash-tagged prefix {quern}, so every key of a queue (and every other
- * Quern key) lands in one slot. Sync, async and batch requests complete end to end.
+ * REDIS_CLUSTER_NODES and the hash-tagged prefix {quern}, the layout of deployments from before
+ * keys were spread (still accepted): every Quern key lands in one slot. Sync, async and batch
+ * requests complete end to end. The spread layout is redis-cluster-spread.test.ts.
  */
 const PREFIX = '{quern}';
 
@@ -22,7 +22,7 @@ let baseUrl: string;
 let workload: Workload;
 
 beforeAll(async () => {
-  cluster = await LocalRedisCluster.start(3);
+  cluster = await LocalRedisCluster.start({ masters: 3 });
   const topology = loadConfig({ REDIS_CLUSTER_NODES: cluster.nodes, QUERN_REDIS_PREFIX: PREFIX });
   seedClient = createRedis(topology, 'consumer', { name: 'seed' });
   await waitForRedis(seedClient, 10_000);
@@ -84,7 +84,7 @@ describe('on a three-master Redis Cluster', () => {
     });
   });
 
-  it('needs the hash tag: without one a queue cannot take a job on this cluster (why the config refuses it)', async () => {
+  it('a queue needs a hash tag: without one it cannot take a job on a cluster (why each queue has its own)', async () => {
     const client = new Cluster(
       cluster.ports.map((port) => ({ host: '127.0.0.1', port })),
       { redisOptions: { maxRetriesPerRequest: null } },

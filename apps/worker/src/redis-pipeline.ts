@@ -1,4 +1,4 @@
-import { type RedisClient, TurnBuffer } from '@quern/shared';
+import { type BatchCommand, execBatch, getMany, type RedisClient, TurnBuffer } from '@quern/shared';
 
 interface Read {
   keys: string[];
@@ -15,7 +15,8 @@ interface Write {
 
 /**
  * The worker's own Redis reads and writes for many jobs, one round trip per burst: the reads of
- * every job started in a turn (cancel records, cached rows) go out as one MGET; the cache entries
+ * every job started in a turn (cancel records, cached rows) go out as one MGET (a GET per key,
+ * pipelined per shard, on a Cluster); the cache entries
  * and replies of every job finished together as one pipeline. A worker starting and finishing
  * hundreds of jobs a second would otherwise make a round trip (and a syscall) for each. Reads wait
  * for the end of the turn (jobs start one I/O callback at a time); writes go as soon as the
@@ -37,7 +38,10 @@ export class RedisPipeline {
     onWriteErrors: (errors: Error[], commands: number) => void = () => {},
   ) {
     this.reads = new TurnBuffer<Read>((reads) => {
-      redis.mget(...reads.flatMap((r) => r.keys)).then(
+      getMany(
+        redis,
+        reads.flatMap((r) => r.keys),
+      ).then(
         (values) => {
           let at = 0;
           for (const r of reads) {
@@ -51,15 +55,16 @@ export class RedisPipeline {
       );
     }, 'turn');
     this.writes = new TurnBuffer<Write>((writes) => {
-      const pipeline = redis.pipeline();
+      const commands: BatchCommand[] = [];
       for (const w of writes) {
-        for (const [key, value] of w.entries) pipeline.set(key, value, 'EX', ttlSeconds);
-        if (w.reply) pipeline.publish(w.reply.channel, w.reply.message);
+        for (const [key, value] of w.entries) commands.push(['set', key, value, 'EX', ttlSeconds]);
+        if (w.reply) commands.push(['publish', w.reply.channel, w.reply.message]);
       }
-      pipeline.exec().then(
+      // One pipeline (one per shard on a Cluster, where the cache keys are spread).
+      execBatch(redis, commands).then(
         (results) => {
-          const errors = (results ?? []).flatMap(([err]) => (err ? [err] : []));
-          if (errors.length > 0) onWriteErrors(errors, results?.length ?? 0);
+          const errors = results.flatMap(([err]) => (err ? [err] : []));
+          if (errors.length > 0) onWriteErrors(errors, results.length);
           for (const w of writes) w.resolve();
         },
         (err: unknown) => {

@@ -4,6 +4,7 @@ import {
   type DeliveryState,
   type KeySpace,
   type Logger,
+  type ModelQueues,
   type RedisClient,
   rescheduleDeliveryState,
   SecretBox,
@@ -11,14 +12,13 @@ import {
   SpanStatusCode,
   type Tracer,
   traceIdOf,
-  WEBHOOK_QUEUE,
   WebhookDeliveryData,
   WebhookSecrets,
   type WorkerConfig,
   webhookRetryDelay,
   writeDeliveryState,
 } from '@quern/shared';
-import { DelayedError, type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
 import { Webhook } from 'standardwebhooks';
 import type { WorkerMetrics } from './metrics';
 import { type BreakerVerdict, EndpointBreaker, isEndpointFailure } from './webhook-breaker';
@@ -29,7 +29,7 @@ export interface WebhookSenderDeps {
   keys: KeySpace;
   redis: RedisClient;
   /** Inference queues by model: a `completed` delivery waits until its job shows as completed. */
-  inferenceQueues: ReadonlyMap<string, Queue>;
+  inferenceQueues: ReadonlyMap<string, Pick<ModelQueues, 'getJobState'>>;
   metrics: WorkerMetrics;
   logger: Logger;
   /** Set when tracing is on: each attempt of a traced delivery gets a span in its job's trace. */
@@ -259,7 +259,7 @@ export function createWebhookSender(deps: WebhookSenderDeps): { worker: Worker; 
   };
 
   const connection = createRedis(config, 'consumer', { name: 'worker-webhooks', logger });
-  const worker = new Worker(WEBHOOK_QUEUE, processor, {
+  const worker = new Worker(keys.webhookQueue(), processor, {
     connection,
     prefix: config.QUERN_REDIS_PREFIX,
     concurrency: config.QUERN_WEBHOOK_CONCURRENCY,

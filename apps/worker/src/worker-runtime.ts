@@ -6,12 +6,13 @@ import {
   type Logger,
   listenForRouting,
   type ModelManifest,
+  ModelQueues,
+  modelPartitions,
   newId,
   parseModelRef,
   type RedisClient,
   type Tracing,
   UsageRecorder,
-  WEBHOOK_QUEUE,
   WebhookDispatcher,
   type WorkerConfig,
 } from '@quern/shared';
@@ -95,7 +96,7 @@ export class WorkerRuntime {
   static async start(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
     const { config, manifest, logger } = options;
     const defaults = await resolveServedModels(manifest, config.QUERN_MODELS_DIR, config.QUERN_WORKER_MODELS);
-    const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+    const keys = KeySpace.of(config, (model) => modelPartitions(manifest, model, config.QUERN_QUEUE_PARTITIONS));
     const redis = createRedis(config, 'consumer', { name: 'worker', logger });
     const id = newId('wrk');
     // Every version the model routing holds (the manifest's, until an operator changes it).
@@ -196,12 +197,12 @@ export class WorkerRuntime {
     const cancels = new CancelListener(config, keys, this.scheduler, logger);
     this.cancels = cancels;
     await cancels.start();
-    const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
+    const webhookQueue = new Queue(keys.webhookQueue(), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
     this.queues.push(webhookQueue);
     // Every BullMQ object gets an error listener (BullMQ prints errors nobody listens to).
     webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
-    const inferenceQueues = new Map<string, Queue>();
+    const inferenceQueues = new Map<string, ModelQueues>();
     const turns = new TurnLimiter(64);
     const releases = rowsReleaseListeners(
       new AdmissionLedger(this.redis, keys, (err) =>
@@ -254,39 +255,47 @@ export class WorkerRuntime {
         models: this.models,
         shadows,
       });
-      const queue = new Queue(keys.inferenceQueue(name), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
-      this.queues.push(queue);
-      queue.on('error', (err) => logger.warn({ model: name, err: err.message }, 'queue error'));
-      inferenceQueues.set(name, queue);
-      const connection = createRedis(config, 'consumer', { name: `worker-${name}`, logger });
-      this.connections.push(connection);
-      const consumer = new Worker(keys.inferenceQueue(name), processor, {
-        connection,
+      const queues = ModelQueues.open(keys, name, {
+        connection: queueRedis,
         prefix: config.QUERN_REDIS_PREFIX,
-        name: this.id,
-        concurrency,
-        lockDuration: config.QUERN_LOCK_DURATION_MS,
-        stalledInterval: config.QUERN_STALLED_INTERVAL_MS,
-        maxStalledCount: config.QUERN_MAX_STALLED_COUNT,
-        removeOnComplete: retention.removeOnComplete,
-        removeOnFail: retention.removeOnFail,
       });
-      consumer.on('failed', createFailedListener(model.entry, { metrics: this.metrics, webhooks, logger }));
-      consumer.on('completed', releases.completed);
-      consumer.on('failed', releases.failed);
-      consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
-      this.consumers.push(consumer);
+      this.queues.push(...queues.partitions);
+      queues.on('error', (err) => logger.warn({ model: name, err: err.message }, 'queue error'));
+      inferenceQueues.set(name, queues);
+      // One consumer per partition, all feeding the model's one processor: the batch scheduler
+      // batches across partitions, and the prefetch is shared among them.
+      const onFailed = createFailedListener(model.entry, { metrics: this.metrics, webhooks, logger });
+      for (const partition of queues.partitions) {
+        const connection = createRedis(config, 'consumer', { name: `worker-${partition.name}`, logger });
+        this.connections.push(connection);
+        const consumer = new Worker(partition.name, processor, {
+          connection,
+          prefix: config.QUERN_REDIS_PREFIX,
+          name: this.id,
+          concurrency: Math.max(1, Math.ceil(concurrency / queues.partitions.length)),
+          lockDuration: config.QUERN_LOCK_DURATION_MS,
+          stalledInterval: config.QUERN_STALLED_INTERVAL_MS,
+          maxStalledCount: config.QUERN_MAX_STALLED_COUNT,
+          removeOnComplete: retention.removeOnComplete,
+          removeOnFail: retention.removeOnFail,
+        });
+        consumer.on('failed', onFailed);
+        consumer.on('completed', releases.completed);
+        consumer.on('failed', releases.failed);
+        consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
+        this.consumers.push(consumer);
+      }
     }
     this.models.probeQueues(async (name, version) => {
-      const queue = inferenceQueues.get(name);
-      if (!queue) return true;
+      const queues = inferenceQueues.get(name);
+      if (!queues) return true;
       const states = ['waiting', 'prioritized', 'delayed', 'active', 'waiting-children'] as const;
-      const counts = await queue.getJobCounts(...states);
+      const counts = await queues.getJobCounts(...states);
       const total = Object.values(counts).reduce((a, b) => a + b, 0);
       if (total === 0) return false;
       // A deep queue is not read job by job: the version then stays until its drain ends.
       if (total > DRAIN_SCAN_MAX_JOBS) return true;
-      const jobs = await queue.getJobs([...states], 0, total);
+      const jobs = (await Promise.all(queues.partitions.map((q) => q.getJobs([...states], 0, total)))).flat();
       return jobs.some((job) => (job?.data as { model_version?: unknown } | undefined)?.model_version === version);
     });
     // Webhook deliveries: I/O bound, on their own queue, sent by every worker process.

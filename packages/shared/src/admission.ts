@@ -1,14 +1,14 @@
 import type { KeySpace } from './keys';
-import type { RedisClient } from './redis';
+import { type BatchCommand, execBatch, type RedisClient } from './redis';
 import { TurnBuffer } from './turn-buffer';
 
 /**
- * Admission of inference jobs: the queue-depth cap of a model and the per-key cap on
- * queued-or-running rows, decided in one Lua script, so that concurrent submissions (from any
- * number of API processes) can never together pass either cap.
+ * Admission of inference jobs: the queue-depth cap of a model's queue and the per-key cap on
+ * queued-or-running rows, each decided in one Lua script, so that concurrent submissions (from
+ * any number of API processes) can never together pass either cap.
  *
  * The depth is what BullMQ holds waiting (`wait` list and `prioritized` set) plus the jobs
- * admitted but not added yet: each admission leaves the job's id in `queueAdmissions(model)`
+ * admitted but not added yet: each admission leaves the job's id in `queueAdmissions(model, partition)`
  * until the API clears it as its add returns (`added`, or `notAdded` for an add that failed),
  * or the script sees the job's hash exist, or `PENDING_ADMISSION_MS` pass (a process that died
  * in between). So a job removed from the queue (canceled, obliterated, removed by hand) stops
@@ -23,21 +23,25 @@ import { TurnBuffer } from './turn-buffer';
  * each admission repairs a few such entries of its principal, so the count cannot drift for
  * longer than that.
  *
- * Keys of one model's queue and of one principal are used together: in a Redis Cluster they
- * share the prefix's hash tag (`{quern}`), as every Quern key does.
+ * The two caps are two scripts, each on the keys of one slot, so that a Redis Cluster may hold
+ * a queue and a principal on different shards (see `KeySpace`): `ROWS_LUA`, on the principal's
+ * keys (its row ledger and recent jobs), runs first and holds the job's rows; `ADMIT_LUA`, on the
+ * queue's keys (BullMQ's `wait` and `prioritized`, the admissions and the fair-share state), then
+ * checks the depth, and a refusal there gives the rows back (`UNROWS_LUA`). Each cap is counted
+ * in one script, so neither is ever passed; for the one round trip a refused job's rows are held,
+ * a concurrent job of the same principal near its cap may be told `concurrency_limited` where a
+ * moment later it would have fitted.
  */
 /** BullMQ priorities (1 to 2^21) per priority class (1 to 100): each class has a band of its own. */
 export const FAIR_BAND = Math.floor((2 ** 21 - 1) / 100);
 /** Jobs a rebase moves per admission at most (see `ADMIT_LUA`): bounds one script's time at any depth. */
 export const REBASE_CHUNK = 256;
 
-export const ADMIT_LUA = `
-local wait, prio, adm, rows, exp, fair, recent = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local jobPrefix, id = ARGV[1], ARGV[2]
-local n, now, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local rowCap, expiresAt, pendingTtl = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local class, weight, quantum, owner = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
-local recentTtl, chunkSize = tonumber(ARGV[13]), tonumber(ARGV[14])
+/** The principal's step: repairs leaked entries, checks the row cap, holds the rows, lists the job. */
+export const ROWS_LUA = `
+local rows, exp, recent = KEYS[1], KEYS[2], KEYS[3]
+local id, n, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rowCap, expiresAt, recentTtl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local stale = redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 16)
 for _, j in ipairs(stale) do
   local r = redis.call('HGET', rows, j)
@@ -47,22 +51,9 @@ for _, j in ipairs(stale) do
   end
   redis.call('ZREM', exp, j)
 end
-redis.call('ZREMRANGEBYSCORE', adm, '-inf', now - pendingTtl)
-local pending = 0
-for _, j in ipairs(redis.call('ZRANGE', adm, 0, -1)) do
-  if j ~= id and redis.call('EXISTS', jobPrefix .. j) == 1 then
-    redis.call('ZREM', adm, j)
-  elseif j ~= id then
-    pending = pending + 1
-  end
-end
-local depth = redis.call('LLEN', wait) + redis.call('ZCARD', prio) + pending
-if depth >= cap then return {1, depth} end
 local held = tonumber(redis.call('HGET', rows, 'total') or '0')
 local known = redis.call('HEXISTS', rows, id) == 1
 if not known and rowCap > 0 and held + n > rowCap then return {2, held} end
-redis.call('ZADD', adm, now, id)
-redis.call('PEXPIRE', adm, pendingTtl * 2)
 if not known then
   redis.call('HSET', rows, id, n)
   held = redis.call('HINCRBY', rows, 'total', n)
@@ -77,11 +68,45 @@ end
 redis.call('ZADD', recent, now, id)
 redis.call('ZREMRANGEBYRANK', recent, 0, -10001)
 redis.call('PEXPIRE', recent, recentTtl)
+return {0, held, known and 0 or 1}
+`;
+
+/** Takes back what `ROWS_LUA` wrote for a job its queue then refused: its rows and its listing. */
+export const UNROWS_LUA = `
+local r = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if not r then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[1], 'total', -tonumber(r)) <= 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
+return 1
+`;
+
+/** The queue's step: the depth cap, the admission in flight, and the job's fair-share priority. */
+export const ADMIT_LUA = `
+local wait, prio, adm, fair = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local jobPrefix, id = ARGV[1], ARGV[2]
+local n, now, cap, pendingTtl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local class, weight, quantum, owner = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local chunkSize = tonumber(ARGV[11])
+redis.call('ZREMRANGEBYSCORE', adm, '-inf', now - pendingTtl)
+local pending = 0
+for _, j in ipairs(redis.call('ZRANGE', adm, 0, -1)) do
+  if j ~= id and redis.call('EXISTS', jobPrefix .. j) == 1 then
+    redis.call('ZREM', adm, j)
+  elseif j ~= id then
+    pending = pending + 1
+  end
+end
+local depth = redis.call('LLEN', wait) + redis.call('ZCARD', prio) + pending
+if depth >= cap then return {1, depth} end
+redis.call('ZADD', adm, now, id)
+redis.call('PEXPIRE', adm, pendingTtl * 2)
 -- Mean rows of recent jobs: a queued job's rows ahead are estimated from it (GET /v1/jobs/{id}).
 local mean = tonumber(redis.call('HGET', fair, 'rows_mean') or n)
 redis.call('HSET', fair, 'rows_mean', mean * 0.95 + n * 0.05)
 redis.call('PEXPIRE', fair, 86400000)
-if quantum <= 0 then return {0, held, class} end
+if quantum <= 0 then return {0, class} end
 -- Fair share: start-time fair queuing within the class's band of BullMQ priorities.
 local TWO32 = 4294967296
 -- Scores near 2^53 must reach Redis as exact integers, not in Lua's 14-digit number format.
@@ -151,7 +176,7 @@ if d > 0 and lo + s - (base - d) >= cursor then offset = s - (base - d) end
 offset = math.max(0, math.min(BAND - 1, math.floor(offset)))
 redis.call('HSET', fair, fkey, s + n / (weight * quantum))
 redis.call('PEXPIRE', fair, 86400000)
-return {0, held, lo + offset}
+return {0, lo + offset}
 `.replace(/BAND/g, String(FAIR_BAND));
 
 /** Jobs read at the front of each band by `oldestWaitingTimestamp`. */
@@ -259,9 +284,11 @@ export const LEAK_GRACE_MS = 10 * 60_000;
 export const PENDING_ADMISSION_MS = 10_000;
 
 export interface AdmitRequest {
-  /** BullMQ's key prefix of the model's queue (`prefix:queueName`). */
+  /** BullMQ's key prefix of the job's queue (`prefix:queueName`). */
   queueKey: string;
   model: string;
+  /** The model's queue (partition) the job goes to: 0 unless the model is partitioned. */
+  partition?: number;
   owner: string;
   jobId: string;
   rows: number;
@@ -304,61 +331,95 @@ export class AdmissionLedger {
   private readonly admitScript: ScriptCommand;
   private readonly standingScript: ScriptCommand;
   private readonly releases: TurnBuffer<{ owner: string; jobId: string }>;
-  private readonly addsDone: TurnBuffer<{ model: string; jobId: string }>;
+  private readonly rowsScript: ScriptCommand;
+  private readonly unrowsScript: ScriptCommand;
+  private readonly addsDone: TurnBuffer<{ model: string; partition: number; jobId: string }>;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     onReleaseError: (err: Error) => void = () => {},
   ) {
-    this.admitScript = command(redis, 'quernAdmit', ADMIT_LUA, 7);
+    this.admitScript = command(redis, 'quernAdmitQueue', ADMIT_LUA, 4);
+    this.rowsScript = command(redis, 'quernAdmitRows', ROWS_LUA, 3);
+    this.unrowsScript = command(redis, 'quernUnadmitRows', UNROWS_LUA, 3);
     command(redis, 'quernReleaseRows', RELEASE_LUA, 2);
+    // One pipeline per turn (per shard on a Cluster: the principals' and queues' keys are spread).
+    const send = (commands: BatchCommand[]) => {
+      execBatch(this.redis, commands).then(
+        (replies) => {
+          const failed = replies.find(([err]) => err);
+          if (failed?.[0]) onReleaseError(failed[0]);
+        },
+        (err: Error) => onReleaseError(err),
+      );
+    };
     this.releases = new TurnBuffer((items) => {
-      const pipeline = this.redis.pipeline() as unknown as Record<string, ScriptCommand> & {
-        exec: () => Promise<unknown>;
-      };
-      for (const { owner, jobId } of items) {
-        pipeline.quernReleaseRows?.(this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId);
-      }
-      pipeline.exec().catch((err: Error) => onReleaseError(err));
+      send(
+        items.map(({ owner, jobId }) => [
+          'quernReleaseRows',
+          this.keys.keyRows(owner),
+          this.keys.keyRowsExpiry(owner),
+          jobId,
+        ]),
+      );
     }, 'turn');
     this.addsDone = new TurnBuffer((items) => {
-      const pipeline = this.redis.pipeline();
-      for (const { model, jobId } of items) pipeline.zrem(this.keys.queueAdmissions(model), jobId);
-      pipeline.exec().catch((err: Error) => onReleaseError(err));
+      send(items.map(({ model, partition, jobId }) => ['zrem', this.keys.queueAdmissions(model, partition), jobId]));
     }, 'turn');
     this.standingScript = command(redis, 'quernStanding', STANDING_LUA, 4);
   }
 
   async admit(req: AdmitRequest): Promise<AdmitDecision> {
     const now = Date.now();
-    const reply = (await this.admitScript(
-      `${req.queueKey}:wait`,
-      `${req.queueKey}:prioritized`,
-      this.keys.queueAdmissions(req.model),
+    const partition = req.partition ?? 0;
+    const ownerKeys = [
       this.keys.keyRows(req.owner),
       this.keys.keyRowsExpiry(req.owner),
-      this.keys.fairShare(req.model),
       this.keys.ownerJobs(req.owner),
-      `${req.queueKey}:`,
+    ];
+    // The principal's step first: its rows are held before the queue's depth is counted.
+    const [rowsCode, held, addedRows] = (await this.rowsScript(
+      ...ownerKeys,
       req.jobId,
       req.rows,
       now,
-      req.maxDepth,
       req.maxRows,
       Math.max(now, req.deadlineAt) + LEAK_GRACE_MS,
-      PENDING_ADMISSION_MS,
-      req.priorityClass,
-      req.weight,
-      req.quantumRows,
-      req.owner,
       req.recentJobsTtlMs,
-      req.rebaseChunk ?? REBASE_CHUNK,
     )) as [number, number, number?];
-    const [code, value, priority] = reply;
-    if (code === 1) return { kind: 'queue_full', depth: Number(value) };
-    if (code === 2) return { kind: 'concurrency_limited', heldRows: Number(value) };
-    return { kind: 'admitted', heldRows: Number(value), priority: Number(priority ?? req.priorityClass) };
+    if (rowsCode === 2) return { kind: 'concurrency_limited', heldRows: Number(held) };
+    const giveBack = () => (addedRows === 1 ? this.unrowsScript(...ownerKeys, req.jobId) : Promise.resolve());
+    let reply: [number, number];
+    try {
+      reply = (await this.admitScript(
+        `${req.queueKey}:wait`,
+        `${req.queueKey}:prioritized`,
+        this.keys.queueAdmissions(req.model, partition),
+        this.keys.fairShare(req.model, partition),
+        `${req.queueKey}:`,
+        req.jobId,
+        req.rows,
+        now,
+        req.maxDepth,
+        PENDING_ADMISSION_MS,
+        req.priorityClass,
+        req.weight,
+        req.quantumRows,
+        req.owner,
+        req.rebaseChunk ?? REBASE_CHUNK,
+      )) as [number, number];
+    } catch (err) {
+      // Not admitted (Redis failed in between): the rows are not left held until their deadline.
+      await giveBack().catch(() => undefined);
+      throw err;
+    }
+    const [code, value] = reply;
+    if (code === 1) {
+      await giveBack();
+      return { kind: 'queue_full', depth: Number(value) };
+    }
+    return { kind: 'admitted', heldRows: Number(held), priority: Number(value ?? req.priorityClass) };
   }
 
   /** The same, now: before the job's id is admitted again (a client's retry). */
@@ -392,13 +453,13 @@ export class AdmissionLedger {
    * The admitted job's add returned: it no longer counts as an add in flight (BullMQ counts it
    * while it waits). Cleared in one pipeline per event-loop turn.
    */
-  added(model: string, jobId: string): void {
-    this.addsDone.push({ model, jobId });
+  added(model: string, jobId: string, partition = 0): void {
+    this.addsDone.push({ model, partition, jobId });
   }
 
   /** The admitted job's add failed: neither its admission nor its rows count any more. */
-  notAdded(model: string, owner: string, jobId: string): void {
-    this.addsDone.push({ model, jobId });
+  notAdded(model: string, owner: string, jobId: string, partition = 0): void {
+    this.addsDone.push({ model, partition, jobId });
     this.releases.push({ owner, jobId });
   }
 
@@ -413,11 +474,12 @@ export class AdmissionLedger {
     jobId: string,
     ratePerSecond = 0,
     now = Date.now(),
+    partition = 0,
   ): Promise<{ ahead: number; aheadRows: number; startAt: number | null } | null> {
     const reply = (await this.standingScript(
       `${queueKey}:prioritized`,
       `${queueKey}:wait`,
-      this.keys.fairShare(model),
+      this.keys.fairShare(model, partition),
       `${queueKey}:${jobId}`,
       jobId,
       now,

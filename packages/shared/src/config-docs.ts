@@ -73,7 +73,9 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
   REDIS_SENTINEL_MASTER: { group: 'redis', description: 'Sentinel master name.' },
   REDIS_CLUSTER_NODES: {
     group: 'redis',
-    description: 'Redis Cluster seed `host:port` list (then `QUERN_REDIS_PREFIX={quern}`).',
+    description:
+      'Redis Cluster seed `host:port` list. With an untagged `QUERN_REDIS_PREFIX` keys are spread over the ' +
+      'shards (each queue in a slot of its own); with a tagged one (`{quern}`) every key shares one slot.',
   },
   REDIS_USERNAME: {
     group: 'redis',
@@ -87,8 +89,9 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
   QUERN_REDIS_PREFIX: {
     group: 'redis',
     description:
-      'Prefix of every key; `{quern}` for Redis Cluster (with `REDIS_CLUSTER_NODES` it must carry a hash tag, ' +
-      'so each queue stays in one slot).',
+      'Prefix of every key. On a Redis Cluster an untagged prefix spreads the keys over the shards; a hash ' +
+      'tag (`{quern}`) keeps every key in one slot, the layout before partitions (see docs/operations.md on ' +
+      'moving from it).',
   },
 
   HOST: {
@@ -231,7 +234,16 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     group: 'jobs',
     description:
       'Waiting jobs per model before `503 queue_full`, on every route that enqueues; checked in one script with ' +
-      'the jobs being added, so concurrent submissions cannot pass it together.',
+      'the jobs being added, so concurrent submissions cannot pass it together. A partitioned model holds it ' +
+      'per partition, divided evenly (rounded up).',
+  },
+  QUERN_QUEUE_PARTITIONS: {
+    group: 'jobs',
+    description:
+      'BullMQ queues per model, each under a hash tag of its own, so that one hot model spreads over the ' +
+      'shards of a Redis Cluster; a manifest entry may set its own `partitions`. The API puts each job in ' +
+      'the partition its id hashes to; workers consume every partition and batch across them. API and ' +
+      'workers must agree; lowering it strands the jobs of the dropped partitions (drain first).',
   },
   QUERN_CONCURRENCY_FREE_ROWS: {
     group: 'jobs',

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from './config';
+import { KeySpace } from './keys';
 
 describe('loadConfig', () => {
   it('gives defaults for an empty environment', () => {
@@ -113,22 +114,28 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ QUERN_OIDC_JWKS_URL: 'https://idp.example/jwks' })).toThrow(/QUERN_OIDC_ISSUER/);
   });
 
-  it('asks Redis Cluster for a prefix with a hash tag, so every key of a queue hashes to one slot', () => {
+  it('takes a plain prefix on Redis Cluster (keys spread), a hash-tagged one (one slot), and refuses stray braces', () => {
     const cluster = { REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2:7000' };
-    const refusal = /QUERN_REDIS_PREFIX: must carry a hash tag such as \{quern\} with REDIS_CLUSTER_NODES/;
-    // The default prefix, a plain one, an empty tag (Redis hashes the whole key then) and braces
-    // the wrong way round are refused, by every process.
-    for (const prefix of [undefined, 'quern', 'q{}', '}quern{']) {
-      const env = prefix === undefined ? cluster : { ...cluster, QUERN_REDIS_PREFIX: prefix };
+    const refusal = /QUERN_REDIS_PREFIX: letters, digits, _ and -, with at most one hash tag such as \{quern\}/;
+    // An empty tag (Redis hashes the whole key then), braces the wrong way round, a lone brace or
+    // two tags would put a queue's keys in slots no one meant: refused, by every process.
+    for (const prefix of ['q{}', '}quern{', 'qu{ern', '{a}{b}']) {
       for (const role of ['api', 'worker', 'cli'] as const) {
-        expect(() => loadConfig(env, role), `${prefix} (${role})`).toThrow(refusal);
+        expect(() => loadConfig({ ...cluster, QUERN_REDIS_PREFIX: prefix }, role), `${prefix} (${role})`).toThrow(
+          refusal,
+        );
       }
     }
-    for (const prefix of ['{quern}', 'app{q1}', '{quern}-eu']) {
+    for (const prefix of ['quern', 'app-eu', '{quern}', 'app{q1}', '{quern}-eu']) {
       const config = loadConfig({ ...cluster, QUERN_REDIS_PREFIX: prefix });
       expect(config.QUERN_REDIS_PREFIX).toBe(prefix);
       expect(config.REDIS_CLUSTER_NODES).toEqual(['10.0.0.1:7000', '10.0.0.2:7000']);
+      // A tagged prefix keeps the one-slot layout; a plain one spreads the keys.
+      expect(KeySpace.of(config).spread, prefix).toBe(!prefix.includes('{'));
     }
+    expect(loadConfig(cluster).QUERN_REDIS_PREFIX).toBe('quern');
+    // Without a Cluster the layout stays as it always was, whatever the prefix.
+    expect(KeySpace.of(loadConfig({ QUERN_REDIS_PREFIX: 'quern' })).spread).toBe(false);
     // Without Cluster a plain prefix is fine; Cluster and Sentinel together are not.
     expect(loadConfig({ QUERN_REDIS_PREFIX: 'quern' }).QUERN_REDIS_PREFIX).toBe('quern');
     expect(() => loadConfig({ ...cluster, QUERN_REDIS_PREFIX: '{quern}', REDIS_SENTINELS: 's1:26379' })).toThrow(

@@ -51,12 +51,19 @@ const redisSettings = {
     .transform((v) => v === 'true'),
   QUERN_REDIS_PREFIX: z
     .string()
-    .regex(/^[A-Za-z0-9{}_-]{1,32}$/, 'letters, digits, _ - { } only (use {quern} for Redis Cluster)')
+    .max(32)
+    .regex(
+      /^[A-Za-z0-9_-]*(\{[A-Za-z0-9_-]+\})?[A-Za-z0-9_-]*$/,
+      'letters, digits, _ and -, with at most one hash tag such as {quern}',
+    )
+    .min(1)
     .default('quern'),
 };
 
 /** Settings API and worker must agree on: secrets at rest, webhook policy, retention, models, heartbeats. */
 const sharedSettings = {
+  /** BullMQ queues per model (a manifest entry's `partitions` wins): jobs are spread over them by id. */
+  QUERN_QUEUE_PARTITIONS: int(1, 64).default(1),
   QUERN_SECRETS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   /** Hosts (or host:port) webhooks may reach even when they are private addresses. */
   QUERN_WEBHOOK_ALLOW_HOSTS: list.default([]),
@@ -208,16 +215,6 @@ type Check = (c: Settings) => Issue | undefined;
  * API's checks never fail a worker.
  */
 const CHECKS: Array<{ needs: (keyof Settings)[]; check: Check }> = [
-  {
-    needs: ['REDIS_CLUSTER_NODES', 'QUERN_REDIS_PREFIX'],
-    check: (c) =>
-      (c.REDIS_CLUSTER_NODES ?? []).length > 0 && !/\{[^{}]+\}/.test(c.QUERN_REDIS_PREFIX ?? '')
-        ? {
-            path: 'QUERN_REDIS_PREFIX',
-            message: 'must carry a hash tag such as {quern} with REDIS_CLUSTER_NODES, so each queue stays in one slot',
-          }
-        : undefined,
-  },
   {
     needs: ['REDIS_CLUSTER_NODES', 'REDIS_SENTINELS'],
     check: (c) =>

@@ -12,6 +12,7 @@ export * from './log-format';
 export * from './logger';
 export * from './metrics';
 export * from './model-manifest';
+export * from './model-queues';
 export * from './model-routing';
 export * from './oip';
 export * from './redis';

@@ -32,6 +32,8 @@ export const ModelEntry = z
       max_batch_size: z.number().int().min(1).max(4096),
       max_delay_ms: z.number().int().min(0).max(10_000),
     }),
+    /** BullMQ queues of this model (`QUERN_QUEUE_PARTITIONS` when absent); every version of a model should agree. */
+    partitions: z.number().int().min(1).max(64).optional(),
   })
   .refine((m) => m.input.feature_names === undefined || m.input.feature_names.length === m.input.features, {
     message: 'feature_names must have one name per feature',

@@ -1,3 +1,4 @@
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 
 /** A standalone, Sentinel-managed or Cluster client: every command Quern uses exists on both. */
@@ -127,5 +128,60 @@ export function waitForRedis(client: RedisClient, timeoutMs: number): Promise<vo
       client.off('ready', onReady);
     };
     client.on('ready', onReady);
+  });
+}
+
+/** One command of a batch: a Redis command's (or a defined script's) name, its first key, its other arguments. */
+export type BatchCommand = [name: string, key: string, ...args: (string | number | Buffer)[]];
+
+/**
+ * Sends a batch in as few round trips as the topology allows: one pipeline on a single Redis; on
+ * a Cluster one pipeline per shard (ioredis refuses a pipeline whose keys more than one shard
+ * serves, and the spread key layout puts a batch's keys on every shard). Replies come back in the
+ * commands' order, as `exec` gives them. A command's other keys must share its first key's slot.
+ */
+export async function execBatch(
+  redis: RedisClient,
+  commands: readonly BatchCommand[],
+): Promise<[Error | null, unknown][]> {
+  if (commands.length === 0) return [];
+  if (!(redis instanceof Cluster))
+    return ((await redis.pipeline(commands as unknown as string[][]).exec()) ?? []) as [Error | null, unknown][];
+  const groups = new Map<string, number[]>();
+  for (let i = 0; i < commands.length; i++) {
+    const slot = calculateSlot((commands[i] as BatchCommand)[1]);
+    // The nodes serving the slot (master first), as ioredis groups a pipeline; the slot itself before the map is known.
+    const group = redis.slots[slot]?.join(',') || `slot:${slot}`;
+    const list = groups.get(group);
+    if (list) list.push(i);
+    else groups.set(group, [i]);
+  }
+  const out: [Error | null, unknown][] = new Array(commands.length);
+  await Promise.all(
+    [...groups.values()].map(async (indexes) => {
+      const replies =
+        (await redis
+          .pipeline(indexes.map((i) => commands[i]) as unknown as string[][])
+          .exec()
+          .catch((err: Error) => indexes.map(() => [err, null] as [Error, null]))) ?? [];
+      indexes.forEach((i, k) => {
+        out[i] = (replies[k] ?? [new Error('no reply'), null]) as [Error | null, unknown];
+      });
+    }),
+  );
+  return out;
+}
+
+/** GET of many keys: one MGET on a single Redis; on a Cluster a GET per key, batched per shard. */
+export async function getMany(redis: RedisClient, keys: readonly string[]): Promise<(string | null)[]> {
+  if (keys.length === 0) return [];
+  if (!(redis instanceof Cluster)) return redis.mget(...keys);
+  const replies = await execBatch(
+    redis,
+    keys.map((key) => ['get', key]),
+  );
+  return replies.map(([err, value]) => {
+    if (err) throw err;
+    return value as string | null;
   });
 }

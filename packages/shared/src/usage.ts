@@ -1,5 +1,5 @@
 import type { KeySpace } from './keys';
-import type { RedisClient } from './redis';
+import { type BatchCommand, execBatch, type RedisClient } from './redis';
 import { TurnBuffer } from './turn-buffer';
 
 /**
@@ -30,26 +30,31 @@ export interface UsageEntry {
   inferenceMs: number;
 }
 
-/** Records usage in one pipeline per event-loop turn (the worker's side). */
+/** Records usage in one pipeline per event-loop turn (one per shard on a Cluster; the worker's side). */
 export class UsageRecorder {
   private readonly pending: TurnBuffer<UsageEntry>;
 
   constructor(redis: RedisClient, keys: KeySpace, retentionDays: number, onError: (err: Error) => void = () => {}) {
     const ttl = retentionDays * 24 * 3600;
     this.pending = new TurnBuffer((entries) => {
-      const pipeline = redis.pipeline();
+      const commands: BatchCommand[] = [];
       for (const e of entries) {
         const key = keys.usage(e.owner, hourOf(e.at));
         if (e.succeeded) {
-          pipeline.hincrby(key, 'jobs', 1);
-          pipeline.hincrby(key, 'rows', e.rows);
-          pipeline.hincrbyfloat(key, 'inference_ms', e.inferenceMs);
+          commands.push(['hincrby', key, 'jobs', 1], ['hincrby', key, 'rows', e.rows]);
+          commands.push(['hincrbyfloat', key, 'inference_ms', e.inferenceMs]);
         } else {
-          pipeline.hincrby(key, 'failed_jobs', 1);
+          commands.push(['hincrby', key, 'failed_jobs', 1]);
         }
-        pipeline.expire(key, ttl);
+        commands.push(['expire', key, ttl]);
       }
-      pipeline.exec().catch((err: Error) => onError(err));
+      execBatch(redis, commands).then(
+        (replies) => {
+          const failed = replies.find(([err]) => err);
+          if (failed?.[0]) onError(failed[0]);
+        },
+        (err: Error) => onError(err),
+      );
     }, 'turn');
   }
 

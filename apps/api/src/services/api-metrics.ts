@@ -3,6 +3,7 @@ import {
   createMetricsRegistry,
   LATENCY_BUCKETS_SECONDS,
   MetricNames,
+  type ModelQueues,
   oldestWaitingTimestamp,
 } from '@quern/shared';
 import type { Queue } from 'bullmq';
@@ -11,7 +12,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'] as const;
 
 export interface QueueProbe {
-  queues: ReadonlyMap<string, Queue>;
+  queues: ReadonlyMap<string, ModelQueues>;
   /** The webhook deliveries' queue. */
   webhooks?: Queue;
   workersAlive: () => Promise<number>;
@@ -122,7 +123,9 @@ export function createApiMetrics(probe: QueueProbe, options: { exemplars?: boole
       ...[...probe.queues].map(async ([model, queue]) => {
         const counts = await queue.getJobCounts(...QUEUE_STATES);
         for (const state of QUEUE_STATES) queueJobs.labels(model, state).set(counts[state] ?? 0);
-        oldestAge.labels(model).set(ageOf(await oldestWaitingTimestamp(queue)));
+        const oldest = await Promise.all(queue.partitions.map((partition) => oldestWaitingTimestamp(partition)));
+        const stamps = oldest.filter((t): t is number => t !== undefined);
+        oldestAge.labels(model).set(ageOf(stamps.length > 0 ? Math.min(...stamps) : undefined));
       }),
       webhooks &&
         (async () => {

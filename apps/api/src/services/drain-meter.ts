@@ -3,7 +3,7 @@ import type { QueueEvents } from 'bullmq';
 const WINDOW_SECONDS = 60;
 
 /**
- * Completions per second of each model queue over the last minute, counted from the QueueEvents
+ * Completions per second of each model's queues over the last minute, counted from the QueueEvents
  * stream this API process already reads. A full queue's Retry-After is estimated from it.
  */
 export class DrainMeter {
@@ -11,17 +11,19 @@ export class DrainMeter {
   private readonly buckets = new Map<string, Map<number, number>>();
   private readonly since = Date.now();
 
-  constructor(events: ReadonlyMap<string, { events: QueueEvents }>) {
-    for (const [model, { events: stream }] of events) {
+  constructor(events: ReadonlyMap<string, { events: readonly QueueEvents[] }>) {
+    for (const [model, { events: streams }] of events) {
       const buckets = new Map<number, number>();
       this.buckets.set(model, buckets);
-      stream.on('completed', () => {
-        const second = Math.floor(Date.now() / 1000);
-        buckets.set(second, (buckets.get(second) ?? 0) + 1);
-        if (buckets.size > WINDOW_SECONDS * 2) {
-          for (const key of buckets.keys()) if (key < second - WINDOW_SECONDS) buckets.delete(key);
-        }
-      });
+      // A partitioned model: every partition's completions count for the model.
+      for (const stream of streams)
+        stream.on('completed', () => {
+          const second = Math.floor(Date.now() / 1000);
+          buckets.set(second, (buckets.get(second) ?? 0) + 1);
+          if (buckets.size > WINDOW_SECONDS * 2) {
+            for (const key of buckets.keys()) if (key < second - WINDOW_SECONDS) buckets.delete(key);
+          }
+        });
     }
   }
 

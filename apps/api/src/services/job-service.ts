@@ -19,6 +19,7 @@ import {
   type KeySpace,
   type Logger,
   type ModelEntry,
+  type ModelQueues,
   newId,
   type OipJobFormat,
   QuernError,
@@ -47,7 +48,7 @@ export type { JobView } from '@quern/shared';
 
 /** A job found for its owner: in its queue, or only the record left of it after a cancel. */
 export type FoundJob =
-  | { kind: 'job'; id: string; job: Job; data: InferenceJobData; model: ModelEntry }
+  | { kind: 'job'; id: string; job: Job; data: InferenceJobData; model: ModelEntry; queue: Queue }
   | { kind: 'canceled'; id: string; record: CanceledRecord; data: InferenceJobData; model: ModelEntry };
 
 export interface SubmitArgs {
@@ -81,8 +82,8 @@ export interface SubmitArgs {
 export type JobOutcome = Exclude<WaitOutcome, { kind: 'timeout' }> | { kind: 'pending'; view: JobView };
 
 export interface JobServiceDeps {
-  /** The queue of each model, by model name. */
-  queues: ReadonlyMap<string, Queue>;
+  /** The queues of each model (one per partition), by model name. */
+  queues: ReadonlyMap<string, ModelQueues>;
   models: ModelRegistry;
   config: ApiConfig;
   redis: RedisClient;
@@ -125,7 +126,7 @@ export class JobService {
   private readonly adders = new Map<string, BulkAdder>();
   private readonly ledger: AdmissionLedger;
 
-  private readonly queues: ReadonlyMap<string, Queue>;
+  private readonly queues: ReadonlyMap<string, ModelQueues>;
   private readonly models: ModelRegistry;
   private readonly config: ApiConfig;
   private readonly redis: RedisClient;
@@ -152,10 +153,17 @@ export class JobService {
     this.tracer = deps.tracer;
   }
 
-  queueOf(model: string): Queue {
-    const queue = this.queues.get(model);
-    if (!queue) throw new Error(`no queue for model ${model}`);
-    return queue;
+  /** The queues of a model, one per partition. */
+  queuesOf(model: string): ModelQueues {
+    const queues = this.queues.get(model);
+    if (!queues) throw new Error(`no queue for model ${model}`);
+    return queues;
+  }
+
+  /** The queue a job of the model goes to (its id's partition); the first partition without an id. */
+  queueOf(model: string, jobId?: string): Queue {
+    const queues = this.queuesOf(model);
+    return jobId === undefined ? (queues.partitions[0] as Queue) : queues.forJob(jobId);
   }
 
   /** A key's fair-share weight: its own, else its tier's (QUERN_FAIR_WEIGHT_FREE / _PREMIUM). */
@@ -178,7 +186,7 @@ export class JobService {
     const now = Date.now();
     let cached = this.depthCache.get(model.name);
     if (!cached || now - cached.at >= this.config.QUERN_QUEUE_DEPTH_CACHE_MS) {
-      const counts = await this.queueOf(model.name).getJobCounts('waiting', 'prioritized');
+      const counts = await this.queuesOf(model.name).getJobCounts('waiting', 'prioritized');
       cached = { depth: (counts.waiting ?? 0) + (counts.prioritized ?? 0), at: now };
       this.depthCache.set(model.name, cached);
     }
@@ -235,10 +243,12 @@ export class JobService {
       ...(args.attempt ? { attempt: args.attempt } : {}),
       ...(carrier ? { trace: carrier } : {}),
     };
-    let adder = this.adders.get(args.model.name);
+    // The job's partition (a coalesced job is one job: it stays whole); one adder per queue.
+    const queue = this.queueOf(args.model.name, id);
+    let adder = this.adders.get(queue.name);
     if (!adder) {
-      adder = new BulkAdder(this.queueOf(args.model.name));
-      this.adders.set(args.model.name, adder);
+      adder = new BulkAdder(queue);
+      this.adders.set(queue.name, adder);
     }
     const added = adder.add(INFERENCE_JOB_NAME, data, {
       jobId: id,
@@ -251,9 +261,10 @@ export class JobService {
     // while it waits); an add that failed gives its admission and rows back.
     const model = args.model.name;
     const owner = args.principal.id;
+    const partition = this.queuesOf(model).partitionOf(id);
     added.then(
-      () => this.ledger.added(model, id),
-      () => this.ledger.notAdded(model, owner, id),
+      () => this.ledger.added(model, id, partition),
+      () => this.ledger.notAdded(model, owner, id, partition),
     );
     if (enqueue) {
       await added.then(
@@ -289,11 +300,16 @@ export class JobService {
     if (typeof input === 'string')
       throw new QuernError('validation_failed', `the job's input cannot be run again: ${input}`);
     if (found.kind === 'job') {
-      const removed = await this.queueOf(data.model).remove(id);
+      const removed = await found.queue.remove(id);
       if (removed !== 1) throw new QuernError('job_not_retryable', 'a worker still holds the job; retry in a moment');
     }
     // The old run's records go: its cancel record and webhook states; its rows stop counting.
-    await this.redis.del(this.keys.canceledJob(id), this.keys.webhookState(id), this.keys.cancelRequest(id));
+    // One DEL each: on a Cluster the three keys are on different shards.
+    await Promise.all(
+      [this.keys.canceledJob(id), this.keys.webhookState(id), this.keys.cancelRequest(id)].map((key) =>
+        this.redis.del(key),
+      ),
+    );
     await this.ledger.releaseNow(data.owner, id);
     const { data: fresh } = await this.submit({
       model: found.model,
@@ -363,15 +379,20 @@ export class JobService {
   ): Promise<number> {
     const { model, principal } = args;
     const rows = args.input.count;
-    const queue = this.queueOf(model.name);
+    const queues = this.queuesOf(model.name);
+    const partition = queues.partitionOf(jobId);
+    const queue = queues.partitions[partition] as Queue;
     const maxRows = this.rowCapFor(principal);
+    // The depth cap is the model's: each partition holds its share of it.
+    const maxDepth = Math.ceil(this.config.QUERN_QUEUE_MAX_DEPTH / queues.partitions.length);
     const decision = await this.ledger.admit({
       queueKey: `${queue.opts.prefix}:${queue.name}`,
       model: model.name,
+      partition,
       owner: principal.id,
       jobId,
       rows,
-      maxDepth: this.config.QUERN_QUEUE_MAX_DEPTH,
+      maxDepth,
       maxRows,
       deadlineAt,
       priorityClass,
@@ -383,7 +404,7 @@ export class JobService {
     const rate = this.drainRate(model.name);
     const clamp = (seconds: number) => String(Math.min(300, Math.max(1, Math.ceil(seconds))));
     if (decision.kind === 'queue_full') {
-      const cap = this.config.QUERN_QUEUE_MAX_DEPTH;
+      const cap = maxDepth;
       throw new QuernError(
         'queue_full',
         `the ${model.name} queue is full (${decision.depth} jobs waiting); retry later`,
@@ -402,7 +423,7 @@ export class JobService {
     );
   }
 
-  /** Adds every job submitted so far in this turn now, in one addBulk per model. */
+  /** Adds every job submitted so far in this turn now, in one addBulk per queue. */
   flushAdds(): void {
     for (const adder of this.adders.values()) adder.flush();
   }
@@ -441,12 +462,24 @@ export class JobService {
   /** The job if it exists and belongs to `owner`; null otherwise (the caller answers 404 either way). */
   async find(id: string, owner: string): Promise<FoundJob | null> {
     if (!isId('job', id)) return null;
+    // Each model's queue for the id's partition first; the others only if none has it (a job
+    // added while its model had another number of partitions).
+    const home = [...this.queues.values()].map((queues) => queues.forJob(id));
     const [tombstone, ...jobs] = await Promise.all([
       this.redis.get(this.keys.canceledJob(id)),
-      ...[...this.queues.values()].map((queue) => queue.getJob(id)),
+      ...home.map((queue) => queue.getJob(id)),
     ]);
-    const job = jobs.find((j): j is Job => j !== undefined && j !== null);
-    if (!job) {
+    let at = jobs.findIndex((j) => j !== undefined && j !== null);
+    let job = jobs[at];
+    let queue = home[at];
+    if (at < 0 && !tombstone) {
+      const others = [...this.queues.values()].flatMap((queues) => queues.partitions).filter((q) => !home.includes(q));
+      const more = await Promise.all(others.map((q) => q.getJob(id)));
+      at = more.findIndex((j) => j !== undefined && j !== null);
+      job = more[at];
+      queue = others[at];
+    }
+    if (!job || !queue) {
       if (!tombstone) return null;
       const record = decodeCanceledRecord(tombstone);
       if (!record) return null;
@@ -460,7 +493,7 @@ export class JobService {
     const model =
       this.models.findVersion(parsed.data.model, parsed.data.model_version) ?? this.models.find(parsed.data.model);
     if (!model) return null;
-    return { kind: 'job', id, job, data: parsed.data, model };
+    return { kind: 'job', id, job, data: parsed.data, model, queue };
   }
 
   /**
@@ -489,7 +522,7 @@ export class JobService {
     else {
       state = await job.getState();
       if (state === 'completed' || state === 'failed') {
-        const fresh = await this.queueOf(found.data.model).getJob(found.id);
+        const fresh = await found.queue.getJob(found.id);
         if (fresh?.finishedOn) {
           job = fresh;
           state = finished(fresh);
@@ -534,14 +567,17 @@ export class JobService {
    * none of the three ever above what an earlier read of the job said (docs/scheduling.md).
    */
   async standing(model: string, id: string): Promise<QueueStanding | null> {
-    const queue = this.queueOf(model);
+    // A partitioned model: the job's own partition, served at its share of the model's rate.
+    const queues = this.queuesOf(model);
+    const queue = queues.forJob(id);
     const now = Date.now();
     const found = await this.ledger.standing(
       `${queue.opts.prefix}:${queue.name}`,
       model,
       id,
-      this.drainRate(model),
+      this.drainRate(model) / queues.partitions.length,
       now,
+      queues.partitionOf(id),
     );
     if (!found) return null;
     return {
@@ -563,9 +599,7 @@ export class JobService {
     }
     const { job, id } = found;
     if (before.status === 'queued') {
-      const removed = await this.queueOf(found.data.model)
-        .remove(id)
-        .catch(() => 0);
+      const removed = await found.queue.remove(id).catch(() => 0);
       if (removed === 1) {
         const record: CanceledRecord = { id, data: found.data, timestamp: job.timestamp, canceled_at: Date.now() };
         await writeCanceledRecord(this.redis, this.keys, record, this.config.QUERN_RETAIN_FAILED_SECONDS);

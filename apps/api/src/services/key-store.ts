@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { apiKeyPrefix, type KeySpace, newApiKey, newId, type RedisClient } from '@quern/shared';
+import { apiKeyPrefix, execBatch, type KeySpace, newApiKey, newId, type RedisClient } from '@quern/shared';
 import { isScope, type Scope, TIERS, type Tier } from './principal';
 
 /** An API key as stored and listed: everything but the key, which is never stored. */
@@ -88,9 +88,10 @@ export class KeyStore {
       weight: null,
       max_rows: null,
     };
+    // Three keys that may live on three shards of a Cluster: the record first (replaced whole),
+    // then the key's lookup (a key is found only once its record exists), then the listing.
     await this.redis
       .multi()
-      .set(this.keys.apiKeyByHash(sha256Hex(key)), id)
       .del(this.keys.apiKey(id))
       .hset(this.keys.apiKey(id), {
         id,
@@ -100,8 +101,9 @@ export class KeyStore {
         prefix: record.prefix,
         created_at: String(record.created_at),
       })
-      .zadd(this.keys.apiKeyIds(), record.created_at, id)
       .exec();
+    await this.redis.set(this.keys.apiKeyByHash(sha256Hex(key)), id);
+    await this.redis.zadd(this.keys.apiKeyIds(), record.created_at, id);
     return record;
   }
 
@@ -118,9 +120,10 @@ export class KeyStore {
 
   async list(): Promise<ApiKeyRecord[]> {
     const ids = await this.redis.zrange(this.keys.apiKeyIds(), '0', '-1');
-    const pipeline = this.redis.pipeline();
-    for (const id of ids) pipeline.hgetall(this.keys.apiKey(id));
-    const results = (await pipeline.exec()) ?? [];
+    const results = await execBatch(
+      this.redis,
+      ids.map((id) => ['hgetall', this.keys.apiKey(id)]),
+    );
     return results
       .map(([err, hash]) => (err ? null : fromHash(hash as Record<string, string>)))
       .filter((r): r is ApiKeyRecord => r !== null);

@@ -63,7 +63,11 @@ export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
   private readonly consumeScript: ConsumeCommand;
 
-  constructor(redis: RedisClient, keys: KeySpace, config: ApiConfig) {
+  constructor(
+    redis: RedisClient,
+    private readonly keys: KeySpace,
+    config: ApiConfig,
+  ) {
     const tier = (t: Tier, perMinute: number, perHour: number): Budget[] => [
       ...(perMinute > 0
         ? [{ name: 'minute' as const, seconds: 60, points: perMinute, prefix: keys.rateLimit(`${t}:minute`) }]
@@ -87,7 +91,8 @@ export class RateLimits {
     if (budgets.length === 0) return { headers: {}, retryAfter: undefined };
     const reply = await this.consumeScript(
       budgets.length,
-      ...budgets.map((b) => `${b.prefix}:${principal.id}`),
+      // The principal's windows, used together by one script: one slot (its hash tag on a spread Cluster).
+      ...budgets.map((b) => `${b.prefix}:${this.keys.principal(principal.id)}`),
       ...budgets.flatMap((b) => [b.points, b.seconds * 1000]),
     );
     const refused = reply[budgets.length * 2] === 1;

@@ -1,5 +1,6 @@
 import {
   decodeCachedRow,
+  getMany,
   inputHash,
   type KeySpace,
   type ModelEntry,
@@ -27,7 +28,9 @@ export class ResultCache {
   async lookup(model: ModelEntry, rows: readonly Row[]): Promise<(number[] | null)[]> {
     if (!this.enabled) return rows.map(() => null);
     const size = outputSize(model);
-    const raw = await this.redis.mget(...rows.map((row) => this.keys.cache(model.name, model.version, inputHash(row))));
+    const keys = rows.map((row) => this.keys.cache(model.name, model.version, inputHash(row)));
+    // One MGET; on a Cluster, where the rows' keys are on every shard, a GET per key pipelined per shard.
+    const raw = await getMany(this.redis, keys);
     return raw.map((value) => decodeCachedRow(value, size));
   }
 }

@@ -1,5 +1,5 @@
 import { decodeFailure, InferenceResult, type JobFailure, type JobReply, type Logger } from '@quern/shared';
-import type { Queue, QueueEvents } from 'bullmq';
+import type { Job, JobState, QueueEvents } from 'bullmq';
 
 /** How long a worker's reply is kept for reads of its job (BullMQ records the finish within it). */
 const RECENT_MS = 5_000;
@@ -27,9 +27,15 @@ export type AnswerSource = 'reply' | 'events' | 'poll';
 
 type Listener = (event: JobEvent, source: AnswerSource) => void;
 
+/** Where a model's job is read by id (its queues: `ModelQueues`, one per partition). */
+export interface JobLookup {
+  getJob(jobId: string): Promise<Job | undefined>;
+  getJobState(jobId: string): Promise<JobState | 'unknown'>;
+}
+
 interface Waiter {
   jobId: string;
-  queue: Queue;
+  queue: JobLookup;
   /** When the caller started waiting (after the job was added); 0 before that. */
   waitingSince: number;
   settle: ((outcome: WaitOutcome) => void) | undefined;
@@ -38,7 +44,7 @@ interface Waiter {
 }
 
 /**
- * Per API process: one QueueEvents stream per model queue, fanned out to the callers that wait
+ * Per API process: one QueueEvents stream per model queue (per partition), fanned out to the callers that wait
  * for, or stream, a given job (a map from job id to listeners), instead of a Redis subscription
  * per request. Waiters are registered before their job is added, so a job that finishes at once
  * is not missed; a periodic state poll catches an event lost while the events connection was down.
@@ -52,7 +58,7 @@ export class ResultWaiter {
   private isDraining = false;
 
   constructor(
-    private readonly events: ReadonlyMap<string, { queue: Queue; events: QueueEvents }>,
+    private readonly events: ReadonlyMap<string, { queue: JobLookup; events: readonly QueueEvents[] }>,
     private readonly pollIntervalMs: number,
     private readonly logger: Logger,
     /** Counts each waiting caller's answer by where it came from (a lost reply shows as `events` or `poll`). */
@@ -60,7 +66,7 @@ export class ResultWaiter {
   ) {}
 
   start(): void {
-    for (const { events } of this.events.values()) {
+    for (const events of [...this.events.values()].flatMap((e) => e.events)) {
       events.on('active', ({ jobId }) => this.emit(jobId, { kind: 'active' }, 'events'));
       events.on('completed', ({ jobId, returnvalue }) => {
         // Parsed only if someone here waits for or streams this job.

@@ -6,12 +6,13 @@ import {
   listenForReplies,
   loadManifest,
   type ModelManifest,
+  ModelQueues,
+  modelPartitions,
   newId,
   type RedisClient,
   SecretBox,
   type Tracing,
   UsageReader,
-  WEBHOOK_QUEUE,
   WebhookDispatcher,
   WebhookSecrets,
   waitForRedis,
@@ -36,7 +37,7 @@ import { TokenService } from './token-service';
 /** Collaborators of every route, passed to `createApp` and read with `c.get('services')`. */
 export interface Services {
   config: ApiConfig;
-  /** Every BullMQ queue: one per model, and the webhook deliveries. */
+  /** Every BullMQ queue: one per model and partition, and the webhook deliveries. */
   queues: Queue[];
   models: ModelRegistry;
   /** Loads, unloads and traffic splits of model versions (the admin routes). */
@@ -83,30 +84,33 @@ export function createServices(
   logger: Logger,
   tracing?: Tracing,
 ): Services {
-  const keys = new KeySpace(config.QUERN_REDIS_PREFIX);
+  const keys = KeySpace.of(config, (model) => modelPartitions(manifest, model, config.QUERN_QUEUE_PARTITIONS));
   // Request path: fail fast (no offline queue) so a request gets 503 instead of hanging.
   const redis = createRedis(config, 'producer', { name: 'api', logger });
   // BullMQ's queues get a connection of their own: its many Lua scripts would make every
   // pipeline of `redis` (auto-pipelining batches each tick's commands) expensive to build.
   const queueRedis = createRedis(config, 'producer', { name: 'api-queues', logger, autoPipelining: false });
   const models = new ModelRegistry(manifest, () => loadManifest(config.QUERN_MODELS_DIR));
-  const queues = new Map<string, Queue>();
-  const events = new Map<string, { queue: Queue; events: QueueEvents }>();
+  const queues = new Map<string, ModelQueues>();
+  const events = new Map<string, { queue: ModelQueues; events: QueueEvents[] }>();
   const eventConnections: RedisClient[] = [];
   for (const model of models.names()) {
-    const queue = new Queue(keys.inferenceQueue(model), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
-    queue.on('error', (err) => logger.warn({ model, err: err.message }, 'queue error'));
-    queues.set(model, queue);
-    // QueueEvents blocks on XREAD: it needs a connection of its own that waits out outages.
-    const connection = createRedis(config, 'consumer', { name: `api-events-${model}`, logger });
-    eventConnections.push(connection);
-    const queueEvents = new QueueEvents(keys.inferenceQueue(model), {
-      connection,
+    const queue = ModelQueues.open(keys, model, {
+      connection: queueRedis,
       prefix: config.QUERN_REDIS_PREFIX,
     });
-    events.set(model, { queue, events: queueEvents });
+    queue.on('error', (err) => logger.warn({ model, err: err.message }, 'queue error'));
+    queues.set(model, queue);
+    // QueueEvents blocks on XREAD: it needs a connection of its own that waits out outages
+    // (one per partition: on a Cluster each partition's stream may live on another shard).
+    const streams = queue.partitions.map((partition) => {
+      const connection = createRedis(config, 'consumer', { name: `api-events-${partition.name}`, logger });
+      eventConnections.push(connection);
+      return new QueueEvents(partition.name, { connection, prefix: config.QUERN_REDIS_PREFIX });
+    });
+    events.set(model, { queue, events: streams });
   }
-  const webhookQueue = new Queue(WEBHOOK_QUEUE, { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
+  const webhookQueue = new Queue(keys.webhookQueue(), { connection: queueRedis, prefix: config.QUERN_REDIS_PREFIX });
   webhookQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue error'));
   const workersAlive = async () => redis.zcount(keys.workers(), Date.now() - config.QUERN_HEARTBEAT_TTL_MS, '+inf');
   const metrics = createApiMetrics(
@@ -151,7 +155,7 @@ export function createServices(
   return {
     config,
     tracing,
-    queues: [...queues.values(), webhookQueue],
+    queues: [...[...queues.values()].flatMap((q) => q.partitions), webhookQueue],
     models,
     modelAdmin: new ModelAdmin(models, redis, keys, config, logger),
     jobs,
@@ -208,7 +212,7 @@ export function createServices(
       const within = (p: Promise<unknown>) =>
         Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())]);
       await waiter.close();
-      await within(Promise.all([...events.values()].map((e) => e.events.close())));
+      await within(Promise.all([...events.values()].flatMap((e) => e.events.map((stream) => stream.close()))));
       await within(Promise.all([...queues.values(), webhookQueue].map((q) => q.close())));
       for (const c of [...eventConnections, redis, queueRedis]) c.disconnect();
     },

@@ -1,0 +1,244 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort } from './free-port';
+
+const run = promisify(execFile);
+
+/** Path of `redis-cli` (the cluster is created with it), or undefined when it is not installed. */
+export async function findRedisCli(): Promise<string | undefined> {
+  try {
+    return (await run('sh', ['-c', 'command -v redis-cli'])).stdout.trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function pollFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export interface LocalRedisClusterOptions {
+  masters?: number;
+  /** Replicas of each master (0: none). */
+  replicas?: number;
+}
+
+/** One line of `CLUSTER NODES`: a node's port, role and, for a replica, its master's id. */
+export interface ClusterNodeInfo {
+  id: string;
+  port: number;
+  role: 'master' | 'replica';
+  masterId: string | undefined;
+  /** Slot ranges a master serves (`0-5460`, …). */
+  slots: string[];
+}
+
+/**
+ * A local Redis Cluster on free ports, in a temp dir of its own: `redis-server --cluster-enabled
+ * yes` per node, then `redis-cli --cluster create` (masters first, then their replicas). For the
+ * Cluster tests and benchmarks: it reads each node's role, command counts (`INFO commandstats`)
+ * and pid, fails a master over to its replica, and `stop()` kills exactly the servers it started
+ * and removes the dir.
+ */
+export class LocalRedisCluster {
+  private constructor(
+    readonly dir: string,
+    readonly ports: number[],
+    private readonly servers: Map<number, ChildProcess>,
+  ) {}
+
+  /** `host:port,…` of every node, for REDIS_CLUSTER_NODES. */
+  get nodes(): string {
+    return this.ports.map((p) => `127.0.0.1:${p}`).join(',');
+  }
+
+  /** The redis-server pid of the node on `port`. */
+  pidOf(port: number): number | undefined {
+    return this.servers.get(port)?.pid;
+  }
+
+  static async start(options: LocalRedisClusterOptions = {}): Promise<LocalRedisCluster> {
+    const masters = options.masters ?? 3;
+    const replicas = options.replicas ?? 0;
+    if (!(await findRedisCli()))
+      throw new Error('redis-cli was not found on PATH: it comes with redis-server (redis-tools)');
+    const dir = mkdtempSync(join(tmpdir(), 'quern-cluster-'));
+    const ports: number[] = [];
+    const servers = new Map<number, ChildProcess>();
+    const cluster = new LocalRedisCluster(dir, ports, servers);
+    try {
+      for (let i = 0; i < masters * (1 + replicas); i++) {
+        const port = await freePort();
+        ports.push(port);
+        const child = spawn(
+          'redis-server',
+          [
+            '--port',
+            String(port),
+            '--bind',
+            '127.0.0.1',
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            join(dir, `nodes-${port}.conf`),
+            // A failed master is replaced within about a second (the default is 15 s).
+            '--cluster-node-timeout',
+            '1000',
+            '--dir',
+            dir,
+            '--dbfilename',
+            `dump-${port}.rdb`,
+            '--save',
+            '',
+            '--appendonly',
+            'no',
+            '--maxmemory-policy',
+            'noeviction',
+          ],
+          { stdio: 'ignore', detached: true },
+        );
+        servers.set(port, child);
+      }
+      for (const port of ports) {
+        await pollFor(
+          async () => ((await cluster.cli(port, 'ping')).trim() === 'PONG' ? true : undefined),
+          10_000,
+          `redis-server on ${port} did not answer`,
+        );
+      }
+      // redis-cli gives the first `masters` nodes the slots and makes the others their replicas.
+      await run('redis-cli', [
+        '--cluster',
+        'create',
+        ...ports.map((p) => `127.0.0.1:${p}`),
+        '--cluster-replicas',
+        String(replicas),
+        '--cluster-yes',
+      ]);
+      await cluster.waitHealthy(masters, replicas);
+      return cluster;
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+  }
+
+  /** Runs a redis-cli command against one node; its stdout. */
+  async cli(port: number, ...args: string[]): Promise<string> {
+    return (await run('redis-cli', ['-p', String(port), ...args])).stdout;
+  }
+
+  /** Every node as `CLUSTER NODES` on `port` (any live node) sees it. */
+  async topology(port = this.livePorts()[0] as number): Promise<ClusterNodeInfo[]> {
+    const text = await this.cli(port, 'cluster', 'nodes');
+    return text
+      .trim()
+      .split('\n')
+      .filter((line) => line.length > 0 && !line.includes('fail'))
+      .map((line) => {
+        const [id = '', address = '', flags = '', master = '-', , , , , ...slots] = line.split(' ');
+        return {
+          id,
+          port: Number(address.split('@')[0]?.split(':')[1]),
+          role: flags.includes('master') ? 'master' : 'replica',
+          masterId: master === '-' ? undefined : master,
+          slots,
+        } satisfies ClusterNodeInfo;
+      });
+  }
+
+  /** Ports of the nodes serving slots now. */
+  async masterPorts(): Promise<number[]> {
+    return (await this.topology())
+      .filter((n) => n.role === 'master' && n.slots.length > 0)
+      .map((n) => n.port)
+      .sort((a, b) => a - b);
+  }
+
+  /** Resolves once every live node says the cluster is ok and sees `masters` masters with `replicas` replicas each. */
+  async waitHealthy(masters: number, replicas: number, timeoutMs = 30_000): Promise<void> {
+    for (const port of this.livePorts()) {
+      await pollFor(
+        async () => {
+          if (!(await this.cli(port, 'cluster', 'info')).includes('cluster_state:ok')) return undefined;
+          const nodes = await this.topology(port);
+          const m = nodes.filter((n) => n.role === 'master' && n.slots.length > 0).length;
+          const r = nodes.filter((n) => n.role === 'replica').length;
+          return m === masters && r === masters * replicas ? true : undefined;
+        },
+        timeoutMs,
+        `cluster not healthy on ${port}`,
+      );
+    }
+  }
+
+  /** Calls per command since the node's start or its last `CONFIG RESETSTAT` (`INFO commandstats`). */
+  async commandCalls(port: number): Promise<number> {
+    const text = await this.cli(port, 'info', 'commandstats');
+    let calls = 0;
+    for (const match of text.matchAll(/^cmdstat_[^:]+:calls=(\d+)/gm)) calls += Number(match[1]);
+    return calls;
+  }
+
+  /**
+   * A planned failover of the master on `port`: `CLUSTER FAILOVER` on one of its replicas, which
+   * takes the master's slots over; resolves with the new master's port once the cluster agrees.
+   */
+  async failover(port: number, timeoutMs = 20_000): Promise<number> {
+    const nodes = await this.topology(port);
+    const master = nodes.find((n) => n.port === port);
+    const replica = nodes.find((n) => n.role === 'replica' && n.masterId === master?.id);
+    if (!master || master.role !== 'master' || !replica) throw new Error(`no replica of a master on ${port}`);
+    await this.cli(replica.port, 'cluster', 'failover');
+    await pollFor(
+      async () => {
+        for (const p of this.livePorts()) {
+          const seen = await this.topology(p);
+          const promoted = seen.find((n) => n.port === replica.port);
+          if (promoted?.role !== 'master' || promoted.slots.length === 0) return undefined;
+        }
+        return (await this.cli(replica.port, 'cluster', 'info')).includes('cluster_state:ok') ? true : undefined;
+      },
+      timeoutMs,
+      `replica ${replica.port} did not take over from ${port}`,
+    );
+    return replica.port;
+  }
+
+  /** Keys on each master (`DBSIZE`), by port. */
+  async keysPerNode(): Promise<Record<number, number>> {
+    const out: Record<number, number> = {};
+    for (const port of await this.masterPorts()) out[port] = Number((await this.cli(port, 'dbsize')).trim());
+    return out;
+  }
+
+  private livePorts(): number[] {
+    return this.ports.filter((p) => {
+      const child = this.servers.get(p);
+      return child !== undefined && child.exitCode === null && child.signalCode === null;
+    });
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      [...this.servers.values()].map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            child.kill('SIGKILL');
+          }),
+      ),
+    );
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

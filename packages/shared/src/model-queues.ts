@@ -1,0 +1,80 @@
+import { type ConnectionOptions, type Job, type JobState, Queue } from 'bullmq';
+import type { KeySpace } from './keys';
+import { partitionOf } from './keys';
+import type { ModelManifest } from './model-manifest';
+
+/** BullMQ queues of a model: its default entry's `partitions`, else the deployment's `QUERN_QUEUE_PARTITIONS`. */
+export function modelPartitions(manifest: ModelManifest, model: string, fallback: number): number {
+  return manifest.models.find((m) => m.name === model)?.partitions ?? fallback;
+}
+
+/**
+ * The BullMQ queues of one model, one per partition (see `KeySpace.inferenceQueue`). A job lives
+ * in the partition its id hashes to, so a job is found from its id with one read; a job added
+ * while the model had another number of partitions is looked for in the others after that.
+ */
+export class ModelQueues {
+  constructor(
+    readonly model: string,
+    readonly partitions: readonly Queue[],
+  ) {
+    if (partitions.length === 0) throw new Error(`no queues for model ${model}`);
+  }
+
+  /** A Queue per partition of the model (`KeySpace.partitions`). */
+  static open(keys: KeySpace, model: string, options: { connection: ConnectionOptions; prefix: string }): ModelQueues {
+    return new ModelQueues(
+      model,
+      Array.from({ length: keys.partitions(model) }, (_, p) => new Queue(keys.inferenceQueue(model, p), options)),
+    );
+  }
+
+  /** The partition a job id belongs in. */
+  partitionOf(jobId: string): number {
+    return partitionOf(jobId, this.partitions.length);
+  }
+
+  /** The queue a job id belongs in. */
+  forJob(jobId: string): Queue {
+    return this.partitions[this.partitionOf(jobId)] as Queue;
+  }
+
+  /** The job and the queue that holds it, or null. */
+  async locate(jobId: string): Promise<{ queue: Queue; job: Job } | null> {
+    const home = this.forJob(jobId);
+    const job = await home.getJob(jobId);
+    if (job) return { queue: home, job };
+    if (this.partitions.length === 1) return null;
+    const others = this.partitions.filter((q) => q !== home);
+    const found = await Promise.all(others.map((q) => q.getJob(jobId)));
+    const at = found.findIndex((j) => j !== undefined && j !== null);
+    return at >= 0 ? { queue: others[at] as Queue, job: found[at] as Job } : null;
+  }
+
+  async getJob(jobId: string): Promise<Job | undefined> {
+    return (await this.locate(jobId))?.job;
+  }
+
+  async getJobState(jobId: string): Promise<JobState | 'unknown'> {
+    const state = await this.forJob(jobId).getJobState(jobId);
+    if (state !== 'unknown' || this.partitions.length === 1) return state;
+    const found = await this.locate(jobId);
+    return found ? found.queue.getJobState(jobId) : 'unknown';
+  }
+
+  /** Job counts summed over the partitions. */
+  async getJobCounts(...types: JobState[]): Promise<Record<string, number>> {
+    const all = await Promise.all(this.partitions.map((q) => q.getJobCounts(...types)));
+    const sum: Record<string, number> = {};
+    for (const counts of all) for (const [state, n] of Object.entries(counts)) sum[state] = (sum[state] ?? 0) + n;
+    return sum;
+  }
+
+  on(event: 'error', listener: (err: Error) => void): void {
+    for (const q of this.partitions) q.on(event, listener);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.partitions.map((q) => q.close()));
+  }
+}
