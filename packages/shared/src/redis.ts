@@ -169,6 +169,20 @@ export async function execBatch(
       });
     }),
   );
+  // A slot that moved (a failover, a reshard) fails only its own commands of a pipeline: each is
+  // sent again on its own, which ioredis redirects (and its slot map is refreshed by).
+  await Promise.all(
+    out.map(async (reply, i) => {
+      if (!reply[0] || !/^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test(reply[0].message)) return;
+      const [name, ...args] = commands[i] as BatchCommand;
+      const method = (redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name];
+      try {
+        out[i] = [null, await (typeof method === 'function' ? method.apply(redis, args) : redis.call(name, ...args))];
+      } catch (err) {
+        out[i] = [err as Error, null];
+      }
+    }),
+  );
   return out;
 }
 
