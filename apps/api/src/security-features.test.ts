@@ -434,6 +434,51 @@ describe('input limits, headers and logs', () => {
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
   });
 
+  it('over a real socket: preset headers on every answer, a route’s own wins, declared headers still validated', async () => {
+    // Served by @hono/node-server these headers go onto Node's response and the request's
+    // declared headers are read from Node's parsed object (middleware/node-headers.ts).
+    const { app } = await harness();
+    const port = await freePort();
+    const server = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' });
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      const auth = { 'x-api-key': TEST_API_KEY, 'x-request-id': 'req-socket-test-0001' };
+      const queued = await fetch(`${base}/v1/predict`, {
+        ...json({ features: CAR }, { ...auth, prefer: 'respond-async', 'idempotency-key': 'socket-headers-1' }),
+      });
+      const tooLongKey = await fetch(`${base}/v1/predict`, {
+        ...json({ features: CAR }, { ...auth, 'idempotency-key': 'k'.repeat(256) }),
+      });
+      const badDeadline = await fetch(`${base}/v1/predict`, {
+        ...json({ features: CAR }, { ...auth, 'cancel-after': 'soon' }),
+      });
+      const missing = await fetch(`${base}/v1/nothing`);
+      const docs = await fetch(`${base}/docs`);
+      expect(queued.status).toBe(202);
+      expect(queued.headers.get('x-request-id')).toBe('req-socket-test-0001');
+      expect(queued.headers.get('ratelimit-policy')).toMatch(/"minute";q=\d+;w=60/);
+      expect(queued.headers.get('preference-applied')).toBe('respond-async');
+      expect(tooLongKey.status).toBe(422);
+      expect(await tooLongKey.json()).toMatchObject({ code: 'validation_failed', errors: [{ field: 'idempotency-key' }] });
+      expect(badDeadline.status).toBe(422);
+      expect(await badDeadline.json()).toMatchObject({ errors: [{ field: 'cancel-after' }] });
+      for (const res of [queued, tooLongKey, badDeadline, missing, docs]) {
+        expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+        expect(res.headers.get('x-frame-options')).toBe('DENY');
+        expect(res.headers.get('x-request-id')).toMatch(/^req[-_]/);
+      }
+      expect(missing.status).toBe(404);
+      expect(missing.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+      expect(missing.headers.get('cache-control')).toBe('no-store');
+      // The docs page sets its own policy: it replaces the preset one, it is not added to it.
+      expect(docs.status).toBe(200);
+      expect(docs.headers.get('content-security-policy')).toContain('script-src');
+      expect(docs.headers.get('content-security-policy')).not.toContain("default-src 'none'; frame-ancestors 'none'");
+    } finally {
+      server.close();
+    }
+  });
+
   it('never writes a key or a token into the log, also when a request fails', async () => {
     const { app, services, lines } = await harness();
     const token = (

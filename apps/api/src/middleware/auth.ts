@@ -4,6 +4,7 @@ import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 import type { Scope } from '../services/principal';
 import { clientAddress } from './client-address';
+import { presetHeaders } from './node-headers';
 
 const CHALLENGE = 'Bearer realm="quern"';
 
@@ -97,7 +98,7 @@ export function requireAuth(
     let checked: Promise<void> | undefined;
     const enforce = () => {
       checked ??= pending.then((decision) => {
-        for (const [name, value] of Object.entries(decision.headers)) c.header(name, value);
+        presetHeaders(c, decision.headers);
         if (decision.retryAfter !== undefined) {
           metrics.rateLimited.labels(principal.tier).inc();
           throw new QuernError('rate_limited', `rate limit of the ${principal.tier} tier exceeded`, {

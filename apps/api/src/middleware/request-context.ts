@@ -2,6 +2,7 @@ import { accessLogger, type Logger, newId, TraceFlags } from '@quern/shared';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../env';
 import type { Services } from '../services/services';
+import { presetHeaders, readHeadersFromNode } from './node-headers';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
 
@@ -37,13 +38,14 @@ export function requestContext(services: Services, logger: Logger) {
   const access = accessLogger(logger);
   return createMiddleware<AppEnv>(async (c, next) => {
     const started = performance.now();
+    readHeadersFromNode(c);
     const incoming = c.req.header('x-request-id');
     const requestId = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : newId('req');
     c.set('requestId', requestId);
     c.set('services', services);
     c.set('logger', lazyChild(logger, requestId, c));
-    // Before the handler: Hono applies prepared headers to whatever response it builds.
-    c.header('x-request-id', requestId);
+    // Before the handler, so whatever response it builds carries it.
+    presetHeaders(c, { 'x-request-id': requestId });
     try {
       await next();
     } finally {
