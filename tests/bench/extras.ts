@@ -6,7 +6,9 @@
  *   queue ETA's error at a steady backlog;
  * - queue-standing.ts: what a queued job's position costs at 100,000 queued jobs, against
  *   BullMQ's own listing;
- * - version-rollout.ts: a model version rolled out under steady load, p99 per phase.
+ * - version-rollout.ts: a model version rolled out under steady load, p99 per phase;
+ * - redis-shards.ts: the same sync load on a Redis Cluster of one master and of three (spread keys,
+ *   partitioned queues), Redis CPU per request on each shard.
  *
  * Each writes tests/bench/results/<name>.json (BENCH_OUT elsewhere). `BENCH_EXTRAS=scheduling,…`
  * runs only those named.
@@ -23,6 +25,7 @@ const EXTRAS: { name: string; printsJson: boolean }[] = [
   { name: 'scheduling', printsJson: true },
   { name: 'queue-standing', printsJson: true },
   { name: 'version-rollout', printsJson: false },
+  { name: 'redis-shards', printsJson: true },
 ];
 
 const only = process.env.BENCH_EXTRAS?.split(',').map((s) => s.trim());

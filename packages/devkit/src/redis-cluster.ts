@@ -90,6 +90,9 @@ export class LocalRedisCluster {
             'yes',
             '--cluster-config-file',
             join(dir, `nodes-${port}.conf`),
+            // A node that never met another announces no address of its own (a one-master cluster).
+            '--cluster-announce-ip',
+            '127.0.0.1',
             // A failed master is replaced within about a second (the default is 15 s).
             '--cluster-node-timeout',
             '1000',
@@ -115,15 +118,26 @@ export class LocalRedisCluster {
           `redis-server on ${port} did not answer`,
         );
       }
-      // redis-cli gives the first `masters` nodes the slots and makes the others their replicas.
-      await run('redis-cli', [
-        '--cluster',
-        'create',
-        ...ports.map((p) => `127.0.0.1:${p}`),
-        '--cluster-replicas',
-        String(replicas),
-        '--cluster-yes',
-      ]);
+      if (masters >= 3) {
+        // redis-cli gives the first `masters` nodes the slots and makes the others their replicas.
+        await run('redis-cli', [
+          '--cluster',
+          'create',
+          ...ports.map((p) => `127.0.0.1:${p}`),
+          '--cluster-replicas',
+          String(replicas),
+          '--cluster-yes',
+        ]);
+      } else {
+        // redis-cli wants three masters at least: fewer get equal slot ranges and meet by hand.
+        if (replicas > 0) throw new Error('replicas need three masters or more');
+        for (const [i, port] of ports.entries()) {
+          const from = Math.floor((i * 16_384) / masters);
+          const to = Math.floor(((i + 1) * 16_384) / masters) - 1;
+          await cluster.cli(port, 'cluster', 'addslotsrange', String(from), String(to));
+          if (i > 0) await cluster.cli(port, 'cluster', 'meet', '127.0.0.1', String(ports[0]));
+        }
+      }
       await cluster.waitHealthy(masters, replicas);
       return cluster;
     } catch (err) {

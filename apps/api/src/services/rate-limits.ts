@@ -61,7 +61,8 @@ type ConsumeCommand = (...args: (string | number)[]) => Promise<number[]>;
  */
 export class RateLimits {
   private readonly budgets: Record<Tier, Budget[]>;
-  private readonly consumeScript: ConsumeCommand;
+  /** The script per number of budgets (keys): 1 or 2. */
+  private readonly consumeScripts: Partial<Record<number, ConsumeCommand>> = {};
 
   constructor(
     redis: RedisClient,
@@ -80,17 +81,21 @@ export class RateLimits {
       free: tier('free', config.QUERN_RATE_FREE_PER_MINUTE, config.QUERN_RATE_FREE_PER_HOUR),
       premium: tier('premium', config.QUERN_RATE_PREMIUM_PER_MINUTE, config.QUERN_RATE_PREMIUM_PER_HOUR),
     };
-    if (!('quernRateLimit' in redis)) redis.defineCommand('quernRateLimit', { lua: CONSUME_LUA });
-    const command = (redis as unknown as { quernRateLimit: ConsumeCommand }).quernRateLimit;
-    this.consumeScript = command.bind(redis);
+    // A fixed number of keys per script: with auto-pipelining on a Cluster, ioredis places a
+    // script's call by its first argument, which must then be a key (not the key count).
+    for (const n of [1, 2]) {
+      const name = `quernRateLimit${n}`;
+      if (!(name in redis)) redis.defineCommand(name, { lua: CONSUME_LUA, numberOfKeys: n });
+      this.consumeScripts[n] = (redis as unknown as Record<string, ConsumeCommand>)[name]?.bind(redis);
+    }
   }
 
   /** Counts one request against each of the principal's budgets, or against none when one is spent. */
   async consume(principal: Principal): Promise<RateDecision> {
     const budgets = this.budgets[principal.tier];
     if (budgets.length === 0) return { headers: {}, retryAfter: undefined };
-    const reply = await this.consumeScript(
-      budgets.length,
+    const consume = this.consumeScripts[budgets.length] as ConsumeCommand;
+    const reply = await consume(
       // The principal's windows, used together by one script: one slot (its hash tag on a spread Cluster).
       ...budgets.map((b) => `${b.prefix}:${this.keys.principal(principal.id)}`),
       ...budgets.flatMap((b) => [b.points, b.seconds * 1000]),
