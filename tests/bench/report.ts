@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PerfAnalyzerPoint } from './perf-analyzer';
 
@@ -127,6 +127,53 @@ export function writeReport(r: BenchResults, docsDir: string): void {
   writeFileSync(join(docsDir, 'benchmarks.svg'), chart(r));
 }
 
+/** One scenario of tests/bench/redis-shards.ts (results/redis-shards.json). */
+interface ShardScenario {
+  masters: number;
+  rps: number;
+  p99_ms: number;
+  non_2xx: number;
+  us_per_request: { api: number; worker: number; redis_per_shard: number[]; redis_total: number };
+  commands_per_request: number;
+  command_share_per_shard: number[];
+}
+
+/**
+ * The Redis Cluster scenario's section, from the results file the bench's extras write
+ * (tests/bench/results/redis-shards.json); nothing when it has not been run.
+ */
+export function redisShardsSection(): string[] {
+  const path = join(import.meta.dirname, 'results', 'redis-shards.json');
+  if (!existsSync(path)) return [];
+  const r = JSON.parse(readFileSync(path, 'utf8')) as {
+    concurrency: number;
+    seconds: number;
+    note: string;
+    one_master: ShardScenario;
+    three_masters: ShardScenario;
+  };
+  const row = (s: ShardScenario) =>
+    `| ${s.masters} | ${fmt(s.rps)} | ${s.p99_ms} | ${s.us_per_request.redis_per_shard.join(' / ')} | ${s.us_per_request.redis_total} | ${s.command_share_per_shard.map((x) => `${Math.round(x * 100)}%`).join(' / ')} | ${s.commands_per_request} | ${s.us_per_request.api}, ${s.us_per_request.worker} | ${s.non_2xx} |`;
+  return [
+    '',
+    '## Redis Cluster: CPU per request on each shard (cars-mpg, sync)',
+    '',
+    `The same \`/v1/predict\` load (c=${r.concurrency}, ${r.seconds} s, unique rows) against a Redis Cluster of one ` +
+      'master and of three, spread key layout (untagged prefix), `QUERN_QUEUE_PARTITIONS=3`, one API and one ' +
+      'worker from the built bundles, one API key (tests/bench/redis-shards.ts; results/redis-shards.json). ' +
+      `Redis CPU from \`/proc/<pid>/stat\` of each shard over the window, per completed request. Note: ${r.note}.`,
+    '',
+    '| masters | req/s | p99 ms | Redis µs per request, each shard | Redis µs, all shards | commands, each shard | commands per request | API, worker µs | non-2xx |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    row(r.one_master),
+    row(r.three_masters),
+    '',
+    'All calls come from one API key: its rate-limit windows, row ledger and recent jobs share its hash tag, so ' +
+      'its shard does that part of every request (the busiest shard above); the queue work, the cache and the ' +
+      'replies spread over all three. With many keys the per-key part spreads as well.',
+  ];
+}
+
 function markdown(r: BenchResults): string {
   const m = r.machine;
   const d = r.duration_per_point_s;
@@ -232,6 +279,7 @@ function markdown(r: BenchResults): string {
     `| sync predict ${tr.model}, c=${tr.concurrency}, tracing off / on (OTLP, ${tr.sampling * 100}% sampled): req/s, p99 ms (best of 2 each) | ${fmt(tr.off.rps)} / ${fmt(tr.on.rps)}, ${tr.off.p99_ms} / ${tr.on.p99_ms} |`,
   );
   lines.push(`| peak RSS: API, worker (MB) | ${r.ratios.rss_mb.api}, ${r.ratios.rss_mb.worker} |`);
+  lines.push(...redisShardsSection());
   lines.push('', '## Reading these figures', '');
   lines.push(
     'All processes share the machine, so absolute numbers move between runs; the ratios compare figures of the ' +
