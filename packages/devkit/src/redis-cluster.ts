@@ -211,7 +211,7 @@ export class LocalRedisCluster {
     const nodes = await this.topology(port);
     const master = nodes.find((n) => n.port === port);
     const replica = nodes.find((n) => n.role === 'replica' && n.masterId === master?.id);
-    if (!master || master.role !== 'master' || !replica) throw new Error(`no replica of a master on ${port}`);
+    if (master?.role !== 'master' || !replica) throw new Error(`no replica of a master on ${port}`);
     await this.cli(replica.port, 'cluster', 'failover');
     await pollFor(
       async () => {
