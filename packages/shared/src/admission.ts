@@ -10,10 +10,11 @@ import { TurnBuffer } from './turn-buffer';
  * The depth is what BullMQ holds waiting (`wait` list and `prioritized` set) plus the jobs
  * admitted but not added yet: each admission leaves the job's id in `queueAdmissions(model, partition)`
  * until the API clears it as its add returns (`added`, or `notAdded` for an add that failed),
- * or the script sees the job's hash exist, or `PENDING_ADMISSION_MS` pass (a process that died
- * in between). So a job removed from the queue (canceled, obliterated, removed by hand) stops
- * counting at once. That set only holds adds in flight, so walking it costs the number of
- * concurrent submissions, never the queue's length.
+ * or a later admission finds it over a second old with its job's hash there, or
+ * `PENDING_ADMISSION_MS` pass (a process that died in between). So a job removed from the queue
+ * (canceled, obliterated, removed by hand) stops counting at once. The count is a ZCARD; at most
+ * 8 old entries are checked per admission, so nothing walks the set. Between an add's return and
+ * its clearing (one event-loop turn) the job counts twice: near the cap that errs on refusing.
  *
  * A principal's rows are a hash `keyRows(owner)`: one field per job (its row count) and `total`.
  * The API adds a job's rows when it admits it; whoever ends the job releases them (the worker
@@ -90,14 +91,13 @@ local n, now, cap, pendingTtl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(A
 local class, weight, quantum, owner = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local chunkSize = tonumber(ARGV[11])
 redis.call('ZREMRANGEBYSCORE', adm, '-inf', now - pendingTtl)
-local pending = 0
-for _, j in ipairs(redis.call('ZRANGE', adm, 0, -1)) do
-  if j ~= id and redis.call('EXISTS', jobPrefix .. j) == 1 then
-    redis.call('ZREM', adm, j)
-  elseif j ~= id then
-    pending = pending + 1
-  end
+-- The API clears an admission as its add returns. One older than a second whose job is in the
+-- queue lost its clearing (a process died in between): it goes now rather than at pendingTtl.
+for _, j in ipairs(redis.call('ZRANGEBYSCORE', adm, '-inf', now - 1000, 'LIMIT', 0, 8)) do
+  if redis.call('EXISTS', jobPrefix .. j) == 1 then redis.call('ZREM', adm, j) end
 end
+local pending = redis.call('ZCARD', adm)
+if redis.call('ZSCORE', adm, id) then pending = pending - 1 end
 local depth = redis.call('LLEN', wait) + redis.call('ZCARD', prio) + pending
 if depth >= cap then return {1, depth} end
 redis.call('ZADD', adm, now, id)
@@ -129,11 +129,12 @@ local headAt = head[2] and math.floor(tonumber(head[2]) / TWO32)
 -- Virtual time: the start tag of the band's first queued job; with none queued (idle, or every
 -- job admitted but not added yet), the last one seen, so that keys arriving together start together.
 local v = tonumber(st[4] or '0')
+local vMoved = false
 if headAt then
   local at = tagAt(headAt)
   if at > v then
     v = at
-    redis.call('HSET', fair, 'v' .. class, v)
+    vMoved = true
   end
 end
 local fkey = 'f' .. class .. ':' .. owner
@@ -174,8 +175,11 @@ end
 local offset = s - base
 if d > 0 and lo + s - (base - d) >= cursor then offset = s - (base - d) end
 offset = math.max(0, math.min(BAND - 1, math.floor(offset)))
-redis.call('HSET', fair, fkey, s + n / (weight * quantum))
-redis.call('PEXPIRE', fair, 86400000)
+if vMoved then
+  redis.call('HSET', fair, fkey, s + n / (weight * quantum), 'v' .. class, v)
+else
+  redis.call('HSET', fair, fkey, s + n / (weight * quantum))
+end
 return {0, lo + offset}
 `.replace(/BAND/g, String(FAIR_BAND));
 
