@@ -236,7 +236,8 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     try {
       result = await scheduler.submit(run.served.pool.name, rows, {
         id,
-        owner: data.owner,
+        // Fair share off: one lane, first come first served, as in the queue.
+        owner: config.QUERN_FAIR_SHARE ? data.owner : undefined,
         weight: data.weight,
         shouldDrop: () =>
           cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,

@@ -265,7 +265,8 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     group: 'jobs',
     description:
       'Jobs of the keys of one tier take turns in the queue (weighted by each key’s `weight`), instead of first ' +
-      'come first served; premium stays ahead of free. docs/scheduling.md.',
+      'come first served; premium stays ahead of free. Read by the API (queue order) and the workers (the order ' +
+      'of the jobs a worker prefetched): set it alike on both. docs/scheduling.md.',
   },
   QUERN_FAIR_WEIGHT_FREE: {
     group: 'jobs',

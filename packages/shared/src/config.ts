@@ -62,6 +62,14 @@ const redisSettings = {
 
 /** Settings API and worker must agree on: secrets at rest, webhook policy, retention, models, heartbeats. */
 const sharedSettings = {
+  /**
+   * Fair share of a tier's queue between keys: start-time fair queuing on BullMQ priorities (API),
+   * and the keys of the jobs a worker prefetched taking turns (worker).
+   */
+  QUERN_FAIR_SHARE: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((v) => v === 'true'),
   /** BullMQ queues per model (a manifest entry's `partitions` wins): jobs are spread over them by id. */
   QUERN_QUEUE_PARTITIONS: int(1, 64).default(1),
   QUERN_SECRETS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -125,11 +133,6 @@ const apiSettings = {
   /** Rows a key may have queued or running at once, by tier (0: no cap). */
   QUERN_CONCURRENCY_FREE_ROWS: int(0, 100_000_000).default(10_000),
   QUERN_CONCURRENCY_PREMIUM_ROWS: int(0, 100_000_000).default(100_000),
-  /** Fair share of a tier's queue between keys (start-time fair queuing on BullMQ priorities). */
-  QUERN_FAIR_SHARE: z
-    .enum(['true', 'false'])
-    .default('true')
-    .transform((v) => v === 'true'),
   /** Fair-share weight of a tier's keys that have none of their own (an admin sets a key's). */
   QUERN_FAIR_WEIGHT_FREE: z.coerce.number().min(0.01).max(1_000).default(1),
   QUERN_FAIR_WEIGHT_PREMIUM: z.coerce.number().min(0.01).max(1_000).default(1),
