@@ -162,6 +162,45 @@ describe('@quern/client against a running stack', () => {
     expect(models.map((m) => m.name)).toEqual(expect.arrayContaining(['cars-mpg', 'mlp-large']));
   });
 
+  it('retry, the recent jobs page by page, and usage', async () => {
+    const { client, seen } = recordingClient();
+    const usedBefore = (await client.usage({ hours: 1 })).total.jobs;
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    await queue.pause();
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const job = await client.submit({ features: car() });
+        expect((await client.cancel(job.id)).status).toBe('canceled');
+        ids.push(job.id);
+      }
+    } finally {
+      await queue.resume();
+    }
+    // Newest first, two per page: the iteration follows next_cursor.
+    const listed: string[] = [];
+    for await (const job of client.jobs({ status: 'canceled', limit: 2 })) {
+      expect(job.status).toBe('canceled');
+      listed.push(job.id);
+    }
+    expect(listed.filter((id) => ids.includes(id))).toEqual([...ids].reverse());
+    expect(seen.filter((r) => r.method === 'GET' && r.path === '/v1/jobs').length).toBeGreaterThanOrEqual(2);
+    const page = await client.listJobs({ status: 'canceled', limit: 1 });
+    expect(page.data.map((j) => j.id)).toEqual([ids[2]]);
+    expect(page.next_cursor).not.toBeNull();
+    // The last one, run again under its id; a job that is not final cannot be retried.
+    const again = await client.retry(ids[2] as string);
+    expect(again).toMatchObject({ id: ids[2], status: 'queued' });
+    expect((await client.wait(again, { initialDelayMs: 20, timeoutMs: 30_000 })).status).toBe('succeeded');
+    const refused = await client.retry(ids[2] as string).catch((e: unknown) => e);
+    expect(isProblem(refused, 'job_not_retryable')).toBe(true);
+    expect((refused as QuernProblemError).status).toBe(409);
+    // Its run counts in the key's usage (workers write it as jobs end).
+    await expect
+      .poll(async () => (await client.usage({ hours: 1 })).total.jobs, { timeout: 10_000, interval: 100 })
+      .toBeGreaterThanOrEqual(usedBefore + 1);
+  });
+
   it('reaches any operation of the document through its typed api: Open Inference Protocol v2', async () => {
     const client = new QuernClient({ baseUrl, apiKey: TEST_API_KEY });
     const features = car();

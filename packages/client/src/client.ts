@@ -9,11 +9,14 @@ import {
   type CreateJobRequest,
   isFinal,
   type Job,
+  type JobList,
+  type JobListQuery,
   type Model,
   type PredictRequest,
   type PredictResponse,
   type TokenRequest,
   type TokenResponse,
+  type Usage,
 } from './types';
 
 export interface QuernClientOptions {
@@ -184,6 +187,50 @@ export class QuernClient {
       params: { path: { id } },
       signal: options.signal,
     });
+    if (error !== undefined || !data) throw new QuernProblemError(response, error);
+    return data;
+  }
+
+  /**
+   * Runs a `failed`, `expired` or `canceled` job again under the same id (`POST /v1/jobs/{id}/retry`),
+   * with the same input, webhook and deadline length: the job, queued again. A job in another
+   * state is a `409 job_not_retryable`; caps refuse as for a new job (`503`, `429`).
+   */
+  async retry(id: string, options: { signal?: AbortSignal } = {}): Promise<Job> {
+    const { data, error, response } = await this.api.POST('/v1/jobs/{id}/retry', {
+      params: { path: { id } },
+      signal: options.signal,
+    });
+    if (error !== undefined || !data) throw new QuernProblemError(response, error);
+    return data;
+  }
+
+  /**
+   * One page of this principal's recent jobs, newest first (`GET /v1/jobs`), optionally of one
+   * status; pass the page's `next_cursor` as `cursor` for the next. `jobs()` follows the pages.
+   */
+  async listJobs(query: JobListQuery = {}, options: { signal?: AbortSignal } = {}): Promise<JobList> {
+    const { data, error, response } = await this.api.GET('/v1/jobs', {
+      params: { query },
+      signal: options.signal,
+    });
+    if (error !== undefined || !data) throw new QuernProblemError(response, error);
+    return data;
+  }
+
+  /** Every recent job of this principal (of one status, if given), newest first, page after page. */
+  async *jobs(query: Omit<JobListQuery, 'cursor'> = {}, options: { signal?: AbortSignal } = {}): AsyncGenerator<Job> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listJobs({ ...query, ...(cursor ? { cursor } : {}) }, options);
+      yield* page.data;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  /** This principal's usage per hour, the current hour included (`GET /v1/usage`; 24 hours by default). */
+  async usage(query: { hours?: number } = {}, options: { signal?: AbortSignal } = {}): Promise<Usage> {
+    const { data, error, response } = await this.api.GET('/v1/usage', { params: { query }, signal: options.signal });
     if (error !== undefined || !data) throw new QuernProblemError(response, error);
     return data;
   }

@@ -23,6 +23,8 @@ export {
   type FinalJobStatus,
   isFinal,
   type Job,
+  type JobList,
+  type JobListQuery,
   type JobStatus,
   type Model,
   type PredictRequest,
@@ -31,5 +33,6 @@ export {
   type ProblemCode,
   type TokenRequest,
   type TokenResponse,
+  type Usage,
 } from './types';
 export { verifyWebhook, type WebhookEvent, type WebhookHeaders } from './webhook';

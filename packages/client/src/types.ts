@@ -1,4 +1,4 @@
-import type { components } from './schema';
+import type { components, operations } from './schema';
 
 type Schemas = components['schemas'];
 
@@ -13,6 +13,12 @@ export type PredictResponse = Schemas['PredictResponse'];
 export type BatchPredictRequest = Schemas['BatchPredictRequest'];
 export type BatchPredictResponse = Schemas['BatchPredictResponse'];
 export type Model = Schemas['Model'];
+/** A page of `GET /v1/jobs`. */
+export type JobList = Schemas['JobList'];
+/** What `GET /v1/jobs` filters and pages by. */
+export type JobListQuery = NonNullable<operations['listJobs']['parameters']['query']>;
+/** A principal's usage per hour (`GET /v1/usage`). */
+export type Usage = Schemas['Usage'];
 export type TokenRequest = Schemas['TokenRequest'];
 export type TokenResponse = Schemas['TokenResponse'];
 /** RFC 9457 problem details, as every error answer carries them. */
