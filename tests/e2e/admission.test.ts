@@ -9,7 +9,7 @@ import {
   uniquePrefix,
 } from '@quern/devkit';
 import { AdmissionLedger, createLogger, FAIR_BAND, KeySpace, loadManifest } from '@quern/shared';
-import { Queue, Worker } from 'bullmq';
+import { type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack } from '../support/stack';
@@ -367,4 +367,73 @@ describe('a rebase in chunks', () => {
       client.disconnect();
     }
   }, 60_000);
+});
+
+describe('a job BullMQ retries', () => {
+  it('goes to the front of its band, not where its old number lands after a rebase', async () => {
+    const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const prefix = uniquePrefix();
+    const keys = new KeySpace(prefix);
+    const queue = new Queue('infer-m', { connection: client, prefix });
+    const ledger = new AdmissionLedger(client, keys);
+    const queueKey = `${prefix}:infer-m`;
+    const add = async (id: string, owner: string, rows: number) => {
+      const decision = await ledger.admit({
+        queueKey,
+        model: 'm',
+        owner,
+        jobId: id,
+        rows,
+        maxDepth: 1_000_000,
+        maxRows: 0,
+        deadlineAt: Date.now() + 60_000,
+        priorityClass: 5,
+        weight: 1,
+        quantumRows: 1,
+        recentJobsTtlMs: 60_000,
+      });
+      if (decision.kind !== 'admitted') throw new Error(decision.kind);
+      // As the API adds jobs: the class in the data, a retry allowed.
+      await queue.add('infer', { priority: 5 }, { jobId: id, priority: decision.priority, attempts: 2 });
+      ledger.added('m', id);
+    };
+    // A worker that takes jobs by hand, so that each step happens when the test says.
+    const manual = new Worker('infer-m', null, {
+      connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+      prefix,
+    });
+    const token = 'test-token';
+    try {
+      // Key A's jobs: 1,000 steps apart (a_05 is 5,000 numbers into the band).
+      for (let i = 0; i < 12; i++) await add(`a_${String(i).padStart(2, '0')}`, 'key_a', 1_000);
+      for (let k = 0; k < 5; k++) await ((await manual.getNextJob(token)) as Job).moveToCompleted('ok', token, false);
+      const taken = (await manual.getNextJob(token)) as Job;
+      expect(taken.id).toBe('a_05');
+      // While it runs, new jobs come: the band is rebased (every queued number 6,000 lower).
+      for (let i = 12; i < 16; i++) await add(`a_${i}`, 'key_a', 1_000);
+      await add('b_00', 'key_b', 1);
+      expect(Number(await client.hget(keys.fairShare('m'), 'rebases'))).toBe(1);
+      // Its attempt fails: BullMQ queues it again with the number it was admitted with, now
+      // behind the jobs that came after it.
+      await taken.moveToFailed(new Error('transient'), token);
+      const waiting = await client.zrange(`${queueKey}:prioritized`, '0', '-1');
+      expect(waiting.indexOf('a_05')).toBeGreaterThan(3);
+      expect(await ledger.requeued(queueKey, 'a_05')).toBe(true);
+      // Now it is next, and its priority field says so (BullMQ reads it on a further retry).
+      const order = await client.zrange(`${queueKey}:prioritized`, '0', '-1');
+      expect(order[0]).toBe('a_05');
+      expect(order.slice(1)).toEqual(waiting.filter((id) => id !== 'a_05'));
+      expect(Number(await client.hget(`${queueKey}:a_05`, 'priority'))).toBe(4 * FAIR_BAND + 1);
+      const next = (await manual.getNextJob(token)) as Job;
+      expect(next.id).toBe('a_05');
+      expect(next.attemptsMade).toBe(1);
+      // Once at the front, it is left alone.
+      expect(await ledger.requeued(queueKey, 'a_05')).toBe(false);
+    } finally {
+      await manual.close();
+      await manual.disconnect();
+      await queue.close();
+      client.disconnect();
+    }
+  });
 });

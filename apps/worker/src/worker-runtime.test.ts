@@ -3,6 +3,7 @@ import {
   type Config,
   createLogger,
   decodeFailure,
+  FAIR_BAND,
   INFERENCE_JOB_NAME,
   type InferenceJobData,
   type InferenceResult,
@@ -265,6 +266,57 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       await events.close();
       await queue.close();
       await runtime.close();
+    }
+  });
+
+  it('a job that stalled goes back to the front of its fair-share band, then runs', async () => {
+    // A worker takes the job and dies; one stall is allowed, so BullMQ puts the job back in the
+    // queue with the number it was admitted with (5,000 into class 5's band), and this worker
+    // moves it to the band's front before it runs it.
+    const stallConfig = testConfig(redis, {
+      QUERN_REDIS_PREFIX: `${redis.prefix}requeue`,
+      QUERN_MAX_STALLED_COUNT: '1',
+      QUERN_STALLED_INTERVAL_MS: '1000',
+      QUERN_LOCK_DURATION_MS: '1000',
+    });
+    const keys = new KeySpace(stallConfig.QUERN_REDIS_PREFIX);
+    const name = keys.inferenceQueue('cars-mpg');
+    const queue = new Queue(name, { connection: client, prefix: stallConfig.QUERN_REDIS_PREFIX });
+    let taken: () => void = () => undefined;
+    const holding = new Promise<void>((resolve) => {
+      taken = resolve;
+    });
+    const doomed = new Worker(
+      name,
+      () => {
+        taken();
+        return new Promise(() => undefined);
+      },
+      {
+        connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
+        prefix: stallConfig.QUERN_REDIS_PREFIX,
+        lockDuration: 1000,
+        skipStalledCheck: true,
+      },
+    );
+    const runtime = { current: undefined as WorkerRuntime | undefined };
+    try {
+      const lo = 4 * FAIR_BAND + 1;
+      const data = { ...jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 1971]]), priority: 5 };
+      const job = await queue.add(INFERENCE_JOB_NAME, data, { jobId: newId('job'), attempts: 3, priority: lo + 5_000 });
+      await holding;
+      await doomed.close(true);
+      (doomed.opts.connection as Redis).disconnect();
+      runtime.current = await WorkerRuntime.start({ config: stallConfig, manifest, logger });
+      await expect
+        .poll(() => queue.getJobState(job.id as string), { timeout: 15_000, interval: 100 })
+        .toBe('completed');
+      const done = await queue.getJob(job.id as string);
+      expect(done?.stalledCounter).toBe(1);
+      expect(done?.priority).toBe(lo);
+    } finally {
+      await runtime.current?.close();
+      await queue.close();
     }
   });
 

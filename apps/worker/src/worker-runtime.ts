@@ -26,6 +26,7 @@ import { JobTracer } from './job-tracing';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics';
 import { ModelSet, resolveServedModels, type ServedModel } from './models';
 import { RedisPipeline } from './redis-pipeline';
+import { requeueListeners } from './requeue';
 import { rowsReleaseListeners } from './rows-release';
 import { ShadowRunner } from './shadow-runner';
 import { TurnLimiter } from './turn-limiter';
@@ -204,10 +205,11 @@ export class WorkerRuntime {
     const webhooks = new WebhookDispatcher(webhookQueue, this.redis, keys, config);
     const inferenceQueues = new Map<string, ModelQueues>();
     const turns = new TurnLimiter(64);
+    const ledger = new AdmissionLedger(this.redis, keys, (err) =>
+      logger.warn({ err: err.message }, 'rows of finished jobs not released'),
+    );
     const releases = rowsReleaseListeners(
-      new AdmissionLedger(this.redis, keys, (err) =>
-        logger.warn({ err: err.message }, 'rows of finished jobs not released'),
-      ),
+      ledger,
       new UsageRecorder(this.redis, keys, config.QUERN_USAGE_RETENTION_DAYS, (err) =>
         logger.warn({ err: err.message }, 'usage of finished jobs not recorded'),
       ),
@@ -282,6 +284,14 @@ export class WorkerRuntime {
         consumer.on('failed', onFailed);
         consumer.on('completed', releases.completed);
         consumer.on('failed', releases.failed);
+        if (config.QUERN_FAIR_SHARE) {
+          // A retried or stalled job goes back to the front of its band, not behind it.
+          const requeue = requeueListeners(ledger, `${config.QUERN_REDIS_PREFIX}:${partition.name}`, (err) =>
+            logger.warn({ model: name, err: err.message }, 'requeued job not placed'),
+          );
+          consumer.on('failed', requeue.failed);
+          consumer.on('stalled', requeue.stalled);
+        }
         consumer.on('error', (err) => logger.warn({ model: name, err: err.message }, 'consumer error'));
         this.consumers.push(consumer);
       }

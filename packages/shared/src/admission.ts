@@ -230,6 +230,31 @@ export async function oldestWaitingTimestamp(queue: WaitingQueue): Promise<numbe
   return values.length > 0 ? Math.min(...values) : undefined;
 }
 
+/**
+ * A job BullMQ put back after a failed attempt (in `delayed` for its backoff, or queued again) or
+ * after a stall: BullMQ re-adds it with the priority its hash holds, which a rebase since its
+ * admission may have made late, and a new arrival counter puts behind the jobs of its number. It
+ * goes to the front of its class's band instead (it had reached the front once already): the
+ * `priority` field, read when the delay ends, and its score if it is queued (the band's first
+ * number, arrival counter 0). Its class is the job data's `priority`.
+ */
+export const REQUEUED_LUA = `
+local prio, job, id = KEYS[1], KEYS[2], ARGV[1]
+local current = tonumber(redis.call('HGET', job, 'priority') or '0')
+if current == 0 then return 0 end
+local ok, data = pcall(cjson.decode, redis.call('HGET', job, 'data') or '')
+local class = ok and type(data) == 'table' and tonumber(data.priority)
+if not class or class < 1 or class > 100 then return 0 end
+local lo = (math.floor(class) - 1) * BAND + 1
+redis.call('HSET', job, 'priority', lo)
+local score = redis.call('ZSCORE', prio, id)
+if not score then return current ~= lo and 1 or 0 end
+-- Arrival counter 0: ahead of the band's jobs of the same number, which BullMQ counted from 1.
+if tonumber(score) == lo * 4294967296 then return 0 end
+redis.call('ZADD', prio, string.format('%.0f', lo * 4294967296), id)
+return 1
+`.replace(/BAND/g, String(FAIR_BAND));
+
 export const RELEASE_LUA = `
 local r = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -334,6 +359,7 @@ function command(redis: RedisClient, name: string, lua: string, keys: number): S
 export class AdmissionLedger {
   private readonly admitScript: ScriptCommand;
   private readonly standingScript: ScriptCommand;
+  private readonly requeuedScript: ScriptCommand;
   private readonly releases: TurnBuffer<{ owner: string; jobId: string }>;
   private readonly rowsScript: ScriptCommand;
   private readonly unrowsScript: ScriptCommand;
@@ -372,6 +398,7 @@ export class AdmissionLedger {
       send(items.map(({ model, partition, jobId }) => ['zrem', this.keys.queueAdmissions(model, partition), jobId]));
     }, 'turn');
     this.standingScript = command(redis, 'quernStanding', STANDING_LUA, 4);
+    this.requeuedScript = command(redis, 'quernRequeued', REQUEUED_LUA, 2);
   }
 
   async admit(req: AdmitRequest): Promise<AdmitDecision> {
@@ -459,6 +486,14 @@ export class AdmissionLedger {
    */
   added(model: string, jobId: string, partition = 0): void {
     this.addsDone.push({ model, partition, jobId });
+  }
+
+  /**
+   * A job BullMQ put back after a failed attempt or a stall goes to the front of its class's band
+   * (`REQUEUED_LUA`), not where its old priority number would put it now. Fair share only.
+   */
+  async requeued(queueKey: string, jobId: string): Promise<boolean> {
+    return (await this.requeuedScript(`${queueKey}:prioritized`, `${queueKey}:${jobId}`, jobId)) === 1;
   }
 
   /** The admitted job's add failed: neither its admission nor its rows count any more. */
