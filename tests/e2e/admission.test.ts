@@ -98,6 +98,32 @@ describe('the queue-depth cap holds under concurrency', () => {
     expect(statuses.get(503)).toBe(CONCURRENT - 7);
     expect(new Set(refusals.map((r) => r.code))).toEqual(new Set(['queue_full']));
   });
+
+  it('a job the full queue refuses holds none of its key’s rows and is not listed', async () => {
+    // Both caps in play: the key's rows are counted first, then the depth; a refusal by the
+    // depth gives them back in the same script.
+    const { post, app, services, config } = await api({
+      QUERN_QUEUE_MAX_DEPTH: '3',
+      QUERN_CONCURRENCY_PREMIUM_ROWS: '100',
+    });
+    const responses = await Promise.all(
+      Array.from({ length: 40 }, () => post('/v1/jobs', { model: 'cars-mpg', features: CAR })),
+    );
+    const { statuses } = await tally(responses);
+    expect(statuses.get(202)).toBe(3);
+    expect(statuses.get(503)).toBe(37);
+    const owner = (await services.apiKeys.findByKey(TEST_API_KEY))?.id as string;
+    const client = new Redis(redis.url);
+    try {
+      expect(Number(await client.hget(new KeySpace(config.QUERN_REDIS_PREFIX).keyRows(owner), 'total'))).toBe(3);
+    } finally {
+      client.disconnect();
+    }
+    const listed = (await (
+      await app.request('/v1/jobs?limit=100', { headers: { 'x-api-key': TEST_API_KEY } })
+    ).json()) as { data: { id: string }[] };
+    expect(listed.data).toHaveLength(3);
+  });
 });
 
 describe('the per-key concurrency cap', () => {

@@ -459,7 +459,10 @@ describe('input limits, headers and logs', () => {
       expect(queued.headers.get('ratelimit-policy')).toMatch(/"minute";q=\d+;w=60/);
       expect(queued.headers.get('preference-applied')).toBe('respond-async');
       expect(tooLongKey.status).toBe(422);
-      expect(await tooLongKey.json()).toMatchObject({ code: 'validation_failed', errors: [{ field: 'idempotency-key' }] });
+      expect(await tooLongKey.json()).toMatchObject({
+        code: 'validation_failed',
+        errors: [{ field: 'idempotency-key' }],
+      });
       expect(badDeadline.status).toBe(422);
       expect(await badDeadline.json()).toMatchObject({ errors: [{ field: 'cancel-after' }] });
       for (const res of [queued, tooLongKey, badDeadline, missing, docs]) {

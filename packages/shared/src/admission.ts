@@ -31,7 +31,9 @@ import { TurnBuffer } from './turn-buffer';
  * checks the depth, and a refusal there gives the rows back (`UNROWS_LUA`). Each cap is counted
  * in one script, so neither is ever passed; for the one round trip a refused job's rows are held,
  * a concurrent job of the same principal near its cap may be told `concurrency_limited` where a
- * moment later it would have fitted.
+ * moment later it would have fitted. Where every key shares one slot (no Cluster, or a prefix
+ * with a hash tag) the two steps run as one script (`ADMIT_BOTH_LUA`): one round trip, and no
+ * window at all.
  */
 /** BullMQ priorities (1 to 2^21) per priority class (1 to 100): each class has a band of its own. */
 export const FAIR_BAND = Math.floor((2 ** 21 - 1) / 100);
@@ -182,6 +184,34 @@ else
 end
 return {0, lo + offset}
 `.replace(/BAND/g, String(FAIR_BAND));
+
+/**
+ * Both steps in one script, for a layout where every key shares one slot (no Cluster, or a
+ * prefix with a hash tag): the principal's step, then the queue's, and the rows given back if the
+ * queue refuses, in one round trip instead of two (the idle path has no Redis hop to spare).
+ * Each step is the script above as a function of its own keys and arguments.
+ */
+export const ADMIT_BOTH_LUA = `
+local function rowsStep(KEYS, ARGV)
+${ROWS_LUA}
+end
+local function admitStep(KEYS, ARGV)
+${ADMIT_LUA}
+end
+local function unrowsStep(KEYS, ARGV)
+${UNROWS_LUA}
+end
+local owner = {KEYS[1], KEYS[2], KEYS[3]}
+local r = rowsStep(owner, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]})
+if r[1] == 2 then return {2, r[2]} end
+local a = admitStep({KEYS[4], KEYS[5], KEYS[6], KEYS[7]},
+  {ARGV[7], ARGV[1], ARGV[2], ARGV[3], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]})
+if a[1] == 1 then
+  if r[3] == 1 then unrowsStep(owner, {ARGV[1]}) end
+  return {1, a[2]}
+end
+return {0, r[2], a[2]}
+`;
 
 /** Jobs read at the front of each band by `oldestWaitingTimestamp`. */
 const OLDEST_SCAN_PER_BAND = 64;
@@ -358,6 +388,7 @@ function command(redis: RedisClient, name: string, lua: string, keys: number): S
  */
 export class AdmissionLedger {
   private readonly admitScript: ScriptCommand;
+  private readonly bothScript: ScriptCommand;
   private readonly standingScript: ScriptCommand;
   private readonly requeuedScript: ScriptCommand;
   private readonly releases: TurnBuffer<{ owner: string; jobId: string }>;
@@ -371,6 +402,7 @@ export class AdmissionLedger {
     onReleaseError: (err: Error) => void = () => {},
   ) {
     this.admitScript = command(redis, 'quernAdmitQueue', ADMIT_LUA, 4);
+    this.bothScript = command(redis, 'quernAdmitBoth', ADMIT_BOTH_LUA, 7);
     this.rowsScript = command(redis, 'quernAdmitRows', ROWS_LUA, 3);
     this.unrowsScript = command(redis, 'quernUnadmitRows', UNROWS_LUA, 3);
     command(redis, 'quernReleaseRows', RELEASE_LUA, 2);
@@ -409,36 +441,51 @@ export class AdmissionLedger {
       this.keys.keyRowsExpiry(req.owner),
       this.keys.ownerJobs(req.owner),
     ];
-    // The principal's step first: its rows are held before the queue's depth is counted.
-    const [rowsCode, held, addedRows] = (await this.rowsScript(
-      ...ownerKeys,
+    const queueKeys = [
+      `${req.queueKey}:wait`,
+      `${req.queueKey}:prioritized`,
+      this.keys.queueAdmissions(req.model, partition),
+      this.keys.fairShare(req.model, partition),
+    ];
+    const rowArgs = [
       req.jobId,
       req.rows,
       now,
       req.maxRows,
       Math.max(now, req.deadlineAt) + LEAK_GRACE_MS,
       req.recentJobsTtlMs,
-    )) as [number, number, number?];
+    ];
+    const fairArgs = [req.priorityClass, req.weight, req.quantumRows, req.owner, req.rebaseChunk ?? REBASE_CHUNK];
+    if (!this.keys.spread) {
+      // Every key in one slot: both steps in one script, one round trip.
+      const [code, value, priority] = (await this.bothScript(
+        ...ownerKeys,
+        ...queueKeys,
+        ...rowArgs,
+        `${req.queueKey}:`,
+        req.maxDepth,
+        PENDING_ADMISSION_MS,
+        ...fairArgs,
+      )) as [number, number, number?];
+      if (code === 2) return { kind: 'concurrency_limited', heldRows: Number(value) };
+      if (code === 1) return { kind: 'queue_full', depth: Number(value) };
+      return { kind: 'admitted', heldRows: Number(value), priority: Number(priority ?? req.priorityClass) };
+    }
+    // Spread over a Cluster: the principal's step first, its rows held before the queue's depth is counted.
+    const [rowsCode, held, addedRows] = (await this.rowsScript(...ownerKeys, ...rowArgs)) as [number, number, number?];
     if (rowsCode === 2) return { kind: 'concurrency_limited', heldRows: Number(held) };
     const giveBack = () => (addedRows === 1 ? this.unrowsScript(...ownerKeys, req.jobId) : Promise.resolve());
     let reply: [number, number];
     try {
       reply = (await this.admitScript(
-        `${req.queueKey}:wait`,
-        `${req.queueKey}:prioritized`,
-        this.keys.queueAdmissions(req.model, partition),
-        this.keys.fairShare(req.model, partition),
+        ...queueKeys,
         `${req.queueKey}:`,
         req.jobId,
         req.rows,
         now,
         req.maxDepth,
         PENDING_ADMISSION_MS,
-        req.priorityClass,
-        req.weight,
-        req.quantumRows,
-        req.owner,
-        req.rebaseChunk ?? REBASE_CHUNK,
+        ...fairArgs,
       )) as [number, number];
     } catch (err) {
       // Not admitted (Redis failed in between): the rows are not left held until their deadline.
