@@ -235,7 +235,7 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     description:
       'Waiting jobs per model before `503 queue_full`, on every route that enqueues; checked in one script with ' +
       'the jobs being added, so concurrent submissions cannot pass it together. A partitioned model holds it ' +
-      'per partition, divided evenly (rounded up).',
+      'per partition, divided exactly (the first `cap mod partitions` hold one more; each at least one).',
   },
   QUERN_QUEUE_PARTITIONS: {
     group: 'jobs',

@@ -117,6 +117,16 @@ export type CancelOutcome =
   | { kind: 'finished'; view: JobView };
 
 /**
+ * A partition's share of a model's queue-depth cap: the cap divided exactly (the first `cap mod n`
+ * partitions hold one more), so that the shares add up to the cap and concurrent submissions
+ * cannot pass it together; at least one each (a cap below the partitions admits one per partition).
+ */
+export function partitionDepthCap(cap: number, partitions: number, partition: number): number {
+  const share = Math.floor(cap / partitions) + (partition < cap % partitions ? 1 : 0);
+  return Math.max(1, share);
+}
+
+/**
  * Creates inference jobs and reads them back as job resources. Job ids are random (`job_…`),
  * never BullMQ's counter, and every read checks the owner: another principal's job is
  * reported exactly like a job that does not exist.
@@ -384,7 +394,7 @@ export class JobService {
     const queue = queues.partitions[partition] as Queue;
     const maxRows = this.rowCapFor(principal);
     // The depth cap is the model's: each partition holds its share of it.
-    const maxDepth = Math.ceil(this.config.QUERN_QUEUE_MAX_DEPTH / queues.partitions.length);
+    const maxDepth = partitionDepthCap(this.config.QUERN_QUEUE_MAX_DEPTH, queues.partitions.length, partition);
     const decision = await this.ledger.admit({
       queueKey: `${queue.opts.prefix}:${queue.name}`,
       model: model.name,
