@@ -181,21 +181,30 @@ export const JobSchema = z
     webhook: WebhookStateSchema.nullable(),
     queue: z
       .object({
-        position: z.number().int().openapi({ description: 'Jobs a worker will take before this one.' }),
+        position: z.number().int().openapi({
+          description: 'Jobs a worker will take before this one (at most: it never rises).',
+        }),
         ahead_rows: z
           .number()
           .int()
           .openapi({ description: 'Rows of those jobs (estimated from the mean rows of recent jobs).' }),
-        eta_ms: z.number().int().nullable().openapi({
-          description: 'Time until a worker takes it, at the drain rate of the last minute; null before any drained.',
-        }),
+        eta_ms: z
+          .number()
+          .int()
+          .nullable()
+          .openapi({
+            description:
+              'Expected time until a worker takes it, at the drain rate of the last minute; null before any drained. ' +
+              'It counts down; 0 while still queued means the job is late.',
+          }),
       })
       .nullable()
       .optional()
       .openapi({
         description:
-          'While queued, on `GET /v1/jobs/{id}` and the event stream: where the job stands. Jobs of other keys ' +
-          'of the tier may go ahead of a key with a backlog (fair share), so its position can grow.',
+          'While queued, on `GET /v1/jobs/{id}` and the event stream: where the job stands. Estimates that never ' +
+          'rise over the job’s successive reads: a job placed ahead (fair share, a higher class) holds the ' +
+          'position rather than raising it, and a slower drain lets `eta_ms` reach 0 (docs/scheduling.md).',
       }),
   })
   .openapi('Job', {

@@ -1150,13 +1150,13 @@ export interface components {
             /** @description Priority class it was queued with (1 is the highest); keys of one class share the queue fairly (docs/scheduling.md). */
             priority: number;
             webhook: components["schemas"]["JobWebhook"];
-            /** @description While queued, on `GET /v1/jobs/{id}` and the event stream: where the job stands. Jobs of other keys of the tier may go ahead of a key with a backlog (fair share), so its position can grow. */
+            /** @description While queued, on `GET /v1/jobs/{id}` and the event stream: where the job stands. Estimates that never rise over the job’s successive reads: a job placed ahead (fair share, a higher class) holds the position rather than raising it, and a slower drain lets `eta_ms` reach 0 (docs/scheduling.md). */
             queue?: {
-                /** @description Jobs a worker will take before this one. */
+                /** @description Jobs a worker will take before this one (at most: it never rises). */
                 position: number;
                 /** @description Rows of those jobs (estimated from the mean rows of recent jobs). */
                 ahead_rows: number;
-                /** @description Time until a worker takes it, at the drain rate of the last minute; null before any drained. */
+                /** @description Expected time until a worker takes it, at the drain rate of the last minute; null before any drained. It counts down; 0 while still queued means the job is late. */
                 eta_ms: number | null;
             } | null;
         };
