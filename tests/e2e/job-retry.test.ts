@@ -88,6 +88,45 @@ describe('POST /v1/jobs/{id}/retry', () => {
     expect(Date.parse(again.created_at)).toBeGreaterThan(Date.parse(job.created_at));
   });
 
+  it('a retry the full queue refuses leaves the job as it was: readable, canceled, listed', async () => {
+    const config = testConfig({ url: redis.url, prefix: `${prefix}-cap1` }, { QUERN_QUEUE_MAX_DEPTH: '1' });
+    const logger = createLogger('api', 'silent');
+    const capped = createServices(config, loadManifest(config.QUERN_MODELS_DIR), logger);
+    try {
+      await capped.connected(10_000);
+      await seedTestKeys(capped.apiKeys, SCOPES);
+      const cappedApp = createApp(capped, logger);
+      const send = (method: string, path: string, body?: unknown) =>
+        cappedApp.request(path, {
+          method,
+          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        });
+      const first = (await (await send('POST', '/v1/jobs', { model: 'cars-mpg', features: CAR })).json()) as Job;
+      expect((await send('DELETE', `/v1/jobs/${first.id}`)).status).toBe(200);
+      const second = (await (await send('POST', '/v1/jobs', { model: 'cars-mpg', features: CAR })).json()) as Job;
+      expect(second.status).toBe('queued');
+
+      const refused = await send('POST', `/v1/jobs/${first.id}/retry`);
+      expect(refused.status).toBe(503);
+      expect(await refused.json()).toMatchObject({ code: 'queue_full' });
+      expect(await (await send('GET', `/v1/jobs/${first.id}`)).json()).toMatchObject({
+        id: first.id,
+        status: 'canceled',
+      });
+      const listed = (await (await send('GET', '/v1/jobs?limit=10')).json()) as { data: Job[] };
+      expect(listed.data.map((j) => j.id)).toContain(first.id);
+
+      // Room again: the same retry goes through.
+      expect((await send('DELETE', `/v1/jobs/${second.id}`)).status).toBe(200);
+      const again = await send('POST', `/v1/jobs/${first.id}/retry`);
+      expect(again.status).toBe(202);
+      expect(await again.json()).toMatchObject({ id: first.id, status: 'queued' });
+    } finally {
+      await capped.close();
+    }
+  });
+
   it('answers 404 for an unknown id', async () => {
     expect((await call('POST', '/v1/jobs/job_0000000000000000000000/retry')).status).toBe(404);
   });

@@ -13,8 +13,9 @@ import { TurnBuffer } from './turn-buffer';
  * or a later admission finds it over a second old with its job's hash there, or
  * `PENDING_ADMISSION_MS` pass (a process that died in between). So a job removed from the queue
  * (canceled, obliterated, removed by hand) stops counting at once. The count is a ZCARD; at most
- * 8 old entries are checked per admission, so nothing walks the set. Between an add's return and
- * its clearing (one event-loop turn) the job counts twice: near the cap that errs on refusing.
+ * 8 old entries are checked per admission, so nothing walks the set below the cap. Between an
+ * add's return and its clearing (one event-loop turn) the job counts twice, so an admission that
+ * finds the queue at its cap first drops the entries whose job is there, then decides.
  *
  * A principal's rows are a hash `keyRows(owner)`: one field per job (its row count) and `total`.
  * The API adds a job's rows when it admits it; whoever ends the job releases them (the worker
@@ -38,7 +39,7 @@ import { TurnBuffer } from './turn-buffer';
 /** BullMQ priorities (1 to 2^21) per priority class (1 to 100): each class has a band of its own. */
 export const FAIR_BAND = Math.floor((2 ** 21 - 1) / 100);
 /** Jobs a rebase moves per admission at most (see `ADMIT_LUA`): bounds one script's time at any depth. */
-export const REBASE_CHUNK = 256;
+export const REBASE_CHUNK = 128;
 
 /** The principal's step: repairs leaked entries, checks the row cap, holds the rows, lists the job. */
 export const ROWS_LUA = `
@@ -68,17 +69,22 @@ if not known then
   end
 end
 -- The owner's recent jobs (GET /v1/jobs), at most 10,000, kept as long as failed jobs are.
+local listed = redis.call('ZSCORE', recent, id) and 1 or 0
 redis.call('ZADD', recent, now, id)
 redis.call('ZREMRANGEBYRANK', recent, 0, -10001)
 redis.call('PEXPIRE', recent, recentTtl)
-return {0, held, known and 0 or 1}
+return {0, held, known and 0 or 1, listed}
 `;
 
-/** Takes back what `ROWS_LUA` wrote for a job its queue then refused: its rows and its listing. */
+/**
+ * Takes back what `ROWS_LUA` wrote for a job its queue then refused: its rows, and its listing
+ * unless it was listed before (`ARGV[2]` = 1: a client's retry of a job that still exists).
+ */
 export const UNROWS_LUA = `
 local r = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+-- A job listed before (a client's retry of it) stays listed: it still exists.
+if ARGV[2] ~= '1' then redis.call('ZREM', KEYS[3], ARGV[1]) end
 if not r then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HINCRBY', KEYS[1], 'total', -tonumber(r)) <= 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
@@ -101,7 +107,17 @@ end
 local pending = redis.call('ZCARD', adm)
 if redis.call('ZSCORE', adm, id) then pending = pending - 1 end
 local depth = redis.call('LLEN', wait) + redis.call('ZCARD', prio) + pending
-if depth >= cap then return {1, depth} end
+if depth >= cap then
+  -- At the cap, a job whose add has returned but whose clearing has not gone out yet counts twice
+  -- (queued, and as an add in flight): those go before a refusal. Walks the adds in flight only.
+  for _, j in ipairs(redis.call('ZRANGE', adm, 0, -1)) do
+    if j ~= id and redis.call('EXISTS', jobPrefix .. j) == 1 then
+      redis.call('ZREM', adm, j)
+      depth = depth - 1
+    end
+  end
+  if depth >= cap then return {1, depth} end
+end
 redis.call('ZADD', adm, now, id)
 redis.call('PEXPIRE', adm, pendingTtl * 2)
 -- Mean rows of recent jobs: a queued job's rows ahead are estimated from it (GET /v1/jobs/{id}).
@@ -207,7 +223,7 @@ if r[1] == 2 then return {2, r[2]} end
 local a = admitStep({KEYS[4], KEYS[5], KEYS[6], KEYS[7]},
   {ARGV[7], ARGV[1], ARGV[2], ARGV[3], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]})
 if a[1] == 1 then
-  if r[3] == 1 then unrowsStep(owner, {ARGV[1]}) end
+  if r[3] == 1 then unrowsStep(owner, {ARGV[1], tostring(r[4])}) end
   return {1, a[2]}
 end
 return {0, r[2], a[2]}
@@ -472,9 +488,15 @@ export class AdmissionLedger {
       return { kind: 'admitted', heldRows: Number(value), priority: Number(priority ?? req.priorityClass) };
     }
     // Spread over a Cluster: the principal's step first, its rows held before the queue's depth is counted.
-    const [rowsCode, held, addedRows] = (await this.rowsScript(...ownerKeys, ...rowArgs)) as [number, number, number?];
+    const [rowsCode, held, addedRows, listedBefore] = (await this.rowsScript(...ownerKeys, ...rowArgs)) as [
+      number,
+      number,
+      number?,
+      number?,
+    ];
     if (rowsCode === 2) return { kind: 'concurrency_limited', heldRows: Number(held) };
-    const giveBack = () => (addedRows === 1 ? this.unrowsScript(...ownerKeys, req.jobId) : Promise.resolve());
+    const giveBack = () =>
+      addedRows === 1 ? this.unrowsScript(...ownerKeys, req.jobId, listedBefore ?? 0) : Promise.resolve();
     let reply: [number, number];
     try {
       reply = (await this.admitScript(

@@ -76,6 +76,11 @@ export interface SubmitArgs {
   runTimeoutMs?: number | undefined;
   /** The request's trace context (tracing on): the job's enqueue span is its child; a trace of its own when absent. */
   traceParent?: TraceContext | undefined;
+  /**
+   * Runs once the job is admitted, before its add (a client's retry removes the old run here, so
+   * a refused retry leaves it as it was); a throw gives the admission back and is the answer.
+   */
+  beforeAdd?: (() => Promise<void>) | undefined;
 }
 
 /** A job's state as a waiting caller hears it: an outcome, or `pending` with the job's view. */
@@ -221,6 +226,14 @@ export class JobService {
     const priorityClass = this.priorityFor(args.principal, args.priority);
     // Both caps, checked and counted atomically before anything is written; the fair-share priority.
     const queuePriority = await this.admitOrRefuse(args, id, priorityClass, now + timeout);
+    if (args.beforeAdd) {
+      try {
+        await args.beforeAdd();
+      } catch (err) {
+        this.ledger.notAdded(args.model.name, args.principal.id, id, this.queuesOf(args.model.name).partitionOf(id));
+        throw err;
+      }
+    }
     // Tracing on: the enqueue span (a child of the request's), whose context the job carries.
     const enqueue = this.tracer?.startSpan(
       `enqueue ${args.model.name}`,
@@ -309,19 +322,24 @@ export class JobService {
     const input = jobMatrix(data);
     if (typeof input === 'string')
       throw new QuernError('validation_failed', `the job's input cannot be run again: ${input}`);
-    if (found.kind === 'job') {
-      const removed = await found.queue.remove(id);
-      if (removed !== 1) throw new QuernError('job_not_retryable', 'a worker still holds the job; retry in a moment');
-    }
-    // The old run's records go: its cancel record and webhook states; its rows stop counting.
-    // One DEL each: on a Cluster the three keys are on different shards.
-    await Promise.all(
-      [this.keys.canceledJob(id), this.keys.webhookState(id), this.keys.cancelRequest(id)].map((key) =>
-        this.redis.del(key),
-      ),
-    );
+    // The old run's rows stop counting before the new attempt is admitted under the same id.
     await this.ledger.releaseNow(data.owner, id);
+    // Only once the new attempt is admitted does the old run go (a retry refused by a cap leaves
+    // the job as it was): the BullMQ job, its cancel record and webhook states. One DEL each: on a
+    // Cluster the three keys are on different shards.
+    const removeOldRun = async () => {
+      if (found.kind === 'job') {
+        const removed = await found.queue.remove(id);
+        if (removed !== 1) throw new QuernError('job_not_retryable', 'a worker still holds the job; retry in a moment');
+      }
+      await Promise.all(
+        [this.keys.canceledJob(id), this.keys.webhookState(id), this.keys.cancelRequest(id)].map((key) =>
+          this.redis.del(key),
+        ),
+      );
+    };
     const { data: fresh } = await this.submit({
+      beforeAdd: removeOldRun,
       model: found.model,
       input,
       mode: data.mode === 'sync' ? 'async' : data.mode,
