@@ -1,10 +1,11 @@
 /**
  * `pnpm exec tsx tests/bench/queue-standing.ts [jobs]`: what reading a queued job's standing costs
- * at a deep queue (100,000 jobs by default), against finding it by BullMQ's own listing. Prints
- * JSON; docs/scheduling.md quotes the figures. Runs on a Redis of its own.
+ * at a deep queue (100,000 jobs by default), against finding it by BullMQ's own listing; and what
+ * the admission that starts a fair-share rebase of a band that deep costs, in chunks and at once.
+ * Prints JSON; docs/scheduling.md quotes the figures. Runs on a Redis of its own.
  */
 import { startTestRedis } from '@quern/devkit';
-import { AdmissionLedger, KeySpace } from '@quern/shared';
+import { AdmissionLedger, FAIR_BAND, KeySpace, REBASE_CHUNK } from '@quern/shared';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 
@@ -59,6 +60,54 @@ try {
   };
   const walkMs = await time(3, walk);
   const walkRedis = await commandMicros(walk);
+  // A rebase at this depth: class 1's band holds as many jobs, 6,000 to 11,000 numbers past its
+  // base, and a key's tag reaches half the band. The admission that starts the rebase moves at most
+  // REBASE_CHUNK of them (what one script holds Redis for); with no chunks it would move them all.
+  const rebase = async (chunk: number) => {
+    const prefix = `${redis.prefix}rb${chunk}`;
+    const rbQueue = new Queue('infer-rb', { connection: client, prefix });
+    const rbKeys = new KeySpace(prefix);
+    for (let at = 0; at < JOBS; at += 1_000) {
+      await rbQueue.addBulk(
+        Array.from({ length: Math.min(1_000, JOBS - at) }, (_, k) => ({
+          name: 'infer',
+          data: { rows: 1 },
+          opts: { jobId: `job_${at + k}`, priority: 6_001 + ((at + k) % 5_000) },
+        })),
+      );
+    }
+    await client.hset(rbKeys.fairShare('bench'), 'f1:flooder', FAIR_BAND / 2);
+    await client.config('RESETSTAT');
+    const started = performance.now();
+    await new AdmissionLedger(client, rbKeys).admit({
+      queueKey: `${prefix}:infer-rb`,
+      model: 'bench',
+      owner: 'flooder',
+      jobId: 'job_new',
+      rows: 1,
+      maxDepth: 1_000_000_000,
+      maxRows: 0,
+      deadlineAt: Date.now() + 60_000,
+      priorityClass: 1,
+      weight: 1,
+      quantumRows: 16,
+      recentJobsTtlMs: 60_000,
+      rebaseChunk: chunk,
+    });
+    const ms = performance.now() - started;
+    // The script's time (the first call of a script may come as EVAL, after EVALSHA's NOSCRIPT).
+    let usec = 0;
+    for (const [, value] of (await client.info('commandstats')).matchAll(/cmdstat_eval(?:sha)?:calls=\d+,usec=(\d+)/g)) {
+      usec += Number(value);
+    }
+    const rebases = Number(await client.hget(rbKeys.fairShare('bench'), 'rebases'));
+    await rbQueue.obliterate({ force: true });
+    await rbQueue.close();
+    if (rebases !== 1) throw new Error(`expected one rebase, saw ${rebases}`);
+    return { jobs_moved: Math.min(chunk, JOBS), ms: Number(ms.toFixed(2)), redis_ms: Number((usec / 1000).toFixed(2)) };
+  };
+  const rebaseChunk = await rebase(REBASE_CHUNK);
+  const rebaseAtOnce = await rebase(JOBS);
   process.stdout.write(
     `${JSON.stringify(
       {
@@ -68,6 +117,8 @@ try {
         standing_redis_commands: standingRedis,
         bullmq_listing_ms_per_read: Number(walkMs.toFixed(1)),
         bullmq_listing_redis_commands: walkRedis,
+        rebase_admission_in_chunks: rebaseChunk,
+        rebase_admission_at_once: rebaseAtOnce,
       },
       null,
       2,
