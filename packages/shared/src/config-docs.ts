@@ -243,7 +243,8 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
       'BullMQ queues per model, each under a hash tag of its own, so that one hot model spreads over the ' +
       'shards of a Redis Cluster; a manifest entry may set its own `partitions`. The API puts each job in ' +
       'the partition its id hashes to; workers consume every partition and batch across them. API and ' +
-      'workers must agree; lowering it strands the jobs of the dropped partitions (drain first).',
+      'workers must agree. Changing it (up or down) is a drain-first move: a job is looked for only in ' +
+      'the partition its id hashes to under the current count (docs/operations.md).',
   },
   QUERN_CONCURRENCY_FREE_ROWS: {
     group: 'jobs',

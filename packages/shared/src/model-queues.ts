@@ -10,8 +10,9 @@ export function modelPartitions(manifest: ModelManifest, model: string, fallback
 
 /**
  * The BullMQ queues of one model, one per partition (see `KeySpace.inferenceQueue`). A job lives
- * in the partition its id hashes to, so a job is found from its id with one read; a job added
- * while the model had another number of partitions is looked for in the others after that.
+ * in the partition its id hashes to, so a job is found from its id with one read. A job added
+ * while the model had another number of partitions is not looked for elsewhere (that would cost
+ * every miss a read per partition): a change of the count is a drain-first move.
  */
 export class ModelQueues {
   constructor(

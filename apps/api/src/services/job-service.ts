@@ -490,23 +490,16 @@ export class JobService {
   /** The job if it exists and belongs to `owner`; null otherwise (the caller answers 404 either way). */
   async find(id: string, owner: string): Promise<FoundJob | null> {
     if (!isId('job', id)) return null;
-    // Each model's queue for the id's partition first; the others only if none has it (a job
-    // added while its model had another number of partitions).
+    // Each model's queue for the id's partition, and nowhere else: a miss (an evicted job in a
+    // listing, an unknown id) costs one read per model, whatever the number of partitions.
     const home = [...this.queues.values()].map((queues) => queues.forJob(id));
     const [tombstone, ...jobs] = await Promise.all([
       this.redis.get(this.keys.canceledJob(id)),
       ...home.map((queue) => queue.getJob(id)),
     ]);
-    let at = jobs.findIndex((j) => j !== undefined && j !== null);
-    let job = jobs[at];
-    let queue = home[at];
-    if (at < 0 && !tombstone) {
-      const others = [...this.queues.values()].flatMap((queues) => queues.partitions).filter((q) => !home.includes(q));
-      const more = await Promise.all(others.map((q) => q.getJob(id)));
-      at = more.findIndex((j) => j !== undefined && j !== null);
-      job = more[at];
-      queue = others[at];
-    }
+    const at = jobs.findIndex((j) => j !== undefined && j !== null);
+    const job = jobs[at];
+    const queue = home[at];
     if (!job || !queue) {
       if (!tombstone) return null;
       const record = decodeCanceledRecord(tombstone);
