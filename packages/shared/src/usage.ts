@@ -30,22 +30,41 @@ export interface UsageEntry {
   inferenceMs: number;
 }
 
-/** Records usage in one pipeline per event-loop turn (one per shard on a Cluster; the worker's side). */
+/**
+ * Records usage in one pipeline per event-loop turn (one per shard on a Cluster; the worker's side),
+ * the turn's jobs summed per key and hour.
+ */
 export class UsageRecorder {
   private readonly pending: TurnBuffer<UsageEntry>;
 
   constructor(redis: RedisClient, keys: KeySpace, retentionDays: number, onError: (err: Error) => void = () => {}) {
     const ttl = retentionDays * 24 * 3600;
     this.pending = new TurnBuffer((entries) => {
-      const commands: BatchCommand[] = [];
+      // Summed per key and hour first: a batch ends many jobs of one owner in the same turn, and
+      // each command lands on that owner's shard (a single busy key's shard is a Cluster's limit).
+      const sums = new Map<string, { jobs: number; rows: number; inferenceMs: number; failed: number }>();
       for (const e of entries) {
         const key = keys.usage(e.owner, hourOf(e.at));
-        if (e.succeeded) {
-          commands.push(['hincrby', key, 'jobs', 1], ['hincrby', key, 'rows', e.rows]);
-          commands.push(['hincrbyfloat', key, 'inference_ms', e.inferenceMs]);
-        } else {
-          commands.push(['hincrby', key, 'failed_jobs', 1]);
+        let sum = sums.get(key);
+        if (!sum) {
+          sum = { jobs: 0, rows: 0, inferenceMs: 0, failed: 0 };
+          sums.set(key, sum);
         }
+        if (e.succeeded) {
+          sum.jobs++;
+          sum.rows += e.rows;
+          sum.inferenceMs += e.inferenceMs;
+        } else {
+          sum.failed++;
+        }
+      }
+      const commands: BatchCommand[] = [];
+      for (const [key, sum] of sums) {
+        if (sum.jobs > 0) {
+          commands.push(['hincrby', key, 'jobs', sum.jobs], ['hincrby', key, 'rows', sum.rows]);
+          commands.push(['hincrbyfloat', key, 'inference_ms', sum.inferenceMs]);
+        }
+        if (sum.failed > 0) commands.push(['hincrby', key, 'failed_jobs', sum.failed]);
         commands.push(['expire', key, ttl]);
       }
       execBatch(redis, commands).then(
