@@ -400,17 +400,17 @@ function command(redis: RedisClient, name: string, lua: string, keys: number): S
 
 /**
  * The per-principal row ledger and the queue-depth cap (see `ADMIT_LUA`): the API admits, the
- * API and the workers release. Releases of one event-loop turn go out as one pipeline.
+ * API and the workers release. Releases and admission clearings of one event-loop turn go out as
+ * one pipeline.
  */
 export class AdmissionLedger {
   private readonly admitScript: ScriptCommand;
   private readonly bothScript: ScriptCommand;
   private readonly standingScript: ScriptCommand;
   private readonly requeuedScript: ScriptCommand;
-  private readonly releases: TurnBuffer<{ owner: string; jobId: string }>;
+  private readonly writes: TurnBuffer<BatchCommand>;
   private readonly rowsScript: ScriptCommand;
   private readonly unrowsScript: ScriptCommand;
-  private readonly addsDone: TurnBuffer<{ model: string; partition: number; jobId: string }>;
 
   constructor(
     private readonly redis: RedisClient,
@@ -432,19 +432,8 @@ export class AdmissionLedger {
         (err: Error) => onReleaseError(err),
       );
     };
-    this.releases = new TurnBuffer((items) => {
-      send(
-        items.map(({ owner, jobId }) => [
-          'quernReleaseRows',
-          this.keys.keyRows(owner),
-          this.keys.keyRowsExpiry(owner),
-          jobId,
-        ]),
-      );
-    }, 'turn');
-    this.addsDone = new TurnBuffer((items) => {
-      send(items.map(({ model, partition, jobId }) => ['zrem', this.keys.queueAdmissions(model, partition), jobId]));
-    }, 'turn');
+    // Releases of rows and clearings of admissions: one pipeline per turn for both.
+    this.writes = new TurnBuffer((commands) => send(commands), 'turn');
     this.standingScript = command(redis, 'quernStanding', STANDING_LUA, 4);
     this.requeuedScript = command(redis, 'quernRequeued', REQUEUED_LUA, 2);
   }
@@ -546,7 +535,7 @@ export class AdmissionLedger {
 
   /** The job ended (or was never added): its rows stop counting for its owner. Idempotent. */
   release(owner: string, jobId: string): void {
-    this.releases.push({ owner, jobId });
+    this.writes.push(['quernReleaseRows', this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId]);
   }
 
   /**
@@ -554,7 +543,7 @@ export class AdmissionLedger {
    * while it waits). Cleared in one pipeline per event-loop turn.
    */
   added(model: string, jobId: string, partition = 0): void {
-    this.addsDone.push({ model, partition, jobId });
+    this.writes.push(['zrem', this.keys.queueAdmissions(model, partition), jobId]);
   }
 
   /**
@@ -567,8 +556,8 @@ export class AdmissionLedger {
 
   /** The admitted job's add failed: neither its admission nor its rows count any more. */
   notAdded(model: string, owner: string, jobId: string, partition = 0): void {
-    this.addsDone.push({ model, partition, jobId });
-    this.releases.push({ owner, jobId });
+    this.writes.push(['zrem', this.keys.queueAdmissions(model, partition), jobId]);
+    this.writes.push(['quernReleaseRows', this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId]);
   }
 
   /**
