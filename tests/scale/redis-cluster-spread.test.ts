@@ -12,8 +12,9 @@ import { makeWorkload, type Workload } from './support/workload';
  * /v1/predict, /v1/batch-predict) through an API and a worker process must spread the commands
  * over every master (INFO commandstats counts the commands inside BullMQ's scripts too), every
  * job must succeed, and a master failed over to its replica mid-run must cost only 503s while
- * the failover lasts, never an accepted job. (All calls come from one key, whose row ledger,
- * recent jobs and usage share its hash tag: its master serves the most, about half.)
+ * the failover lasts, never an accepted job. Calls come from six keys in turn, as tenants would:
+ * a key's row ledger, recent jobs, usage and rate-limit windows share its hash tag, so one key
+ * alone would make its master serve the most (about half of the commands).
  */
 const PREFIX = 'quern';
 const TERMINAL = ['succeeded', 'failed', 'canceled', 'expired'];
@@ -23,6 +24,8 @@ let seedClient: RedisClient;
 let fleet: Fleet;
 let baseUrl: string;
 let workload: Workload;
+/** The API keys calls come from, in turn (each job is read with the key that made it). */
+let apiKeys: string[];
 
 beforeAll(async () => {
   cluster = await LocalRedisCluster.start({ masters: 3, replicas: 1 });
@@ -30,7 +33,12 @@ beforeAll(async () => {
   const config = loadConfig(env);
   seedClient = createRedis(config, 'consumer', { name: 'seed' });
   await waitForRedis(seedClient, 10_000);
-  await seedTestKeys(new KeyStore(seedClient, KeySpace.of(config)), SCOPES);
+  const store = new KeyStore(seedClient, KeySpace.of(config));
+  await seedTestKeys(store, SCOPES);
+  apiKeys = [API_HEADERS['x-api-key']];
+  for (let i = 1; i < 6; i++) {
+    apiKeys.push((await store.create({ name: `tenant-${i}`, tier: 'premium', scopes: ['predict', 'jobs:read'] })).key);
+  }
   fleet = new Fleet(fleetEnv({ REDIS_URL: undefined, ...env }));
   baseUrl = (await fleet.startApi()).baseUrl;
   await fleet.startWorker('spread-worker');
@@ -50,8 +58,12 @@ interface Call {
   body: Record<string, unknown>;
 }
 
-async function post(path: string, body: unknown): Promise<Call> {
-  const res = await fetch(`${baseUrl}${path}`, { method: 'POST', headers: API_HEADERS, body: JSON.stringify(body) });
+async function post(path: string, body: unknown, key: string): Promise<Call> {
+  const res = await fetch(`${baseUrl}${path}`, {
+    method: 'POST',
+    headers: { ...API_HEADERS, 'x-api-key': key },
+    body: JSON.stringify(body),
+  });
   const text = await res.text();
   let parsed: Record<string, unknown> = {};
   try {
@@ -62,12 +74,15 @@ async function post(path: string, body: unknown): Promise<Call> {
   return { status: res.status, at: Date.now(), body: parsed };
 }
 
-/** Polls each job through the API until it has finished; the finished views, in order. */
-async function finished(ids: readonly string[], timeoutMs = 60_000): Promise<{ id: string; status: string }[]> {
-  return mapLimit(ids, 16, (id) =>
+/** Polls each job through the API (with its key) until it has finished; the finished views, in order. */
+async function finished(
+  jobs: readonly { id: string; key: string }[],
+  timeoutMs = 60_000,
+): Promise<{ id: string; status: string }[]> {
+  return mapLimit(jobs, 16, ({ id, key }) =>
     pollUntil(
       async () => {
-        const res = await fetch(`${baseUrl}/v1/jobs/${id}`, { headers: API_HEADERS });
+        const res = await fetch(`${baseUrl}/v1/jobs/${id}`, { headers: { ...API_HEADERS, 'x-api-key': key } });
         if (res.status !== 200) return undefined;
         const job = (await res.json()) as { id: string; status: string };
         return TERMINAL.includes(job.status) ? job : undefined;
@@ -88,23 +103,25 @@ async function mixedTraffic(
   count: number,
   lanes: number,
   onCall: (calls: readonly Call[]) => void = () => undefined,
-): Promise<{ calls: Call[]; jobIds: string[] }> {
+): Promise<{ calls: Call[]; jobIds: { id: string; key: string }[] }> {
   const calls: Call[] = [];
-  const jobIds: string[] = [];
+  const jobIds: { id: string; key: string }[] = [];
   const items = workload.jobs.slice(from, from + count);
   await mapLimit(items, lanes, async (job, i) => {
     let call: Call;
+    const key = apiKeys[Math.floor(i / 3) % apiKeys.length] as string;
     if (i % 3 === 0) {
-      call = await post('/v1/jobs', { model: job.model, features: job.features });
-      if (call.status === 202) jobIds.push(String(call.body.id));
+      call = await post('/v1/jobs', { model: job.model, features: job.features }, key);
+      if (call.status === 202) jobIds.push({ id: String(call.body.id), key });
     } else if (i % 3 === 1) {
-      call = await post('/v1/predict', { model: job.model, features: job.features });
+      call = await post('/v1/predict', { model: job.model, features: job.features }, key);
     } else {
       const rows = workload.jobs.slice(from + i, from + i + 4).filter((j) => j.model === job.model);
-      call = await post('/v1/batch-predict', {
-        model: job.model,
-        requests: rows.map((r) => ({ features: r.features })),
-      });
+      call = await post(
+        '/v1/batch-predict',
+        { model: job.model, requests: rows.map((r) => ({ features: r.features })) },
+        key,
+      );
     }
     calls.push(call);
     onCall(calls);
