@@ -97,7 +97,9 @@ try {
     const ms = performance.now() - started;
     // The script's time (the first call of a script may come as EVAL, after EVALSHA's NOSCRIPT).
     let usec = 0;
-    for (const [, value] of (await client.info('commandstats')).matchAll(/cmdstat_eval(?:sha)?:calls=\d+,usec=(\d+)/g)) {
+    for (const [, value] of (await client.info('commandstats')).matchAll(
+      /cmdstat_eval(?:sha)?:calls=\d+,usec=(\d+)/g,
+    )) {
       usec += Number(value);
     }
     const rebases = Number(await client.hget(rbKeys.fairShare('bench'), 'rebases'));
