@@ -169,8 +169,9 @@ process.stdout.write(
       seconds: SECONDS,
       machine: { cores: cpus().length, load_average_1m: { before: load1Before, after: loadAfter } },
       note:
-        loadAfter > cpus().length * 0.75 || load1Before > cpus().length * 0.75
-          ? 'the machine was busy with other work (load average above 75% of its cores): absolute rates are low, CPU per request is the figure to read'
+        // The load after the run counts the run itself: only the one before says what else ran.
+        load1Before > cpus().length * 0.75
+          ? `the 1-minute load average was ${load1Before} on ${cpus().length} cores before the run (other work, or the bench's own earlier scenarios): absolute rates may be low, CPU per request is the figure to read`
           : 'machine otherwise idle',
       one_master: one,
       three_masters: three,

@@ -127,6 +127,87 @@ export function writeReport(r: BenchResults, docsDir: string): void {
   writeFileSync(join(docsDir, 'benchmarks.svg'), chart(r));
 }
 
+/** One comparison of tests/bench/scheduling.ts: fair share on and off, medians and every run. */
+interface OnOff {
+  fair: number;
+  fifo: number;
+  fair_vs_fifo: number;
+  pair_ratio_median: number;
+}
+
+/**
+ * The scheduling scenarios' section, from the results files the bench's extras write
+ * (results/scheduling.json and results/queue-standing.json); nothing when they have not been run.
+ */
+export function schedulingSection(): string[] {
+  const dir = join(import.meta.dirname, 'results');
+  const schedulingPath = join(dir, 'scheduling.json');
+  const standingPath = join(dir, 'queue-standing.json');
+  if (!existsSync(schedulingPath) || !existsSync(standingPath)) return [];
+  const s = JSON.parse(readFileSync(schedulingPath, 'utf8')) as {
+    drain: { runs: number; rows_per_second: OnOff; cpu_us_per_row: OnOff; queue_cpu_us_per_job: OnOff };
+    sync: { runs: number; calls_per_second: OnOff; cpu_us_per_call: OnOff };
+    eta: { readings: number; median_abs_error_ms: number; p90_abs_error_ms: number };
+  };
+  const q = JSON.parse(readFileSync(standingPath, 'utf8')) as {
+    queued_jobs: number;
+    standing_ms_per_read: number;
+    standing_redis_commands: Record<string, { calls: number; usec: number }>;
+    bullmq_listing_ms_per_read: number;
+    bullmq_listing_redis_commands: Record<string, { calls: number; usec: number }>;
+    rebase_admission_in_chunks?: { jobs_moved: number; redis_ms: number };
+    rebase_admission_at_once?: { jobs_moved: number; redis_ms: number };
+  };
+  const usec = (c: Record<string, { usec: number }>) => Object.values(c).reduce((sum, x) => sum + x.usec, 0);
+  const row = (what: string, m: OnOff) =>
+    `| ${what} | ${fmt(m.fair)} | ${fmt(m.fifo)} | ${m.fair_vs_fifo} | ${m.pair_ratio_median} |`;
+  const cpu = [s.drain.cpu_us_per_row, s.sync.cpu_us_per_call];
+  const cpuLow = Math.min(...cpu.flatMap((m) => [m.fair_vs_fifo, m.pair_ratio_median]));
+  const cpuHigh = Math.max(...cpu.flatMap((m) => [m.fair_vs_fifo, m.pair_ratio_median]));
+  const rates = [s.drain.rows_per_second, s.sync.calls_per_second];
+  const rateLow = Math.min(...rates.map((m) => m.fair_vs_fifo));
+  const k = (n: number) => n.toLocaleString('en-US');
+  return [
+    '',
+    '## Scheduling: what fair share costs, the queue ETA, a queued job’s standing',
+    '',
+    '`tests/bench/scheduling.ts` and `tests/bench/queue-standing.ts` (run by `pnpm bench`, or alone with ' +
+      '`BENCH_EXTRAS=scheduling,queue-standing pnpm bench:extras`; results/scheduling.json and ' +
+      'results/queue-standing.json). API and one worker in one process, `mlp-large`, 4 keys. ' +
+      `${s.drain.runs} pairs of runs with \`QUERN_FAIR_SHARE\` on and off in alternating order, after one of each ` +
+      'not counted; medians. Both sides at their default settings (off: first come first served in the queue ' +
+      'and in the worker). CPU time per row or call (the process’s and Redis’s) moves less between runs than a ' +
+      'rate does on a machine whose other work varies.',
+    '',
+    '| measure | fair share on | off | on / off | median of the pairs’ ratios |',
+    '| --- | --- | --- | --- | --- |',
+    row('drain of 12,000 queued rows: rows/s', s.drain.rows_per_second),
+    row('drain: CPU µs per row (process and Redis)', s.drain.cpu_us_per_row),
+    row('queueing (admission and add): CPU µs per job of 10 rows', s.drain.queue_cpu_us_per_job),
+    row('32 concurrent sync callers: calls/s', s.sync.calls_per_second),
+    row('sync: CPU µs per call', s.sync.cpu_us_per_call),
+    '',
+    '| measurement | value |',
+    '| --- | --- |',
+    `| queue ETA at a steady backlog (ETAs around 1 s): median / p90 absolute error against the real start, ms (${s.eta.readings} readings) | ${s.eta.median_abs_error_ms} / ${s.eta.p90_abs_error_ms} |`,
+    `| a queued job’s standing at ${k(q.queued_jobs)} queued jobs (position, rows ahead, ETA, kept non-increasing): ms per read, Redis µs per read | ${q.standing_ms_per_read}, ${Math.round(usec(q.standing_redis_commands))} |`,
+    `| the same position through BullMQ’s listing (\`getJobs\`, then a search): ms per read, Redis ms per read | ${k(Math.round(q.bullmq_listing_ms_per_read))}, ${k(Math.round(usec(q.bullmq_listing_redis_commands) / 1000))} |`,
+    ...(q.rebase_admission_in_chunks && q.rebase_admission_at_once
+      ? [
+          `| the admission that starts a fair-share rebase of a band of ${k(q.queued_jobs)} queued jobs: Redis ms, in chunks of ${q.rebase_admission_in_chunks.jobs_moved} / all at once | ${q.rebase_admission_in_chunks.redis_ms} / ${q.rebase_admission_at_once.redis_ms} |`,
+        ]
+      : []),
+    '',
+    `Fair share’s CPU per row drained and per sync call is ${cpuLow}–${cpuHigh} of off in this run (the ` +
+      `target is within 5%); the rates on/off were ${s.drain.rows_per_second.fair_vs_fifo} (drain) and ` +
+      `${s.sync.calls_per_second.fair_vs_fifo} (sync)` +
+      (rateLow < 0.95
+        ? ', where single runs of one side differ by more than that between neighbours: read the CPU figures.'
+        : '.') +
+      ' docs/scheduling.md says where the cost comes from.',
+  ];
+}
+
 /** One scenario of tests/bench/redis-shards.ts (results/redis-shards.json). */
 interface ShardScenario {
   masters: number;
@@ -280,6 +361,7 @@ function markdown(r: BenchResults): string {
   );
   lines.push(`| peak RSS: API, worker (MB) | ${r.ratios.rss_mb.api}, ${r.ratios.rss_mb.worker} |`);
   lines.push(...redisShardsSection());
+  lines.push(...schedulingSection());
   lines.push('', '## Reading these figures', '');
   lines.push(
     'All processes share the machine, so absolute numbers move between runs; the ratios compare figures of the ' +
@@ -503,52 +585,48 @@ const ANALYSIS = [
   '',
   'Every process here shares two cores with Redis and the load generator, so a target set as a ratio to a ' +
     'single-process baseline compares three processes and several network hops against one process. Runs on ' +
-    'a shared VM move a lot (earlier runs of similar code: c=1 ratio 1.63–2.11, c=8 0.98–1.48); the figures ' +
-    'above are from one run with nothing else running.',
+    'a shared VM move a lot, and so do VMs: the previous recorded run (an AMD EPYC VM, 2026-12-03 morning) had ' +
+    'the trivial route at 17 µs of CPU per request and the tutorial at 1,430 req/s one at a time; this one (an ' +
+    'Intel Xeon VM) 23 µs and 865 req/s, and ONNX Runtime ran mlp-large 3.6× slower. The figures above are ' +
+    'from one run with nothing else running.',
   '',
-  '**This run is on a faster CPU** than the runs that set the targets: the trivial Hono route costs 17 µs of ' +
-    'CPU per request here (101 µs in the previous recorded run) and the tutorial serves 1,430 req/s one at a ' +
-    'time (441 in the issue that set the targets). The tutorial is one process whose request is two synchronous ' +
-    'Redis round trips and an in-process ONNX Runtime call, all of which a faster core shrinks; Quern’s idle ' +
-    'latency is mostly hops between processes, which shrink less. So, against the previous recorded run, the ' +
-    'ratios moved against Quern at low concurrency and for it at high: c=1 2.27 (1.84), c=8 1.07 (1.46), c=32 ' +
-    '2.75 (2.67), c=128 4.08 (2.97).',
-  '',
-  '- **One request at a time (2.27 against 1.6: p50 1.97 against 0.87 ms).** Timestamps along idle requests ' +
-    '(previous run; medians): in the API before the enqueue ≈ 30% (HTTP, auth, schema, and the one round trip ' +
-    'for rate limit and cache); from the add until the worker runs the job ≈ 35% (BullMQ: the add script, the ' +
-    'marker waking the worker’s BZPOPMIN, then `moveToActive`, a second round trip); in the worker ≈ 15%; the ' +
-    'reply over pub/sub ≈ 10%. Since then the exact queue caps (one admission script per job, before the add) ' +
-    'added a round trip on this path. What would lift it: a fast path that also pushes a sync job to an idle ' +
-    'worker over pub/sub, answered before BullMQ hands the job over (the BullMQ job stays the record and the ' +
-    'recovery path); BullMQ cannot fetch in one round trip (its fetch script adds a marker after every job, ' +
-    'so an idle worker makes an empty `moveToActive` and a BZPOPMIN per job).',
-  '- **Throughput at c=8 (1.07 against 1.5; p99 9 against 8 ms).** At c=8 the machine is not saturated: ' +
+  '- **One request at a time (2.25 against 1.6: p50 2.73 against 1.21 ms).** Timestamps along idle requests ' +
+    '(an earlier run; medians): in the API before the enqueue ≈ 30% (HTTP, auth, schema, and the one round ' +
+    'trip for rate limit and cache, then the admission script); from the add until the worker runs the job ≈ ' +
+    '35% (BullMQ: the add script, the marker waking the worker’s BZPOPMIN, then `moveToActive`, a second round ' +
+    'trip); in the worker ≈ 15%; the reply over pub/sub ≈ 10%. What would lift it: a fast path that also pushes ' +
+    'a sync job to an idle worker over pub/sub, answered before BullMQ hands the job over (the BullMQ job stays ' +
+    'the record and the recovery path); folding admission into the add (a BullMQ script of our own); BullMQ ' +
+    'cannot fetch in one round trip (its fetch script adds a marker after every job, so an idle worker makes an ' +
+    'empty `moveToActive` and a BZPOPMIN per job).',
+  '- **Throughput at c=8 (1.17 against 1.5; p99 12 against 13 ms).** At c=8 the machine is not saturated: ' +
     'Quern is bound by the same chain of hops, and coalescing only helps once a job is in flight. At c=32 and ' +
-    'c=128 (2.75 and 4.08 against 4 and 5) it is saturated and its p99 is far below the tutorial’s (13 against 64 ' +
-    'ms, 48 against 140): Quern spends ≈ 295 µs of CPU per request (API 172, worker 61, Redis 62) against the ' +
-    'tutorial’s ≈ 595 (540 and Redis 55), on two cores it shares with the load generator. Against two uvicorn ' +
-    'workers at c=32: 1.6 (target 2).',
-  '- **CPU per request against the trivial route (API 9.9, worker 3.5, Redis 3.6 against 5, 2, 2).** The ' +
-    'trivial route got ≈ 6× cheaper on this CPU, Quern’s processes ≈ 3–4× (API 667 → 172 µs, worker 220 → 61, ' +
-    'Redis 157 → 62): a ratio to a near-empty route moves with the CPU. The API’s profile at c=32 (this code): ' +
-    'ioredis ≈ 28%, socket writes ≈ 20%, GC ≈ 15%, Hono ≈ 14%, and ≈ 10% in undici’s `Headers`, which ' +
-    '@hono/node-server builds (every name and value validated) the first time a header is read, as every POST ' +
-    'does. Lifts: a lazy header view in node-server; fewer BullMQ calls per job (above); more API processes.',
-  '- **No queue (0.54 against 1.5).** One mlp-large row costs a fraction of a millisecond in ONNX Runtime; ' +
-    'batching saves part of that per row, and Quern spends more than that on HTTP, Redis and BullMQ across ' +
+    'c=128 (3.08 and 4.84 against 4 and 5) it is saturated and its p99 is far below the tutorial’s (18 against 61 ' +
+    'ms, 52 against 175): Quern spends ≈ 380 µs of CPU per request (API 226, worker 85, Redis 69) against the ' +
+    'tutorial’s ≈ 828 (767 and Redis 62), on two cores it shares with the load generator. Against two uvicorn ' +
+    'workers, which gain nothing here on two shared cores: 3.19 (target 2, met).',
+  '- **CPU per request against the trivial route (API 9.85, worker 3.71, Redis 3.02 against 5, 2, 2).** The ' +
+    'API’s profile at c=32: socket writes ≈ 17%, ioredis ≈ 15%, Quern’s own code ≈ 11%, GC ≈ 7%, Hono ≈ 6%, log ' +
+    'writes ≈ 4%. The ≈ 7% it spent in undici’s `Headers` is gone (headers are now read from and set on Node’s ' +
+    'own objects; A/B at c=32 on this VM, two alternating runs each: API 312 → 291 µs per request, +5% req/s, ' +
+    'worker and Redis unchanged). The rest is spread thin: a 2× cut needs fewer hops and fewer commands per ' +
+    'job (above), not a hot spot. More API processes add throughput on more cores, not less CPU per request.',
+  '- **No queue (0.94 against 1.5).** One mlp-large row costs a fraction of a millisecond in ONNX Runtime; ' +
+    'batching saves part of that per row, and Quern spends about as much on HTTP, Redis and BullMQ across ' +
     'three processes on the same two cores. Quern is ahead when a row costs more than its per-request overhead ' +
     '(larger models, GPUs) or with more cores.',
-  '- **Ingest (0.1 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
+  '- **Ingest (0.11 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
     'admission script and a BullMQ add; the trivial route is one Hono handler. More API processes scale it ' +
     '(nothing in the path is shared but Redis).',
-  '- **Client batches (0.11 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
+  '- **Client batches (0.13 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
     '(137 KB as a `tensor`): parsed, hashed per row for the cache, stored in Redis, read back and answered, ' +
     'on the same two cores the inference needs.',
-  '- **API RSS (526 MB against 200).** The peak over the whole run, at up to ≈ 6,000 requests per second; ' +
-    'the live heap after a full GC is far smaller (≈ 33 MB in an earlier `--trace-gc`), V8 lets garbage build ' +
-    'up before a major GC. `NODE_OPTIONS="--max-semi-space-size=32 --max-old-space-size=128"` kept an earlier ' +
-    'run at ≈ 175 MB, but a hard heap cap turns many concurrent large bodies into a crash, so it is a ' +
-    'deployment choice (docs/deployment.md), not a default.',
+  '- **Tracing (0.151 against 0.05).** The code of the previous recorded run (0.007 there) costs the same on ' +
+    'this VM (13–15% in an A/B of on and off, two runs each): span work per request weighs more on this CPU; ' +
+    'nothing in this run’s changes touched it.',
+  '- **API RSS (489 MB against 200).** The peak over the whole run, at up to ≈ 5,000 requests per second; ' +
+    'the live heap after a full GC is ≈ 33 MB (a heap snapshot after c=128): V8 lets garbage build up before a ' +
+    'major GC. A hard cap trades CPU for it: `--max-old-space-size=128` kept the API at ≈ 150 MB at c=256 but ' +
+    'cost ≈ 40% more API CPU per request, so it is a deployment choice (docs/deployment.md), not a default.',
   '',
 ];
