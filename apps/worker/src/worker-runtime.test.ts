@@ -269,19 +269,20 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
     }
   });
 
-  it('a job that stalled goes back to the front of its fair-share band, then runs', async () => {
-    // A worker takes the job and dies; one stall is allowed, so BullMQ puts the job back in the
-    // queue with the number it was admitted with (5,000 into class 5's band), and this worker
-    // moves it to the band's front before it runs it.
-    const stallConfig = testConfig(redis, {
-      QUERN_REDIS_PREFIX: `${redis.prefix}requeue`,
-      QUERN_MAX_STALLED_COUNT: '1',
+  /**
+   * A queue whose first job a worker takes and then dies with (it never finishes and stops
+   * renewing its lock, as a killed process would): `die()` once the job is added, then a
+   * WorkerRuntime started on `config` meets the stalled job.
+   */
+  async function stallingQueue(suffix: string, maxStalledCount: string) {
+    const config = testConfig(redis, {
+      QUERN_REDIS_PREFIX: `${redis.prefix}${suffix}`,
+      QUERN_MAX_STALLED_COUNT: maxStalledCount,
       QUERN_STALLED_INTERVAL_MS: '1000',
       QUERN_LOCK_DURATION_MS: '1000',
     });
-    const keys = new KeySpace(stallConfig.QUERN_REDIS_PREFIX);
-    const name = keys.inferenceQueue('cars-mpg');
-    const queue = new Queue(name, { connection: client, prefix: stallConfig.QUERN_REDIS_PREFIX });
+    const name = new KeySpace(config.QUERN_REDIS_PREFIX).inferenceQueue('cars-mpg');
+    const queue = new Queue(name, { connection: client, prefix: config.QUERN_REDIS_PREFIX });
     let taken: () => void = () => undefined;
     const holding = new Promise<void>((resolve) => {
       taken = resolve;
@@ -290,23 +291,35 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
       name,
       () => {
         taken();
-        return new Promise(() => undefined);
+        return new Promise(() => undefined); // never finishes: this worker is about to die
       },
       {
         connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
-        prefix: stallConfig.QUERN_REDIS_PREFIX,
+        prefix: config.QUERN_REDIS_PREFIX,
         lockDuration: 1000,
+        // Its own stall check would claim the queue's check slot for the default 30 s.
         skipStalledCheck: true,
       },
     );
+    const die = async () => {
+      await holding;
+      await doomed.close(true);
+      (doomed.opts.connection as Redis).disconnect();
+    };
+    return { config, queue, die };
+  }
+
+  it('a job that stalled goes back to the front of its fair-share band, then runs', async () => {
+    // A worker takes the job and dies; one stall is allowed, so BullMQ puts the job back in the
+    // queue with the number it was admitted with (5,000 into class 5's band), and this worker
+    // moves it to the band's front before it runs it.
+    const { config: stallConfig, queue, die } = await stallingQueue('requeue', '1');
     const runtime = { current: undefined as WorkerRuntime | undefined };
     try {
       const lo = 4 * FAIR_BAND + 1;
       const data = { ...jobData('cars-mpg', [[4, 140, 90, 2264, 15.5, 1971]]), priority: 5 };
       const job = await queue.add(INFERENCE_JOB_NAME, data, { jobId: newId('job'), attempts: 3, priority: lo + 5_000 });
-      await holding;
-      await doomed.close(true);
-      (doomed.opts.connection as Redis).disconnect();
+      await die();
       runtime.current = await WorkerRuntime.start({ config: stallConfig, manifest, logger });
       await expect
         .poll(() => queue.getJobState(job.id as string), { timeout: 15_000, interval: 100 })
@@ -323,34 +336,8 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
   it('a job BullMQ fails for stalling too often reads worker_lost and still sends its failed webhook', async () => {
     // A worker takes the job and dies (its lock is no longer renewed); with a stall limit of 0 the
     // first stall fails the job, and BullMQ does so without calling our processor.
-    const stallConfig = testConfig(redis, {
-      QUERN_REDIS_PREFIX: `${redis.prefix}stall`,
-      QUERN_MAX_STALLED_COUNT: '0',
-      QUERN_STALLED_INTERVAL_MS: '1000',
-      QUERN_LOCK_DURATION_MS: '1000',
-    });
-    const keys = new KeySpace(stallConfig.QUERN_REDIS_PREFIX);
-    const name = keys.inferenceQueue('cars-mpg');
-    const queue = new Queue(name, { connection: client, prefix: stallConfig.QUERN_REDIS_PREFIX });
+    const { config: stallConfig, queue, die } = await stallingQueue('stall', '0');
     const webhooks = new Queue(WEBHOOK_QUEUE, { connection: client, prefix: stallConfig.QUERN_REDIS_PREFIX });
-    let taken: () => void = () => undefined;
-    const holding = new Promise<void>((resolve) => {
-      taken = resolve;
-    });
-    const doomed = new Worker(
-      name,
-      () => {
-        taken();
-        return new Promise(() => undefined); // never finishes: this worker is about to die
-      },
-      {
-        connection: new Redis(redis.url, { maxRetriesPerRequest: null }),
-        prefix: stallConfig.QUERN_REDIS_PREFIX,
-        lockDuration: 1000,
-        // Its own stall check would claim the queue's check slot for the default 30 s.
-        skipStalledCheck: true,
-      },
-    );
     const runtime = { current: undefined as WorkerRuntime | undefined };
     try {
       const data = {
@@ -358,9 +345,7 @@ describe('WorkerRuntime (real Redis, BullMQ and ONNX Runtime)', () => {
         webhook: { url: 'https://example.com/hook', events: ['failed' as const] },
       };
       const job = await queue.add(INFERENCE_JOB_NAME, data, { jobId: newId('job'), attempts: 3 });
-      await holding;
-      await doomed.close(true); // stops renewing its lock, as a killed process would
-      (doomed.opts.connection as Redis).disconnect();
+      await die();
       runtime.current = await WorkerRuntime.start({ config: stallConfig, manifest, logger });
       await expect.poll(() => queue.getJobState(job.id as string), { timeout: 15_000, interval: 100 }).toBe('failed');
       const failed = await queue.getJob(job.id as string);
