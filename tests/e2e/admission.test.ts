@@ -8,11 +8,31 @@ import {
   testConfig,
   uniquePrefix,
 } from '@quern/devkit';
-import { AdmissionLedger, createLogger, FAIR_BAND, KeySpace, loadManifest } from '@quern/shared';
+import { AdmissionLedger, type AdmitRequest, createLogger, FAIR_BAND, KeySpace, loadManifest } from '@quern/shared';
 import { type Job, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack } from '../support/stack';
+
+/**
+ * One job's admission to queue `m` under `queueKey` for the ledger tests: class 5, weight 1, a
+ * quantum of 1 row, no caps; the fields given override these.
+ */
+const admission = (
+  queueKey: string,
+  fields: Pick<AdmitRequest, 'owner' | 'jobId' | 'rows'> & Partial<AdmitRequest>,
+): AdmitRequest => ({
+  queueKey,
+  model: 'm',
+  maxDepth: 1_000_000,
+  maxRows: 0,
+  deadlineAt: Date.now() + 60_000,
+  priorityClass: 5,
+  weight: 1,
+  quantumRows: 1,
+  recentJobsTtlMs: 60_000,
+  ...fields,
+});
 
 const CAR = [4, 140, 90, 2264, 15.5, 1971];
 const CONCURRENT = 200;
@@ -268,21 +288,8 @@ describe('fair-share priorities stay inside their band', () => {
     const keys = new KeySpace(prefix);
     const ledger = new AdmissionLedger(client, keys);
     const admit = (jobId: string) =>
-      ledger.admit({
-        queueKey: `${prefix}:infer-m`,
-        model: 'm',
-        owner: 'key_a',
-        jobId,
-        rows: 1_000,
-        maxDepth: 1_000_000,
-        maxRows: 0,
-        deadlineAt: Date.now() + 60_000,
-        priorityClass: 5,
-        weight: 1,
-        // Each job advances the key's tag by 1,000 steps: the band's middle is reached in 11 jobs.
-        quantumRows: 1,
-        recentJobsTtlMs: 60_000,
-      });
+      // Each job advances the key's tag by 1,000 steps: the band's middle is reached in 11 jobs.
+      ledger.admit(admission(`${prefix}:infer-m`, { owner: 'key_a', jobId, rows: 1_000 }));
     try {
       const lo = 4 * FAIR_BAND + 1;
       const queued: string[] = [];
@@ -337,21 +344,14 @@ describe('a rebase in chunks', () => {
         const owner = i % 7 === 3 ? 'key_b' : 'key_a';
         const id = `job_${String(i).padStart(3, '0')}`;
         for (const side of sides) {
-          const decision = await side.ledger.admit({
-            queueKey: `${side.prefix}:infer-m`,
-            model: 'm',
-            owner,
-            jobId: id,
-            rows: owner === 'key_a' ? 100 : 1,
-            maxDepth: 1_000_000,
-            maxRows: 0,
-            deadlineAt: Date.now() + 60_000,
-            priorityClass: 5,
-            weight: 1,
-            quantumRows: 1,
-            recentJobsTtlMs: 60_000,
-            rebaseChunk: side.chunk,
-          });
+          const decision = await side.ledger.admit(
+            admission(`${side.prefix}:infer-m`, {
+              owner,
+              jobId: id,
+              rows: owner === 'key_a' ? 100 : 1,
+              rebaseChunk: side.chunk,
+            }),
+          );
           if (decision.kind !== 'admitted') throw new Error(decision.kind);
           expect(decision.priority).toBeGreaterThanOrEqual(lo);
           expect(decision.priority).toBeLessThan(lo + FAIR_BAND);
@@ -404,20 +404,7 @@ describe('a job BullMQ retries', () => {
     const ledger = new AdmissionLedger(client, keys);
     const queueKey = `${prefix}:infer-m`;
     const add = async (id: string, owner: string, rows: number) => {
-      const decision = await ledger.admit({
-        queueKey,
-        model: 'm',
-        owner,
-        jobId: id,
-        rows,
-        maxDepth: 1_000_000,
-        maxRows: 0,
-        deadlineAt: Date.now() + 60_000,
-        priorityClass: 5,
-        weight: 1,
-        quantumRows: 1,
-        recentJobsTtlMs: 60_000,
-      });
+      const decision = await ledger.admit(admission(queueKey, { owner, jobId: id, rows }));
       if (decision.kind !== 'admitted') throw new Error(decision.kind);
       // As the API adds jobs: the class in the data, a retry allowed.
       await queue.add('infer', { priority: 5 }, { jobId: id, priority: decision.priority, attempts: 2 });
