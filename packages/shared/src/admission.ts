@@ -411,6 +411,7 @@ export class AdmissionLedger {
   private readonly writes: TurnBuffer<BatchCommand>;
   private readonly rowsScript: ScriptCommand;
   private readonly unrowsScript: ScriptCommand;
+  private readonly releaseScript: ScriptCommand;
 
   constructor(
     private readonly redis: RedisClient,
@@ -421,7 +422,7 @@ export class AdmissionLedger {
     this.bothScript = command(redis, 'quernAdmitBoth', ADMIT_BOTH_LUA, 7);
     this.rowsScript = command(redis, 'quernAdmitRows', ROWS_LUA, 3);
     this.unrowsScript = command(redis, 'quernUnadmitRows', UNROWS_LUA, 3);
-    command(redis, 'quernReleaseRows', RELEASE_LUA, 2);
+    this.releaseScript = command(redis, 'quernReleaseRows', RELEASE_LUA, 2);
     // One pipeline per turn (per shard on a Cluster: the principals' and queues' keys are spread).
     const send = (commands: BatchCommand[]) => {
       execBatch(this.redis, commands).then(
@@ -513,8 +514,7 @@ export class AdmissionLedger {
 
   /** The same, now: before the job's id is admitted again (a client's retry). */
   async releaseNow(owner: string, jobId: string): Promise<void> {
-    const fn = (this.redis as unknown as Record<string, ScriptCommand>).quernReleaseRows as ScriptCommand;
-    await fn.call(this.redis, this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId);
+    await this.releaseScript(this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId);
   }
 
   /** A page of the owner's recent job ids, newest first, created before `before` (epoch ms, exclusive). */
@@ -556,8 +556,8 @@ export class AdmissionLedger {
 
   /** The admitted job's add failed: neither its admission nor its rows count any more. */
   notAdded(model: string, owner: string, jobId: string, partition = 0): void {
-    this.writes.push(['zrem', this.keys.queueAdmissions(model, partition), jobId]);
-    this.writes.push(['quernReleaseRows', this.keys.keyRows(owner), this.keys.keyRowsExpiry(owner), jobId]);
+    this.added(model, jobId, partition);
+    this.release(owner, jobId);
   }
 
   /**

@@ -40,27 +40,13 @@ export class ModelQueues {
     return this.partitions[this.partitionOf(jobId)] as Queue;
   }
 
-  /** The job and the queue that holds it, or null. */
-  async locate(jobId: string): Promise<{ queue: Queue; job: Job } | null> {
-    const home = this.forJob(jobId);
-    const job = await home.getJob(jobId);
-    if (job) return { queue: home, job };
-    if (this.partitions.length === 1) return null;
-    const others = this.partitions.filter((q) => q !== home);
-    const found = await Promise.all(others.map((q) => q.getJob(jobId)));
-    const at = found.findIndex((j) => j !== undefined && j !== null);
-    return at >= 0 ? { queue: others[at] as Queue, job: found[at] as Job } : null;
-  }
-
+  /** The job, read from its id's partition only (see the class comment). */
   async getJob(jobId: string): Promise<Job | undefined> {
-    return (await this.locate(jobId))?.job;
+    return this.forJob(jobId).getJob(jobId);
   }
 
   async getJobState(jobId: string): Promise<JobState | 'unknown'> {
-    const state = await this.forJob(jobId).getJobState(jobId);
-    if (state !== 'unknown' || this.partitions.length === 1) return state;
-    const found = await this.locate(jobId);
-    return found ? found.queue.getJobState(jobId) : 'unknown';
+    return this.forJob(jobId).getJobState(jobId);
   }
 
   /** Job counts summed over the partitions. */

@@ -15,15 +15,15 @@ export class DrainMeter {
     for (const [model, { events: streams }] of events) {
       const buckets = new Map<number, number>();
       this.buckets.set(model, buckets);
+      const completed = () => {
+        const second = Math.floor(Date.now() / 1000);
+        buckets.set(second, (buckets.get(second) ?? 0) + 1);
+        if (buckets.size > WINDOW_SECONDS * 2) {
+          for (const key of buckets.keys()) if (key < second - WINDOW_SECONDS) buckets.delete(key);
+        }
+      };
       // A partitioned model: every partition's completions count for the model.
-      for (const stream of streams)
-        stream.on('completed', () => {
-          const second = Math.floor(Date.now() / 1000);
-          buckets.set(second, (buckets.get(second) ?? 0) + 1);
-          if (buckets.size > WINDOW_SECONDS * 2) {
-            for (const key of buckets.keys()) if (key < second - WINDOW_SECONDS) buckets.delete(key);
-          }
-        });
+      for (const stream of streams) stream.on('completed', completed);
     }
   }
 

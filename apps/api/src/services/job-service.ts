@@ -175,10 +175,9 @@ export class JobService {
     return queues;
   }
 
-  /** The queue a job of the model goes to (its id's partition); the first partition without an id. */
-  queueOf(model: string, jobId?: string): Queue {
-    const queues = this.queuesOf(model);
-    return jobId === undefined ? (queues.partitions[0] as Queue) : queues.forJob(jobId);
+  /** A model's first (with one partition: its only) queue; a job's own is `queuesOf(model).forJob(id)`. */
+  queueOf(model: string): Queue {
+    return this.queuesOf(model).partitions[0] as Queue;
   }
 
   /** A key's fair-share weight: its own, else its tier's (QUERN_FAIR_WEIGHT_FREE / _PREMIUM). */
@@ -224,13 +223,25 @@ export class JobService {
       this.config.QUERN_JOB_TIMEOUT_MAX_MS,
     );
     const priorityClass = this.priorityFor(args.principal, args.priority);
+    const model = args.model.name;
+    const owner = args.principal.id;
+    // The job's partition (a coalesced job is one job: it stays whole).
+    const queues = this.queuesOf(model);
+    const partition = queues.partitionOf(id);
+    const queue = queues.partitions[partition] as Queue;
     // Both caps, checked and counted atomically before anything is written; the fair-share priority.
-    const queuePriority = await this.admitOrRefuse(args, id, priorityClass, now + timeout);
+    const queuePriority = await this.admitOrRefuse(
+      args,
+      id,
+      { queues, partition, queue },
+      priorityClass,
+      now + timeout,
+    );
     if (args.beforeAdd) {
       try {
         await args.beforeAdd();
       } catch (err) {
-        this.ledger.notAdded(args.model.name, args.principal.id, id, this.queuesOf(args.model.name).partitionOf(id));
+        this.ledger.notAdded(model, owner, id, partition);
         throw err;
       }
     }
@@ -266,8 +277,7 @@ export class JobService {
       ...(args.attempt ? { attempt: args.attempt } : {}),
       ...(carrier ? { trace: carrier } : {}),
     };
-    // The job's partition (a coalesced job is one job: it stays whole); one adder per queue.
-    const queue = this.queueOf(args.model.name, id);
+    // One adder per queue.
     let adder = this.adders.get(queue.name);
     if (!adder) {
       adder = new BulkAdder(queue);
@@ -282,9 +292,6 @@ export class JobService {
     });
     // The add returned: the job no longer counts as an admission in flight (BullMQ counts it
     // while it waits); an add that failed gives its admission and rows back.
-    const model = args.model.name;
-    const owner = args.principal.id;
-    const partition = this.queuesOf(model).partitionOf(id);
     added.then(
       () => this.ledger.added(model, id, partition),
       () => this.ledger.notAdded(model, owner, id, partition),
@@ -402,14 +409,12 @@ export class JobService {
   private async admitOrRefuse(
     args: SubmitArgs,
     jobId: string,
+    { queues, partition, queue }: { queues: ModelQueues; partition: number; queue: Queue },
     priorityClass: number,
     deadlineAt: number,
   ): Promise<number> {
     const { model, principal } = args;
     const rows = args.input.count;
-    const queues = this.queuesOf(model.name);
-    const partition = queues.partitionOf(jobId);
-    const queue = queues.partitions[partition] as Queue;
     const maxRows = this.rowCapFor(principal);
     // The depth cap is the model's: each partition holds its share of it.
     const maxDepth = partitionDepthCap(this.config.QUERN_QUEUE_MAX_DEPTH, queues.partitions.length, partition);
