@@ -14,6 +14,7 @@ import {
 } from '@quern/devkit';
 import type { ModelEntry } from '@quern/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runPerfAnalyzerCommand } from '../bench/perf-analyzer';
 import { type Stack, startStack } from '../support/stack';
 
 /**
@@ -348,7 +349,7 @@ describe('perf_analyzer (tritonclient’s wheel) against Quern', () => {
   it.each(['json', 'binary'])(
     'runs a short measurement with %s tensors and no errors',
     async (format) => {
-      const run = await runCommand(
+      const run = await runPerfAnalyzerCommand(
         venv.bin('perf_analyzer'),
         [
           '-m',
@@ -368,11 +369,10 @@ describe('perf_analyzer (tritonclient’s wheel) against Quern', () => {
           '200',
         ],
         {
-          env: {
-            ...process.env,
-            LD_LIBRARY_PATH: [cudaRuntimeDir(), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':'),
-          },
+          ...process.env,
+          LD_LIBRARY_PATH: [cudaRuntimeDir(), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':'),
         },
+        45_000,
       );
       expect(run.code, run.output).toBe(0);
       // Every request was answered: perf_analyzer stops at the first error and says so.

@@ -20,13 +20,15 @@ export interface RunResult {
   code: number | null;
   output: string;
   spawnError?: Error;
+  /** Killed after `timeoutMs` without having exited. */
+  timedOut?: boolean;
 }
 
 /** Runs a command from the repository root, collecting its output; `onLine` sees each line. */
 export function runCommand(
   command: string,
   args: string[],
-  options: { onLine?: (line: string) => void; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  options: { onLine?: (line: string) => void; env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
 ): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = spawn(command, args, {
@@ -34,6 +36,14 @@ export function runCommand(
       env: options.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    let timedOut = false;
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            child.kill('SIGKILL');
+          }, options.timeoutMs);
     let output = '';
     let partial = '';
     const onData = (chunk: Buffer) => {
@@ -47,8 +57,14 @@ export function runCommand(
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
-    child.once('error', (spawnError) => resolve({ code: null, output, spawnError }));
-    child.once('close', (code) => resolve({ code, output }));
+    child.once('error', (spawnError) => {
+      clearTimeout(timer);
+      resolve({ code: null, output, spawnError });
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve(timedOut ? { code, output, timedOut } : { code, output });
+    });
   });
 }
 
