@@ -335,6 +335,119 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     return output;
   }
 
+  /**
+   * The fast lane (docs/architecture.md): an API process pushes a small sync job straight to this
+   * worker over pub/sub as it adds it to BullMQ. An idle worker computes it at once and sends the
+   * reply (with the cache entries, in one write) without waiting for BullMQ to hand the job over;
+   * the BullMQ job stays the record. When BullMQ delivers it, `processInferenceJob` takes the
+   * result from here instead of computing it again. Anything unusual (a busy worker, a version not
+   * held, tracing or webhooks on the job, an error) leaves the job to the BullMQ path alone.
+   */
+  const early = new Map<string, { at: number; result: Promise<InferenceResult | undefined> }>();
+  const EARLY_KEEP_MS = 60_000;
+  /** A job the queue handed over first: being run from there. */
+  const TAKEN = { at: Number.POSITIVE_INFINITY, result: Promise.resolve(undefined) };
+
+  function remember(id: string, result: Promise<InferenceResult | undefined>): void {
+    const now = Date.now();
+    if (early.size >= 1_000) {
+      for (const [key, entry] of early) {
+        if (now - entry.at < EARLY_KEEP_MS && early.size < 10_000) break;
+        early.delete(key);
+      }
+    }
+    early.set(id, { at: now, result });
+  }
+
+  async function computeEarly(
+    id: string,
+    data: InferenceJobData,
+    held: ServedModel,
+  ): Promise<InferenceResult | undefined> {
+    const matrix = jobMatrix(data);
+    if (typeof matrix === 'string' || matrix.width !== held.entry.input.features) return undefined;
+    const rows = matrix.rows();
+    let result: Awaited<ReturnType<BatchScheduler['submit']>>;
+    try {
+      result = await scheduler.submit(held.pool.name, rows, {
+        id,
+        owner: config.QUERN_FAIR_SHARE ? data.owner : undefined,
+        weight: data.weight,
+        shouldDrop: () =>
+          cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
+      });
+    } catch {
+      return undefined;
+    }
+    const outSize = held.pool.outputSize;
+    const outputs: number[][] = [];
+    const cacheWrites: [string, string][] = [];
+    for (let k = 0; k < rows.length; k++) {
+      const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
+      // An overflow, or a run deadline passed: the BullMQ path ends the job as it should.
+      if (!values.every(Number.isFinite)) return undefined;
+      outputs.push(values);
+      if (useCache)
+        cacheWrites.push([
+          keys.cache(entry.name, held.entry.version, inputHash(rows[k] as Float32Array)),
+          encodeCachedRow(values),
+        ]);
+    }
+    if (data.run_deadline_at !== undefined && Date.now() > data.run_deadline_at) return undefined;
+    const output: InferenceResult = {
+      outputs,
+      cached: new Array(rows.length).fill(false),
+      model_version: held.entry.version,
+      started_at: result.startedAt,
+      finished_at: Date.now(),
+      timings: {
+        queue_ms: Math.max(0, result.startedAt - data.created_at),
+        inference_ms: Math.round(result.inferenceMs * 1000) / 1000,
+        batch_size: result.batchSize,
+      },
+    };
+    const reply = {
+      channel: keys.replyChannel(data.reply_to as string),
+      message: encodeReply({ kind: 'completed', job_id: id, result: output }),
+    };
+    try {
+      await io.setEx(cacheWrites, reply);
+    } catch {
+      return undefined;
+    }
+    metrics.fastLane.labels(entry.name, 'answered').inc();
+    return output;
+  }
+
+  /** A job pushed over the fast lane (`raw` as the API published it); see `early` above. */
+  function fast(id: string, raw: unknown): void {
+    // Busy (rows already wait for a thread): the job waits its turn in the queue like any other.
+    if (scheduler.pendingRows() > 0) {
+      metrics.fastLane.labels(entry.name, 'busy').inc();
+      return;
+    }
+    if (early.has(id)) return;
+    const parsed = InferenceJobData.safeParse(raw);
+    if (!parsed.success) return;
+    const data = parsed.data;
+    const held = deps.models ? deps.models.get(data.model, data.model_version) : served;
+    const skip =
+      data.model !== entry.name ||
+      !data.reply_to ||
+      !data.cache_checked ||
+      data.trace !== undefined ||
+      data.webhook !== undefined ||
+      held === undefined ||
+      held.entry.version !== data.model_version ||
+      cancels.isCanceled(id) ||
+      Date.now() > data.deadline_at;
+    if (skip) {
+      metrics.fastLane.labels(entry.name, 'skipped').inc();
+      return;
+    }
+    remember(id, computeEarly(id, data, held));
+  }
+
   async function steps(run: Run): Promise<InferenceResult> {
     await lookup(run);
     if (run.missing.length > 0) await compute(run);
@@ -363,18 +476,46 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     }
   }
 
-  return async function processInferenceJob(job: Job): Promise<InferenceResult> {
+  async function processInferenceJob(job: Job): Promise<InferenceResult> {
     await turns.pass();
     const run = await intake(job);
-    if (run.span) return traced(run, run.span);
-    // Untraced, the steps run here rather than through steps(): no extra promise per job.
-    await lookup(run);
-    if (run.missing.length > 0) await compute(run);
-    else if (webhooks.wants(run.data, 'started')) {
-      await sendWebhook(run, { ...run.base, state: 'active' }, 'started');
+    const answered = early.get(run.id);
+    if (answered) {
+      early.delete(run.id);
+      // Answered over the fast lane already (reply and cache written): only the record is left.
+      const result = await answered.result;
+      if (result) return completeEarly(run, result);
     }
-    return complete(run);
-  };
+    if (run.span) return traced(run, run.span);
+    // A sync job this worker runs from the queue: a push of it that arrives meanwhile is not run too.
+    const guarded = config.QUERN_SYNC_FAST_LANE && run.data.reply_to !== undefined;
+    if (guarded) early.set(run.id, TAKEN);
+    try {
+      // Untraced, the steps run here rather than through steps(): no extra promise per job.
+      await lookup(run);
+      if (run.missing.length > 0) await compute(run);
+      else if (webhooks.wants(run.data, 'started')) {
+        await sendWebhook(run, { ...run.base, state: 'active' }, 'started');
+      }
+      return await complete(run);
+    } finally {
+      if (guarded && early.get(run.id) === TAKEN) early.delete(run.id);
+    }
+  }
+
+  /** The BullMQ side of a job the fast lane answered: the counts `complete` would make. */
+  function completeEarly(run: Run, result: InferenceResult): InferenceResult {
+    const jobSeconds = Math.max(0, Date.now() - run.job.timestamp) / 1000;
+    metrics.queueWait.labels(entry.name).observe(result.timings.queue_ms / 1000);
+    metrics.jobDuration.labels(entry.name).observe(jobSeconds);
+    metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
+    metrics.versionJobs.labels(entry.name, result.model_version, 'succeeded').inc();
+    metrics.versionJobDuration.labels(entry.name, result.model_version).observe(jobSeconds);
+    deps.shadows?.offer(entry.name, result.model_version, run.rows, result.outputs);
+    return result;
+  }
+
+  return Object.assign(processInferenceJob, { fast });
 }
 
 /**

@@ -51,6 +51,14 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     labelNames: ['model', 'outcome'],
     registers: [registry],
   });
+  const fastLane = new Counter({
+    name: MetricNames.fastLane,
+    help:
+      'Sync jobs pushed to this worker over the fast lane, by outcome: answered (before BullMQ handed the job ' +
+      'over), busy (rows were waiting: left to the queue), skipped (not eligible: left to the queue).',
+    labelNames: ['model', 'outcome'],
+    registers: [registry],
+  });
   // Per version, so an operator can compare a canary with the version it may replace.
   const versionJobs = new Counter({
     name: MetricNames.versionJobs,
@@ -157,6 +165,7 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     queueWait,
     jobDuration,
     jobsFinished,
+    fastLane,
     webhookDeliveries,
     webhookDuration,
     webhookDeferred,

@@ -19,6 +19,7 @@ import {
 import { Queue, Worker } from 'bullmq';
 import { BatchScheduler } from './batch-scheduler';
 import { CancelListener } from './cancel-listener';
+import { type FastJobHandler, FastLaneListener } from './fast-lane';
 import { Heartbeat } from './heartbeat';
 import { InferencePool } from './inference-pool';
 import { createFailedListener, createInferenceProcessor } from './inference-processor';
@@ -54,6 +55,7 @@ export class WorkerRuntime {
   private readonly consumers: Worker[] = [];
   private readonly queues: Queue[] = [];
   private cancels: CancelListener | undefined;
+  private fastLane: FastLaneListener | undefined;
   /** Connections this runtime opened; BullMQ does not close connections it was handed. */
   private readonly connections: RedisClient[] = [];
 
@@ -237,6 +239,7 @@ export class WorkerRuntime {
       // Live rows waiting for more than a batch per thread: the shadow copies wait for a calmer moment.
       maxPendingRows: Math.max(...this.served.map((m) => m.entry.batching.max_batch_size)) * this.pool.size,
     });
+    const fastHandlers = new Map<string, FastJobHandler>();
     for (const model of this.served) {
       const name = model.entry.name;
       const concurrency =
@@ -257,6 +260,7 @@ export class WorkerRuntime {
         models: this.models,
         shadows,
       });
+      fastHandlers.set(name, processor.fast);
       const queues = ModelQueues.open(keys, name, {
         connection: queueRedis,
         prefix: config.QUERN_REDIS_PREFIX,
@@ -329,6 +333,19 @@ export class WorkerRuntime {
         .catch((err: Error) => logger.warn({ model: name, err: err.message }, 'model routing not applied'));
     });
     this.heartbeat.start();
+    if (config.QUERN_SYNC_FAST_LANE) {
+      this.fastLane = new FastLaneListener(
+        config,
+        this.redis,
+        keys,
+        this.id,
+        fastHandlers,
+        config.QUERN_HEARTBEAT_INTERVAL_MS,
+        config.QUERN_HEARTBEAT_TTL_MS,
+        logger,
+      );
+      await this.fastLane.start();
+    }
     logger.info(
       {
         worker_id: this.id,
@@ -352,6 +369,8 @@ export class WorkerRuntime {
    */
   close(timeoutMs = this.options.config.QUERN_SHUTDOWN_TIMEOUT_MS): Promise<{ forced: boolean }> {
     this.closing ??= (async () => {
+      // No more early answers: jobs still come through BullMQ, which the drain below waits for.
+      await this.fastLane?.stop();
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), timeoutMs);

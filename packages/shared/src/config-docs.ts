@@ -318,6 +318,14 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     description: 'How long failed jobs are kept; also canceled-job records and webhook delivery state.',
   },
 
+  QUERN_SYNC_FAST_LANE: {
+    group: 'sync',
+    description:
+      'A small sync job (at most 16 rows) is also pushed over pub/sub to one worker of its model as it is added to ' +
+      'BullMQ; an idle worker answers it at once, before BullMQ hands the job over (the BullMQ job stays the ' +
+      'record, and a busy worker leaves the job to the queue). Read by the API and the workers. ' +
+      'docs/architecture.md.',
+  },
   QUERN_SYNC_WAIT_DEFAULT_MS: {
     group: 'sync',
     description: 'Sync wait without `Prefer: wait=N` (not above `QUERN_SYNC_WAIT_MAX_MS`).',

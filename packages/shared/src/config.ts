@@ -70,6 +70,11 @@ const sharedSettings = {
     .enum(['true', 'false'])
     .default('true')
     .transform((v) => v === 'true'),
+  /** Small sync jobs are also pushed to an idle worker over pub/sub, answered before BullMQ hands them over. */
+  QUERN_SYNC_FAST_LANE: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((v) => v === 'true'),
   /** BullMQ queues per model (a manifest entry's `partitions` wins): jobs are spread over them by id. */
   QUERN_QUEUE_PARTITIONS: int(1, 64).default(1),
   QUERN_SECRETS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),

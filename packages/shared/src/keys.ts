@@ -238,6 +238,16 @@ export class KeySpace {
     return `${this.prefix}:shadow:${model}:${version}`;
   }
 
+  /** Workers that take a model's sync jobs over the fast lane: worker id → last announced (ms since epoch). */
+  fastLaneWorkers(model: string): string {
+    return `${this.prefix}:fastlane:workers:${model}`;
+  }
+
+  /** Pub/sub channel of one worker's fast lane: API processes push small sync jobs to it. */
+  fastLaneChannel(workerId: string): string {
+    return `${this.prefix}:fastlane:${workerId}`;
+  }
+
   /** Sorted set of worker ids scored by their last heartbeat (ms since epoch). */
   workers(): string {
     return `${this.prefix}:workers`;

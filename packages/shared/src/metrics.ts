@@ -90,6 +90,7 @@ export const MetricNames = {
   jobQueueWait: 'quern_job_queue_wait_seconds',
   jobDuration: 'quern_job_duration_seconds',
   jobsFinished: 'quern_jobs_finished_total',
+  fastLane: 'quern_fast_lane_jobs_total',
   poolBusyRatio: 'quern_inference_pool_busy_ratio',
   poolThreads: 'quern_inference_pool_threads',
   webhookDeliveries: 'quern_webhook_deliveries_total',

@@ -40,6 +40,7 @@ import {
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
 import { BulkAdder } from './bulk-adder';
+import type { FastLane } from './fast-lane';
 import type { ModelRegistry } from './model-registry';
 import type { Principal } from './principal';
 import { completedEvent, type WaitOutcome } from './result-waiter';
@@ -105,6 +106,8 @@ export interface JobServiceDeps {
   recentReply?: (jobId: string) => JobReply | undefined;
   /** Set when tracing is on: each job gets an enqueue span, and carries its context to the worker. */
   tracer?: Tracer | undefined;
+  /** Set when QUERN_SYNC_FAST_LANE is on: small sync jobs are also pushed to an idle worker. */
+  fastLane?: FastLane | undefined;
 }
 
 /**
@@ -151,6 +154,7 @@ export class JobService {
   private readonly logger: Logger;
   private readonly recentReply: (jobId: string) => JobReply | undefined;
   private readonly tracer: Tracer | undefined;
+  private readonly fastLane: FastLane | undefined;
 
   constructor(deps: JobServiceDeps) {
     this.queues = deps.queues;
@@ -166,6 +170,7 @@ export class JobService {
       this.logger.warn({ err: err.message }, 'rows of finished jobs not released'),
     );
     this.tracer = deps.tracer;
+    this.fastLane = deps.fastLane;
   }
 
   /** The queues of a model, one per partition. */
@@ -229,32 +234,6 @@ export class JobService {
     const queues = this.queuesOf(model);
     const partition = queues.partitionOf(id);
     const queue = queues.partitions[partition] as Queue;
-    // Both caps, checked and counted atomically before anything is written; the fair-share priority.
-    const queuePriority = await this.admitOrRefuse(
-      args,
-      id,
-      { queues, partition, queue },
-      priorityClass,
-      now + timeout,
-    );
-    if (args.beforeAdd) {
-      try {
-        await args.beforeAdd();
-      } catch (err) {
-        this.ledger.notAdded(model, owner, id, partition);
-        throw err;
-      }
-    }
-    // Tracing on: the enqueue span (a child of the request's), whose context the job carries.
-    const enqueue = this.tracer?.startSpan(
-      `enqueue ${args.model.name}`,
-      {
-        kind: SpanKind.PRODUCER,
-        attributes: { 'quern.job_id': id, 'quern.model': args.model.name, 'quern.rows': args.input.count },
-      },
-      args.traceParent ?? ROOT_TRACE_CONTEXT,
-    );
-    const carrier = enqueue && carrierOf(trace.setSpan(ROOT_TRACE_CONTEXT, enqueue));
     const data: InferenceJobData = {
       v: 1,
       model: args.model.name,
@@ -275,8 +254,36 @@ export class JobService {
       ...(args.replyTo ? { reply_to: args.replyTo } : {}),
       ...(args.oip ? { oip: args.oip } : {}),
       ...(args.attempt ? { attempt: args.attempt } : {}),
-      ...(carrier ? { trace: carrier } : {}),
     };
+    // Both caps, checked and counted atomically before anything is written; the fair-share priority.
+    const admission = this.admitOrRefuse(args, id, { queues, partition, queue }, priorityClass, now + timeout);
+    // A sync job a worker may answer before BullMQ hands it over (docs/architecture.md): pushed in
+    // the same write as the admission, so the worker computes while admission and add go on. A
+    // refused job's early answer is dropped by the reply channel (no one waits for it). Not with
+    // tracing on: a traced job's spans come from its BullMQ run.
+    if (args.replyTo && args.cacheChecked && this.fastLane && !this.tracer) {
+      this.fastLane.offer(id, data, args.input.count, args.input.count * args.input.width);
+    }
+    const queuePriority = await admission;
+    if (args.beforeAdd) {
+      try {
+        await args.beforeAdd();
+      } catch (err) {
+        this.ledger.notAdded(model, owner, id, partition);
+        throw err;
+      }
+    }
+    // Tracing on: the enqueue span (a child of the request's), whose context the job carries.
+    const enqueue = this.tracer?.startSpan(
+      `enqueue ${args.model.name}`,
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: { 'quern.job_id': id, 'quern.model': args.model.name, 'quern.rows': args.input.count },
+      },
+      args.traceParent ?? ROOT_TRACE_CONTEXT,
+    );
+    const carrier = enqueue && carrierOf(trace.setSpan(ROOT_TRACE_CONTEXT, enqueue));
+    if (carrier) data.trace = carrier;
     // One adder per queue.
     let adder = this.adders.get(queue.name);
     if (!adder) {

@@ -22,6 +22,7 @@ import { type ApiMetrics, createApiMetrics } from './api-metrics';
 import { AuthAttempts } from './auth-attempts';
 import { CredentialAuthenticator } from './credential-authenticator';
 import { DrainMeter } from './drain-meter';
+import { FastLane } from './fast-lane';
 import { Idempotency } from './idempotency';
 import { JobService } from './job-service';
 import { KeyStore } from './key-store';
@@ -54,6 +55,8 @@ export interface Services {
   idempotency: Idempotency;
   /** The synchronous path (`/v1/predict`, `/v1/batch-predict`): enqueue, wait, answer. */
   sync: SyncPath;
+  /** Small sync jobs pushed to an idle worker as well (QUERN_SYNC_FAST_LANE; undefined when off). */
+  fastLane: FastLane | undefined;
   webhookSecrets: WebhookSecrets;
   /** Usage per key and hour, as the workers record it. */
   usage: UsageReader;
@@ -139,6 +142,9 @@ export function createServices(
   const tokens = new TokenService(config, logger);
   const auth = new CredentialAuthenticator(apiKeys, tokens, config.QUERN_KEY_CACHE_TTL_MS);
 
+  const fastLane = config.QUERN_SYNC_FAST_LANE
+    ? new FastLane(redis, keys, config.QUERN_HEARTBEAT_TTL_MS, () => sync.callers, logger)
+    : undefined;
   const jobs = new JobService({
     queues,
     models,
@@ -150,7 +156,19 @@ export function createServices(
     tracer: tracing?.tracer,
     logger,
     recentReply: (id) => waiter.recentReply(id),
+    fastLane,
   });
+  const sync = new SyncPath(
+    jobs,
+    waiter,
+    {
+      maxRows: config.QUERN_SYNC_COALESCE_MAX_ROWS,
+      maxInFlight: config.QUERN_SYNC_COALESCE_IN_FLIGHT,
+      replyTo: instance,
+    },
+    logger,
+    (model, mode) => metrics.jobsSubmitted.labels(model, mode).inc(),
+  );
 
   return {
     config,
@@ -159,17 +177,8 @@ export function createServices(
     models,
     modelAdmin: new ModelAdmin(models, redis, keys, config, logger),
     jobs,
-    sync: new SyncPath(
-      jobs,
-      waiter,
-      {
-        maxRows: config.QUERN_SYNC_COALESCE_MAX_ROWS,
-        maxInFlight: config.QUERN_SYNC_COALESCE_IN_FLIGHT,
-        replyTo: instance,
-      },
-      logger,
-      (model, mode) => metrics.jobsSubmitted.labels(model, mode).inc(),
-    ),
+    fastLane,
+    sync,
     waiter,
     cache: new ResultCache(redis, keys, config.QUERN_CACHE_TTL_SECONDS),
     auth,

@@ -160,6 +160,7 @@ export class SyncPath {
   private readonly groups = new Map<string, Group>();
   private readonly dirty = new TurnBuffer<Group>((groups) => this.flush(groups), 'tick');
   private solo = 0;
+  private waiting = 0;
 
   constructor(
     private readonly jobs: JobService,
@@ -169,7 +170,22 @@ export class SyncPath {
     private readonly onJob: (model: string, mode: 'sync' | 'batch') => void,
   ) {}
 
+  /** Sync callers waiting for an answer now (the fast lane's measure of load). */
+  get callers(): number {
+    return this.waiting;
+  }
+
   run(call: SyncCall): Promise<SyncOutcome> {
+    this.waiting++;
+    const done = () => {
+      this.waiting--;
+    };
+    const outcome = this.runCall(call);
+    outcome.then(done, done);
+    return outcome;
+  }
+
+  private runCall(call: SyncCall): Promise<SyncOutcome> {
     // A client that left before its call got here (during the rate-limit and cache round trip).
     if (call.signal.aborted) return Promise.resolve({ kind: 'failed', jobId: '', failure: CLIENT_LEFT });
     const claim = call.claim;

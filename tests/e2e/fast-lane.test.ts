@@ -1,0 +1,152 @@
+import { DirectOrt } from '@quern/devkit';
+import { MetricNames } from '@quern/shared';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pollUntil } from '../ops/process-stack';
+import { type Stack, startStack } from '../support/stack';
+
+/**
+ * The sync fast lane (QUERN_SYNC_FAST_LANE, docs/architecture.md): a small sync job is also pushed
+ * over pub/sub to a worker, which answers it before BullMQ hands the job over; the BullMQ job stays
+ * the record. Real Redis, BullMQ and ONNX Runtime; API and worker in this process.
+ */
+
+let stack: Stack;
+let cars: DirectOrt;
+let counter = 0;
+/** A row no other call sent (the cache never answers it). */
+const uniqueRow = () => [4, 100 + counter++, 90, 2264, 15.5, 1971];
+
+/** A prom-client metric as far as these tests read it. */
+interface Metric {
+  get(): Promise<{ values: { value: number; labels: Record<string, string | number>; metricName?: string }[] }>;
+}
+
+async function counterValue(metric: Metric, labels: Record<string, string>): Promise<number> {
+  const { values } = await metric.get();
+  return values
+    .filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))
+    .reduce((sum, v) => sum + v.value, 0);
+}
+
+async function batchesRun(metric: Metric): Promise<number> {
+  const { values } = await metric.get();
+  return (
+    values.find((v) => v.metricName === `${MetricNames.batchSize}_count` && v.labels.model === 'cars-mpg')?.value ?? 0
+  );
+}
+
+const answered = () => counterValue(stack.worker.metrics.fastLane, { model: 'cars-mpg', outcome: 'answered' });
+
+async function predict(features: number[]): Promise<{ prediction: number; job_id: string }> {
+  const res = await stack.post('/v1/predict', { features });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { prediction: number; job_id: string };
+}
+
+async function expectMatchesOrt(features: number[], prediction: number): Promise<void> {
+  const [expected] = await cars.run([features]);
+  expect(Math.abs(prediction - (expected?.[0] as number))).toBeLessThan(1e-4);
+}
+
+/** Polls the job until BullMQ recorded it as succeeded; returns its output. */
+async function recorded(jobId: string): Promise<{ prediction: number }> {
+  const job = await pollUntil(
+    `job ${jobId} recorded`,
+    async () => (await (await stack.get(`/v1/jobs/${jobId}`)).json()) as { status: string; output?: unknown },
+    (j) => j.status === 'succeeded',
+  );
+  return job.output as { prediction: number };
+}
+
+beforeAll(async () => {
+  stack = await startStack();
+  const entry = stack.manifest.models.find((m) => m.name === 'cars-mpg');
+  if (!entry) throw new Error('no cars-mpg in the manifest');
+  cars = await DirectOrt.load(stack.config.QUERN_MODELS_DIR, entry);
+  // The API reads the announced workers in the background: wait until it knows this one.
+  await pollUntil(
+    'the API knows the worker’s fast lane',
+    async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
+    (workers) => workers.includes(stack.worker.id),
+  );
+});
+
+afterAll(async () => {
+  await cars?.release();
+  await stack?.close();
+});
+
+describe('the sync fast lane', () => {
+  it('an idle worker answers a sync call early; BullMQ records the same result, computed once', async () => {
+    const before = await answered();
+    const batchesBefore = await batchesRun(stack.worker.metrics.batchSize);
+    const features = uniqueRow();
+    const body = await predict(features);
+    await expectMatchesOrt(features, body.prediction);
+    expect(await answered()).toBe(before + 1);
+
+    // The record: the BullMQ job completes with the answer the caller got, without a second run.
+    const output = await recorded(body.job_id);
+    expect(output.prediction).toBe(body.prediction);
+    expect(await batchesRun(stack.worker.metrics.batchSize)).toBe(batchesBefore + 1);
+
+    // The early answer wrote the cache entry with the reply: the same row again is a hit.
+    const again = (await (await stack.post('/v1/predict', { features })).json()) as { cached: boolean };
+    expect(again.cached).toBe(true);
+  });
+
+  it('a push to a worker that is gone loses nothing: those calls are answered through the queue', async () => {
+    // An announced worker that no longer listens (it died within the heartbeat TTL).
+    const gone = 'wrk_gone0000000000000000';
+    await stack.client.zadd(stack.keys.fastLaneWorkers('cars-mpg'), Date.now() + 60_000, gone);
+    await pollUntil(
+      'the API knows the gone worker',
+      async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
+      (workers) => workers.includes(gone) && workers.length === 2,
+    );
+    const before = await answered();
+    const calls = 6;
+    for (let i = 0; i < calls; i++) {
+      const features = uniqueRow();
+      const body = await predict(features);
+      await expectMatchesOrt(features, body.prediction);
+      expect((await recorded(body.job_id)).prediction).toBe(body.prediction);
+    }
+    // Round robin over the two: half went to the gone worker and were answered by the queue alone.
+    expect(await answered()).toBe(before + calls / 2);
+    await stack.client.zrem(stack.keys.fastLaneWorkers('cars-mpg'), gone);
+  });
+
+  it('a job that is not a small sync call is never pushed', async () => {
+    const before = await answered();
+    // An async job: no one waits on a reply channel for it.
+    const res = await stack.post('/v1/jobs', { features: uniqueRow() });
+    expect(res.status).toBe(202);
+    const { id } = (await res.json()) as { id: string };
+    await recorded(id);
+    // A sync call that asks not to wait (202 with the job, always).
+    const pending = await stack.post('/v1/predict', { features: uniqueRow() }, { prefer: 'respond-async' });
+    expect(pending.status).toBe(202);
+    await recorded(((await pending.json()) as { id: string }).id);
+    expect(await answered()).toBe(before);
+  });
+
+  it('with QUERN_SYNC_FAST_LANE=false nothing is announced or pushed', async () => {
+    const other = await startStack({ QUERN_SYNC_FAST_LANE: 'false' });
+    try {
+      expect(await other.client.zcard(other.keys.fastLaneWorkers('cars-mpg'))).toBe(0);
+      expect(other.services.fastLane).toBeUndefined();
+      const res = await other.post('/v1/predict', { features: uniqueRow() });
+      expect(res.status).toBe(200);
+      expect(await counterValue(other.worker.metrics.fastLane, { model: 'cars-mpg', outcome: 'answered' })).toBe(0);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a worker that drains withdraws from the lane', async () => {
+    expect(await stack.client.zscore(stack.keys.fastLaneWorkers('cars-mpg'), stack.worker.id)).not.toBeNull();
+    await stack.worker.close(10_000);
+    expect(await stack.client.zscore(stack.keys.fastLaneWorkers('cars-mpg'), stack.worker.id)).toBeNull();
+  });
+});
