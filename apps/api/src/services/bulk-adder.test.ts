@@ -36,12 +36,14 @@ describe('BulkAdder', () => {
     expect(await queue.getJobState(alone.id as string)).toBe('prioritized');
   });
 
-  it('rejects every caller of a batch that Redis refuses', async () => {
+  it('rejects every caller of a batch that Redis refuses, and a lone add too', async () => {
     const adder = new BulkAdder(queue);
     await admin.config('SET', 'maxmemory', '1');
     try {
       const results = await Promise.allSettled([adder.add('job', { n: 5 }, {}), adder.add('job', { n: 6 }, {})]);
       expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      await expect(adder.add('job', { n: 7 }, { jobId: 'refused' })).rejects.toThrow();
+      expect(await queue.getJobState('refused')).toBe('unknown');
     } finally {
       await admin.config('SET', 'maxmemory', '0');
     }
