@@ -117,6 +117,23 @@ describe('the sync fast lane', () => {
     await stack.client.zrem(stack.keys.fastLaneWorkers('cars-mpg'), gone);
   });
 
+  it('a paused queue is not bypassed: the call waits for the queue like any other', async () => {
+    const queue = stack.services.jobs.queueOf('cars-mpg');
+    const before = await answered();
+    await queue.pause();
+    let jobId: string;
+    try {
+      const res = await stack.post('/v1/predict', { features: uniqueRow() }, { prefer: 'wait=1' });
+      expect(res.status).toBe(202);
+      jobId = ((await res.json()) as { id: string }).id;
+      expect(await answered()).toBe(before);
+    } finally {
+      await queue.resume();
+    }
+    await recorded(jobId);
+    expect(await answered()).toBe(before);
+  });
+
   it('a job that is not a small sync call is never pushed', async () => {
     const before = await answered();
     // An async job: no one waits on a reply channel for it.

@@ -10,7 +10,7 @@ export type FastJobHandler = (id: string, data: unknown) => void;
  * The worker's end of the fast lane (docs/architecture.md, "The sync path"). The worker announces
  * itself in each served model's set of fast-lane workers (`fastLaneWorkers`, scored by time, like
  * the heartbeat) and listens on a channel of its own; an API process picks one announced worker per
- * small sync job and publishes the job there while it adds it to BullMQ. The model's processor
+ * small sync job, and the job's admission script publishes it there (apps/api fast-lane.ts). The model's processor
  * decides whether to answer it early (`fast` in inference-processor.ts).
  */
 export class FastLaneListener {

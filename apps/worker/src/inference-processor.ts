@@ -343,12 +343,14 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
    * result from here instead of computing it again. Anything unusual (a busy worker, a version not
    * held, tracing or webhooks on the job, an error) leaves the job to the BullMQ path alone.
    */
-  const early = new Map<string, { at: number; result: Promise<InferenceResult | undefined> }>();
+  /** An early answer: the result and the rows it was computed from (for shadow runs). */
+  type Early = { result: InferenceResult; rows: Float32Array[] } | undefined;
+  const early = new Map<string, { at: number; result: Promise<Early> }>();
   const EARLY_KEEP_MS = 60_000;
   /** A job the queue handed over first: being run from there. */
-  const TAKEN = { at: Number.POSITIVE_INFINITY, result: Promise.resolve(undefined) };
+  const TAKEN = { at: Number.POSITIVE_INFINITY, result: Promise.resolve<Early>(undefined) };
 
-  function remember(id: string, result: Promise<InferenceResult | undefined>): void {
+  function remember(id: string, result: Promise<Early>): void {
     const now = Date.now();
     if (early.size >= 1_000) {
       for (const [key, entry] of early) {
@@ -359,11 +361,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     early.set(id, { at: now, result });
   }
 
-  async function computeEarly(
-    id: string,
-    data: InferenceJobData,
-    held: ServedModel,
-  ): Promise<InferenceResult | undefined> {
+  async function computeEarly(id: string, data: InferenceJobData, held: ServedModel): Promise<Early> {
     const matrix = jobMatrix(data);
     if (typeof matrix === 'string' || matrix.width !== held.entry.input.features) return undefined;
     const rows = matrix.rows();
@@ -416,7 +414,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       return undefined;
     }
     metrics.fastLane.labels(entry.name, 'answered').inc();
-    return output;
+    return { result: output, rows };
   }
 
   /** A job pushed over the fast lane (`raw` as the API published it); see `early` above. */
@@ -478,14 +476,17 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
 
   async function processInferenceJob(job: Job): Promise<InferenceResult> {
     await turns.pass();
-    const run = await intake(job);
-    const answered = early.get(run.id);
+    const answered = early.get(job.id as string);
     if (answered) {
-      early.delete(run.id);
-      // Answered over the fast lane already (reply and cache written): only the record is left.
-      const result = await answered.result;
-      if (result) return completeEarly(run, result);
+      early.delete(job.id as string);
+      // Answered over the fast lane already (reply and cache written, from the same data, checked
+      // there): only the record is left.
+      const done = await answered.result;
+      // (The same run: a later run of the id, a client's retry, may be routed to another version.)
+      const version = (job.data as { model_version?: unknown } | undefined)?.model_version;
+      if (done && done.result.model_version === version) return completeEarly(job, done.result, done.rows);
     }
+    const run = await intake(job);
     if (run.span) return traced(run, run.span);
     // A sync job this worker runs from the queue: a push of it that arrives meanwhile is not run too.
     const guarded = config.QUERN_SYNC_FAST_LANE && run.data.reply_to !== undefined;
@@ -504,14 +505,14 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
   }
 
   /** The BullMQ side of a job the fast lane answered: the counts `complete` would make. */
-  function completeEarly(run: Run, result: InferenceResult): InferenceResult {
-    const jobSeconds = Math.max(0, Date.now() - run.job.timestamp) / 1000;
+  function completeEarly(job: Job, result: InferenceResult, rows: Float32Array[]): InferenceResult {
+    const jobSeconds = Math.max(0, Date.now() - job.timestamp) / 1000;
     metrics.queueWait.labels(entry.name).observe(result.timings.queue_ms / 1000);
     metrics.jobDuration.labels(entry.name).observe(jobSeconds);
     metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
     metrics.versionJobs.labels(entry.name, result.model_version, 'succeeded').inc();
     metrics.versionJobDuration.labels(entry.name, result.model_version).observe(jobSeconds);
-    deps.shadows?.offer(entry.name, result.model_version, run.rows, result.outputs);
+    deps.shadows?.offer(entry.name, result.model_version, rows, result.outputs);
     return result;
   }
 

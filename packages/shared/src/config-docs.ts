@@ -321,9 +321,10 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
   QUERN_SYNC_FAST_LANE: {
     group: 'sync',
     description:
-      'A small sync job (at most 16 rows) is also pushed over pub/sub to one worker of its model as it is added to ' +
-      'BullMQ; an idle worker answers it at once, before BullMQ hands the job over (the BullMQ job stays the ' +
-      'record, and a busy worker leaves the job to the queue). Read by the API and the workers. ' +
+      'A small sync job (at most 16 rows) is also pushed over pub/sub to one worker of its model once it is ' +
+      'admitted (not while its queue is paused); an idle worker answers it at once, before BullMQ hands the job ' +
+      'over (the BullMQ job stays the record, and a busy worker leaves the job to the queue). Off above 16 sync ' +
+      'callers per worker in an API process. Read by the API and the workers. ' +
       'docs/architecture.md.',
   },
   QUERN_SYNC_WAIT_DEFAULT_MS: {

@@ -11,6 +11,12 @@ const REFRESH_MS = 1_000;
  */
 const LOAD_PER_WORKER = 16;
 
+/** A fast-lane push: published by the admission script once the job is admitted. */
+export interface FastLanePush {
+  channel: string;
+  message: string;
+}
+
 interface Lane {
   workers: string[];
   next: number;
@@ -21,8 +27,8 @@ interface Lane {
 /**
  * The API's end of the fast lane (docs/architecture.md, "The sync path"). At low load the
  * slowest part of a sync call is BullMQ's hand-over: the marker wakes the worker, which then asks
- * for the job in a second round trip. So a small sync job is also published, as it is added, to
- * one worker that announced it serves the model (round robin); an idle worker answers it at once
+ * for the job in a second round trip. So a small sync job is also published, by its admission
+ * script, to one worker that announced it serves the model (round robin); an idle worker answers it at once
  * and the BullMQ job stays the record, the retry path and the fallback. Under load (more sync
  * callers than LOAD_PER_WORKER per worker) nothing is pushed: workers are busy, and the push would
  * cost every process work for nothing.
@@ -39,16 +45,19 @@ export class FastLane {
     private readonly logger: Logger,
   ) {}
 
-  /** Pushes the job to a worker of its model, if one is announced and the load is low. */
-  offer(id: string, data: InferenceJobData, rows: number, values: number): void {
-    if (rows > FAST_LANE_MAX_ROWS || values > FAST_LANE_MAX_VALUES || data.trace || data.webhook) return;
+  /**
+   * Where to push the job, if anywhere: the channel of the next announced worker of its model and
+   * the message, which the admission script publishes once it admits the job (and only if the
+   * queue is not paused: `ADMIT_LUA`). Undefined for a job that is not small, is traced or has a
+   * webhook, when no worker is announced, or under load.
+   */
+  pushFor(id: string, data: InferenceJobData, rows: number, values: number): FastLanePush | undefined {
+    if (rows > FAST_LANE_MAX_ROWS || values > FAST_LANE_MAX_VALUES || data.trace || data.webhook) return undefined;
     const lane = this.lane(data.model);
     const count = lane.workers.length;
-    if (count === 0 || this.load() > count * LOAD_PER_WORKER) return;
+    if (count === 0 || this.load() > count * LOAD_PER_WORKER) return undefined;
     const worker = lane.workers[lane.next++ % count] as string;
-    this.redis
-      .publish(this.keys.fastLaneChannel(worker), JSON.stringify({ id, data }))
-      .catch((err: Error) => this.logger.debug({ err: err.message }, 'fast lane publish failed'));
+    return { channel: this.keys.fastLaneChannel(worker), message: JSON.stringify({ id, data }) };
   }
 
   /** The workers announced for `model` as last read (a read older than REFRESH_MS starts another). */

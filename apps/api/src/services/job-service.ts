@@ -40,7 +40,7 @@ import {
 } from '@quern/shared';
 import type { Job, JobState, Queue } from 'bullmq';
 import { BulkAdder } from './bulk-adder';
-import type { FastLane } from './fast-lane';
+import type { FastLane, FastLanePush } from './fast-lane';
 import type { ModelRegistry } from './model-registry';
 import type { Principal } from './principal';
 import { completedEvent, type WaitOutcome } from './result-waiter';
@@ -255,16 +255,22 @@ export class JobService {
       ...(args.oip ? { oip: args.oip } : {}),
       ...(args.attempt ? { attempt: args.attempt } : {}),
     };
+    // A sync job a worker may answer before BullMQ hands it over (docs/architecture.md): the
+    // admission script pushes it once admitted, so the worker computes while the add goes on. Not
+    // with tracing on: a traced job's spans come from its BullMQ run.
+    const push =
+      args.replyTo && args.cacheChecked && this.fastLane && !this.tracer
+        ? this.fastLane.pushFor(id, data, args.input.count, args.input.count * args.input.width)
+        : undefined;
     // Both caps, checked and counted atomically before anything is written; the fair-share priority.
-    const admission = this.admitOrRefuse(args, id, { queues, partition, queue }, priorityClass, now + timeout);
-    // A sync job a worker may answer before BullMQ hands it over (docs/architecture.md): pushed in
-    // the same write as the admission, so the worker computes while admission and add go on. A
-    // refused job's early answer is dropped by the reply channel (no one waits for it). Not with
-    // tracing on: a traced job's spans come from its BullMQ run.
-    if (args.replyTo && args.cacheChecked && this.fastLane && !this.tracer) {
-      this.fastLane.offer(id, data, args.input.count, args.input.count * args.input.width);
-    }
-    const queuePriority = await admission;
+    const queuePriority = await this.admitOrRefuse(
+      args,
+      id,
+      { queues, partition, queue },
+      priorityClass,
+      now + timeout,
+      push,
+    );
     if (args.beforeAdd) {
       try {
         await args.beforeAdd();
@@ -419,6 +425,7 @@ export class JobService {
     { queues, partition, queue }: { queues: ModelQueues; partition: number; queue: Queue },
     priorityClass: number,
     deadlineAt: number,
+    push?: FastLanePush,
   ): Promise<number> {
     const { model, principal } = args;
     const rows = args.input.count;
@@ -439,6 +446,7 @@ export class JobService {
       weight: this.weightOf(principal),
       quantumRows: this.config.QUERN_FAIR_SHARE ? fairQuantumRows(model) : 0,
       recentJobsTtlMs: this.config.QUERN_RETAIN_FAILED_SECONDS * 1000,
+      push,
     });
     if (decision.kind === 'admitted') return decision.priority;
     const rate = this.drainRate(model.name);
