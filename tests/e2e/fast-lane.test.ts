@@ -1,5 +1,7 @@
 import { DirectOrt } from '@quern/devkit';
-import { MetricNames } from '@quern/shared';
+import { AdmissionLedger, MetricNames } from '@quern/shared';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pollUntil } from '../ops/process-stack';
 import { type Stack, startStack } from '../support/stack';
@@ -165,5 +167,60 @@ describe('the sync fast lane', () => {
     expect(await stack.client.zscore(stack.keys.fastLaneWorkers('cars-mpg'), stack.worker.id)).not.toBeNull();
     await stack.worker.close(10_000);
     expect(await stack.client.zscore(stack.keys.fastLaneWorkers('cars-mpg'), stack.worker.id)).toBeNull();
+  });
+});
+
+describe('the push, as the admission script sends it', () => {
+  // A queue no worker consumes: what waits in it stays there.
+  const queueName = 'infer-fastlane-probe';
+  const request = (jobId: string, maxDepth = 100) => ({
+    queueKey: `${stack.config.QUERN_REDIS_PREFIX}:${queueName}`,
+    model: 'fastlane-probe',
+    owner: 'key_fastlane_probe',
+    jobId,
+    rows: 1,
+    maxDepth,
+    maxRows: 0,
+    deadlineAt: Date.now() + 60_000,
+    priorityClass: 1,
+    weight: 1,
+    quantumRows: 0,
+    recentJobsTtlMs: 60_000,
+    push: { channel: stack.keys.fastLaneChannel('wrk_probe'), message: jobId, maxAhead: 4 },
+  });
+
+  it('goes out only for an admitted job, into a queue that is neither paused nor holding jobs', async () => {
+    const subscriber = new Redis(stack.redis.url);
+    const heard: string[] = [];
+    subscriber.on('message', (_channel: string, message: string) => heard.push(message));
+    await subscriber.subscribe(stack.keys.fastLaneChannel('wrk_probe'));
+    const queue = new Queue(queueName, { connection: stack.client, prefix: stack.config.QUERN_REDIS_PREFIX });
+    const ledger = new AdmissionLedger(stack.client, stack.keys);
+    // A marker the subscriber hears after everything published before it: nothing else to wait on.
+    const heardAll = async () => {
+      const marker = `marker-${heard.length}-${Date.now()}`;
+      await stack.client.publish(stack.keys.fastLaneChannel('wrk_probe'), marker);
+      await pollUntil('the marker heard', async () => heard.includes(marker), Boolean);
+      return heard.filter((m) => !m.startsWith('marker-'));
+    };
+    try {
+      expect((await ledger.admit(request('job_probe_empty'))).kind).toBe('admitted');
+      expect(await heardAll()).toEqual(['job_probe_empty']);
+
+      // Refused (the queue's cap): nothing to compute.
+      expect((await ledger.admit(request('job_probe_refused', 0))).kind).toBe('queue_full');
+      // Paused: the queue's order holds, and so does the operator's pause.
+      await queue.pause();
+      expect((await ledger.admit(request('job_probe_paused'))).kind).toBe('admitted');
+      await queue.resume();
+      // Four jobs queued ahead: a push would overtake them.
+      await queue.addBulk([1, 2, 3, 4].map((n) => ({ name: 'infer', data: { n }, opts: { jobId: `ahead-${n}` } })));
+      expect((await ledger.admit(request('job_probe_behind'))).kind).toBe('admitted');
+      expect(await heardAll()).toEqual(['job_probe_empty']);
+    } finally {
+      await queue.obliterate({ force: true });
+      await queue.close();
+      subscriber.disconnect();
+    }
   });
 });

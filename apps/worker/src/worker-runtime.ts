@@ -369,13 +369,15 @@ export class WorkerRuntime {
    */
   close(timeoutMs = this.options.config.QUERN_SHUTDOWN_TIMEOUT_MS): Promise<{ forced: boolean }> {
     this.closing ??= (async () => {
-      // No more early answers: jobs still come through BullMQ, which the drain below waits for.
-      await this.fastLane?.stop();
+      // No more early answers (at once; the withdrawal's round trips go on beside the drain) and no
+      // more fetches: jobs in hand still finish, through BullMQ, which the drain waits for.
+      const withdrawn = this.fastLane?.stop();
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), timeoutMs);
       });
       const drained = Promise.all(this.consumers.map((c) => c.close())).then(() => 'drained' as const);
+      await withdrawn;
       const outcome = await Promise.race([drained, timedOut]);
       clearTimeout(timer);
       const forced = outcome === 'timeout';

@@ -121,8 +121,10 @@ end
 redis.call('ZADD', adm, now, id)
 redis.call('PEXPIRE', adm, pendingTtl * 2)
 -- The fast lane: a sync job is pushed to a worker's channel as it is admitted (one write from the
--- API, nothing pushed for a refused job), unless its queue is paused (BullMQ's meta.paused).
-if ARGV[12] and ARGV[12] ~= '' and redis.call('HEXISTS', jobPrefix .. 'meta', 'paused') == 0 then
+-- API, nothing pushed for a refused job), unless its queue is paused (BullMQ's meta.paused) or
+-- holds ARGV[14] jobs or more: a push must not overtake a queue (its order, priorities, fair share).
+if ARGV[12] and ARGV[12] ~= '' and depth < tonumber(ARGV[14])
+  and redis.call('HEXISTS', jobPrefix .. 'meta', 'paused') == 0 then
   redis.call('PUBLISH', ARGV[12], ARGV[13])
 end
 -- Mean rows of recent jobs: a queued job's rows ahead are estimated from it (GET /v1/jobs/{id}).
@@ -227,7 +229,7 @@ local r = rowsStep(owner, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]}
 if r[1] == 2 then return {2, r[2]} end
 local a = admitStep({KEYS[4], KEYS[5], KEYS[6], KEYS[7]},
   {ARGV[7], ARGV[1], ARGV[2], ARGV[3], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14],
-   ARGV[15], ARGV[16]})
+   ARGV[15], ARGV[16], ARGV[17]})
 if a[1] == 1 then
   if r[3] == 1 then unrowsStep(owner, {ARGV[1], tostring(r[4])}) end
   return {1, a[2]}
@@ -387,8 +389,11 @@ export interface AdmitRequest {
   recentJobsTtlMs: number;
   /** Jobs a rebase moves per admission at most (REBASE_CHUNK unless a test asks for fewer). */
   rebaseChunk?: number;
-  /** Published once the job is admitted, unless its queue is paused: the fast lane's push to a worker. */
-  push?: { channel: string; message: string } | undefined;
+  /**
+   * The fast lane's push to a worker: published once the job is admitted, unless its queue is
+   * paused or already holds `maxAhead` jobs (queued, or admitted and being added).
+   */
+  push?: { channel: string; message: string; maxAhead: number } | undefined;
 }
 
 /** Why a job was not admitted, with the number that was over its cap. */
@@ -477,6 +482,7 @@ export class AdmissionLedger {
       req.rebaseChunk ?? REBASE_CHUNK,
       req.push?.channel ?? '',
       req.push?.message ?? '',
+      req.push?.maxAhead ?? 0,
     ];
     if (!this.keys.spread) {
       // Every key in one slot: both steps in one script, one round trip.

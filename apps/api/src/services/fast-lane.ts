@@ -11,10 +11,17 @@ const REFRESH_MS = 1_000;
  */
 const LOAD_PER_WORKER = 16;
 
-/** A fast-lane push: published by the admission script once the job is admitted. */
+/**
+ * Jobs a model's queue may hold for a push to go out (checked by the admission script): a push
+ * must not overtake a queue, only an idle service's last job or two, not yet handed over.
+ */
+export const FAST_LANE_MAX_AHEAD = 4;
+
+/** A fast-lane push: published by the admission script once the job is admitted (see `ADMIT_LUA`). */
 export interface FastLanePush {
   channel: string;
   message: string;
+  maxAhead: number;
 }
 
 interface Lane {
@@ -48,7 +55,7 @@ export class FastLane {
   /**
    * Where to push the job, if anywhere: the channel of the next announced worker of its model and
    * the message, which the admission script publishes once it admits the job (and only if the
-   * queue is not paused: `ADMIT_LUA`). Undefined for a job that is not small, is traced or has a
+   * queue is not paused and holds fewer than FAST_LANE_MAX_AHEAD jobs: `ADMIT_LUA`). Undefined for a job that is not small, is traced or has a
    * webhook, when no worker is announced, or under load.
    */
   pushFor(id: string, data: InferenceJobData, rows: number, values: number): FastLanePush | undefined {
@@ -57,7 +64,11 @@ export class FastLane {
     const count = lane.workers.length;
     if (count === 0 || this.load() > count * LOAD_PER_WORKER) return undefined;
     const worker = lane.workers[lane.next++ % count] as string;
-    return { channel: this.keys.fastLaneChannel(worker), message: JSON.stringify({ id, data }) };
+    return {
+      channel: this.keys.fastLaneChannel(worker),
+      message: JSON.stringify({ id, data }),
+      maxAhead: FAST_LANE_MAX_AHEAD,
+    };
   }
 
   /** The workers announced for `model` as last read (a read older than REFRESH_MS starts another). */
