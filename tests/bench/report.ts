@@ -585,48 +585,58 @@ const ANALYSIS = [
   '',
   'Every process here shares two cores with Redis and the load generator, so a target set as a ratio to a ' +
     'single-process baseline compares three processes and several network hops against one process. Runs on ' +
-    'a shared VM move a lot, and so do VMs: the previous recorded run (an AMD EPYC VM, 2026-12-03 morning) had ' +
-    'the trivial route at 17 µs of CPU per request and the tutorial at 1,430 req/s one at a time; this one (an ' +
-    'Intel Xeon VM) 23 µs and 865 req/s, and ONNX Runtime ran mlp-large 3.6× slower. The figures above are ' +
-    'from one run with nothing else running.',
+    'a shared VM move a lot, and so do VMs. This run’s VM (2026-12-03 evening) was far slower than the previous ' +
+    'recorded run’s (an Intel Xeon VM the same afternoon): the trivial route served 7,796 req/s at c=64 against ' +
+    '32,387 and cost 109 µs of CPU per request against 23, the tutorial served 375 req/s one at a time against ' +
+    '865, and one cars-mpg row took 0.106 ms in ONNX Runtime against 0.016. Quern runs three processes and Redis ' +
+    'where the tutorial runs one, and on this VM it lost more than the tutorial did (c=32: 3,553 → 1,097 req/s ' +
+    'against 1,153 → 422), so the ratios at c ≥ 32 fell though the code got faster. An A/B of this run’s code ' +
+    'against the previous run’s, on this VM, alternating, two runs each (8 s per point): c=8 374 and 315 req/s ' +
+    'against 243 and 272; c=32 983 and 989 against 821 and 828, with 880 µs of API CPU per request against 1,031 ' +
+    'and 1,067.',
   '',
-  '- **One request at a time (2.25 against 1.6: p50 2.73 against 1.21 ms).** Timestamps along idle requests ' +
-    '(an earlier run; medians): in the API before the enqueue ≈ 30% (HTTP, auth, schema, and the one round ' +
-    'trip for rate limit and cache, then the admission script); from the add until the worker runs the job ≈ ' +
-    '35% (BullMQ: the add script, the marker waking the worker’s BZPOPMIN, then `moveToActive`, a second round ' +
-    'trip); in the worker ≈ 15%; the reply over pub/sub ≈ 10%. What would lift it: a fast path that also pushes ' +
-    'a sync job to an idle worker over pub/sub, answered before BullMQ hands the job over (the BullMQ job stays ' +
-    'the record and the recovery path); folding admission into the add (a BullMQ script of our own); BullMQ ' +
-    'cannot fetch in one round trip (its fetch script adds a marker after every job, so an idle worker makes an ' +
-    'empty `moveToActive` and a BZPOPMIN per job).',
-  '- **Throughput at c=8 (1.17 against 1.5; p99 12 against 13 ms).** At c=8 the machine is not saturated: ' +
-    'Quern is bound by the same chain of hops, and coalescing only helps once a job is in flight. At c=32 and ' +
-    'c=128 (3.08 and 4.84 against 4 and 5) it is saturated and its p99 is far below the tutorial’s (18 against 61 ' +
-    'ms, 52 against 175): Quern spends ≈ 380 µs of CPU per request (API 226, worker 85, Redis 69) against the ' +
-    'tutorial’s ≈ 828 (767 and Redis 62), on two cores it shares with the load generator. Against two uvicorn ' +
-    'workers, which gain nothing here on two shared cores: 3.19 (target 2, met).',
-  '- **CPU per request against the trivial route (API 9.85, worker 3.71, Redis 3.02 against 5, 2, 2).** The ' +
-    'API’s profile at c=32: socket writes ≈ 17%, ioredis ≈ 15%, Quern’s own code ≈ 11%, GC ≈ 7%, Hono ≈ 6%, log ' +
-    'writes ≈ 4%. The ≈ 7% it spent in undici’s `Headers` is gone (headers are now read from and set on Node’s ' +
-    'own objects; A/B at c=32 on this VM, two alternating runs each: API 312 → 291 µs per request, +5% req/s, ' +
-    'worker and Redis unchanged). The rest is spread thin: a 2× cut needs fewer hops and fewer commands per ' +
-    'job (above), not a hot spot. More API processes add throughput on more cores, not less CPU per request.',
-  '- **No queue (0.94 against 1.5).** One mlp-large row costs a fraction of a millisecond in ONNX Runtime; ' +
-    'batching saves part of that per row, and Quern spends about as much on HTTP, Redis and BullMQ across ' +
-    'three processes on the same two cores. Quern is ahead when a row costs more than its per-request overhead ' +
-    '(larger models, GPUs) or with more cores.',
-  '- **Ingest (0.11 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
+  '- **One request at a time (2.13 against 1.6: p50 5.51 against 2.59 ms; 2.25 in the previous run).** The ' +
+    'fast lane (docs/architecture.md) now answers an idle service’s sync call from the worker that the admission ' +
+    'script pushes it to, without waiting for BullMQ’s hand-over (the marker waking the worker’s BZPOPMIN, then ' +
+    '`moveToActive`); a lone add goes as a plain add instead of `addBulk`’s MULTI. On this VM, 2,000 ' +
+    'sequential predicts per run, fast lane off and on alternating on the same build: p50 6.17 and 5.85 ms off, ' +
+    '4.52 and 4.86 ms on. Timestamps along idle calls on this VM (medians, instrumented build): in the API, HTTP ' +
+    'to the route 0.56 ms, rate limit and cache read 0.60 ms (one round trip), admission 0.58 ms (one round ' +
+    'trip; it also publishes the push); then the add (one round trip) while the worker computes: push to reply ' +
+    '0.54 ms inside the worker, of which 0.28 ms in ONNX Runtime’s `run()`, whose promise waits for a ' +
+    '`setImmediate`. The reply and the add’s acknowledgement arrive within about 0.5 ms of each other, so both ' +
+    'paths bound the call. What would lift it further: answering on the reply before the add is acknowledged ' +
+    '(the answer would then precede its record, so it is not done), folding admission into the add (a BullMQ ' +
+    'script of our own), and a synchronous ONNX Runtime call on the inline path (not in onnxruntime-node’s ' +
+    'public API).',
+  '- **Throughput at c=8 (1.49 against 1.5; 1.17 in the previous run).** At c=8 the machine is not saturated ' +
+    'and Quern is bound by the chain of hops per job; the fast lane shortens it (A/B above).',
+  '- **c=32 and c=128 (2.60 and 3.69 against 4 and 5; against two uvicorn workers 1.59 against 2).** ' +
+    'Saturated: Quern’s p99 stays far below the tutorial’s (48 against 184 ms, 164 against 513), and it spends ' +
+    '≈ 1,287 µs of CPU per request here (API 766, worker 305, Redis 216) against the tutorial’s ≈ 2,221. Above ' +
+    '16 sync callers per worker the fast lane stays off (the workers are busy; a push would only cost work), so ' +
+    'these points measure the queue path, whose cost per request is spread thin (next item).',
+  '- **CPU per request against the trivial route (API 7.02, worker 2.79, Redis 1.98 against 5, 2, 2; 9.85, ' +
+    '3.71, 3.02 in the previous run).** Part of the change is the VM: the unit rose 4.8× and Quern’s figures ' +
+    '3–3.5×. The API’s profile at c=32 (previous run): socket writes ≈ 17%, ioredis ≈ 15%, Quern’s own code ≈ ' +
+    '11%, GC ≈ 7%, Hono ≈ 6%, log writes ≈ 4%; no hot spot is left, and a 2× cut needs fewer hops and fewer ' +
+    'commands per job. More API processes add throughput on more cores, not less CPU per request.',
+  '- **No queue (0.64 against 1.5; 0.94 in the previous run).** One mlp-large row costs a fraction of a ' +
+    'millisecond in ONNX Runtime; batching saves part of that per row, and Quern spends about as much on HTTP, ' +
+    'Redis and BullMQ across three processes on the same two cores, more so on a slow VM. Quern is ahead when a ' +
+    'row costs more than its per-request overhead (larger models, GPUs) or with more cores.',
+  '- **Ingest (0.15 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
     'admission script and a BullMQ add; the trivial route is one Hono handler. More API processes scale it ' +
     '(nothing in the path is shared but Redis).',
   '- **Client batches (0.13 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
     '(137 KB as a `tensor`): parsed, hashed per row for the cache, stored in Redis, read back and answered, ' +
     'on the same two cores the inference needs.',
-  '- **Tracing (0.151 against 0.05).** The code of the previous recorded run (0.007 there) costs the same on ' +
-    'this VM (13–15% in an A/B of on and off, two runs each): span work per request weighs more on this CPU; ' +
-    'nothing in this run’s changes touched it.',
-  '- **API RSS (489 MB against 200).** The peak over the whole run, at up to ≈ 5,000 requests per second; ' +
-    'the live heap after a full GC is ≈ 33 MB (a heap snapshot after c=128): V8 lets garbage build up before a ' +
-    'major GC. A hard cap trades CPU for it: `--max-old-space-size=128` kept the API at ≈ 150 MB at c=256 but ' +
-    'cost ≈ 40% more API CPU per request, so it is a deployment choice (docs/deployment.md), not a default.',
+  '- **Tracing (0.152 against 0.05).** As in the previous run (0.151); the run before it, on another VM, had ' +
+    '0.007 with the same tracing code: span work per request weighs more on these CPUs.',
+  '- **API RSS (368 MB against 200; 489 in the previous run, at ≈ 3× the request rate).** The peak over the ' +
+    'whole run; the live heap after a full GC is ≈ 33 MB (a heap snapshot after c=128): V8 lets garbage build ' +
+    'up before a major GC. A hard cap trades CPU for it: `--max-old-space-size=128` kept the API at ≈ 150 MB at ' +
+    'c=256 but cost ≈ 40% more API CPU per request, so it is a deployment choice (docs/deployment.md), not a ' +
+    'default.',
   '',
 ];

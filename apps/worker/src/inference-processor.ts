@@ -335,16 +335,16 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     return output;
   }
 
-  /**
-   * The fast lane (docs/architecture.md): an API process pushes a small sync job straight to this
-   * worker over pub/sub as it adds it to BullMQ. An idle worker computes it at once and sends the
-   * reply (with the cache entries, in one write) without waiting for BullMQ to hand the job over;
-   * the BullMQ job stays the record. When BullMQ delivers it, `processInferenceJob` takes the
-   * result from here instead of computing it again. Anything unusual (a busy worker, a version not
-   * held, tracing or webhooks on the job, an error) leaves the job to the BullMQ path alone.
-   */
   /** An early answer: the result and the rows it was computed from (for shadow runs). */
   type Early = { result: InferenceResult; rows: Float32Array[] } | undefined;
+  /**
+   * The fast lane (docs/architecture.md): a small sync job's admission script also pushes it
+   * straight to this worker over pub/sub. An idle worker computes it at once and sends the reply
+   * (with the cache entries, in one write) without waiting for BullMQ to hand the job over; the
+   * BullMQ job stays the record. When BullMQ delivers it, `processInferenceJob` takes the result
+   * from here instead of computing it again. Anything unusual (a busy worker, a version not held,
+   * tracing or webhooks on the job, an error) leaves the job to the BullMQ path alone.
+   */
   const early = new Map<string, { at: number; result: Promise<Early> }>();
   const EARLY_KEEP_MS = 60_000;
   /** A job the queue handed over first: being run from there. */
