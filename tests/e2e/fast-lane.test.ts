@@ -1,4 +1,4 @@
-import { DirectOrt } from '@quern/devkit';
+import { DirectOrt, randomRows } from '@quern/devkit';
 import { AdmissionLedger, MetricNames } from '@quern/shared';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -134,6 +134,27 @@ describe('the sync fast lane', () => {
     }
     await recorded(jobId);
     expect(await answered()).toBe(before);
+  });
+
+  it('a busy worker (rows waiting for a thread) leaves a pushed job to the queue', async () => {
+    const mlp = stack.worker.served.find((m) => m.entry.name === 'mlp-large');
+    if (!mlp) throw new Error('the worker serves no mlp-large');
+    const busy = () => counterValue(stack.worker.metrics.fastLane, { model: 'cars-mpg', outcome: 'busy' });
+    const [answeredBefore, busyBefore] = [await answered(), await busy()];
+    // Rows of the heavy model straight into the worker's scheduler: they wait for its threads a while.
+    const backlog = stack.worker.scheduler.submit(mlp.pool.name, randomRows(20_000, 256, 5));
+    try {
+      expect(stack.worker.scheduler.pendingRows()).toBeGreaterThan(0);
+      const features = uniqueRow();
+      const call = predict(features);
+      await pollUntil('the push heard as busy', busy, (n) => n === busyBefore + 1);
+      const body = await call;
+      await expectMatchesOrt(features, body.prediction);
+      expect((await recorded(body.job_id)).prediction).toBe(body.prediction);
+      expect(await answered()).toBe(answeredBefore);
+    } finally {
+      await backlog;
+    }
   });
 
   it('a job that is not a small sync call is never pushed', async () => {
