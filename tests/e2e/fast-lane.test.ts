@@ -1,5 +1,6 @@
 import { DirectOrt, randomRows } from '@quern/devkit';
-import { AdmissionLedger, MetricNames } from '@quern/shared';
+import { AdmissionLedger, createLogger, MetricNames } from '@quern/shared';
+import { WorkerRuntime } from '@quern/worker';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -119,6 +120,48 @@ describe('the sync fast lane', () => {
     await stack.client.zrem(stack.keys.fastLaneWorkers('cars-mpg'), gone);
   });
 
+  it('with two workers, a job answered by one and handed to the other by BullMQ runs once', async () => {
+    const second = await WorkerRuntime.start({
+      config: stack.config,
+      manifest: stack.manifest,
+      logger: createLogger('worker', 'silent'),
+    });
+    const workers = [stack.worker, second];
+    const total = async (outcome: string) =>
+      (await Promise.all(workers.map((w) => counterValue(w.metrics.fastLane, { model: 'cars-mpg', outcome })))).reduce(
+        (a, b) => a + b,
+        0,
+      );
+    const batches = async () =>
+      (await Promise.all(workers.map((w) => batchesRun(w.metrics.batchSize)))).reduce((a, b) => a + b, 0);
+    try {
+      await pollUntil(
+        'the API knows both workers',
+        async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
+        (known) => known.includes(second.id) && known.includes(stack.worker.id),
+      );
+      const [answeredBefore, recordedBefore, batchesBefore] = [
+        await total('answered'),
+        await total('recorded'),
+        await batches(),
+      ];
+      const calls = 12;
+      for (let i = 0; i < calls; i++) {
+        const features = uniqueRow();
+        const body = await predict(features);
+        await expectMatchesOrt(features, body.prediction);
+        expect((await recorded(body.job_id)).prediction).toBe(body.prediction);
+      }
+      expect(await total('answered')).toBe(answeredBefore + calls);
+      // BullMQ gave some jobs to the worker that did not answer them: completed from the answer's record.
+      expect(await total('recorded')).toBeGreaterThan(recordedBefore);
+      // One inference per job, whichever worker BullMQ handed it to.
+      expect(await batches()).toBe(batchesBefore + calls);
+    } finally {
+      await second.close(10_000);
+    }
+  });
+
   it('a paused queue is not bypassed: the call waits for the queue like any other', async () => {
     const queue = stack.services.jobs.queueOf('cars-mpg');
     const before = await answered();
@@ -140,9 +183,14 @@ describe('the sync fast lane', () => {
     const mlp = stack.worker.served.find((m) => m.entry.name === 'mlp-large');
     if (!mlp) throw new Error('the worker serves no mlp-large');
     const busy = () => counterValue(stack.worker.metrics.fastLane, { model: 'cars-mpg', outcome: 'busy' });
+    await pollUntil(
+      'the API knows this worker alone',
+      async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
+      (known) => known.length === 1 && known[0] === stack.worker.id,
+    );
     const [answeredBefore, busyBefore] = [await answered(), await busy()];
     // Rows of the heavy model straight into the worker's scheduler: they wait for its threads a while.
-    const backlog = stack.worker.scheduler.submit(mlp.pool.name, randomRows(20_000, 256, 5));
+    const backlog = stack.worker.scheduler.submit(mlp.pool.name, randomRows(60_000, 256, 5));
     try {
       expect(stack.worker.scheduler.pendingRows()).toBeGreaterThan(0);
       const features = uniqueRow();
@@ -234,10 +282,20 @@ describe('the push, as the admission script sends it', () => {
       await queue.pause();
       expect((await ledger.admit(request('job_probe_paused'))).kind).toBe('admitted');
       await queue.resume();
-      // Four jobs queued ahead: a push would overtake them.
-      await queue.addBulk([1, 2, 3, 4].map((n) => ({ name: 'infer', data: { n }, opts: { jobId: `ahead-${n}` } })));
-      expect((await ledger.admit(request('job_probe_behind'))).kind).toBe('admitted');
-      expect(await heardAll()).toEqual(['job_probe_empty']);
+      // Jobs queued ahead: three (an idle service's last few, not yet handed over) still let a
+      // push through; four would be overtaken by it. (Admissions cleared: only queued jobs count.)
+      const queued = async (n: number) => {
+        await stack.client.del(stack.keys.queueAdmissions('fastlane-probe'));
+        await queue.obliterate({ force: true });
+        await queue.addBulk(
+          Array.from({ length: n }, (_, i) => ({ name: 'infer', data: { i }, opts: { jobId: `ahead-${n}-${i}` } })),
+        );
+      };
+      await queued(3);
+      expect((await ledger.admit(request('job_probe_behind_3'))).kind).toBe('admitted');
+      await queued(4);
+      expect((await ledger.admit(request('job_probe_behind_4'))).kind).toBe('admitted');
+      expect(await heardAll()).toEqual(['job_probe_empty', 'job_probe_behind_3']);
     } finally {
       await queue.obliterate({ force: true });
       await queue.close();

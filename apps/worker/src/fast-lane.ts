@@ -1,7 +1,7 @@
 import { createRedis, type KeySpace, type Logger, type RedisClient, type WorkerConfig } from '@quern/shared';
 
 /** Largest fast-lane message read; the API sends only small jobs (FAST_LANE_MAX_VALUES in the API). */
-const MAX_MESSAGE_BYTES = 256 * 1024;
+const MAX_MESSAGE_BYTES = 1024 * 1024;
 
 /** What the fast lane hands a model's processor: the job's id and its data as the API wrote it. */
 export type FastJobHandler = (id: string, data: unknown) => void;
@@ -37,13 +37,15 @@ export class FastLaneListener {
     this.open = true;
     const announce = () => {
       const now = Date.now();
-      const multi = this.redis.multi();
+      // One transaction per model: each model's set may live on another Cluster shard.
       for (const model of this.handlers.keys()) {
-        multi
+        this.redis
+          .multi()
           .zadd(this.keys.fastLaneWorkers(model), now, this.workerId)
-          .zremrangebyscore(this.keys.fastLaneWorkers(model), '-inf', now - this.ttlMs * 4);
+          .zremrangebyscore(this.keys.fastLaneWorkers(model), '-inf', now - this.ttlMs * 4)
+          .exec()
+          .catch((err: Error) => this.logger.warn({ model, err: err.message }, 'fast lane announce failed'));
       }
-      multi.exec().catch((err: Error) => this.logger.warn({ err: err.message }, 'fast lane announce failed'));
     };
     announce();
     this.timer = setInterval(announce, this.intervalMs);

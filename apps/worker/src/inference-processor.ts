@@ -8,7 +8,7 @@ import {
   FAILURE_KINDS,
   failSpan,
   InferenceJobData,
-  type InferenceResult,
+  InferenceResult,
   inputHash,
   type JobFailure,
   type JobReply,
@@ -59,6 +59,8 @@ export interface ProcessorDeps {
   models?: ModelSet | undefined;
   /** Shadow runs of answered jobs' rows on the model's shadow versions. */
   shadows?: ShadowRunner | undefined;
+  /** This worker's id: a job pushed over the fast lane to another worker is completed from its early answer. */
+  workerId?: string | undefined;
 }
 
 const CANCELED: JobFailure = { code: 'canceled', message: 'canceled by its owner before its batch started' };
@@ -335,30 +337,33 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     return output;
   }
 
-  /** An early answer: the result and the rows it was computed from (for shadow runs). */
-  type Early = { result: InferenceResult; rows: Float32Array[] } | undefined;
+  /**
+   * An early answer: the result, the run it belongs to (the job's `created_at`: a later run of the
+   * id, a client's retry, is another run) and, when shadow versions run, the rows it came from.
+   */
+  type Early = { result: InferenceResult; createdAt: number; rows: Float32Array[] | undefined } | undefined;
   /**
    * The fast lane (docs/architecture.md): a small sync job's admission script also pushes it
    * straight to this worker over pub/sub. An idle worker computes it at once and sends the reply
-   * (with the cache entries, in one write) without waiting for BullMQ to hand the job over; the
-   * BullMQ job stays the record. When BullMQ delivers it, `processInferenceJob` takes the result
-   * from here instead of computing it again. Anything unusual (a busy worker, a version not held,
-   * tracing or webhooks on the job, an error) leaves the job to the BullMQ path alone.
+   * (with the cache entries and the early answer's record, in one write) without waiting for BullMQ
+   * to hand the job over; the BullMQ job stays the record. When BullMQ delivers it here,
+   * `processInferenceJob` takes the result from this map; on another worker, from the record in
+   * Redis (`earlyAnswer`). Anything unusual (a busy worker, a version not held, tracing or webhooks
+   * on the job, an error) leaves the job to the BullMQ path alone.
    */
-  const early = new Map<string, { at: number; result: Promise<Early> }>();
+  const early = new Map<string, { at: number; result: Promise<Early>; taken?: boolean }>();
+  /** How long an early answer is kept for its BullMQ delivery (here, and as the record in Redis). */
   const EARLY_KEEP_MS = 60_000;
-  /** A job the queue handed over first: being run from there. */
-  const TAKEN = { at: Number.POSITIVE_INFINITY, result: Promise.resolve<Early>(undefined) };
+  const EARLY_MAX = 2_000;
+  const NOTHING = Promise.resolve<Early>(undefined);
 
-  function remember(id: string, result: Promise<Early>): void {
-    const now = Date.now();
-    if (early.size >= 1_000) {
-      for (const [key, entry] of early) {
-        if (now - entry.at < EARLY_KEEP_MS && early.size < 10_000) break;
-        early.delete(key);
-      }
+  /** Keeps `entry` under `id`; entries past their time go first (oldest first), and the oldest past EARLY_MAX. */
+  function keep(id: string, entry: { at: number; result: Promise<Early>; taken?: boolean }): void {
+    for (const [key, old] of early) {
+      if (entry.at - old.at < EARLY_KEEP_MS && early.size < EARLY_MAX) break;
+      early.delete(key);
     }
-    early.set(id, { at: now, result });
+    early.set(id, entry);
   }
 
   async function computeEarly(id: string, data: InferenceJobData, held: ServedModel): Promise<Early> {
@@ -408,13 +413,19 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       channel: keys.replyChannel(data.reply_to as string),
       message: encodeReply({ kind: 'completed', job_id: id, result: output }),
     };
+    // The record another worker completes the job from, if BullMQ hands it the job.
+    const record: [string, string, number] = [
+      keys.earlyAnswer(id),
+      JSON.stringify({ created_at: data.created_at, result: output }),
+      EARLY_KEEP_MS / 1000,
+    ];
     try {
-      await io.setEx(cacheWrites, reply);
+      await io.setEx([...cacheWrites, record], reply);
     } catch {
       return undefined;
     }
     metrics.fastLane.labels(entry.name, 'answered').inc();
-    return { result: output, rows };
+    return { result: output, createdAt: data.created_at, rows: deps.shadows ? rows : undefined };
   }
 
   /** A job pushed over the fast lane (`raw` as the API published it); see `early` above. */
@@ -443,7 +454,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       metrics.fastLane.labels(entry.name, 'skipped').inc();
       return;
     }
-    remember(id, computeEarly(id, data, held));
+    keep(id, { at: Date.now(), result: computeEarly(id, data, held) });
   }
 
   async function steps(run: Run): Promise<InferenceResult> {
@@ -474,24 +485,44 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     }
   }
 
-  async function processInferenceJob(job: Job): Promise<InferenceResult> {
-    await turns.pass();
-    const answered = early.get(job.id as string);
-    if (answered) {
-      early.delete(job.id as string);
-      // Answered over the fast lane already (reply and cache written, from the same data, checked
-      // there): only the record is left.
-      const done = await answered.result;
-      // (The same run: a later run of the id, a client's retry, may be routed to another version.)
-      const version = (job.data as { model_version?: unknown } | undefined)?.model_version;
-      if (done && done.result.model_version === version) return completeEarly(job, done.result, done.rows);
-    }
-    const run = await intake(job);
-    if (run.span) return traced(run, run.span);
-    // A sync job this worker runs from the queue: a push of it that arrives meanwhile is not run too.
-    const guarded = config.QUERN_SYNC_FAST_LANE && run.data.reply_to !== undefined;
-    if (guarded) early.set(run.id, TAKEN);
+  /** The early answer of this run of a job pushed to another worker, from its record in Redis. */
+  async function recordedEarly(id: string, data: Partial<InferenceJobData>): Promise<Early> {
+    const [raw] = await io.mget([keys.earlyAnswer(id)]);
+    if (!raw) return undefined;
     try {
+      const kept = JSON.parse(raw) as { created_at?: unknown; result?: unknown };
+      const result = InferenceResult.safeParse(kept.result);
+      if (!result.success || kept.created_at !== data.created_at) return undefined;
+      return { result: result.data, createdAt: data.created_at as number, rows: undefined };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async function processInferenceJob(job: Job): Promise<InferenceResult> {
+    const id = job.id as string;
+    const data = (job.data ?? {}) as Partial<InferenceJobData>;
+    const answered = early.get(id);
+    // A sync job the queue hands over before its push is heard: the push is then not run as well.
+    const guarded = config.QUERN_SYNC_FAST_LANE && data.reply_to !== undefined && answered === undefined;
+    if (guarded) keep(id, { at: Date.now(), result: NOTHING, taken: true });
+    try {
+      await turns.pass();
+      // Answered over the fast lane already (reply and cache written, from the same data, checked
+      // there): only the record is left. Only for this run of the id, on the version it recorded.
+      let done: Early;
+      if (answered && !answered.taken) {
+        early.delete(id);
+        done = await answered.result;
+      } else if (data.fast_lane !== undefined && data.fast_lane !== deps.workerId) {
+        done = await recordedEarly(id, data);
+        if (done) metrics.fastLane.labels(entry.name, 'recorded').inc();
+      }
+      if (done && done.createdAt === data.created_at && done.result.model_version === data.model_version) {
+        return completeEarly(job, done);
+      }
+      const run = await intake(job);
+      if (run.span) return await traced(run, run.span);
       // Untraced, the steps run here rather than through steps(): no extra promise per job.
       await lookup(run);
       if (run.missing.length > 0) await compute(run);
@@ -500,19 +531,20 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       }
       return await complete(run);
     } finally {
-      if (guarded && early.get(run.id) === TAKEN) early.delete(run.id);
+      if (guarded && early.get(id)?.taken) early.delete(id);
     }
   }
 
   /** The BullMQ side of a job the fast lane answered: the counts `complete` would make. */
-  function completeEarly(job: Job, result: InferenceResult, rows: Float32Array[]): InferenceResult {
+  function completeEarly(job: Job, done: NonNullable<Early>): InferenceResult {
+    const { result, rows } = done;
     const jobSeconds = Math.max(0, Date.now() - job.timestamp) / 1000;
     metrics.queueWait.labels(entry.name).observe(result.timings.queue_ms / 1000);
     metrics.jobDuration.labels(entry.name).observe(jobSeconds);
     metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
     metrics.versionJobs.labels(entry.name, result.model_version, 'succeeded').inc();
     metrics.versionJobDuration.labels(entry.name, result.model_version).observe(jobSeconds);
-    deps.shadows?.offer(entry.name, result.model_version, rows, result.outputs);
+    if (rows) deps.shadows?.offer(entry.name, result.model_version, rows, result.outputs);
     return result;
   }
 

@@ -55,7 +55,8 @@ export function createWorkerMetrics(options: { busyMs: () => number; threads: nu
     name: MetricNames.fastLane,
     help:
       'Sync jobs pushed to this worker over the fast lane, by outcome: answered (before BullMQ handed the job ' +
-      'over), busy (rows were waiting: left to the queue), skipped (not eligible: left to the queue).',
+      'over), busy (rows were waiting: left to the queue), skipped (not eligible: left to the queue); and ' +
+      'recorded: jobs pushed to another worker that BullMQ handed this one, completed from that early answer.',
     labelNames: ['model', 'outcome'],
     registers: [registry],
   });

@@ -7,7 +7,7 @@ interface Read {
 }
 
 interface Write {
-  entries: [key: string, value: string][];
+  entries: [key: string, value: string, ttlSeconds?: number][];
   reply: { channel: string; message: string } | undefined;
   resolve: () => void;
   reject: (err: unknown) => void;
@@ -57,7 +57,7 @@ export class RedisPipeline {
     this.writes = new TurnBuffer<Write>((writes) => {
       const commands: BatchCommand[] = [];
       for (const w of writes) {
-        for (const [key, value] of w.entries) commands.push(['set', key, value, 'EX', ttlSeconds]);
+        for (const [key, value, ttl] of w.entries) commands.push(['set', key, value, 'EX', ttl ?? ttlSeconds]);
         if (w.reply) commands.push(['publish', w.reply.channel, w.reply.message]);
       }
       // One pipeline (one per shard on a Cluster, where the cache keys are spread).
@@ -81,11 +81,14 @@ export class RedisPipeline {
   }
 
   /**
-   * Stores each value with the cache TTL and publishes `reply` (a sync job's answer to the API
+   * Stores each value with the cache TTL (or its own) and publishes `reply` (a sync job's answer to the API
    * process waiting on it), together with everyone else's writes: one pipeline, one write to the
    * socket, whatever the number of jobs that finished.
    */
-  setEx(entries: [key: string, value: string][], reply?: { channel: string; message: string }): Promise<void> {
+  setEx(
+    entries: [key: string, value: string, ttlSeconds?: number][],
+    reply?: { channel: string; message: string },
+  ): Promise<void> {
     if (entries.length === 0 && !reply) return Promise.resolve();
     return new Promise((resolve, reject) => this.writes.push({ entries, reply, resolve, reject }));
   }

@@ -259,6 +259,7 @@ export class WorkerRuntime {
         tracer: this.tracer,
         models: this.models,
         shadows,
+        workerId: this.id,
       });
       fastHandlers.set(name, processor.fast);
       const queues = ModelQueues.open(keys, name, {
@@ -377,11 +378,12 @@ export class WorkerRuntime {
         timer = setTimeout(() => resolve('timeout'), timeoutMs);
       });
       const drained = Promise.all(this.consumers.map((c) => c.close())).then(() => 'drained' as const);
-      await withdrawn;
       const outcome = await Promise.race([drained, timedOut]);
       clearTimeout(timer);
       const forced = outcome === 'timeout';
       if (forced) await Promise.all(this.consumers.map((c) => c.close(true)));
+      // (Raced with a second: during a Redis outage its withdrawal never returns; the TTL ends it.)
+      await Promise.race([withdrawn, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
       this.scheduler.close();
       this.models.stop();
       await this.cancels?.close();

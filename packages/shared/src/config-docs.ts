@@ -322,9 +322,9 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     group: 'sync',
     description:
       'A small sync job (at most 16 rows) is also pushed over pub/sub to one worker of its model once it is ' +
-      'admitted (not while its queue is paused); an idle worker answers it at once, before BullMQ hands the job ' +
-      'over (the BullMQ job stays the record, and a busy worker leaves the job to the queue). Off above 16 sync ' +
-      'callers per worker in an API process. Read by the API and the workers. ' +
+      'admitted, unless its queue is paused or holds 4 jobs; an idle worker answers it at once, before BullMQ ' +
+      'hands the job over (the BullMQ job stays the record, and a busy worker leaves the job to the queue). Off ' +
+      'above 16 sync callers per worker in an API process. Set it alike on the API and the workers. ' +
       'docs/architecture.md.',
   },
   QUERN_SYNC_WAIT_DEFAULT_MS: {

@@ -72,6 +72,11 @@ export const InferenceJobData = z
      * on that process's reply channel, in the same write as the cache entries.
      */
     reply_to: z.string().max(64).optional(),
+    /**
+     * The worker this sync job was pushed to over the fast lane (docs/architecture.md): another
+     * worker BullMQ hands the job to first reads that worker's early answer (`earlyAnswer`).
+     */
+    fast_lane: z.string().max(64).optional(),
     /** The API looked every row up in the result cache just before enqueueing (sync calls). */
     cache_checked: z.boolean().optional(),
     /** Epoch ms after which the job is not computed any more and ends `expired`. */

@@ -243,6 +243,11 @@ export class KeySpace {
     return `${this.prefix}:fastlane:workers:${model}`;
   }
 
+  /** A job's early answer over the fast lane (its result, for a minute): the record another worker completes it from. */
+  earlyAnswer(jobId: string): string {
+    return `${this.prefix}:early:${jobId}`;
+  }
+
   /** Pub/sub channel of one worker's fast lane: API processes push small sync jobs to it. */
   fastLaneChannel(workerId: string): string {
     return `${this.prefix}:fastlane:${workerId}`;

@@ -19,6 +19,8 @@ export const FAST_LANE_MAX_AHEAD = 4;
 
 /** A fast-lane push: published by the admission script once the job is admitted (see `ADMIT_LUA`). */
 export interface FastLanePush {
+  /** The worker pushed to (the job records it: another worker completes it from this one's early answer). */
+  worker: string;
   channel: string;
   message: string;
   maxAhead: number;
@@ -65,6 +67,7 @@ export class FastLane {
     if (count === 0 || this.load() > count * LOAD_PER_WORKER) return undefined;
     const worker = lane.workers[lane.next++ % count] as string;
     return {
+      worker,
       channel: this.keys.fastLaneChannel(worker),
       message: JSON.stringify({ id, data }),
       maxAhead: FAST_LANE_MAX_AHEAD,

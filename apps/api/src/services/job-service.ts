@@ -262,6 +262,7 @@ export class JobService {
       args.replyTo && args.cacheChecked && this.fastLane && !this.tracer
         ? this.fastLane.pushFor(id, data, args.input.count, args.input.count * args.input.width)
         : undefined;
+    if (push) data.fast_lane = push.worker;
     // Both caps, checked and counted atomically before anything is written; the fair-share priority.
     const queuePriority = await this.admitOrRefuse(
       args,
