@@ -118,6 +118,56 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
   const replyOf = (run: Run, reply: JobReply) =>
     run.data.reply_to ? { channel: keys.replyChannel(run.data.reply_to), message: encodeReply(reply) } : undefined;
 
+  /** Why a job waiting for a thread is dropped, if it is: canceled, or past its deadline. */
+  const dropReason = (id: string, data: InferenceJobData) => (): string | null =>
+    cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null;
+
+  /** Row `k` of a batch's output, as JSON numbers. */
+  const rowOutput = (output: Float32Array, k: number, outSize: number): number[] =>
+    Array.from(output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
+
+  /** A job's result as BullMQ records it and the reply carries it. */
+  function resultOf(r: {
+    outputs: number[][];
+    cached: boolean[];
+    version: string;
+    /** When the job was enqueued (its `created_at`, BullMQ's timestamp). */
+    enqueuedAt: number;
+    startedAt: number;
+    inferenceMs: number;
+    batchSize: number;
+  }): InferenceResult {
+    return {
+      outputs: r.outputs,
+      cached: r.cached,
+      model_version: r.version,
+      started_at: r.startedAt,
+      finished_at: Date.now(),
+      timings: {
+        queue_ms: Math.max(0, r.startedAt - r.enqueuedAt),
+        inference_ms: Math.round(r.inferenceMs * 1000) / 1000,
+        batch_size: r.batchSize,
+      },
+    };
+  }
+
+  /** A succeeded job's counts; a sampled trace's id becomes the buckets' exemplar. */
+  function countSucceeded(version: string, queueMs: number, enqueuedAt: number, endedAt: number, span?: Span): void {
+    const jobSeconds = Math.max(0, endedAt - enqueuedAt) / 1000;
+    if (span) {
+      const labels = { model: entry.name };
+      const exemplarLabels = { trace_id: span.spanContext().traceId };
+      metrics.queueWait.observe({ labels, value: queueMs / 1000, exemplarLabels });
+      metrics.jobDuration.observe({ labels, value: jobSeconds, exemplarLabels });
+    } else {
+      metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
+      metrics.jobDuration.labels(entry.name).observe(jobSeconds);
+    }
+    metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
+    metrics.versionJobs.labels(entry.name, version, 'succeeded').inc();
+    metrics.versionJobDuration.labels(entry.name, version).observe(jobSeconds);
+  }
+
   /** Ends the job without a result: its webhook event and reply first, then the failure BullMQ records. */
   async function end(run: Run, failure: JobFailure, event: 'failed' | 'canceled'): Promise<never> {
     const failedReason = encodeFailure(failure);
@@ -241,8 +291,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         // Fair share off: one lane, first come first served, as in the queue.
         owner: config.QUERN_FAIR_SHARE ? data.owner : undefined,
         weight: data.weight,
-        shouldDrop: () =>
-          cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
+        shouldDrop: dropReason(id, data),
         onStart: webhooks.wants(data, 'started')
           ? () => void sendWebhook(run, { ...run.base, state: 'active' }, 'started')
           : undefined,
@@ -274,7 +323,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     let overflowRow = -1;
     const outSize = run.served.pool.outputSize;
     missing.forEach((rowIndex, k) => {
-      const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
+      const values = rowOutput(result.output, k, outSize);
       if (overflowRow < 0 && !values.every(Number.isFinite)) overflowRow = rowIndex;
       run.outputs[rowIndex] = values;
       if (useCache) run.cacheWrites.push([run.cacheKeys[rowIndex] as string, encodeCachedRow(values)]);
@@ -289,20 +338,16 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
 
   /** The result: cache entries and the reply in one write, then webhooks and metrics. */
   async function complete(run: Run): Promise<InferenceResult> {
-    const finishedAt = Date.now();
-    const queueMs = Math.max(0, run.startedAt - run.job.timestamp);
-    const output: InferenceResult = {
+    const output = resultOf({
       outputs: run.outputs,
       cached: run.cached,
-      model_version: run.served.entry.version,
-      started_at: run.startedAt,
-      finished_at: finishedAt,
-      timings: {
-        queue_ms: queueMs,
-        inference_ms: Math.round(run.inferenceMs * 1000) / 1000,
-        batch_size: run.batchSize,
-      },
-    };
+      version: run.served.entry.version,
+      enqueuedAt: run.job.timestamp,
+      startedAt: run.startedAt,
+      inferenceMs: run.inferenceMs,
+      batchSize: run.batchSize,
+    });
+    const { finished_at: finishedAt, timings } = output;
     const reply = run.span && deps.tracer?.startReply(run.span);
     // Awaited, so that once the job shows as completed a repeat of its input is a cache hit.
     await io.setEx(run.cacheWrites, replyOf(run, { kind: 'completed', job_id: run.id, result: output }));
@@ -314,25 +359,14 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
       );
     }
     reply?.end();
-    const jobSeconds = Math.max(0, finishedAt - run.job.timestamp) / 1000;
-    if (run.span) {
-      // A sampled trace: the buckets keep this job's trace id as their exemplar.
-      const labels = { model: entry.name };
-      const exemplarLabels = { trace_id: run.span.spanContext().traceId };
-      metrics.queueWait.observe({ labels, value: queueMs / 1000, exemplarLabels });
-      metrics.jobDuration.observe({ labels, value: jobSeconds, exemplarLabels });
-    } else {
-      metrics.queueWait.labels(entry.name).observe(queueMs / 1000);
-      metrics.jobDuration.labels(entry.name).observe(jobSeconds);
-    }
-    metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
     const version = run.served.entry.version;
-    metrics.versionJobs.labels(entry.name, version, 'succeeded').inc();
-    metrics.versionJobDuration.labels(entry.name, version).observe(jobSeconds);
+    countSucceeded(version, timings.queue_ms, run.job.timestamp, finishedAt, run.span);
     // After the answer went out (reply and cache written above): the caller never waits for it.
     deps.shadows?.offer(entry.name, version, run.rows, run.outputs);
     if (deps.logger.isLevelEnabled('debug')) {
-      run.log().debug({ batch_size: run.batchSize, queue_ms: queueMs, inference_ms: run.inferenceMs }, 'job done');
+      run
+        .log()
+        .debug({ batch_size: run.batchSize, queue_ms: timings.queue_ms, inference_ms: run.inferenceMs }, 'job done');
     }
     return output;
   }
@@ -376,8 +410,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         id,
         owner: config.QUERN_FAIR_SHARE ? data.owner : undefined,
         weight: data.weight,
-        shouldDrop: () =>
-          cancels.isCanceled(id) ? 'canceled by its owner' : Date.now() > data.deadline_at ? DEADLINE_REASON : null,
+        shouldDrop: dropReason(id, data),
       });
     } catch {
       return undefined;
@@ -386,7 +419,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
     const outputs: number[][] = [];
     const cacheWrites: [string, string][] = [];
     for (let k = 0; k < rows.length; k++) {
-      const values = Array.from(result.output.subarray(k * outSize, (k + 1) * outSize), toJsonNumber);
+      const values = rowOutput(result.output, k, outSize);
       // An overflow, or a run deadline passed: the BullMQ path ends the job as it should.
       if (!values.every(Number.isFinite)) return undefined;
       outputs.push(values);
@@ -397,18 +430,15 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
         ]);
     }
     if (data.run_deadline_at !== undefined && Date.now() > data.run_deadline_at) return undefined;
-    const output: InferenceResult = {
+    const output = resultOf({
       outputs,
       cached: new Array(rows.length).fill(false),
-      model_version: held.entry.version,
-      started_at: result.startedAt,
-      finished_at: Date.now(),
-      timings: {
-        queue_ms: Math.max(0, result.startedAt - data.created_at),
-        inference_ms: Math.round(result.inferenceMs * 1000) / 1000,
-        batch_size: result.batchSize,
-      },
-    };
+      version: held.entry.version,
+      enqueuedAt: data.created_at,
+      startedAt: result.startedAt,
+      inferenceMs: result.inferenceMs,
+      batchSize: result.batchSize,
+    });
     const reply = {
       channel: keys.replyChannel(data.reply_to as string),
       message: encodeReply({ kind: 'completed', job_id: id, result: output }),
@@ -538,12 +568,7 @@ export function createInferenceProcessor(served: ServedModel, deps: ProcessorDep
   /** The BullMQ side of a job the fast lane answered: the counts `complete` would make. */
   function completeEarly(job: Job, done: NonNullable<Early>): InferenceResult {
     const { result, rows } = done;
-    const jobSeconds = Math.max(0, Date.now() - job.timestamp) / 1000;
-    metrics.queueWait.labels(entry.name).observe(result.timings.queue_ms / 1000);
-    metrics.jobDuration.labels(entry.name).observe(jobSeconds);
-    metrics.jobsFinished.labels(entry.name, 'succeeded').inc();
-    metrics.versionJobs.labels(entry.name, result.model_version, 'succeeded').inc();
-    metrics.versionJobDuration.labels(entry.name, result.model_version).observe(jobSeconds);
+    countSucceeded(result.model_version, result.timings.queue_ms, job.timestamp, Date.now());
     if (rows) deps.shadows?.offer(entry.name, result.model_version, rows, result.outputs);
     return result;
   }
