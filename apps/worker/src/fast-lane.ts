@@ -1,4 +1,5 @@
 import { createRedis, type KeySpace, type Logger, type RedisClient, type WorkerConfig } from '@quern/shared';
+import { beat } from './heartbeat';
 
 /** Largest fast-lane message read; the API sends only small jobs (FAST_LANE_MAX_VALUES in the API). */
 const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -36,15 +37,11 @@ export class FastLaneListener {
     await this.subscriber.subscribe(this.keys.fastLaneChannel(this.workerId));
     this.open = true;
     const announce = () => {
-      const now = Date.now();
-      // One transaction per model: each model's set may live on another Cluster shard.
+      // One beat per model: each model's set may live on another Cluster shard.
       for (const model of this.handlers.keys()) {
-        this.redis
-          .multi()
-          .zadd(this.keys.fastLaneWorkers(model), now, this.workerId)
-          .zremrangebyscore(this.keys.fastLaneWorkers(model), '-inf', now - this.ttlMs * 4)
-          .exec()
-          .catch((err: Error) => this.logger.warn({ model, err: err.message }, 'fast lane announce failed'));
+        beat(this.redis, this.keys.fastLaneWorkers(model), this.workerId, this.ttlMs).catch((err: Error) =>
+          this.logger.warn({ model, err: err.message }, 'fast lane announce failed'),
+        );
       }
     };
     announce();

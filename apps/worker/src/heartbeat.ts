@@ -1,6 +1,19 @@
 import type { KeySpace, Logger, RedisClient } from '@quern/shared';
 
 /**
+ * One beat: `member` scored now in the sorted set `set`, and members silent for four TTLs removed.
+ * The heartbeat's and the fast lane's announcements (fast-lane.ts) both beat this way.
+ */
+export function beat(redis: RedisClient, set: string, member: string, ttlMs: number): Promise<unknown> {
+  const now = Date.now();
+  return redis
+    .multi()
+    .zadd(set, now, member)
+    .zremrangebyscore(set, '-inf', now - ttlMs * 4)
+    .exec();
+}
+
+/**
  * Announces this worker in a sorted set scored by the time of its last beat. The API's
  * readiness check and the `quern_workers_alive` gauge count members seen within the TTL.
  */
@@ -17,17 +30,13 @@ export class Heartbeat {
   ) {}
 
   start(): void {
-    const beat = () => {
-      const now = Date.now();
-      this.redis
-        .multi()
-        .zadd(this.keys.workers(), now, this.workerId)
-        .zremrangebyscore(this.keys.workers(), '-inf', now - this.ttlMs * 4)
-        .exec()
-        .catch((err: Error) => this.logger.warn({ err: err.message }, 'heartbeat failed'));
+    const once = () => {
+      beat(this.redis, this.keys.workers(), this.workerId, this.ttlMs).catch((err: Error) =>
+        this.logger.warn({ err: err.message }, 'heartbeat failed'),
+      );
     };
-    beat();
-    this.timer = setInterval(beat, this.intervalMs);
+    once();
+    this.timer = setInterval(once, this.intervalMs);
     this.timer.unref();
   }
 
