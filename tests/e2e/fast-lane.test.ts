@@ -40,6 +40,10 @@ async function batchesRun(metric: Metric): Promise<number> {
 
 const answered = () => counterValue(stack.worker.metrics.fastLane, { model: 'cars-mpg', outcome: 'answered' });
 
+/** Waits until the API's view of cars-mpg's announced workers (read once a second) passes `accept`. */
+const untilLane = (what: string, accept: (workers: readonly string[]) => boolean) =>
+  pollUntil(what, async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [], accept);
+
 async function predict(features: number[]): Promise<{ prediction: number; job_id: string }> {
   const res = await stack.post('/v1/predict', { features });
   expect(res.status).toBe(200);
@@ -67,11 +71,7 @@ beforeAll(async () => {
   if (!entry) throw new Error('no cars-mpg in the manifest');
   cars = await DirectOrt.load(stack.config.QUERN_MODELS_DIR, entry);
   // The API reads the announced workers in the background: wait until it knows this one.
-  await pollUntil(
-    'the API knows the worker’s fast lane',
-    async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
-    (workers) => workers.includes(stack.worker.id),
-  );
+  await untilLane('the API knows the worker’s fast lane', (workers) => workers.includes(stack.worker.id));
 });
 
 afterAll(async () => {
@@ -102,11 +102,7 @@ describe('the sync fast lane', () => {
     // An announced worker that no longer listens (it died within the heartbeat TTL).
     const gone = 'wrk_gone0000000000000000';
     await stack.client.zadd(stack.keys.fastLaneWorkers('cars-mpg'), Date.now() + 60_000, gone);
-    await pollUntil(
-      'the API knows the gone worker',
-      async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
-      (workers) => workers.includes(gone) && workers.length === 2,
-    );
+    await untilLane('the API knows the gone worker', (workers) => workers.includes(gone) && workers.length === 2);
     const before = await answered();
     const calls = 6;
     for (let i = 0; i < calls; i++) {
@@ -135,9 +131,8 @@ describe('the sync fast lane', () => {
     const batches = async () =>
       (await Promise.all(workers.map((w) => batchesRun(w.metrics.batchSize)))).reduce((a, b) => a + b, 0);
     try {
-      await pollUntil(
+      await untilLane(
         'the API knows both workers',
-        async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
         (known) => known.includes(second.id) && known.includes(stack.worker.id),
       );
       const [answeredBefore, recordedBefore, batchesBefore] = [
@@ -183,11 +178,7 @@ describe('the sync fast lane', () => {
     const mlp = stack.worker.served.find((m) => m.entry.name === 'mlp-large');
     if (!mlp) throw new Error('the worker serves no mlp-large');
     const busy = () => counterValue(stack.worker.metrics.fastLane, { model: 'cars-mpg', outcome: 'busy' });
-    await pollUntil(
-      'the API knows this worker alone',
-      async () => stack.services.fastLane?.workersOf('cars-mpg') ?? [],
-      (known) => known.length === 1 && known[0] === stack.worker.id,
-    );
+    await untilLane('the API knows this worker alone', (known) => known.length === 1 && known[0] === stack.worker.id);
     const [answeredBefore, busyBefore] = [await answered(), await busy()];
     // Rows of the heavy model straight into the worker's scheduler: they wait for its threads a while.
     const backlog = stack.worker.scheduler.submit(mlp.pool.name, randomRows(60_000, 256, 5));
