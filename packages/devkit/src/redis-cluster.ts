@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from './free-port';
+import { freePorts } from './free-port';
 
 const run = promisify(execFile);
 
@@ -66,7 +66,24 @@ export class LocalRedisCluster {
     return this.servers.get(port)?.pid;
   }
 
+  /**
+   * Starts the cluster; a start whose cluster does not come up healthy is torn down and tried
+   * again on new ports (up to three times). On a loaded machine a node's first gossip can be late
+   * enough for the cluster to stall, and a port that was free when picked can be taken before its
+   * server binds it.
+   */
   static async start(options: LocalRedisClusterOptions = {}): Promise<LocalRedisCluster> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await LocalRedisCluster.startOnce(options);
+      } catch (err) {
+        if (attempt >= 3) throw err;
+        process.stderr.write(`[redis-cluster] start attempt ${attempt} failed (${(err as Error).message}); retrying\n`);
+      }
+    }
+  }
+
+  private static async startOnce(options: LocalRedisClusterOptions): Promise<LocalRedisCluster> {
     const masters = options.masters ?? 3;
     const replicas = options.replicas ?? 0;
     if (!(await findRedisCli()))
@@ -76,8 +93,12 @@ export class LocalRedisCluster {
     const servers = new Map<number, ChildProcess>();
     const cluster = new LocalRedisCluster(dir, ports, servers);
     try {
-      for (let i = 0; i < masters * (1 + replicas); i++) {
-        const port = await freePort();
+      const nodes = masters * (1 + replicas);
+      // Each node's cluster bus gets a free port of its own (`--cluster-port`), not the default
+      // port + 10,000, which nobody checked and which does not exist above port 55,535.
+      const picked = await freePorts(nodes * 2);
+      for (let i = 0; i < nodes; i++) {
+        const port = picked[i * 2] as number;
         ports.push(port);
         const child = spawn(
           'redis-server',
@@ -88,14 +109,17 @@ export class LocalRedisCluster {
             '127.0.0.1',
             '--cluster-enabled',
             'yes',
+            '--cluster-port',
+            String(picked[i * 2 + 1]),
             '--cluster-config-file',
             join(dir, `nodes-${port}.conf`),
             // A node that never met another announces no address of its own (a one-master cluster).
             '--cluster-announce-ip',
             '127.0.0.1',
-            // A failed master is replaced within about a second (the default is 15 s).
+            // Short enough for a failed master to be replaced within a few seconds (the default is
+            // 15 s), long enough that nodes on a loaded machine do not mark each other failing.
             '--cluster-node-timeout',
-            '1000',
+            '3000',
             '--dir',
             dir,
             '--dbfilename',
