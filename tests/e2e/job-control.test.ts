@@ -28,6 +28,7 @@ const IDLE = [
   'idle-idem',
   'idle-full',
   'idle-waits',
+  'idle-single',
   // One per round of the shared-job test: each round starts on a queue (and admission record) of its own.
   ...Array.from({ length: 6 }, (_, i) => `idle-alone-${i}`),
 ];
@@ -49,7 +50,12 @@ beforeAll(async () => {
       { name: 'mlp-priority', from: 'mlp-large', batching: { max_batch_size: 1, max_delay_ms: 0 } },
       { name: 'cars-expire', from: 'cars-mpg' },
       { name: 'cars-expire-sync', from: 'cars-mpg' },
-      ...IDLE.map((name) => ({ name, from: 'cars-mpg' })),
+      ...IDLE.map((name) =>
+        // One row per batch: a sync call fills a job by itself.
+        name === 'idle-single'
+          ? { name, from: 'cars-mpg', batching: { max_batch_size: 1, max_delay_ms: 0 } }
+          : { name, from: 'cars-mpg' },
+      ),
     ],
     // 200 layers: a 100-row batch computes for over a second, so a cancel lands while it runs.
     [(dir) => writeSlowModel(dir, 'slow-started', 200, { max_batch_size: 256, max_delay_ms: 0 })],
@@ -214,6 +220,33 @@ describe('callers that leave, and callers that do not wait', () => {
         .poll(async () => (await job(j.id as string)).status, { timeout: 5_000, interval: 20 })
         .toBe('canceled');
     }
+  });
+
+  it('with max_batch_size 1, concurrent calls of one principal each go out at once, none held behind another', async () => {
+    const queue = stack.services.jobs.queueOf('idle-single');
+    const abort = new AbortController();
+    let answered = 0;
+    // Six calls parsed together: each fills a job, so none gathers behind the one in flight (with
+    // coalescing's one-in-flight rule alone, five would wait for the first job, or for their wait).
+    const pending = Array.from({ length: 6 }, () =>
+      Promise.resolve(
+        stack.app.request('/v1/predict', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, prefer: 'wait=60' },
+          body: JSON.stringify({ model: 'idle-single', features: features('idle-single') }),
+          signal: abort.signal,
+        }),
+      )
+        .then(() => answered++)
+        .catch(() => undefined),
+    );
+    const queued = async () => (await queue.getJobs(['prioritized', 'waiting'])).length;
+    await expect.poll(queued, { timeout: 10_000, interval: 10 }).toBe(6);
+    // All six were queued while every caller still waited (no worker serves the model).
+    expect(answered).toBe(0);
+    for (const j of await queue.getJobs(['prioritized', 'waiting'])) expect(jobRowCount(j.data)).toBe(1);
+    abort.abort();
+    await Promise.all(pending);
   });
 
   it('callers of a shared job whose waits run out each get a job of their own (202), and the shared one is canceled', async () => {

@@ -280,7 +280,9 @@ export class SyncPath {
   private flush(groups: Group[]): void {
     for (const g of groups) {
       g.scheduled = false;
-      while (g.open.length > 0 && (g.inFlight < this.options.maxInFlight || g.inFlight === 0)) {
+      // Calls gather while the group's jobs are in flight, but a job's worth of rows goes at once:
+      // waiting cannot make that job larger (with `max_batch_size` 1, every call is such a job).
+      while (g.open.length > 0 && (g.inFlight < this.options.maxInFlight || g.inFlight === 0 || this.fills(g))) {
         void this.send(g, this.take(g));
       }
       if (g.open.length === 0 && g.inFlight === 0) this.groups.delete(g.key);
@@ -289,10 +291,26 @@ export class SyncPath {
     this.jobs.flushAdds();
   }
 
+  /** Rows one job of the group carries at most (the model's batch, capped by `maxRows`). */
+  private rowLimit(group: Group): number {
+    const first = group.open[0] as Member;
+    return Math.min(this.options.maxRows, first.call.model.batching.max_batch_size);
+  }
+
+  /** The calls gathered in the group fill a job. */
+  private fills(group: Group): boolean {
+    const limit = this.rowLimit(group);
+    let rows = 0;
+    for (const m of group.open) {
+      rows += m.call.input.count;
+      if (rows >= limit) return true;
+    }
+    return false;
+  }
+
   /** The members of the next job: as many calls as fit in one batch of the model (at least one). */
   private take(group: Group): Member[] {
-    const first = group.open[0] as Member;
-    const limit = Math.min(this.options.maxRows, first.call.model.batching.max_batch_size);
+    const limit = this.rowLimit(group);
     const members: Member[] = [];
     let rows = 0;
     while (group.open.length > 0) {
