@@ -584,59 +584,62 @@ const ANALYSIS = [
   '## What holds the missed targets back',
   '',
   'Every process here shares two cores with Redis and the load generator, so a target set as a ratio to a ' +
-    'single-process baseline compares three processes and several network hops against one process. Runs on ' +
-    'a shared VM move a lot, and so do VMs. This run’s VM (2026-12-03 evening) was far slower than the previous ' +
-    'recorded run’s (an Intel Xeon VM the same afternoon): the trivial route served 7,796 req/s at c=64 against ' +
-    '32,387 and cost 109 µs of CPU per request against 23, the tutorial served 375 req/s one at a time against ' +
-    '865, and one cars-mpg row took 0.106 ms in ONNX Runtime against 0.016. Quern runs three processes and Redis ' +
-    'where the tutorial runs one, and on this VM it lost more than the tutorial did (c=32: 3,553 → 1,097 req/s ' +
-    'against 1,153 → 422), so the ratios at c ≥ 32 fell though the code got faster. An A/B of this run’s code ' +
-    'against the previous run’s, on this VM, alternating, two runs each (8 s per point): c=8 374 and 315 req/s ' +
-    'against 243 and 272; c=32 983 and 989 against 821 and 828, with 880 µs of API CPU per request against 1,031 ' +
-    'and 1,067.',
+    'single-process baseline compares three processes and several network hops against one process. The VM ' +
+    'moves a lot, even within one evening: this run (2026-12-03, AMD EPYC) had the trivial route at 39,808 req/s ' +
+    'and 27 µs of CPU per request; a run of the same code but the sync-path fix (ec2cfc0), 15 minutes earlier on ' +
+    'the same VM, had 19,486 and 41 µs, and gave c1 2.00, c8 1.60, c32 2.34, c128 4.39, c32_2w 1.19, ' +
+    'drain_vs_bullmq 0.59 and tracing 0.052 where this run gives 1.96, 1.33, 2.60, 3.95, 1.68, 0.47 and 0.028. ' +
+    'The previous recorded run, on a VM 4× slower, had 109 µs. Single 8-second points against a baseline on ' +
+    'the same machine move by a fifth between runs; read the ratios with that margin.',
   '',
-  '- **One request at a time (2.13 against 1.6: p50 5.51 against 2.59 ms; 2.25 in the previous run).** The ' +
-    'fast lane (docs/architecture.md) now answers an idle service’s sync call from the worker that the admission ' +
-    'script pushes it to, without waiting for BullMQ’s hand-over (the marker waking the worker’s BZPOPMIN, then ' +
-    '`moveToActive`); a lone add goes as a plain add instead of `addBulk`’s MULTI. On this VM, 2,000 ' +
-    'sequential predicts per run, fast lane off and on alternating on the same build: p50 6.17 and 5.85 ms off, ' +
-    '4.52 and 4.86 ms on. Timestamps along idle calls on this VM (medians, instrumented build): in the API, HTTP ' +
-    'to the route 0.56 ms, rate limit and cache read 0.60 ms (one round trip), admission 0.58 ms (one round ' +
-    'trip; it also publishes the push); then the add (one round trip) while the worker computes: push to reply ' +
-    '0.54 ms inside the worker, of which 0.28 ms in ONNX Runtime’s `run()`, whose promise waits for a ' +
-    '`setImmediate`. The reply and the add’s acknowledgement arrive within about 0.5 ms of each other, so both ' +
-    'paths bound the call. What would lift it further: answering on the reply before the add is acknowledged ' +
-    '(the answer would then precede its record, so it is not done), folding admission into the add (a BullMQ ' +
-    'script of our own), and a synchronous ONNX Runtime call on the inline path (not in onnxruntime-node’s ' +
-    'public API).',
-  '- **Throughput at c=8 (1.49 against 1.5; 1.17 in the previous run).** At c=8 the machine is not saturated ' +
-    'and Quern is bound by the chain of hops per job; the fast lane shortens it (A/B above).',
-  '- **c=32 and c=128 (2.60 and 3.69 against 4 and 5; against two uvicorn workers 1.59 against 2).** ' +
-    'Saturated: Quern’s p99 stays far below the tutorial’s (48 against 184 ms, 164 against 513), and it spends ' +
-    '≈ 1,287 µs of CPU per request here (API 766, worker 305, Redis 216) against the tutorial’s ≈ 2,221. Above ' +
-    '16 sync callers per worker the fast lane stays off (the workers are busy; a push would only cost work), so ' +
-    'these points measure the queue path, whose cost per request is spread thin (next item).',
-  '- **CPU per request against the trivial route (API 7.02, worker 2.79, Redis 1.98 against 5, 2, 2; 9.85, ' +
-    '3.71, 3.02 in the previous run).** Part of the change is the VM: the unit rose 4.8× and Quern’s figures ' +
-    '3–3.5×. The API’s profile at c=32 (previous run): socket writes ≈ 17%, ioredis ≈ 15%, Quern’s own code ≈ ' +
-    '11%, GC ≈ 7%, Hono ≈ 6%, log writes ≈ 4%; no hot spot is left, and a 2× cut needs fewer hops and fewer ' +
-    'commands per job. More API processes add throughput on more cores, not less CPU per request.',
-  '- **No queue (0.64 against 1.5; 0.94 in the previous run).** One mlp-large row costs a fraction of a ' +
-    'millisecond in ONNX Runtime; batching saves part of that per row, and Quern spends about as much on HTTP, ' +
-    'Redis and BullMQ across three processes on the same two cores, more so on a slow VM. Quern is ahead when a ' +
-    'row costs more than its per-request overhead (larger models, GPUs) or with more cores.',
-  '- **Ingest (0.15 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
-    'admission script and a BullMQ add; the trivial route is one Hono handler. More API processes scale it ' +
-    '(nothing in the path is shared but Redis).',
-  '- **Client batches (0.13 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
+  '- **One request at a time (1.96 against 1.6: p50 2.79 against 1.42 ms).** The fast lane answers an idle ' +
+    'call from the worker the admission script pushes it to (docs/architecture.md), so the critical path is: ' +
+    'HTTP, one round trip for rate limit and cache read, one for admission (which publishes the push), then ' +
+    'the add while the worker computes and replies. What the path costs beyond that is CPU per job on two ' +
+    'cores: at c=1, read from /proc over 8 s (265–336 req/s), each job cost ≈ 1.9 ms of API CPU, 1.7 ms of ' +
+    'worker CPU and 1.1 ms of Redis CPU, against ≈ 0.25 ms of API CPU per request once calls share jobs. Redis ' +
+    'ran 8 Lua scripts per job (rate limit, admission, add, `moveToActive` 3–4 times, `moveToFinished`, row ' +
+    'release), 2 `BZPOPMIN` wake-ups and 3 `XREAD` reads of 5 stream events. BullMQ calls `moveToActive` once ' +
+    'for the job, once to look for more (the worker takes many jobs at a time for batching) and once more when ' +
+    'the marker `moveToActive` itself leaves behind wakes it; each is a socket write, and in the worker’s ' +
+    'profile at c=1 socket writes were 38% of its busy time. What would lift it: a job the fast lane answered ' +
+    'recorded straight as completed, without BullMQ’s wait and active hand-over (a completion script of our ' +
+    'own against BullMQ’s job layout, or BullMQ support for adding a finished job), and admission folded into ' +
+    'the add (one round trip and one script fewer).',
+  '- **c=8 (1.33 against 1.5; 1.60 in the run before).** Not saturated: bound by the chain of hops per job, as ' +
+    'at c=1, and by the run-to-run margin above.',
+  '- **c=32, c=128 and two uvicorn workers (2.60, 3.95 and 1.68 against 4, 5 and 2).** Saturated: Quern’s ' +
+    'p99 stays far below the tutorial’s (26 against 79 ms, 67 against 243), and it spends ≈ 553 µs of CPU per ' +
+    'request (API 318, worker 129, Redis 105) against the tutorial’s ≈ 994. Tried on this VM, c=32, and not ' +
+    'kept: two API processes (`node:cluster`) served 1,350–1,480 req/s against 1,900–1,990 with one (less ' +
+    'coalescing per process, and the load generator shares the cores); the API without its QueueEvents ' +
+    'streams showed no change beyond noise (2,384 and 1,917 req/s against 2,414 and 2,132).',
+  '- **CPU per request against the trivial route (API 11.6, worker 4.7, Redis 3.8 against 5, 2, 2).** The unit ' +
+    'fell to 27 µs on this VM while Quern’s costs, more of them wake-ups and socket writes between processes, ' +
+    'fell less. The API’s profile at c=32 is flat (shares of all samples, 22% of them idle): socket writes ≈ ' +
+    '11%, ioredis ≈ 11%, Quern’s own code ≈ 10%, Hono ≈ 9%, GC ≈ 4%, zod ≈ 4%. A 2× cut needs fewer hops and ' +
+    'fewer commands per job, not a hot spot.',
+  '- **No queue (0.80 against 1.5).** One mlp-large row costs 0.1 ms in ONNX Runtime here; batching saves part ' +
+    'of that per row, and Quern spends more on HTTP, Redis and BullMQ across three processes on the same two ' +
+    'cores. Quern is ahead when a row costs more than its per-request overhead (larger models, GPUs) or with ' +
+    'more cores.',
+  '- **Unbatched (4.78, met).** Fair since ec2cfc0: with `max_batch_size` 1 every sync call of a key now goes ' +
+    'out at once in a job of its own; before, the sync path held each call until the key’s one job in flight ' +
+    'finished, so this baseline served 186–214 req/s (ratio 11) with every process mostly idle.',
+  '- **Drain (0.47 against 0.5; 0.59 in the run before).** Quern drained 4,848 and 4,842 jobs/s in both rounds; ' +
+    'raw BullMQ’s no-op drain, its baseline, moved between 6,161 and 10,318 in this run. Nothing in this ' +
+    'session’s changes touches the async path.',
+  '- **Ingest (0.07 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
+    'admission script and a BullMQ add; the trivial route is one Hono handler, and on this VM it doubled. More ' +
+    'API processes scale it (nothing in the path is shared but Redis).',
+  '- **Client batches (0.15 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
     '(137 KB as a `tensor`): parsed, hashed per row for the cache, stored in Redis, read back and answered, ' +
     'on the same two cores the inference needs.',
-  '- **Tracing (0.152 against 0.05).** As in the previous run (0.151); the run before it, on another VM, had ' +
-    '0.007 with the same tracing code: span work per request weighs more on these CPUs.',
-  '- **API RSS (368 MB against 200; 489 in the previous run, at ≈ 3× the request rate).** The peak over the ' +
-    'whole run; the live heap after a full GC is ≈ 33 MB (a heap snapshot after c=128): V8 lets garbage build ' +
-    'up before a major GC. A hard cap trades CPU for it: `--max-old-space-size=128` kept the API at ≈ 150 MB at ' +
-    'c=256 but cost ≈ 40% more API CPU per request, so it is a deployment choice (docs/deployment.md), not a ' +
-    'default.',
+  '- **API RSS (425 MB against 200).** The peak over the whole run, at c=256 sync predicts (3,960 req/s); ' +
+    'the live heap after a full GC is ≈ 33 MB: V8 lets garbage build up before a major GC. Measured on this ' +
+    'VM at c=256 (API peak RSS; API CPU per request at c=32): defaults 266–272 MB, 302–307 µs; ' +
+    '`--max-semi-space-size=32 --max-old-space-size=128` 184–185 MB, 322–361 µs; `--max-old-space-size=160` ' +
+    '159–160 MB, 372–403 µs. A heap cap that low also risks an out-of-memory crash when many large batch ' +
+    'bodies arrive at once, so it is a deployment choice (docs/deployment.md), not a default.',
   '',
 ];
