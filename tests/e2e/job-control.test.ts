@@ -29,6 +29,7 @@ const IDLE = [
   'idle-full',
   'idle-waits',
   'idle-single',
+  'idle-pair',
   // One per round of the shared-job test: each round starts on a queue (and admission record) of its own.
   ...Array.from({ length: 6 }, (_, i) => `idle-alone-${i}`),
 ];
@@ -52,8 +53,8 @@ beforeAll(async () => {
       { name: 'cars-expire-sync', from: 'cars-mpg' },
       ...IDLE.map((name) =>
         // One row per batch: a sync call fills a job by itself.
-        name === 'idle-single'
-          ? { name, from: 'cars-mpg', batching: { max_batch_size: 1, max_delay_ms: 0 } }
+        name === 'idle-single' || name === 'idle-pair'
+          ? { name, from: 'cars-mpg', batching: { max_batch_size: name === 'idle-single' ? 1 : 2, max_delay_ms: 0 } }
           : { name, from: 'cars-mpg' },
       ),
     ],
@@ -245,6 +246,28 @@ describe('callers that leave, and callers that do not wait', () => {
     // All six were queued while every caller still waited (no worker serves the model).
     expect(answered).toBe(0);
     for (const j of await queue.getJobs(['prioritized', 'waiting'])) expect(jobRowCount(j.data)).toBe(1);
+    abort.abort();
+    await Promise.all(pending);
+  });
+
+  it('with max_batch_size 2, five calls of one principal make two full jobs at once; the fifth call gathers', async () => {
+    const queue = stack.services.jobs.queueOf('idle-pair');
+    const abort = new AbortController();
+    const pending = Array.from({ length: 5 }, () =>
+      Promise.resolve(
+        stack.app.request('/v1/predict', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, prefer: 'wait=60' },
+          body: JSON.stringify({ model: 'idle-pair', features: features('idle-pair') }),
+          signal: abort.signal,
+        }),
+      ).catch(() => undefined),
+    );
+    const queued = async () => await queue.getJobs(['prioritized', 'waiting']);
+    // Full jobs go whatever is in flight; the odd call waits for room (one job in flight at a time
+    // would have queued one job; sending partial jobs too, three).
+    await expect.poll(async () => (await queued()).length, { timeout: 10_000, interval: 10 }).toBe(2);
+    expect((await queued()).map((j) => jobRowCount(j.data))).toEqual([2, 2]);
     abort.abort();
     await Promise.all(pending);
   });

@@ -340,7 +340,7 @@ export const CONFIG_DOCS: Record<string, VariableDoc> = {
     group: 'sync',
     description:
       'Sync calls of one principal and model share jobs: jobs in flight per group before new calls gather into ' +
-      'one job (`0`: off); calls that fill a job go at once. 1 measured best on 2 cores at 8 and 32 concurrent ' +
+      'one job (`0`: off); a job its calls already fill goes at once. 1 measured best on 2 cores at 8 and 32 concurrent ' +
       'callers: every job costs BullMQ several fetch round trips, so fewer, fuller jobs win.',
   },
   QUERN_SYNC_COALESCE_MAX_ROWS: {

@@ -65,7 +65,10 @@ export type SyncOutcome =
 export interface SyncPathOptions {
   /** Most rows one shared job carries. */
   maxRows: number;
-  /** Shared jobs of one group that may run at once (0: every call gets a job of its own). */
+  /**
+   * Shared jobs of one group in flight before new calls gather (0: every call gets a job of its
+   * own). Calls whose job is already settled (they fill it) go regardless.
+   */
   maxInFlight: number;
   /** This API process's reply channel name, written into each job for the worker's reply. */
   replyTo: string;
@@ -149,7 +152,9 @@ const DEADLINE_MARGIN_MS = 25;
  * Sync predictions of one principal, model, priority and deadline that arrive while that group
  * already has `maxInFlight` jobs running are gathered into one job with many rows, instead of a
  * job (and a dozen Redis commands) each. At idle nothing waits: a call whose group has room is
- * sent at once, in one `addBulk` with every other job sent in the same burst. Each job carries
+ * sent at once, in one `addBulk` with every other job sent in the same burst. Nor does a job
+ * whose members can no longer change (its calls fill it, or the next call would not fit) wait
+ * for room: waiting would not make it larger. With `max_batch_size` 1 every call is such a job. Each job carries
  * this process's reply channel: the worker pushes the answer there in the write that stores its
  * cache entries, and the `ResultWaiter` hands it over; QueueEvents and a state poll answer a
  * caller whose reply was lost. Each caller keeps its own wait (`Prefer`); a caller that leaves is
@@ -280,12 +285,12 @@ export class SyncPath {
   private flush(groups: Group[]): void {
     for (const g of groups) {
       g.scheduled = false;
-      // Calls gather while the group's jobs are in flight, but a job's worth of rows goes at once:
-      // waiting cannot make that job larger (with `max_batch_size` 1, every call is such a job).
+      // Calls gather while the group's jobs are in flight, but a job whose members can no longer
+      // change goes at once: waiting cannot make it larger (with `max_batch_size` 1, every call).
       while (g.open.length > 0 && (g.inFlight < this.options.maxInFlight || g.inFlight === 0 || this.fills(g))) {
         void this.send(g, this.take(g));
       }
-      if (g.open.length === 0 && g.inFlight === 0) this.groups.delete(g.key);
+      if (g.open.length === 0 && g.inFlight === 0) this.forget(g);
     }
     // Every job of this burst goes out as one addBulk now, not a turn later.
     this.jobs.flushAdds();
@@ -297,7 +302,15 @@ export class SyncPath {
     return Math.min(this.options.maxRows, first.call.model.batching.max_batch_size);
   }
 
-  /** The calls gathered in the group fill a job. */
+  /** A group done with: removed from the map unless a newer group has its key by now. */
+  private forget(group: Group): void {
+    if (this.groups.get(group.key) === group) this.groups.delete(group.key);
+  }
+
+  /**
+   * The next job's members can no longer change: the gathered rows reach the job's limit (`take`
+   * then stops at the last call that fits).
+   */
   private fills(group: Group): boolean {
     const limit = this.rowLimit(group);
     let rows = 0;
@@ -385,7 +398,7 @@ export class SyncPath {
     } finally {
       group.inFlight--;
       if (group.open.length > 0) this.schedule(group);
-      else if (group.inFlight === 0) this.groups.delete(group.key);
+      else if (group.inFlight === 0) this.forget(group);
     }
   }
 
