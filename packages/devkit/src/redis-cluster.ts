@@ -30,6 +30,8 @@ export interface LocalRedisClusterOptions {
   masters?: number;
   /** Replicas of each master (0: none). */
   replicas?: number;
+  /** How long `start` may take in all, retries included (default 60 s: within the tests' setup hooks). */
+  timeoutMs?: number;
 }
 
 /** One line of `CLUSTER NODES`: a node's port, role and, for a replica, its master's id. */
@@ -68,22 +70,25 @@ export class LocalRedisCluster {
 
   /**
    * Starts the cluster; a start whose cluster does not come up healthy is torn down and tried
-   * again on new ports (up to three times). On a loaded machine a node's first gossip can be late
-   * enough for the cluster to stall, and a port that was free when picked can be taken before its
-   * server binds it.
+   * again on new ports (up to three times, within `timeoutMs` in all). On a loaded machine a
+   * node's first gossip can be late enough for the cluster to stall, and a port that was free when
+   * picked can be taken before its server binds it.
    */
   static async start(options: LocalRedisClusterOptions = {}): Promise<LocalRedisCluster> {
+    const deadline = Date.now() + (options.timeoutMs ?? 60_000);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await LocalRedisCluster.startOnce(options);
+        return await LocalRedisCluster.startOnce(options, Math.min(30_000, deadline - Date.now()));
       } catch (err) {
-        if (attempt >= 3) throw err;
+        // Another attempt only with time for one left (a setup hook that times out first would
+        // leave the servers of an attempt in progress running).
+        if (attempt >= 3 || deadline - Date.now() < 20_000) throw err;
         process.stderr.write(`[redis-cluster] start attempt ${attempt} failed (${(err as Error).message}); retrying\n`);
       }
     }
   }
 
-  private static async startOnce(options: LocalRedisClusterOptions): Promise<LocalRedisCluster> {
+  private static async startOnce(options: LocalRedisClusterOptions, healthyMs: number): Promise<LocalRedisCluster> {
     const masters = options.masters ?? 3;
     const replicas = options.replicas ?? 0;
     if (!(await findRedisCli()))
@@ -136,11 +141,18 @@ export class LocalRedisCluster {
         servers.set(port, child);
       }
       for (const port of ports) {
-        await pollFor(
-          async () => ((await cluster.cli(port, 'ping')).trim() === 'PONG' ? true : undefined),
+        const child = servers.get(port) as ChildProcess;
+        const state = await pollFor(
+          async () => {
+            // A server that exited (its port taken meanwhile) fails the attempt now; a PONG would
+            // come from whatever holds the port.
+            if (child.exitCode !== null || child.signalCode !== null) return 'exited';
+            return (await cluster.cli(port, 'ping')).trim() === 'PONG' ? 'up' : undefined;
+          },
           10_000,
           `redis-server on ${port} did not answer`,
         );
+        if (state === 'exited') throw new Error(`redis-server on ${port} exited (its port or bus port was taken?)`);
       }
       if (masters >= 3) {
         // redis-cli gives the first `masters` nodes the slots and makes the others their replicas.
@@ -162,7 +174,7 @@ export class LocalRedisCluster {
           if (i > 0) await cluster.cli(port, 'cluster', 'meet', '127.0.0.1', String(ports[0]));
         }
       }
-      await cluster.waitHealthy(masters, replicas);
+      await cluster.waitHealthy(masters, replicas, healthyMs);
       return cluster;
     } catch (err) {
       await cluster.stop();
@@ -202,8 +214,12 @@ export class LocalRedisCluster {
       .sort((a, b) => a - b);
   }
 
-  /** Resolves once every live node says the cluster is ok and sees `masters` masters with `replicas` replicas each. */
+  /**
+   * Resolves once every live node says the cluster is ok and sees `masters` masters with `replicas`
+   * replicas each, within `timeoutMs` for all of them.
+   */
   async waitHealthy(masters: number, replicas: number, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     for (const port of this.livePorts()) {
       await pollFor(
         async () => {
@@ -213,7 +229,7 @@ export class LocalRedisCluster {
           const r = nodes.filter((n) => n.role === 'replica').length;
           return m === masters && r === masters * replicas ? true : undefined;
         },
-        timeoutMs,
+        Math.max(0, deadline - Date.now()),
         `cluster not healthy on ${port}`,
       );
     }
