@@ -590,15 +590,15 @@ const ANALYSIS = [
     'the same VM, had 19,486 and 41 µs, and gave c1 2.00, c8 1.60, c32 2.34, c128 4.39, c32_2w 1.19, ' +
     'drain_vs_bullmq 0.59 and tracing 0.052 where this run gives 1.96, 1.33, 2.60, 3.95, 1.68, 0.47 and 0.028. ' +
     'The previous recorded run, on a VM 4× slower, had 109 µs. Single 8-second points against a baseline on ' +
-    'the same machine move by a fifth between runs; read the ratios with that margin.',
+    'the same machine moved by up to half between these two runs; read the ratios with that margin.',
   '',
   '- **One request at a time (1.96 against 1.6: p50 2.79 against 1.42 ms).** The fast lane answers an idle ' +
     'call from the worker the admission script pushes it to (docs/architecture.md), so the critical path is: ' +
     'HTTP, one round trip for rate limit and cache read, one for admission (which publishes the push), then ' +
     'the add while the worker computes and replies. What the path costs beyond that is CPU per job on two ' +
     'cores: at c=1, read from /proc over 8 s (265–336 req/s), each job cost ≈ 1.9 ms of API CPU, 1.7 ms of ' +
-    'worker CPU and 1.1 ms of Redis CPU, against ≈ 0.25 ms of API CPU per request once calls share jobs. Redis ' +
-    'ran 8 Lua scripts per job (rate limit, admission, add, `moveToActive` 3–4 times, `moveToFinished`, row ' +
+    'worker CPU and 1.1 ms of Redis CPU, against 0.32 ms of API CPU per request at c=32, where calls share ' +
+    'jobs. Redis ran 8–9 Lua scripts per job (rate limit, admission, add, `moveToActive` 3–4 times, `moveToFinished`, row ' +
     'release), 2 `BZPOPMIN` wake-ups and 3 `XREAD` reads of 5 stream events. BullMQ calls `moveToActive` once ' +
     'for the job, once to look for more (the worker takes many jobs at a time for batching) and once more when ' +
     'the marker `moveToActive` itself leaves behind wakes it; each is a socket write, and in the worker’s ' +
@@ -635,11 +635,14 @@ const ANALYSIS = [
   '- **Client batches (0.15 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
     '(137 KB as a `tensor`): parsed, hashed per row for the cache, stored in Redis, read back and answered, ' +
     'on the same two cores the inference needs.',
-  '- **API RSS (425 MB against 200).** The peak over the whole run, at c=256 sync predicts (3,960 req/s); ' +
-    'the live heap after a full GC is ≈ 33 MB: V8 lets garbage build up before a major GC. Measured on this ' +
-    'VM at c=256 (API peak RSS; API CPU per request at c=32): defaults 266–272 MB, 302–307 µs; ' +
-    '`--max-semi-space-size=32 --max-old-space-size=128` 184–185 MB, 322–361 µs; `--max-old-space-size=160` ' +
-    '159–160 MB, 372–403 µs. A heap cap that low also risks an out-of-memory crash when many large batch ' +
-    'bodies arrive at once, so it is a deployment choice (docs/deployment.md), not a default.',
+  '- **API RSS (425 MB against 200).** The highest peak of the run’s API processes: the first serves every ' +
+    'sync-predict point up to c=256 on both models and the tutorial comparison, a later one the ingest, the ' +
+    'drain and the 100-row batch requests. ' +
+    'The live heap after a full GC is ≈ 33 MB: V8 lets garbage build up before a major GC. Measured apart on ' +
+    'this VM, cars-mpg alone at c=256 (API peak RSS; API CPU per request at c=32): defaults 266–272 MB, ' +
+    '302–307 µs; `--max-semi-space-size=32 --max-old-space-size=128` 184–185 MB, 322–361 µs; ' +
+    '`--max-old-space-size=160` 159–160 MB, 372–403 µs. A heap cap that low also risks an out-of-memory ' +
+    'crash when many large batch bodies arrive at once, so it is a deployment choice (docs/deployment.md), ' +
+    'not a default.',
   '',
 ];
