@@ -454,7 +454,12 @@ function tutorialSection(r: BenchResults): string[] {
       '(`RATE_LIMIT_PER_MINUTE`), so it counts every request and refuses none, like Quern’s; its cache is the ' +
       `bench’s Redis, database ${t.server.redis_db}. Inputs are unique on both sides (cache hits at the ` +
       `tutorial: ${t.server.cache_hits}), so every request runs the model. At each concurrency Quern, the ` +
-      'tutorial and the tutorial with two workers are measured one after the other. The c=1 p50 is timed per ' +
+      'tutorial and the tutorial with two workers are measured one after the other' +
+      (r.smoke
+        ? '. '
+        : ', in two such rounds; each keeps its best (the lower p50 one request at a time, the higher req/s ' +
+          'under load), and the CPU figures come from the first round. ') +
+      'The c=1 p50 is timed per ' +
       'request with `performance.now()` (one request at a time over one kept-alive connection); the other ' +
       'latencies are autocannon’s, in whole milliseconds.',
     '',
