@@ -590,64 +590,62 @@ const ANALYSIS = [
   '',
   'Every process here shares two cores with Redis and the load generator, so a target set as a ratio to a ' +
     'single-process baseline compares three processes and several network hops against one process. The VM ' +
-    'moves a lot, even within one evening: this run (2026-12-03, AMD EPYC) had the trivial route at 39,808 req/s ' +
-    'and 27 µs of CPU per request; a run of the same code but the sync-path fix (ec2cfc0), 15 minutes earlier on ' +
-    'the same VM, had 19,486 and 41 µs, and gave c1 2.00, c8 1.60, c32 2.34, c128 4.39, c32_2w 1.19, ' +
-    'drain_vs_bullmq 0.59 and tracing 0.052 where this run gives 1.96, 1.33, 2.60, 3.95, 1.68, 0.47 and 0.028. ' +
-    'The previous recorded run, on a VM 4× slower, had 109 µs. Single 8-second points against a baseline on ' +
-    'the same machine moved by up to half between these two runs; read the ratios with that margin.',
+    'moves a lot, even within one evening (2026-12-03, AMD EPYC): the trivial route’s CPU per request was 41, ' +
+    '27 and 43 µs in three runs of about the same code within an hour (109 µs in the previous session’s ' +
+    'recorded run). Two runs 15 minutes apart, each comparison one point per side, gave c8 1.60 and 1.33, ' +
+    'c32_2w 1.19 and 1.68, drain 0.59 and 0.47. Since e789a99 each side of the tutorial comparison keeps the ' +
+    'best of two alternating rounds; this run is the first so measured. Read the ratios with that margin.',
   '',
-  '- **One request at a time (1.96 against 1.6: p50 2.79 against 1.42 ms).** The fast lane answers an idle ' +
-    'call from the worker the admission script pushes it to (docs/architecture.md), so the critical path is: ' +
-    'HTTP, one round trip for rate limit and cache read, one for admission (which publishes the push), then ' +
-    'the add while the worker computes and replies. What the path costs beyond that is CPU per job on two ' +
-    'cores: at c=1, read from /proc over 8 s (265–336 req/s), each job cost ≈ 1.9 ms of API CPU, 1.7 ms of ' +
-    'worker CPU and 1.1 ms of Redis CPU, against 0.32 ms of API CPU per request at c=32, where calls share ' +
-    'jobs. Redis ran 8–9 Lua scripts per job (rate limit, admission, add, `moveToActive` 3–4 times, `moveToFinished`, row ' +
-    'release), 2 `BZPOPMIN` wake-ups and 3 `XREAD` reads of 5 stream events. BullMQ calls `moveToActive` once ' +
-    'for the job, once to look for more (the worker takes many jobs at a time for batching) and once more when ' +
-    'the marker `moveToActive` itself leaves behind wakes it; each is a socket write, and in the worker’s ' +
-    'profile at c=1 socket writes were 38% of its busy time. What would lift it: a job the fast lane answered ' +
-    'recorded straight as completed, without BullMQ’s wait and active hand-over (a completion script of our ' +
-    'own against BullMQ’s job layout, or BullMQ support for adding a finished job), and admission folded into ' +
-    'the add (one round trip and one script fewer).',
-  '- **c=8 (1.33 against 1.5; 1.60 in the run before).** Not saturated: bound by the chain of hops per job, as ' +
-    'at c=1, and by the run-to-run margin above.',
-  '- **c=32, c=128 and two uvicorn workers (2.60, 3.95 and 1.68 against 4, 5 and 2).** Saturated: Quern’s ' +
-    'p99 stays far below the tutorial’s (26 against 79 ms, 67 against 243), and it spends ≈ 553 µs of CPU per ' +
-    'request (API 318, worker 129, Redis 105) against the tutorial’s ≈ 994. Tried on this VM, c=32, and not ' +
+  '- **One request at a time (2.18 against 1.6: p50 2.97 against 1.37 ms; 1.96 and 2.00 in the two runs ' +
+    'before).** The fast lane answers an idle call from the worker the admission script pushes it to ' +
+    '(docs/architecture.md), so the critical path is: HTTP, one round trip for rate limit and cache read, one ' +
+    'for admission (which publishes the push), then the add while the worker computes and replies. What the ' +
+    'path costs beyond that is CPU per job on two cores: at c=1, read from /proc over 8 s (265–336 req/s), ' +
+    'each job cost ≈ 1.9 ms of API CPU, 1.7 ms of worker CPU and 1.1 ms of Redis CPU, against 0.31 ms of API ' +
+    'CPU per request at c=32, where calls share jobs. Redis ran 8–9 Lua scripts per job (rate limit, ' +
+    'admission, add, `moveToActive` 3–4 times, `moveToFinished`, row release), 2 `BZPOPMIN` wake-ups and 3 ' +
+    '`XREAD` reads of 5 stream events. BullMQ calls `moveToActive` once for the job, once to look for more ' +
+    '(the worker takes many jobs at a time for batching) and once more when the marker `moveToActive` itself ' +
+    'leaves behind wakes it; each is a socket write, and in the worker’s profile at c=1 socket writes were 38% ' +
+    'of its busy time. What would lift it: a job the fast lane answered recorded straight as completed, ' +
+    'without BullMQ’s wait and active hand-over (a completion script of our own against BullMQ’s job layout, ' +
+    'or BullMQ support for adding a finished job), and admission folded into the add (one round trip and one ' +
+    'script fewer).',
+  '- **c=8 (1.23 against 1.5; 1.60 and 1.33 before), and its p99 (15 ms on both sides, so not below).** Not ' +
+    'saturated: bound by the chain of hops per job, as at c=1.',
+  '- **c=32, c=128 and two uvicorn workers (2.72, 3.54 and 1.76 against 4, 5 and 2).** Saturated: Quern’s ' +
+    'p99 stays far below the tutorial’s (22 against 90 ms, 65 against 212), and it spends ≈ 534 µs of CPU per ' +
+    'request (API 307, worker 129, Redis 99) against the tutorial’s ≈ 1,109. Tried on this VM, c=32, and not ' +
     'kept: two API processes (`node:cluster`) served 1,350–1,480 req/s against 1,900–1,990 with one (less ' +
     'coalescing per process, and the load generator shares the cores); the API without its QueueEvents ' +
-    'streams showed no change beyond noise (2,384 and 1,917 req/s against 2,414 and 2,132).',
-  '- **CPU per request against the trivial route (API 11.6, worker 4.7, Redis 3.8 against 5, 2, 2).** The unit ' +
-    'fell to 27 µs on this VM while Quern’s costs, more of them wake-ups and socket writes between processes, ' +
-    'fell less. The API’s profile at c=32 is flat (shares of all samples, 22% of them idle): socket writes ≈ ' +
-    '11%, ioredis ≈ 11%, Quern’s own code ≈ 10%, Hono ≈ 9%, GC ≈ 4%, zod ≈ 4%. A 2× cut needs fewer hops and ' +
-    'fewer commands per job, not a hot spot.',
-  '- **No queue (0.80 against 1.5).** One mlp-large row costs 0.1 ms in ONNX Runtime here; batching saves part ' +
+    'streams showed no change beyond noise (2,384 and 1,917 req/s against 2,414 and 2,132); ' +
+    '`QUERN_SYNC_COALESCE_IN_FLIGHT=2` at c=8 neither (983 and 939 against 1,147 and 829).',
+  '- **CPU per request against the trivial route (API 7.1, worker 2.97, Redis 2.28 against 5, 2, 2).** The ' +
+    'ratios follow the VM as much as the code: in the run before, with the unit at 27 µs, they were 11.6, 4.7 ' +
+    'and 3.8, for about the same absolute costs. More of Quern’s cost is wake-ups and socket writes between ' +
+    'processes, which shrink less than the unit on a faster CPU. The API’s profile at c=32 is flat (shares of ' +
+    'all samples, 22% of them idle): socket writes ≈ 11%, ioredis ≈ 11%, Quern’s own code ≈ 10%, Hono ≈ 9%, ' +
+    'GC ≈ 4%, zod ≈ 4%. A 2× cut needs fewer hops and fewer commands per job, not a hot spot.',
+  '- **No queue (0.58 against 1.5).** One mlp-large row costs 0.1 ms in ONNX Runtime here; batching saves part ' +
     'of that per row, and Quern spends more on HTTP, Redis and BullMQ across three processes on the same two ' +
     'cores. Quern is ahead when a row costs more than its per-request overhead (larger models, GPUs) or with ' +
     'more cores.',
-  '- **Unbatched (4.78, met).** Fair since ec2cfc0: with `max_batch_size` 1 every sync call of a key now goes ' +
+  '- **Unbatched (3.70, met).** Fair since ec2cfc0: with `max_batch_size` 1 every sync call of a key now goes ' +
     'out at once in a job of its own; before, the sync path held each call until the key’s one job in flight ' +
     'finished, so this baseline served 186–214 req/s (ratio 11) with every process mostly idle.',
-  '- **Drain (0.47 against 0.5; 0.59 in the run before).** Quern drained 4,848 and 4,842 jobs/s in both rounds; ' +
-    'raw BullMQ’s no-op drain, its baseline, moved between 6,161 and 10,318 in this run. Nothing in this ' +
-    'session’s changes touches the async path.',
-  '- **Ingest (0.07 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
-    'admission script and a BullMQ add; the trivial route is one Hono handler, and on this VM it doubled. More ' +
-    'API processes scale it (nothing in the path is shared but Redis).',
+  '- **Ingest (0.09 of the trivial route).** Each accepted job is a request through auth, validation, the ' +
+    'admission script and a BullMQ add; the trivial route is one Hono handler. More API processes scale it ' +
+    '(nothing in the path is shared but Redis).',
   '- **Client batches (0.15 of ONNX Runtime at batch 128).** A 100-row request is 245 KB of JSON numbers ' +
     '(137 KB as a `tensor`): parsed, hashed per row for the cache, stored in Redis, read back and answered, ' +
     'on the same two cores the inference needs.',
-  '- **API RSS (425 MB against 200).** The highest peak of the run’s API processes: the first serves every ' +
+  '- **API RSS (407 MB against 200).** The highest peak of the run’s API processes: the first serves every ' +
     'sync-predict point up to c=256 on both models and the tutorial comparison, a later one the ingest, the ' +
-    'drain and the 100-row batch requests. ' +
-    'The live heap after a full GC is ≈ 33 MB: V8 lets garbage build up before a major GC. Measured apart on ' +
-    'this VM, cars-mpg alone at c=256 (API peak RSS; API CPU per request at c=32): defaults 266–272 MB, ' +
-    '302–307 µs; `--max-semi-space-size=32 --max-old-space-size=128` 184–185 MB, 322–361 µs; ' +
-    '`--max-old-space-size=160` 159–160 MB, 372–403 µs. A heap cap that low also risks an out-of-memory ' +
-    'crash when many large batch bodies arrive at once, so it is a deployment choice (docs/deployment.md), ' +
-    'not a default.',
+    'drain and the 100-row batch requests. The live heap after a full GC is ≈ 33 MB: V8 lets garbage build up ' +
+    'before a major GC. Measured apart on this VM, cars-mpg alone at c=256 (API peak RSS; API CPU per request ' +
+    'at c=32): defaults 266–272 MB, 302–307 µs; `--max-semi-space-size=32 --max-old-space-size=128` 184–185 ' +
+    'MB, 322–361 µs; `--max-old-space-size=160` 159–160 MB, 372–403 µs. A heap cap that low also risks an ' +
+    'out-of-memory crash when many large batch bodies arrive at once, so it is a deployment choice ' +
+    '(docs/deployment.md), not a default.',
   '',
 ];
