@@ -192,6 +192,25 @@ describe('cancel', () => {
   });
 });
 
+/**
+ * `count` sync predicts of one key on `model`, sent together, each willing to wait 60 s; they end
+ * when `signal` aborts them. `onAnswer` runs for each that got a response.
+ */
+function waitingCalls(model: string, count: number, signal: AbortSignal, onAnswer = () => {}): Promise<unknown>[] {
+  return Array.from({ length: count }, () =>
+    Promise.resolve(
+      stack.app.request('/v1/predict', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, prefer: 'wait=60' },
+        body: JSON.stringify({ model, features: features(model) }),
+        signal,
+      }),
+    )
+      .then(onAnswer)
+      .catch(() => undefined),
+  );
+}
+
 describe('callers that leave, and callers that do not wait', () => {
   it('a shared job whose callers all disconnect is canceled before it runs', async () => {
     const queue = stack.services.jobs.queueOf('idle-shared');
@@ -229,18 +248,7 @@ describe('callers that leave, and callers that do not wait', () => {
     let answered = 0;
     // Six calls parsed together: each fills a job, so none gathers behind the one in flight (with
     // coalescing's one-in-flight rule alone, five would wait for the first job, or for their wait).
-    const pending = Array.from({ length: 6 }, () =>
-      Promise.resolve(
-        stack.app.request('/v1/predict', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, prefer: 'wait=60' },
-          body: JSON.stringify({ model: 'idle-single', features: features('idle-single') }),
-          signal: abort.signal,
-        }),
-      )
-        .then(() => answered++)
-        .catch(() => undefined),
-    );
+    const pending = waitingCalls('idle-single', 6, abort.signal, () => answered++);
     const queued = async () => (await queue.getJobs(['prioritized', 'waiting'])).length;
     await expect.poll(queued, { timeout: 10_000, interval: 10 }).toBe(6);
     // All six were queued while every caller still waited (no worker serves the model).
@@ -253,16 +261,7 @@ describe('callers that leave, and callers that do not wait', () => {
   it('with max_batch_size 2, five calls of one principal are queued in full jobs, none waiting for the first', async () => {
     const queue = stack.services.jobs.queueOf('idle-pair');
     const abort = new AbortController();
-    const pending = Array.from({ length: 5 }, () =>
-      Promise.resolve(
-        stack.app.request('/v1/predict', {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'x-api-key': TEST_API_KEY, prefer: 'wait=60' },
-          body: JSON.stringify({ model: 'idle-pair', features: features('idle-pair') }),
-          signal: abort.signal,
-        }),
-      ).catch(() => undefined),
-    );
+    const pending = waitingCalls('idle-pair', 5, abort.signal);
     const rows = async () => (await queue.getJobs(['prioritized', 'waiting'])).map((j) => jobRowCount(j.data));
     // Whichever calls arrive together: a lone first call goes at once (nothing in flight), and
     // every two gathered after it fill a job and go too. One job in flight at a time (no worker
