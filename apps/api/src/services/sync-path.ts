@@ -154,12 +154,13 @@ const DEADLINE_MARGIN_MS = 25;
  * job (and a dozen Redis commands) each. At idle nothing waits: a call whose group has room is
  * sent at once, in one `addBulk` with every other job sent in the same burst. Nor does a job
  * whose members can no longer change (its calls fill it, or the next call would not fit) wait
- * for room: waiting would not make it larger. With `max_batch_size` 1 every call is such a job. Each job carries
- * this process's reply channel: the worker pushes the answer there in the write that stores its
- * cache entries, and the `ResultWaiter` hands it over; QueueEvents and a state poll answer a
- * caller whose reply was lost. Each caller keeps its own wait (`Prefer`); a caller that leaves is
- * dropped, and a job whose callers all left is canceled if no batch has taken it. Calls with an
- * Idempotency-Key, and batch calls, get a job of their own; so does a caller that does not wait.
+ * for room: waiting would not make it larger. With `max_batch_size` 1 every call is such a job.
+ * Each job carries this process's reply channel: the worker pushes the answer there in the write
+ * that stores its cache entries, and the `ResultWaiter` hands it over; QueueEvents and a state
+ * poll answer a caller whose reply was lost. Each caller keeps its own wait (`Prefer`); a caller
+ * that leaves is dropped, and a job whose callers all left is canceled if no batch has taken it.
+ * Calls with an Idempotency-Key, and batch calls, get a job of their own; so does a caller that
+ * does not wait.
  */
 export class SyncPath {
   private readonly groups = new Map<string, Group>();
