@@ -89,8 +89,10 @@ export function validationError(error: ZodError, where: 'json' | 'query' | 'para
 export function isRedisUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   if (err.name === 'MaxRetriesPerRequestError') return true;
-  // A slot on the move (a Cluster failover or reshard) that a retry did not get past is an outage too.
-  if (/^(MOVED|ASK) \d+ /.test(err.message)) return true;
+  // A slot on the move (a Cluster failover or reshard) that a retry did not get past is an outage too,
+  // and so are redirections that went back and forth until ioredis gave up (nodes still disagreeing
+  // about the slot's new master).
+  if (/^(MOVED|ASK) \d+ /.test(err.message) || err.message.startsWith('Too many Cluster redirections')) return true;
   return /Redis connection is not ready|EXECABORT|Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|OOM command not allowed|LOADING|READONLY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOSCRIPT|Connection in subscriber mode|connect ETIMEDOUT/i.test(
     err.message,
   );
