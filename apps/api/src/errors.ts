@@ -92,7 +92,13 @@ export function isRedisUnavailable(err: unknown): boolean {
   // A slot on the move (a Cluster failover or reshard) that a retry did not get past is an outage too,
   // and so are redirections that went back and forth until ioredis gave up (nodes still disagreeing
   // about the slot's new master).
-  if (/^(MOVED|ASK) \d+ /.test(err.message) || err.message.startsWith('Too many Cluster redirections')) return true;
+  if (
+    /^(MOVED|ASK) \d+ /.test(err.message) ||
+    err.message.startsWith('Too many Cluster redirections') ||
+    // ioredis refuses a pipeline whose keys its slot map, mid-change, places on different nodes.
+    err.message.startsWith('All keys in the pipeline should belong to the same slots allocation group')
+  )
+    return true;
   return /Redis connection is not ready|EXECABORT|Stream isn't writeable|Connection is closed|Command timed out|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|OOM command not allowed|LOADING|READONLY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOSCRIPT|Connection in subscriber mode|connect ETIMEDOUT/i.test(
     err.message,
   );

@@ -121,10 +121,11 @@ export class LocalRedisCluster {
             // A node that never met another announces no address of its own (a one-master cluster).
             '--cluster-announce-ip',
             '127.0.0.1',
-            // Short enough for a failed master to be replaced within a few seconds (the default is
-            // 15 s), long enough that nodes on a loaded machine do not mark each other failing.
+            // A failed master is replaced within about a second (the default is 15 s). Nodes on a
+            // loaded machine may then mark each other failing for a moment: a start whose cluster
+            // does not come up healthy is retried (`start`).
             '--cluster-node-timeout',
-            '3000',
+            '1000',
             '--dir',
             dir,
             '--dbfilename',
