@@ -65,6 +65,12 @@ async function recorded(jobId: string): Promise<{ prediction: number }> {
   return job.output as { prediction: number };
 }
 
+/** The call's answer matches ONNX Runtime, and BullMQ recorded the same output for its job. */
+async function expectAnswered(features: number[], body: { prediction: number; job_id: string }): Promise<void> {
+  await expectMatchesOrt(features, body.prediction);
+  expect((await recorded(body.job_id)).prediction).toBe(body.prediction);
+}
+
 beforeAll(async () => {
   stack = await startStack();
   const entry = stack.manifest.models.find((m) => m.name === 'cars-mpg');
@@ -107,9 +113,7 @@ describe('the sync fast lane', () => {
     const calls = 6;
     for (let i = 0; i < calls; i++) {
       const features = uniqueRow();
-      const body = await predict(features);
-      await expectMatchesOrt(features, body.prediction);
-      expect((await recorded(body.job_id)).prediction).toBe(body.prediction);
+      await expectAnswered(features, await predict(features));
     }
     // Round robin over the two: half went to the gone worker and were answered by the queue alone.
     expect(await answered()).toBe(before + calls / 2);
@@ -143,9 +147,7 @@ describe('the sync fast lane', () => {
       const calls = 12;
       for (let i = 0; i < calls; i++) {
         const features = uniqueRow();
-        const body = await predict(features);
-        await expectMatchesOrt(features, body.prediction);
-        expect((await recorded(body.job_id)).prediction).toBe(body.prediction);
+        await expectAnswered(features, await predict(features));
       }
       expect(await total('answered')).toBe(answeredBefore + calls);
       // BullMQ gave some jobs to the worker that did not answer them: completed from the answer's record.
@@ -187,9 +189,7 @@ describe('the sync fast lane', () => {
       const features = uniqueRow();
       const call = predict(features);
       await pollUntil('the push heard as busy', busy, (n) => n === busyBefore + 1);
-      const body = await call;
-      await expectMatchesOrt(features, body.prediction);
-      expect((await recorded(body.job_id)).prediction).toBe(body.prediction);
+      await expectAnswered(features, await call);
       expect(await answered()).toBe(answeredBefore);
     } finally {
       await backlog;
